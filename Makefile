@@ -1,0 +1,40 @@
+# The two commands a user needs. Both start from a fresh clone.
+#   make demo   set up .venv, install equinet, run the main job on the embedded default data
+#   make test   set up .venv (if missing), install with the test extra, run the test suite
+#
+# A CPU build of torch is installed first so that pip does not pull GBs of CUDA
+# wheels; GPU users override it, e.g. `make test TORCH_SPEC="torch==2.13.0" TORCH_INDEX=`.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PIP_ARGS ?=
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: demo test clean
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/equinet --help
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.torch: $(VENV)/bin/python
+	$(PIP) install -q $(PIP_ARGS) "$(TORCH_SPEC)"
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml
+	$(PIP) install -q $(PIP_ARGS) -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.torch pyproject.toml
+	$(PIP) install -q $(PIP_ARGS) -e ".[test]"
+	touch $@ $(VENV)/.installed
+
+clean:
+	rm -rf $(VENV) build *.egg-info

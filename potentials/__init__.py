@@ -1,0 +1,2 @@
+"""GNN interatomic potentials (``equinet.potentials``) built from ``equinet.ops``.
+Filled in by the potentials work."""
