@@ -16,6 +16,7 @@ PIP := $(PY) -m pip
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/equinet --help
+	$(PY) examples/operators.py
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
