@@ -76,45 +76,36 @@ class _ChannelwiseTorch(torch.nn.Module):
 
     def __init__(self, irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps, instructions):
         super().__init__()
-        weight_offsets = [0]
-        for i1, _, _ in instructions:
-            weight_offsets.append(weight_offsets[-1] + irreps_in1[i1].mul)
-
+        # Consecutive paths with the same input segment and output irrep form a group:
+        # its weights are one contiguous chunk and its outputs one [count, dim] block.
+        groups: list[list[int]] = []  # [i1, first i_out, count], in weight/output order
+        for i_out, (i1, _, _) in enumerate(instructions):
+            if groups and groups[-1][0] == i1 and irreps_out[groups[-1][1]].ir == irreps_out[i_out].ir:
+                groups[-1][2] += 1
+            else:
+                groups.append([i1, i_out, 1])
+        self._weight_sizes = [irreps_in1[i1].mul * count for i1, _, count in groups]
         self._in1_sizes = [mul * ir.dim for mul, ir in irreps_in1]
+        self._num_outputs = len(irreps_out)
+
         self._segments: list[tuple[int, int, int]] = []  # (index in irreps_in1, mul, d1)
-        # Per segment, groups of consecutive paths with one output irrep:
-        # (first i_out, number of paths, output dim, index of its weight chunk).
-        self._groups: list[list[tuple[int, int, int, int]]] = []
-        group_columns = []  # (first weight column, number of columns) of every group
+        self._groups: list[list[tuple[int, int, int, int]]] = []  # per segment: (first i_out, count, dim, chunk)
         for i1, (mul1, ir1) in enumerate(irreps_in1):
-            own = [(i_out, i2) for i_out, (j1, i2, _) in enumerate(instructions) if j1 == i1]
+            own = [(chunk, first, count) for chunk, (j1, first, count) in enumerate(groups) if j1 == i1]
             if not own:
                 continue
-            dim2 = irreps_in2.dim
-            cg = torch.zeros(dim2, sum(irreps_out[i_out].ir.dim for i_out, _ in own), ir1.dim, dtype=torch.float64)
-            groups, k = [], 0
-            for i_out, i2 in own:
-                ir2, ir_out = irreps_in2[i2].ir, irreps_out[i_out].ir
+            paths = [i_out for _, first, count in own for i_out in range(first, first + count)]
+            cg = torch.zeros(irreps_in2.dim, sum(irreps_out[i].ir.dim for i in paths), ir1.dim, dtype=torch.float64)
+            k = 0
+            for i_out in paths:
+                ir2, ir_out = irreps_in2[instructions[i_out][1]].ir, irreps_out[i_out].ir
+                start2 = irreps_in2[: instructions[i_out][1]].dim
                 block = o3.wigner_3j(ir1.l, ir2.l, ir_out.l, dtype=torch.float64) * math.sqrt(ir_out.dim)
-                start2 = irreps_in2[:i2].dim
                 cg[start2 : start2 + ir2.dim, k : k + ir_out.dim, :] = block.permute(1, 2, 0)
                 k += ir_out.dim
-                if groups and irreps_out[groups[-1][0]].ir == ir_out:
-                    first, count, width, chunk = groups[-1]
-                    groups[-1] = (first, count + 1, width, chunk)
-                    group_columns[chunk] = (group_columns[chunk][0], group_columns[chunk][1] + mul1)
-                else:
-                    groups.append((i_out, 1, ir_out.dim, len(group_columns)))
-                    group_columns.append((weight_offsets[i_out], mul1))
-            self.register_buffer(f"cg_{len(self._segments)}", cg.reshape(dim2, -1).to(torch.get_default_dtype()))
+            self.register_buffer(f"cg_{len(self._segments)}", cg.flatten(1).to(torch.get_default_dtype()))
             self._segments.append((i1, mul1, ir1.dim))
-            self._groups.append(groups)
-        # The groups tile the weight columns; number the chunks in column order.
-        order = sorted(range(len(group_columns)), key=lambda chunk: group_columns[chunk][0])
-        self._weight_sizes = [group_columns[chunk][1] for chunk in order]
-        rank = {chunk: position for position, chunk in enumerate(order)}
-        self._groups = [[(f, c, w, rank[chunk]) for f, c, w, chunk in groups] for groups in self._groups]
-        self._num_outputs = len(irreps_out)
+            self._groups.append([(first, count, irreps_out[first].ir.dim, chunk) for chunk, first, count in own])
 
     def forward(
         self,

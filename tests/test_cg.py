@@ -92,9 +92,10 @@ def test_channelwise_fully_connected_and_linear_are_equivariant(float64, backend
     assert_equivariant(linear, [x1], [irreps], linear.irreps_out)
 
 
-def test_conv_float32_matches_float64():
+@pytest.mark.parametrize("backend", ["torch", "e3nn"])
+def test_conv_float32_matches_float64(backend):
     irreps = "8x0e+8x1o+8x2e"
-    conv = CGConvolution(irreps, SH3).double()
+    conv = CGConvolution(irreps, SH3, backend=backend).double()
     node_feats, edge_attrs, edge_index = _graph(irreps)
     weights = torch.randn(edge_index.shape[1], conv.weight_numel)
     assert_float32_matches_float64(conv, [node_feats.double(), edge_attrs.double(), weights.double(), edge_index])

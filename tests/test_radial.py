@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from equinet.ops import BesselBasis, CosineCutoff, GaussianBasis, PolynomialCutoff
+from equinet.testing import assert_float32_matches_float64
 
 CUTOFF = 4.5
 
@@ -73,3 +74,11 @@ def test_gaussian_basis_peaks_at_centres(float64):
 def test_bad_arguments_name_the_problem(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+@pytest.mark.parametrize(
+    "module", [BesselBasis(CUTOFF), GaussianBasis(CUTOFF), PolynomialCutoff(CUTOFF), CosineCutoff(CUTOFF)]
+)
+def test_float32_matches_float64(module):
+    r = torch.linspace(0.1, CUTOFF * 1.1, 100, dtype=torch.float64)
+    assert_float32_matches_float64(module, [r], rtol=1e-5)

@@ -3,7 +3,7 @@ import torch
 from e3nn import o3
 
 from equinet.ops import SphericalHarmonics, spherical_harmonics
-from equinet.testing import assert_equivariant
+from equinet.testing import assert_equivariant, assert_float32_matches_float64
 
 
 @pytest.mark.parametrize("normalization", ["component", "norm", "integral"])
@@ -54,3 +54,7 @@ def test_module_reports_irreps_and_rejects_bad_input():
         SphericalHarmonics(-1)
     with pytest.raises(ValueError, match="normalization"):
         SphericalHarmonics(2, normalization="unit")
+
+
+def test_float32_matches_float64():
+    assert_float32_matches_float64(SphericalHarmonics(14), [torch.randn(100, 3, dtype=torch.float64)], rtol=1e-5)
