@@ -1,0 +1,1 @@
+"""Subcommands of the ``equinet`` command line; each module registers one with ``register``."""
