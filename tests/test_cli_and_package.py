@@ -60,3 +60,16 @@ def test_subpackages_install_under_equinet_only(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[True, True, True]"
+
+
+def test_every_source_package_is_listed_for_installation():
+    """A folder with an ``__init__.py`` missing from ``packages`` would work in an editable
+    install and vanish from a wheel."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    roots = {folder: name for name, folder in config["package-dir"].items()}
+    found = set()
+    for folder, name in roots.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join((name, *parts)))
+    assert found == set(config["packages"])
