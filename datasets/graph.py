@@ -71,7 +71,12 @@ def check_structure(atoms: Atoms, source: str | None = None, frame: int | None =
 
 
 def atoms_to_graph(
-    atoms: Atoms, cutoff: float, labels: Labels | None = None, source: str | None = None, frame: int | None = None
+    atoms: Atoms,
+    cutoff: float,
+    labels: Labels | None = None,
+    source: str | None = None,
+    frame: int | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Data:
     """Build the graph of one structure.
 
@@ -80,6 +85,7 @@ def atoms_to_graph(
         cutoff: neighbor cutoff in Å.
         labels: reference values to attach (NaN for those absent); ``None`` attaches none.
         source, frame: where the structure came from, for error messages.
+        dtype: floating dtype of positions, cell and labels (default: torch's default).
 
     Raises:
         DataError: empty structure, non-finite positions, a periodic direction without
@@ -97,7 +103,7 @@ def atoms_to_graph(
             source,
             frame,
         )
-    dtype = torch.get_default_dtype()
+    dtype = dtype or torch.get_default_dtype()
     pbc = np.asarray(atoms.pbc, dtype=bool)
     data = Data(
         pos=torch.tensor(atoms.positions, dtype=dtype),

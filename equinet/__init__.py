@@ -3,8 +3,11 @@
 Sub-packages: :mod:`equinet.ops` (equivariant operators), :mod:`equinet.datasets`
 (atomic data as graphs), :mod:`equinet.potentials` (GNN potentials) and
 :mod:`equinet.testing` (the conformance checks every operator and model passes).
+``equinet.Calculator`` is the ASE calculator; ``equinet.load_model`` and
+``equinet.save_model`` read and write deployable ``model.pt`` files.
 """
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 
 from .conventions import CONVENTIONS
@@ -14,4 +17,13 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["CONVENTIONS", "__version__"]
+# Imported on first use, so that `equinet --help` does not load torch_geometric and ASE.
+_LAZY = {"Calculator": "equinet.calculator", "load_model": "equinet.model_io", "save_model": "equinet.model_io"}
+
+__all__ = ["CONVENTIONS", "Calculator", "__version__", "load_model", "save_model"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'equinet' has no attribute {name!r}")

@@ -126,7 +126,8 @@ class _ChannelwiseTorch(torch.nn.Module):
             x = x1_segments[segment].reshape(-1, mul, d1).transpose(1, 2).contiguous()  # [N or E, d1, u]
             if sender is not None:
                 x = x.index_select(0, sender)
-            coupled = (x2 @ getattr(self, f"cg_{index}")).view(num_edges, -1, d1)  # [E, K, d1]
+            cg = getattr(self, f"cg_{index}")
+            coupled = (x2 @ cg).view(num_edges, cg.shape[1] // d1, d1)  # [E, K, d1]; E may be 0
             y = torch.bmm(coupled, x)  # [E, K, u]
             groups = self._groups[index]
             for (first, count, width, chunk), y_group in zip(groups, y.split([c * w for _, c, w, _ in groups], dim=1)):
@@ -163,7 +164,7 @@ class _ChannelwiseBase(torch.nn.Module):
             )
         self.weight_numel = sum(self.irreps_in1[i1].mul for i1, _, _ in self.instructions)
         if backend == "e3nn":
-            self.tp = o3.TensorProduct(
+            tp = o3.TensorProduct(
                 self.irreps_in1,
                 self.irreps_in2,
                 self.irreps_out,
@@ -172,7 +173,17 @@ class _ChannelwiseBase(torch.nn.Module):
                 internal_weights=False,
             )
         else:
-            self.tp = _ChannelwiseTorch(self.irreps_in1, self.irreps_in2, self.irreps_out, self.instructions)
+            tp = _ChannelwiseTorch(self.irreps_in1, self.irreps_in2, self.irreps_out, self.instructions)
+        # The backend holds only constants derived from the irreps (CG coefficients; the
+        # weights are inputs), so it is kept out of the module tree and its state dict: a
+        # model saved with one backend loads with another. `_apply` still moves it with
+        # `.to()`, `.double()` and `.cuda()`.
+        object.__setattr__(self, "tp", tp)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.tp._apply(fn, recurse)
+        return self
 
     def _check(self, x1: torch.Tensor, x2: torch.Tensor, weights: torch.Tensor, name1: str, name2: str) -> None:
         if x1.shape[-1] != self.irreps_in1.dim:

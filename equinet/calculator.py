@@ -1,0 +1,87 @@
+"""ASE calculator for equinet potentials.
+
+    atoms.calc = equinet.Calculator("run/model.pt")
+    atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+
+The neighbour list is rebuilt with vesin on every call (all periodic images, so cells
+smaller than the cutoff, slabs and molecules without a cell all work).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from ase.calculators.calculator import Calculator as _ASECalculator
+from ase.calculators.calculator import all_changes
+from ase.data import chemical_symbols
+from ase.stress import full_3x3_to_voigt_6_stress
+from torch_geometric.data import Batch
+
+from equinet.datasets import atoms_to_graph
+from equinet.model_io import load_model
+from equinet.potentials import Potential
+
+__all__ = ["Calculator"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, torch.float32: torch.float32, torch.float64: torch.float64}
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{device}' was requested but torch sees no CUDA GPU here; use device='cpu'")
+    return device
+
+
+class Calculator(_ASECalculator):
+    """An equinet potential as an ASE calculator.
+
+    Args:
+        model: path of a deployed ``model.pt`` or a :class:`~equinet.potentials.Potential`.
+        device: ``"cpu"``, ``"cuda"``, ...
+        dtype: ``"float32"`` or ``"float64"`` to run in; ``None`` keeps the model's.
+
+    Properties: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/Å), ``stress``
+    (eV/Å³, ASE's Voigt order and sign; fully periodic cells only) and ``energies``
+    (per atom, eV).
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+
+    def __init__(self, model: str | Path | Potential, device: str | torch.device = "cpu", dtype=None, **kwargs):
+        super().__init__(**kwargs)
+        self.device = _check_device(device)
+        if not isinstance(model, Potential):
+            model = load_model(model)
+        if dtype is not None:
+            if dtype not in _DTYPES:
+                raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+            model = model.to(_DTYPES[dtype])
+        self.model = model.to(self.device).eval()
+        self._elements = set(model.elements)
+
+    def _check_elements(self, atoms) -> None:
+        unknown = sorted(set(atoms.numbers.tolist()) - self._elements)
+        if unknown:
+            names = ", ".join(chemical_symbols[z] for z in unknown)
+            known = ", ".join(chemical_symbols[z] for z in sorted(self._elements))
+            raise ValueError(f"element {names} is not one the model was built for ({known})")
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        self._check_elements(atoms)
+        periodic = bool(atoms.pbc.all())
+        batch = Batch.from_data_list([atoms_to_graph(atoms, self.model.cutoff, dtype=self.model.atomic_energies.dtype)]).to(self.device)
+        out = self.model(batch, forces=True, stress=periodic)
+        energy = float(out["energy"].detach()[0])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": out["node_energy"].detach().cpu().double().numpy(),
+            "forces": out["forces"].detach().cpu().double().numpy(),
+        }
+        if periodic:
+            stress = out["stress"].detach().cpu().double().numpy()[0]
+            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)

@@ -1,0 +1,177 @@
+"""The base every equinet potential stands on.
+
+:class:`Potential` owns what all models share: the elements and their one-hot
+encoding, per-element reference energies, the energy scale and shift, the cutoff, the
+edge vectors (recomputed from ``pos``, ``cell`` and ``edge_shift`` so that forces and
+stress flow through autograd) and the outputs. A concrete model only defines
+:meth:`Potential.node_energy_terms`: its interaction blocks and readout.
+
+The energy of atom i of element z is
+
+    E_i = E0[z] + shift + scale * (f_i - f_isolated[z])
+
+with ``f`` the learned part. ``f_isolated[z]`` is the learned part of an atom with no
+neighbours, so an isolated atom has exactly its reference energy ``E0[z] + shift``;
+models whose learned part vanishes without neighbours (MACE) skip that subtraction.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["Potential"]
+
+NUM_ELEMENTS_TABLE = 119  # atomic numbers 0..118
+
+
+def _symbols(numbers) -> str:
+    # Atomic numbers, not symbols: potentials do not import ASE; the calculator and the
+    # data checks name elements by symbol before a model ever sees them.
+    return ", ".join(f"Z={int(z)}" for z in numbers)
+
+
+class Potential(torch.nn.Module):
+    """Base class of the GNN potentials: species, reference energies, scale/shift, outputs.
+
+    Args:
+        statistics: data-set statistics (:func:`equinet.datasets.compute_statistics`):
+            ``elements``, ``atomic_energies`` ({Z: eV}), ``avg_num_neighbors``,
+            ``force_rms`` (eV/Å) and ``energy_per_atom_mean`` (eV).
+        cutoff: neighbour cutoff in Å.
+        scale: energy scale in eV, or ``"force_rms"`` for the RMS force of the data
+            times 1 Å (MACE's default), making the learned part of order one.
+        shift: per-atom energy shift in eV, or ``"energy_per_atom_mean"`` for the mean
+            residual energy per atom after the references.
+
+    Outputs of ``model(batch, forces=True, stress=False)``: ``energy [B]`` (eV),
+    ``node_energy [n]`` (eV), ``forces [n, 3]`` (eV/Å, −∂E/∂pos) and ``stress [B, 3, 3]``
+    (eV/Å³, ASE sign: (1/V) ∂E/∂strain; NaN for structures that are not periodic).
+    """
+
+    #: True where the learned part is exactly zero for an atom without neighbours.
+    isolated_energy_is_zero: bool = False
+
+    def __init__(self, statistics: dict, cutoff: float = 5.0, scale: float | str = "force_rms", shift: float | str = 0.0):
+        super().__init__()
+        if not cutoff > 0:
+            raise ValueError(f"cutoff must be a positive distance in Å, got {cutoff!r}")
+        self.cutoff = float(cutoff)
+        self.statistics = statistics
+        self.elements = [int(z) for z in statistics["elements"]]
+        if not self.elements:
+            raise ValueError("statistics['elements'] is empty: the model needs at least one element")
+        self.num_elements = len(self.elements)
+        self.avg_num_neighbors = float(statistics.get("avg_num_neighbors", 1.0)) or 1.0
+
+        table = torch.full((NUM_ELEMENTS_TABLE,), -1, dtype=torch.long)
+        table[self.elements] = torch.arange(self.num_elements)
+        self.register_buffer("species_of_z", table, persistent=False)
+        energies = statistics.get("atomic_energies", {})
+        missing = [z for z in self.elements if z not in energies]
+        if missing:
+            raise ValueError(f"statistics['atomic_energies'] has no reference energy for {_symbols(missing)}")
+        self.register_buffer("atomic_energies", torch.tensor([energies[z] for z in self.elements], dtype=torch.get_default_dtype()))
+        self.register_buffer("scale", torch.tensor(self._resolve(scale, "scale", {"force_rms": "force_rms"})))
+        self.register_buffer("shift", torch.tensor(self._resolve(shift, "shift", {"energy_per_atom_mean": "energy_per_atom_mean"})))
+
+    def _resolve(self, value: float | str, name: str, from_statistics: dict[str, str]) -> float:
+        if isinstance(value, str):
+            if value not in from_statistics:
+                raise ValueError(f"{name} must be a number or one of {sorted(from_statistics)}, got {value!r}")
+            value = float(self.statistics[from_statistics[value]])
+            return value if name != "scale" or value > 0 else 1.0
+        return float(value)
+
+    # ------------------------------------------------------------------ to implement
+
+    def node_energy_terms(self, species: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """The learned part of the atomic energies.
+
+        Args:
+            species: ``[n]`` element index 0..num_elements-1 (into ``self.elements``).
+            edge_vec: ``[E, 3]`` vector from sender to receiver in Å (differentiable).
+            edge_index: ``[2, E]`` senders (row 0) and receivers (row 1).
+
+        Returns:
+            ``[n]`` dimensionless energies, scaled by ``scale`` into eV.
+        """
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
+
+    def one_hot(self, species: torch.Tensor) -> torch.Tensor:
+        """``[n]`` element indices → ``[n, num_elements]`` one-hot in the model's dtype."""
+        return torch.nn.functional.one_hot(species, self.num_elements).to(self.atomic_energies.dtype)
+
+    def species(self, z: torch.Tensor) -> torch.Tensor:
+        """Atomic numbers ``[n]`` → element indices ``[n]``; an element the model lacks is a ``ValueError``."""
+        if z.numel() and (z.min() < 0 or z.max() >= NUM_ELEMENTS_TABLE):
+            raise ValueError(f"atomic numbers must be in 1..118, got values from {int(z.min())} to {int(z.max())}")
+        species = self.species_of_z[z]
+        if (species < 0).any():
+            unknown = sorted(set(z[species < 0].tolist()))
+            raise ValueError(
+                f"element {_symbols(unknown)} is not one the model was built for ({_symbols(self.elements)})"
+            )
+        return species
+
+    def _isolated_terms(self) -> torch.Tensor:
+        """Learned part of one isolated atom of each element: ``[num_elements]``."""
+        device, dtype = self.atomic_energies.device, self.atomic_energies.dtype
+        species = torch.arange(self.num_elements, device=device)
+        no_edges = torch.zeros(2, 0, dtype=torch.long, device=device)
+        return self.node_energy_terms(species, torch.zeros(0, 3, dtype=dtype, device=device), no_edges)
+
+    def forward(
+        self, batch, forces: bool = True, stress: bool = False, create_graph: bool | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Energies and, on request, forces and stress of a batch of graphs.
+
+        Args:
+            batch: a ``torch_geometric`` ``Batch`` (or one ``Data``) with ``pos``, ``z``,
+                ``cell``, ``pbc``, ``edge_index`` and ``edge_shift`` (the graph contract).
+            forces: compute ``forces = -dE/dpos``.
+            stress: compute the stress of periodic structures.
+            create_graph: keep the graph of the derivatives (needed to train on forces);
+                defaults to ``self.training``.
+        """
+        dtype = self.atomic_energies.dtype
+        pos, cell = batch.pos.to(dtype), batch.cell.to(dtype).view(-1, 3, 3)
+        num_graphs = cell.shape[0]
+        batch_index = batch.batch if getattr(batch, "batch", None) is not None else pos.new_zeros(len(pos), dtype=torch.long)
+        edge_index, edge_shift = batch.edge_index, batch.edge_shift.to(dtype)
+        species = self.species(batch.z)
+        create_graph = self.training if create_graph is None else create_graph
+
+        inputs = []
+        if forces:
+            pos = pos.detach().requires_grad_(True)
+            inputs.append(pos)
+        if stress:
+            # E(strain): positions and cell deformed by (1 + strain), strain symmetric.
+            strain = torch.zeros(num_graphs, 3, 3, dtype=dtype, device=pos.device, requires_grad=True)
+            inputs.append(strain)
+            symmetric = 0.5 * (strain + strain.transpose(1, 2))
+            pos = pos + torch.einsum("ni,nij->nj", pos, symmetric[batch_index])
+            cell = cell + cell @ symmetric
+
+        sender, receiver = edge_index
+        edge_vec = pos[receiver] - pos[sender] + torch.einsum("ei,eij->ej", edge_shift, cell[batch_index[sender]])
+        terms = self.node_energy_terms(species, edge_vec, edge_index)
+        if not self.isolated_energy_is_zero:
+            terms = terms - self._isolated_terms()[species]
+        node_energy = self.atomic_energies[species] + self.shift + self.scale * terms
+        energy = node_energy.new_zeros(num_graphs).index_add(0, batch_index, node_energy)
+        out = {"energy": energy, "node_energy": node_energy}
+
+        if inputs:
+            grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph)
+            if forces:
+                out["forces"] = -grads[0]
+            if stress:
+                volume = torch.linalg.det(batch.cell.to(dtype).view(-1, 3, 3)).abs()
+                periodic = batch.pbc.view(-1, 3).all(dim=1) & (volume > 0)
+                out["stress"] = torch.where(
+                    periodic.view(-1, 1, 1), grads[-1] / volume.clamp_min(1e-30).view(-1, 1, 1), torch.nan
+                )
+        return out

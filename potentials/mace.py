@@ -1,0 +1,141 @@
+"""MACE-style potential (Batatia et al., NeurIPS 2022), following mace-torch's
+``ScaleShiftMACE`` with ``RealAgnosticResidualInteractionBlock``.
+
+Each layer: a linear map of the node features, the CG convolution with the edge
+spherical harmonics (up to ``max_ell``) and radial-MLP weights, a linear map divided by
+the mean neighbour count (the atomic basis A), the many-body product (symmetric
+contraction of A up to ``correlation`` copies, element-dependent weights), a linear
+map, and an element-dependent self-connection from the previous layer. Every layer
+reads out an energy; the last one through a small MLP. The learned energy of an atom
+without neighbours is exactly zero.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from e3nn import o3
+
+from equinet.ops import CGConvolution, FullyConnectedTensorProduct, Linear, SymmetricContraction, spherical_harmonics
+
+from .base import Potential
+from .blocks import RadialEmbedding, radial_network
+from .registry import register_model
+
+__all__ = ["MACE"]
+
+PRODUCTS = ("cg",)
+
+
+class _Interaction(torch.nn.Module):
+    """Atomic basis A of one layer: ``[n, irreps_in] → [n, C x (0e + 1o + ... + max_ell)]``."""
+
+    def __init__(self, irreps_in, irreps_sh, irreps_a, num_basis, radial_hidden, avg_num_neighbors, backend):
+        super().__init__()
+        self.linear_up = Linear(irreps_in, irreps_in)
+        self.conv = CGConvolution(irreps_in, irreps_sh, irreps_out=irreps_a, backend=backend)
+        self.radial = radial_network(num_basis, radial_hidden, self.conv.weight_numel)
+        self.linear = Linear(self.conv.irreps_out, irreps_a)
+        self.inv_avg_num_neighbors = 1.0 / avg_num_neighbors
+
+    def forward(self, x, edge_sh, edge_features, edge_index):
+        messages = self.conv(self.linear_up(x), edge_sh, self.radial(edge_features), edge_index)
+        return self.linear(messages) * self.inv_avg_num_neighbors
+
+
+@register_model("mace")
+class MACE(Potential):
+    """MACE-style potential.
+
+    Args:
+        statistics, cutoff, scale, shift: see :class:`~equinet.potentials.Potential`.
+        hidden_irreps: node features between layers, one multiplicity for all irreps
+            (``"64x0e+64x1o"``; the last layer keeps only its scalars).
+        max_ell: highest degree of the edge spherical harmonics and of A.
+        correlation: body order of the product minus one (MACE's ``correlation``).
+        num_interactions: number of layers.
+        num_basis: Bessel functions of the radial embedding.
+        envelope_p: exponent of the polynomial cutoff envelope (MACE: 5).
+        radial_hidden: hidden widths of the radial MLP.
+        readout_hidden: width of the last layer's readout MLP.
+        product: the many-body product: ``"cg"`` (symmetric contraction).
+        conv_backend: ``"torch"`` or ``"e3nn"`` (reference) for the CG convolution.
+    """
+
+    isolated_energy_is_zero = True
+
+    def __init__(
+        self,
+        statistics: dict,
+        cutoff: float = 5.0,
+        scale: float | str = "force_rms",
+        shift: float | str = 0.0,
+        hidden_irreps: str = "64x0e+64x1o",
+        max_ell: int = 3,
+        correlation: int = 3,
+        num_interactions: int = 2,
+        num_basis: int = 8,
+        envelope_p: int = 5,
+        radial_hidden: Sequence[int] = (64, 64, 64),
+        readout_hidden: int = 16,
+        product: str = "cg",
+        conv_backend: str = "torch",
+    ):
+        super().__init__(statistics, cutoff, scale, shift)
+        hidden = o3.Irreps(hidden_irreps)
+        channels = {mul for mul, _ in hidden}
+        if len(channels) != 1 or not any(ir == o3.Irrep("0e") for _, ir in hidden):
+            raise ValueError(f"model.hidden_irreps must have scalars and one multiplicity for all irreps (e.g. '64x0e+64x1o'), got '{hidden_irreps}'")
+        if product not in PRODUCTS:
+            raise ValueError(f"model.product must be one of {', '.join(PRODUCTS)}, got {product!r}")
+        if not isinstance(num_interactions, int) or num_interactions < 1:
+            raise ValueError(f"model.num_interactions must be a positive integer, got {num_interactions!r}")
+        num_channels = channels.pop()
+        self.max_ell = max_ell
+        irreps_sh = o3.Irreps.spherical_harmonics(max_ell)
+        irreps_a = o3.Irreps([(num_channels, ir) for _, ir in irreps_sh])
+        elements = o3.Irreps(f"{self.num_elements}x0e")
+        scalars = o3.Irreps(f"{num_channels}x0e")
+
+        self.radial_embedding = RadialEmbedding(cutoff, num_basis, envelope_p)
+        self.embedding = Linear(elements, scalars)
+        self.interactions, self.products, self.linears = torch.nn.ModuleList(), torch.nn.ModuleList(), torch.nn.ModuleList()
+        self.self_connections, self.readouts = torch.nn.ModuleList(), torch.nn.ModuleList()
+        irreps_in = scalars
+        for layer in range(num_interactions):
+            last = layer == num_interactions - 1
+            irreps_out = scalars if last else hidden
+            self.interactions.append(
+                _Interaction(irreps_in, irreps_sh, irreps_a, num_basis, radial_hidden, self.avg_num_neighbors, conv_backend)
+            )
+            self.products.append(SymmetricContraction(irreps_a, irreps_out, correlation, self.num_elements))
+            self.linears.append(Linear(irreps_out, irreps_out))
+            # The first layer mixes A by element instead (mace-torch's skip_tp), as its
+            # input (the element embedding) is not worth a residual.
+            self.self_connections.append(
+                FullyConnectedTensorProduct(irreps_a if layer == 0 else irreps_in, elements, irreps_a if layer == 0 else irreps_out)
+            )
+            if last:
+                readout = torch.nn.Sequential(Linear(irreps_out, f"{readout_hidden}x0e"), torch.nn.SiLU(), Linear(f"{readout_hidden}x0e", "1x0e"))
+            else:
+                readout = Linear(irreps_out, "1x0e")
+            self.readouts.append(readout)
+            irreps_in = irreps_out
+
+    def node_energy_terms(self, species, edge_vec, edge_index):
+        one_hot = self.one_hot(species)
+        edge_sh = spherical_harmonics(self.max_ell, edge_vec)
+        edge_features = self.radial_embedding(edge_vec.norm(dim=-1))
+        x = self.embedding(one_hot)
+        energy = 0.0
+        for layer, (interaction, product, linear, self_connection, readout) in enumerate(
+            zip(self.interactions, self.products, self.linears, self.self_connections, self.readouts)
+        ):
+            a = interaction(x, edge_sh, edge_features, edge_index)
+            if layer == 0:
+                x = linear(product(self_connection(a, one_hot), species))
+            else:
+                x = linear(product(a, species)) + self_connection(x, one_hot)
+            energy = energy + readout(x).squeeze(-1)
+        return energy

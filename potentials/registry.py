@@ -1,0 +1,93 @@
+"""Models by name, built from plain config dicts (the YAML ``model:`` section).
+
+    model = build_model({"name": "mace", "hidden_irreps": "64x0e+64x1o"}, statistics)
+    same = build_model(model.config, model.statistics)   # what checkpoints store
+
+``model.config`` holds every hyper-parameter with its default filled in, so a stored
+model means the same thing after the defaults change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import inspect
+
+import torch
+
+from .base import Potential
+
+__all__ = ["MODELS", "build_model", "register_model"]
+
+MODELS: dict[str, type[Potential]] = {}
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def register_model(name: str):
+    """Class decorator: make a :class:`Potential` buildable as ``{"name": name, ...}``."""
+
+    def register(cls: type[Potential]) -> type[Potential]:
+        MODELS[name] = cls
+        cls.model_name = name
+        return cls
+
+    return register
+
+
+def _closest(word: str, choices) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def hyperparameters(name: str) -> dict[str, inspect.Parameter]:
+    """The config keys of model ``name`` (besides ``name`` and ``dtype``) and their defaults."""
+    parameters = inspect.signature(MODELS[name].__init__).parameters
+    return {key: p for key, p in parameters.items() if key not in ("self", "statistics")}
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype):
+    # Built directly in the target dtype: CG coefficients made in float32 and cast up would
+    # carry float32 errors into a float64 model.
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_model(config: dict, statistics: dict) -> Potential:
+    """Build the model that ``config`` names, set up from the data ``statistics``.
+
+    Args:
+        config: ``{"name": ..., "dtype": "float32" | "float64", <hyper-parameters>}``.
+        statistics: :func:`equinet.datasets.compute_statistics` of the training set.
+
+    Raises:
+        ValueError: unknown model name, unknown key (naming the closest valid one) or
+            bad value, in one line.
+    """
+    config = dict(config)
+    name = config.pop("name", None)
+    if name not in MODELS:
+        known = ", ".join(sorted(MODELS))
+        raise ValueError(f"model.name must be one of {known}, got {name!r}{_closest(str(name), MODELS)}")
+    dtype_name = config.pop("dtype", "float32")
+    if dtype_name not in DTYPES:
+        raise ValueError(f"model.dtype must be one of {', '.join(DTYPES)}, got {dtype_name!r}")
+    valid = hyperparameters(name)
+    for key in config:
+        if key not in valid:
+            raise ValueError(f"model.{key} is not a setting of model '{name}'{_closest(key, [*valid, 'dtype'])}")
+    bound = inspect.signature(MODELS[name].__init__).bind(None, statistics, **config)
+    bound.apply_defaults()
+    resolved = {
+        key: list(value) if isinstance(value, tuple) else value  # lists, as YAML writes them
+        for key, value in bound.arguments.items()
+        if key not in ("self", "statistics")
+    }
+    with _default_dtype(DTYPES[dtype_name]):
+        model = MODELS[name](statistics, **resolved)
+    model.config = {"name": name, "dtype": dtype_name, **resolved}
+    return model

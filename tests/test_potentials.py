@@ -1,0 +1,215 @@
+"""Every potential passes the conformance suite (float64) through the ASE calculator, plus
+the base-class contract: isolated atoms, batching, smooth cutoff, dtypes, round trips."""
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk, fcc111, molecule
+from torch_geometric.data import Batch
+
+from equinet import Calculator, load_model, save_model
+from equinet.datasets import atoms_to_graph
+from equinet.potentials import MODELS, build_model
+from equinet.testing import (
+    assert_calculators_agree,
+    assert_forces_match_finite_differences,
+    assert_permutation_invariant,
+    assert_rotation_equivariant,
+    assert_stress_matches_finite_strain,
+    assert_supercell_extensive,
+    assert_translation_invariant,
+)
+
+CUTOFF = 4.0
+STATISTICS = {
+    "elements": [1, 6, 8, 28, 29],
+    "atomic_energies": {1: -13.6, 6: -1030.0, 8: -2040.0, 28: -4.1, 29: -3.7},
+    "avg_num_neighbors": 12.0,
+    "force_rms": 0.7,
+    "energy_per_atom_mean": 0.05,
+}
+SMALL = {
+    "nequip": {"num_channels": 4, "l_max": 2, "num_layers": 2, "radial_hidden": [8]},
+    "mace": {"hidden_irreps": "4x0e+4x1o", "max_ell": 2, "correlation": 3, "num_interactions": 2, "radial_hidden": [8]},
+}
+
+
+def test_every_registered_model_is_tested():
+    assert set(SMALL) == set(MODELS)
+
+
+def _model(name, dtype="float64", **overrides):
+    torch.manual_seed(0)
+    model = build_model({"name": name, "dtype": dtype, "cutoff": CUTOFF, **SMALL[name], **overrides}, STATISTICS)
+    # Random weights of a fresh model give energies near zero; make them count.
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(1.5)
+    return model.eval()
+
+
+def _alloy():
+    """Triclinic 2-atom Cu/Ni cell: far smaller than the cutoff, atoms see their images."""
+    atoms = bulk("Cu", "fcc", a=3.6) * (2, 1, 1)
+    atoms.symbols[1] = "Ni"
+    atoms.set_cell(atoms.cell.array @ np.array([[1.0, 0.08, 0.0], [0.0, 1.04, 0.1], [0.05, 0.0, 0.97]]), scale_atoms=True)
+    atoms.rattle(0.1, seed=1)
+    return atoms
+
+
+def _molecule():
+    atoms = molecule("CH3CH2OH")
+    atoms.rattle(0.05, seed=2)
+    return atoms
+
+
+@pytest.fixture(params=sorted(SMALL), scope="module")
+def calc(request):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # exactness: e3nn's Wigner-D follows the default dtype
+    yield Calculator(_model(request.param))
+    torch.set_default_dtype(previous)
+
+
+def _with(calc, atoms):
+    atoms.calc = calc
+    return atoms
+
+
+def test_rotation_and_reflection_equivariance(calc):
+    assert_rotation_equivariant(_with(calc, _alloy()), atol=1e-10)
+    assert_rotation_equivariant(_with(calc, _molecule()), atol=1e-10)
+
+
+def test_permutation_and_translation_invariance(calc):
+    for atoms in (_alloy() * (2, 1, 1), _molecule()):
+        assert_permutation_invariant(_with(calc, atoms), atol=1e-10)
+        assert_translation_invariant(_with(calc, atoms), atol=1e-10)
+
+
+def test_forces_are_minus_the_energy_gradient(calc):
+    assert_forces_match_finite_differences(_with(calc, _alloy()), eps=2e-5, atol=1e-6)
+    assert_forces_match_finite_differences(_with(calc, _molecule()), eps=2e-5, atol=1e-6)
+    slab = fcc111("Cu", (1, 1, 3), a=3.6, vacuum=4.0)
+    slab.rattle(0.1, seed=3)
+    assert_forces_match_finite_differences(_with(calc, slab), eps=2e-5, atol=1e-6)
+
+
+def test_stress_matches_finite_strain(calc):
+    atoms = _with(calc, _alloy())
+    assert np.abs(atoms.get_stress()).max() > 1e-4, "a stress this small tests nothing"
+    assert_stress_matches_finite_strain(atoms, eps=1e-5, atol=1e-8)
+
+
+def test_supercell_is_extensive(calc):
+    atoms = _with(calc, _alloy())
+    assert_supercell_extensive(atoms, repeat=(2, 2, 2), rtol=1e-10)
+
+
+def test_energy_is_smooth_as_an_atom_crosses_the_cutoff(calc):
+    def dimer(r):
+        return _with(calc, Atoms("CuNi", positions=[[0, 0, 0], [r, 0, 0]]))
+
+    far = dimer(CUTOFF + 1e-3).get_potential_energy()
+    isolated = sum(STATISTICS["atomic_energies"][z] for z in (29, 28))
+    assert far == pytest.approx(isolated, abs=1e-12)
+    for delta in (1e-2, 1e-3):
+        inside = dimer(CUTOFF - delta)
+        # Envelope with vanishing first and second derivatives: E - E_far ~ delta^3.
+        assert abs(inside.get_potential_energy() - far) < 50 * delta**3
+        assert np.abs(inside.get_forces()).max() < 100 * delta**2
+    assert abs(dimer(CUTOFF - 0.5).get_potential_energy() - far) > 1e-4, "the dimer must interact at all"
+
+
+def test_isolated_atoms_have_their_reference_energy(calc):
+    for symbol, z in (("Cu", 29), ("O", 8)):
+        atoms = _with(calc, Atoms(symbol, positions=[[0, 0, 0]]))
+        assert atoms.get_potential_energy() == pytest.approx(STATISTICS["atomic_energies"][z], abs=1e-12)
+        np.testing.assert_allclose(atoms.get_forces(), 0.0, atol=1e-14)
+
+
+def test_a_batch_gives_what_each_structure_gives_alone(calc):
+    model = calc.model
+    structures = [_alloy(), _molecule(), _alloy() * (1, 2, 1), Atoms("Ni", cell=[5, 5, 5], pbc=True)]
+    graphs = [atoms_to_graph(atoms, CUTOFF, dtype=torch.float64) for atoms in structures]
+    together = model(Batch.from_data_list(graphs), stress=True)
+    start = 0
+    for index, graph in enumerate(graphs):
+        alone = model(Batch.from_data_list([graph]), stress=True)
+        stop = start + graph.num_nodes
+        torch.testing.assert_close(together["energy"][index], alone["energy"][0], atol=1e-10, rtol=0)
+        torch.testing.assert_close(together["forces"][start:stop], alone["forces"], atol=1e-10, rtol=0)
+        torch.testing.assert_close(together["node_energy"][start:stop], alone["node_energy"], atol=1e-10, rtol=0)
+        torch.testing.assert_close(together["stress"][index], alone["stress"][0], atol=1e-10, rtol=0, equal_nan=True)
+        start = stop
+    assert together["stress"][1].isnan().all(), "a molecule has no stress"
+    assert torch.isfinite(together["stress"][[0, 2, 3]]).all()
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_float32_agrees_with_float64(name):
+    atoms = _alloy()
+    atoms.calc = Calculator(_model(name, "float64"))
+    model32 = build_model({**atoms.calc.model.config, "dtype": "float32"}, STATISTICS)
+    model32.load_state_dict(atoms.calc.model.state_dict())
+    assert_calculators_agree(atoms, Calculator(model32), rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_model_file_round_trip(name, tmp_path):
+    model = _model(name)
+    save_model(model, tmp_path / "model.pt")
+    data = torch.load(tmp_path / "model.pt", weights_only=True)  # plain data only
+    assert data["config"] == model.config and data["statistics"] == STATISTICS
+    loaded = load_model(tmp_path / "model.pt")
+    batch = Batch.from_data_list([atoms_to_graph(_alloy(), CUTOFF, dtype=torch.float64)])
+    expected, got = model(batch, stress=True), loaded(batch, stress=True)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], atol=0, rtol=0)
+
+
+def test_conv_backends_give_the_same_model(float64):
+    batch = Batch.from_data_list([atoms_to_graph(_alloy(), CUTOFF)])
+    for name in sorted(SMALL):
+        reference = _model(name, conv_backend="e3nn")
+        ours = _model(name, conv_backend="torch")
+        ours.load_state_dict(reference.state_dict())
+        a, b = reference(batch), ours(batch)
+        torch.testing.assert_close(b["energy"], a["energy"], atol=1e-10, rtol=0)
+        torch.testing.assert_close(b["forces"], a["forces"], atol=1e-10, rtol=0)
+
+
+def test_training_mode_keeps_the_graph_for_force_losses():
+    model = _model("mace", "float32").train()
+    batch = Batch.from_data_list([atoms_to_graph(_alloy(), CUTOFF, dtype=torch.float32)])
+    out = model(batch)
+    out["forces"].square().sum().backward()
+    assert all(p.grad is not None for p in model.products[0].parameters())
+
+
+def test_unknown_element_is_named():
+    batch = Batch.from_data_list([atoms_to_graph(Atoms("CuXe", positions=[[0, 0, 0], [2.5, 0, 0]]), CUTOFF)])
+    with pytest.raises(ValueError, match=r"element Z=54 is not one the model was built for \(Z=1, Z=6"):
+        _model("mace", "float32")(batch)
+    calc = Calculator(_model("mace", "float32"))
+    with pytest.raises(ValueError, match=r"element Xe is not one the model was built for \(H, C, O, Ni, Cu\)"):
+        _with(calc, Atoms("CuXe", positions=[[0, 0, 0], [2.5, 0, 0]])).get_potential_energy()
+
+
+def test_config_mistakes_name_the_key():
+    with pytest.raises(ValueError, match=r"model.name must be one of mace, nequip, got 'maze'; did you mean 'mace'\?"):
+        build_model({"name": "maze"}, STATISTICS)
+    with pytest.raises(ValueError, match=r"model.num_channel is not a setting of model 'nequip'; did you mean 'num_channels'\?"):
+        build_model({"name": "nequip", "num_channel": 8}, STATISTICS)
+    with pytest.raises(ValueError, match=r"model.dtype must be one of float32, float64, got 'half'"):
+        build_model({"name": "mace", "dtype": "half"}, STATISTICS)
+    with pytest.raises(ValueError, match=r"model.product must be one of cg, got 'gaunt'"):
+        build_model({"name": "mace", "product": "gaunt"}, STATISTICS)
+
+
+def test_calculator_refuses_a_device_it_does_not_have():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match="torch sees no CUDA GPU here; use device='cpu'"):
+        Calculator(_model("mace", "float32"), device="cuda")
