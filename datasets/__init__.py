@@ -4,7 +4,7 @@ model set-up, and the embedded default data sets."""
 
 from .dataset import H5GraphDataset, build_graphs, check_elements, dataset_elements, load_dataset, split_dataset
 from .errors import DataError
-from .graph import atoms_to_graph, neighbor_list
+from .graph import atoms_to_graph, graph_to_atoms, neighbor_list
 from .h5 import H5Structures, write_h5
 from .labels import ENERGY_UNITS, Labels, read_labels
 from .read import from_pymatgen, iter_structures, read_structures
@@ -22,6 +22,7 @@ __all__ = [
     "compute_statistics",
     "dataset_elements",
     "from_pymatgen",
+    "graph_to_atoms",
     "iter_structures",
     "load_dataset",
     "neighbor_list",

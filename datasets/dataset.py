@@ -22,10 +22,13 @@ from .read import read_structures
 class H5GraphDataset(Dataset):
     """Graphs built on access from an equinet HDF5 store (larger than RAM, any number of workers)."""
 
-    def __init__(self, path: str | Path, cutoff: float, required: tuple[str, ...] = ("energy", "forces")):
+    def __init__(
+        self, path: str | Path, cutoff: float, required: tuple[str, ...] = ("energy", "forces"), dtype: torch.dtype | None = None
+    ):
         self.store = H5Structures(path)
         self.cutoff = cutoff
         self.required = required
+        self.dtype = dtype
 
     def __len__(self) -> int:
         return len(self.store)
@@ -33,7 +36,7 @@ class H5GraphDataset(Dataset):
     def __getitem__(self, index: int) -> Data:
         atoms, labels = self.store[index]
         require_labels(labels, self.required, self.store.path, index)
-        return atoms_to_graph(atoms, self.cutoff, labels, self.store.path, index)
+        return atoms_to_graph(atoms, self.cutoff, labels, self.store.path, index, self.dtype)
 
     def elements(self) -> dict[int, int]:
         """Each atomic number → the first frame that has it."""
@@ -46,6 +49,7 @@ def build_graphs(
     source: str | None = None,
     skip_bad: bool = False,
     progress: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> list[Data]:
     """Graphs of in-memory structures, every one validated now rather than mid-training.
 
@@ -55,7 +59,7 @@ def build_graphs(
     graphs, skipped = [], []
     for frame, (atoms, labels) in enumerate(tqdm(structures, desc="graphs", disable=not progress, leave=False)):
         try:
-            graphs.append(atoms_to_graph(atoms, cutoff, labels, source, frame))
+            graphs.append(atoms_to_graph(atoms, cutoff, labels, source, frame, dtype))
         except DataError as error:
             if not skip_bad:
                 raise
@@ -75,6 +79,7 @@ def load_dataset(
     energy_unit: str = "eV",
     skip_bad: bool = False,
     progress: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> list[Data] | H5GraphDataset:
     """Load a data file as graphs: an equinet ``.h5`` store lazily, anything else into memory.
 
@@ -86,11 +91,13 @@ def load_dataset(
         energy_unit: unit of the file's energies (converted to eV); ignored for ``.h5``,
             which is always in eV.
         skip_bad: leave out (and count) structures that fail validation instead of raising.
+        dtype: floating dtype of the graphs (default: torch's default); a float64 model
+            wants float64 positions.
     """
     if Path(path).suffix in H5_SUFFIXES:
-        return H5GraphDataset(path, cutoff, required)
+        return H5GraphDataset(path, cutoff, required, dtype)
     structures = read_structures(path, keys=keys, required=required, energy_unit=energy_unit)
-    return build_graphs(structures, cutoff, str(path), skip_bad, progress)
+    return build_graphs(structures, cutoff, str(path), skip_bad, progress, dtype)
 
 
 def dataset_elements(dataset: Sequence[Data] | H5GraphDataset) -> dict[int, int]:

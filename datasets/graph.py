@@ -117,3 +117,27 @@ def atoms_to_graph(
         for key, value in labels.as_tensors(len(atoms), dtype).items():
             data[key] = value
     return data
+
+
+def graph_to_atoms(graph: Data) -> Atoms:
+    """The structure and labels of a graph as ``ase.Atoms`` (labels in a
+    ``SinglePointCalculator``, absent ones left out), e.g. to write a split to extxyz."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.stress import full_3x3_to_voigt_6_stress
+
+    atoms = Atoms(
+        numbers=graph.z.numpy(),
+        positions=graph.pos.double().numpy(),
+        cell=graph.cell.view(3, 3).double().numpy(),
+        pbc=graph.pbc.view(3).numpy(),
+    )
+    results = {}
+    for key, name in (("energy", "energy"), ("forces", "forces"), ("node_energy", "energies")):
+        value = graph[key].double().numpy() if key in graph else None
+        if value is not None and np.isfinite(value).all():
+            results[name] = float(value[0]) if key == "energy" else value
+    if "stress" in graph and torch.isfinite(graph.stress).all():
+        results["stress"] = full_3x3_to_voigt_6_stress(graph.stress.view(3, 3).double().numpy())
+    if results:
+        atoms.calc = SinglePointCalculator(atoms, **results)
+    return atoms

@@ -27,7 +27,7 @@ __all__ = ["Calculator"]
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, torch.float32: torch.float32, torch.float64: torch.float64}
 
 
-def _check_device(device: str | torch.device) -> torch.device:
+def check_device(device: str | torch.device) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device '{device}' was requested but torch sees no CUDA GPU here; use device='cpu'")
@@ -51,7 +51,7 @@ class Calculator(_ASECalculator):
 
     def __init__(self, model: str | Path | Potential, device: str | torch.device = "cpu", dtype=None, **kwargs):
         super().__init__(**kwargs)
-        self.device = _check_device(device)
+        self.device = check_device(device)
         if not isinstance(model, Potential):
             model = load_model(model)
         if dtype is not None:

@@ -1,15 +1,16 @@
 """The ``equinet`` command line: ``equinet SUBCOMMAND [options]``.
 
-A user mistake (command line, config or data) gets one line on stderr and exit code 2,
-never a traceback.
+A user mistake (command line, config, data or model file) gets one line on stderr and
+exit code 2, never a traceback; set ``EQUINET_DEBUG=1`` to see the traceback anyway.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from equinet.commands import data, info
+from equinet.commands import data, evaluate, info, train
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,19 +27,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"equinet {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    for command in (info, data):
+    for command in (info, data, train, evaluate):
         command.register(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from equinet.datasets import DataError
-
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except DataError as error:
-        print(f"equinet: error: {error}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as error:  # DataError, ConfigError, bad model files and values
+        if os.environ.get("EQUINET_DEBUG"):
+            raise
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"equinet: error: {message}", file=sys.stderr)
         return 2
 
 

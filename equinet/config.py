@@ -1,0 +1,210 @@
+"""The training configuration: one YAML file, validated before anything runs.
+
+    data:      where the structures come from, label keys and units, splits, batch sizes
+    model:     {name: mace | nequip, <hyper-parameters>}; the cutoff is the model's
+    loss:      weights of energy per atom, forces and stress; mse or huber
+    optimizer: adam | adamw, learning rate, AMSGrad, weight decay
+    scheduler: plateau | cosine | constant, with optional linear warm-up
+    ema:       exponential moving average of the weights
+    trainer:   epochs or wall time, accelerator, devices, nodes, strategy, clipping, seed
+    output:    the run folder
+
+Every mistake is a :class:`ConfigError` with one line naming the key, the value and
+the fix (an unknown key also names the closest valid one).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = ["ConfigError", "TrainConfig", "load_config"]
+
+
+class ConfigError(ValueError):
+    """A mistake in the training configuration (one line)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenerateConfig(_Section):
+    name: Literal["emt-alloys", "xtb-molecules"] = "emt-alloys"
+    n: int = Field(1000, ge=1)
+    seed: int = 0
+
+
+class DataConfig(_Section):
+    train: Path | None = None
+    generate: GenerateConfig | None = None
+    valid: Path | None = None
+    test: Path | None = None
+    # Fractions or counts of `train` (or the generated set) for train/valid/test; the
+    # valid and test parts are ignored where a file is given for them.
+    split: list[float] = Field(default_factory=lambda: [0.8, 0.1, 0.1], min_length=3, max_length=3)
+    seed: int = 0
+    energy_key: str | None = None
+    forces_key: str | None = None
+    stress_key: str | None = None
+    energy_unit: str = "eV"
+    # Per-element reference energies: None fits them to the training set by least
+    # squares; a path reads a file of isolated atoms; a mapping gives {Z: eV}.
+    atomic_energies: Path | dict[int, float] | None = None
+    batch_size: int = Field(8, ge=1)
+    valid_batch_size: int = Field(16, ge=1)
+    num_workers: int = Field(0, ge=0)
+    skip_bad: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.train is None) == (self.generate is None):
+            raise ValueError("give exactly one of data.train (a file) or data.generate (an embedded data set)")
+        for key in ("train", "valid", "test"):
+            path = getattr(self, key)
+            if path is not None and not path.exists():
+                raise ValueError(f"data.{key}: file not found: {path}")
+        if isinstance(self.atomic_energies, Path) and not self.atomic_energies.exists():
+            raise ValueError(f"data.atomic_energies: file not found: {self.atomic_energies}")
+        return self
+
+
+class LossConfig(_Section):
+    energy_weight: float = Field(1.0, ge=0)  # on (energy per atom)^2, eV^2
+    forces_weight: float = Field(100.0, ge=0)  # on force components^2, (eV/Å)^2
+    stress_weight: float = Field(0.0, ge=0)  # on stress components^2, (eV/Å^3)^2
+    type: Literal["mse", "huber"] = "mse"
+    huber_delta: float = Field(0.01, gt=0)
+
+
+class OptimizerConfig(_Section):
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(0.01, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    amsgrad: bool = True
+
+
+class SchedulerConfig(_Section):
+    name: Literal["plateau", "cosine", "constant"] = "plateau"
+    warmup_epochs: int = Field(0, ge=0)
+    factor: float = Field(0.8, gt=0, lt=1)  # plateau
+    patience: int = Field(10, ge=0)  # plateau, in validation epochs
+    min_lr: float = Field(0.0, ge=0)
+
+
+class EMAConfig(_Section):
+    enabled: bool = True
+    decay: float = Field(0.99, gt=0, lt=1)
+
+
+class TrainerConfig(_Section):
+    max_epochs: int | None = Field(100, ge=0)
+    max_time_minutes: float | None = Field(None, gt=0)
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    gradient_clip_val: float | None = 10.0
+    seed: int = 0
+    check_val_every_n_epoch: int = Field(1, ge=1)
+    log_every_n_steps: int = Field(10, ge=1)
+    progress_bar: bool = True
+
+
+class TrainConfig(_Section):
+    data: DataConfig
+    model: dict[str, Any]
+    loss: LossConfig = LossConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    ema: EMAConfig = EMAConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    output: Path = Path("runs/equinet")
+
+    @model_validator(mode="after")
+    def _known_model(self):
+        from equinet.potentials import MODELS
+        from equinet.potentials.registry import hyperparameters
+
+        name = self.model.get("name")
+        if name not in MODELS:
+            raise ValueError(f"model.name must be one of {', '.join(sorted(MODELS))}, got {name!r}{_closest(str(name), MODELS)}")
+        valid = [*hyperparameters(name), "name", "dtype"]
+        for key in self.model:
+            if key not in valid:
+                raise ValueError(f"model.{key} is not a setting of model '{name}'{_closest(key, valid)}")
+        return self
+
+
+def _closest(word: str, choices) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def _section_fields(loc: tuple) -> list[str]:
+    """The valid keys at the place ``loc`` of the config."""
+    model: type[BaseModel] = TrainConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _one_line(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    loc = tuple(part for part in first["loc"] if not str(part).startswith("function-"))
+    key = ".".join(str(part) for part in loc)
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{key}'{_closest(str(loc[-1]), _section_fields(loc))}"
+    if first["type"] == "missing":
+        return f"{source}: missing key '{key}'"
+    message = first["msg"].removeprefix("Value error, ")
+    if not key:
+        return f"{source}: {message}"
+    return f"{source}: {key} = {first.get('input')!r}: {message}"
+
+
+def _set(config: dict, assignment: str) -> None:
+    """Apply one ``--set section.key=value`` (value parsed as YAML)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: write it as section.key=value, e.g. trainer.max_epochs=10")
+    path, value = assignment.split("=", 1)
+    *parents, last = path.strip().split(".")
+    node = config
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {assignment!r}: '{part}' is not a section")
+    node[last] = yaml.safe_load(value)
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """Read, override (``["trainer.max_epochs=5", ...]``) and validate a training config.
+
+    Relative paths are taken from the current directory, as on the command line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of sections (data, model, ...)")
+    for assignment in overrides:
+        _set(raw, assignment)
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_one_line(error, str(path))) from None

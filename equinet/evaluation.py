@@ -1,0 +1,95 @@
+"""Errors of a potential on a data set: predictions, the metrics table, parity plots.
+
+Shared by ``equinet train`` (the test split) and ``equinet evaluate MODEL DATA``.
+Errors are reported in meV/atom (energy), meV/Å (forces) and meV/Å³ (stress); labels a
+structure lacks (NaN) are left out of the metrics, never counted as zero.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+
+from equinet.potentials import Potential
+
+__all__ = ["compute_metrics", "format_metrics", "parity_plots", "predict"]
+
+_QUANTITIES = {  # key: (label, unit of the errors)
+    "energy": ("energy per atom", "meV/atom"),
+    "forces": ("forces", "meV/Å"),
+    "stress": ("stress", "meV/Å³"),
+}
+
+
+def predict(model: Potential, dataset: Sequence[Data], batch_size: int = 16) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Reference and predicted values over ``dataset``: ``{key: (reference, predicted)}``,
+    energies per atom (eV/atom), force components (eV/Å) and stress components (eV/Å³),
+    only where the reference exists."""
+    model.eval()
+    device, dtype = model.atomic_energies.device, model.atomic_energies.dtype
+    stress = any(torch.isfinite(graph.stress).all() for graph in dataset if "stress" in graph)
+    pairs: dict[str, tuple[list, list]] = {key: ([], []) for key in _QUANTITIES}
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        batch = batch.to(device)
+        out = model(batch, forces=True, stress=stress, create_graph=False)
+        num_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(dtype)
+        values = {"energy": (batch.energy.to(dtype) / num_atoms, out["energy"] / num_atoms), "forces": (batch.forces, out["forces"])}
+        if stress:
+            values["stress"] = (batch.stress, out["stress"])
+        for key, (reference, predicted) in values.items():
+            reference, predicted = reference.detach().reshape(-1), predicted.detach().reshape(-1).to(reference.dtype)
+            keep = torch.isfinite(reference) & torch.isfinite(predicted)
+            pairs[key][0].append(reference[keep].cpu().double().numpy())
+            pairs[key][1].append(predicted[keep].cpu().double().numpy())
+    return {key: (np.concatenate(ref), np.concatenate(pred)) for key, (ref, pred) in pairs.items() if ref and sum(map(len, ref))}
+
+
+def compute_metrics(predictions: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict[str, float]]:
+    """``{key: {"mae", "rmse" (in meV units), "count"}}`` for each quantity predicted."""
+    metrics = {}
+    for key, (reference, predicted) in predictions.items():
+        error = 1000.0 * (predicted - reference)
+        metrics[key] = {"mae": float(np.abs(error).mean()), "rmse": float(np.sqrt((error**2).mean())), "count": int(error.size)}
+    return metrics
+
+
+def format_metrics(metrics: dict[str, dict[str, float]], title: str) -> str:
+    """The metrics as a small aligned table."""
+    lines = [title, f"  {'quantity':<16}{'MAE':>12}{'RMSE':>12}  unit        values"]
+    for key, values in metrics.items():
+        label, unit = _QUANTITIES[key]
+        lines.append(f"  {label:<16}{values['mae']:12.3f}{values['rmse']:12.3f}  {unit:<12}{values['count']}")
+    return "\n".join(lines)
+
+
+def parity_plots(predictions: dict[str, tuple[np.ndarray, np.ndarray]], folder: str | Path, title: str = "") -> list[Path]:
+    """One PNG per quantity (``parity_energy.png``, ``parity_forces.png``, ...) in ``folder``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    units = {"energy": "eV/atom", "forces": "eV/Å", "stress": "eV/Å³"}
+    for key, (reference, predicted) in predictions.items():
+        error = predicted - reference
+        figure, axes = plt.subplots(figsize=(4.5, 4.5), layout="constrained")
+        axes.scatter(reference, predicted, s=4, alpha=0.5, linewidths=0)
+        low, high = float(min(reference.min(), predicted.min())), float(max(reference.max(), predicted.max()))
+        axes.plot([low, high], [low, high], color="black", linewidth=0.8)
+        axes.set_xlabel(f"reference {_QUANTITIES[key][0]} ({units[key]})")
+        axes.set_ylabel(f"predicted ({units[key]})")
+        mae, rmse = 1000 * np.abs(error).mean(), 1000 * np.sqrt((error**2).mean())
+        axes.set_title(f"{title} MAE {mae:.2f}, RMSE {rmse:.2f} {_QUANTITIES[key][1]}".strip(), fontsize=9)
+        path = folder / f"parity_{key}.png"
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+        paths.append(path)
+    return paths

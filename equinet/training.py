@@ -1,0 +1,318 @@
+"""Training on PyTorch Lightning: ``equinet train CONFIG.yaml`` calls :func:`train`.
+
+The run folder gets ``config.yaml`` (resolved), ``metrics.csv`` (and TensorBoard logs
+when tensorboard is installed), ``last.ckpt`` and ``best.ckpt`` (by validation loss),
+``test.extxyz`` (the test split, when it was split off the training data), the test
+metrics (``test_metrics.json`` and a printed table), parity plots and ``model.pt``: the
+deployable model with the EMA weights.
+
+Checkpoints hold only tensors and plain Python data (``torch.load(...,
+weights_only=True)`` reads them) plus, under ``"equinet"``, the version, conventions,
+model config and data statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+import torch
+import yaml
+from torch.utils.data import DistributedSampler
+from torch_geometric.loader import DataLoader
+from torchmetrics import MeanAbsoluteError, MeanSquaredError
+
+from equinet.config import ConfigError, TrainConfig
+from equinet.conventions import CONVENTIONS
+from equinet.datasets import (
+    build_graphs,
+    check_elements,
+    compute_statistics,
+    graph_to_atoms,
+    load_dataset,
+    read_atomic_energies,
+    split_dataset,
+)
+from equinet.evaluation import compute_metrics, format_metrics, parity_plots, predict
+from equinet.model_io import save_model
+from equinet.potentials import Potential, build_model
+from equinet.potentials.registry import DTYPES
+
+__all__ = ["PotentialModule", "train"]
+
+_LABELS = ("energy", "forces", "stress")
+
+
+def _masked_loss(predicted: torch.Tensor, reference: torch.Tensor, kind: str, delta: float) -> torch.Tensor:
+    """Mean squared (or Huber) error over the finite entries of ``reference``; 0 if none."""
+    keep = torch.isfinite(reference)
+    if not keep.any():
+        return predicted.sum() * 0.0
+    if kind == "huber":
+        return torch.nn.functional.huber_loss(predicted[keep], reference[keep], delta=delta)
+    return torch.nn.functional.mse_loss(predicted[keep], reference[keep])
+
+
+class PotentialModule(pl.LightningModule):
+    """A :class:`~equinet.potentials.Potential` with its loss, optimizer and metrics."""
+
+    def __init__(self, model: Potential, config: TrainConfig):
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.save_hyperparameters({"config": config.model_dump(mode="json")})
+        self.nonfinite_step: int | None = None
+        self.use_stress = config.loss.stress_weight > 0
+        self.val_mae = torch.nn.ModuleDict({key: MeanAbsoluteError() for key in _LABELS})
+        self.val_mse = torch.nn.ModuleDict({key: MeanSquaredError() for key in _LABELS})
+
+    def _predict(self, batch):
+        out = self.model(batch, forces=True, stress=self.use_stress, create_graph=self.training)
+        num_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(out["energy"].dtype)
+        pairs = {"energy": (out["energy"] / num_atoms, batch.energy / num_atoms), "forces": (out["forces"], batch.forces)}
+        if self.use_stress:
+            pairs["stress"] = (out["stress"], batch.stress)
+        return pairs
+
+    def _loss(self, pairs) -> torch.Tensor:
+        loss_config = self.config.loss
+        weights = {"energy": loss_config.energy_weight, "forces": loss_config.forces_weight, "stress": loss_config.stress_weight}
+        return sum(
+            weights[key] * _masked_loss(predicted, reference, loss_config.type, loss_config.huber_delta)
+            for key, (predicted, reference) in pairs.items()
+        )
+
+    def training_step(self, batch, batch_index):
+        loss = self._loss(self._predict(batch))
+        if not torch.isfinite(loss):
+            # Skip the step (returning None skips the optimizer) and stop: the weights,
+            # checkpoints and best.ckpt all stay at the last finite state.
+            self.nonfinite_step = self.global_step
+            self.trainer.should_stop = True
+            return None
+        self.log("train_loss", loss, batch_size=batch.num_graphs, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_index):
+        with torch.enable_grad():  # forces are a gradient, even in validation
+            pairs = self._predict(batch)
+        for key, (predicted, reference) in pairs.items():
+            keep = torch.isfinite(reference)
+            if keep.any():
+                self.val_mae[key].update(predicted.detach()[keep], reference[keep])
+                self.val_mse[key].update(predicted.detach()[keep], reference[keep])
+
+    def on_validation_epoch_end(self):
+        weights = {"energy": self.config.loss.energy_weight, "forces": self.config.loss.forces_weight, "stress": self.config.loss.stress_weight}
+        loss = 0.0
+        for key in ("energy", "forces", "stress") if self.use_stress else ("energy", "forces"):
+            # compute() synchronises across processes, so every process calls it.
+            mse, mae = self.val_mse[key].compute(), self.val_mae[key].compute()
+            self.val_mse[key].reset()
+            self.val_mae[key].reset()
+            if torch.isnan(mse):  # no structure of the validation set has this label
+                continue
+            self.log(f"val_{key}_mae_meV", 1000 * mae, prog_bar=key != "stress")
+            self.log(f"val_{key}_rmse_meV", 1000 * mse.sqrt())
+            loss = loss + weights[key] * mse
+        self.log("val_loss", loss, prog_bar=True)
+
+    def configure_optimizers(self):
+        opt = self.config.optimizer
+        cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
+        optimizer = cls(self.model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay, amsgrad=opt.amsgrad)
+        schedule = self.config.scheduler
+        schedulers = []
+        if schedule.warmup_epochs:
+            warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: min(1.0, (epoch + 1) / (schedule.warmup_epochs + 1)))
+            schedulers.append({"scheduler": warmup, "interval": "epoch"})
+        if schedule.name == "plateau":
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=schedule.factor, patience=schedule.patience, min_lr=schedule.min_lr)
+            schedulers.append({"scheduler": plateau, "monitor": "val_loss", "interval": "epoch", "frequency": self.config.trainer.check_val_every_n_epoch})
+        elif schedule.name == "cosine":
+            epochs = max(1, (self.config.trainer.max_epochs or 100) - schedule.warmup_epochs)
+            schedulers.append({"scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, eta_min=schedule.min_lr), "interval": "epoch"})
+        return [optimizer], schedulers
+
+    def on_save_checkpoint(self, checkpoint):
+        from equinet import __version__
+
+        checkpoint["equinet"] = {
+            "version": __version__,
+            "conventions": dict(CONVENTIONS),
+            "config": self.model.config,
+            "statistics": self.model.statistics,
+        }
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def _sizes(split: list[float], has_valid: bool, has_test: bool) -> list[float | int]:
+    """Train/valid/test sizes of the data to split; parts given as files take nothing."""
+    counts = any(value > 1 for value in split)
+    sizes = [int(v) for v in split] if counts else list(split)
+    if has_valid:
+        sizes[1] = 0
+    if has_test:
+        sizes[2] = 0
+    if not counts and (has_valid or has_test):
+        sizes[0] = 1.0 - sizes[1] - sizes[2]
+    return sizes
+
+
+def _load(config: TrainConfig, path, dtype, cutoff, required=("energy", "forces")):
+    data = config.data
+    keys = {"energy": data.energy_key, "forces": data.forces_key, "stress": data.stress_key}
+    return load_dataset(path, cutoff, keys=keys, required=required, energy_unit=data.energy_unit, skip_bad=data.skip_bad, progress=True, dtype=dtype)
+
+
+def prepare_data(config: TrainConfig, cutoff: float, dtype: torch.dtype) -> dict:
+    """Train/valid/test graph sets from the config (file or embedded generator)."""
+    data = config.data
+    if data.generate is not None:
+        from equinet.datasets.generate import GENERATORS
+        from equinet.datasets.labels import read_labels
+
+        frames = GENERATORS[data.generate.name](data.generate.n, seed=data.generate.seed)
+        structures = [(atoms, read_labels(atoms, required=("energy", "forces"))) for atoms in frames]
+        source = f"generated {data.generate.name}"
+        everything = build_graphs(structures, cutoff, source, data.skip_bad, progress=True, dtype=dtype)
+    else:
+        everything = _load(config, data.train, dtype, cutoff)
+    train_set, valid_set, test_set = split_dataset(everything, _sizes(data.split, data.valid is not None, data.test is not None), data.seed)
+    sets = {"train": train_set, "valid": valid_set, "test": test_set, "test_split_off": data.test is None}
+    if data.valid is not None:
+        sets["valid"] = _load(config, data.valid, dtype, cutoff)
+    if data.test is not None:
+        sets["test"] = _load(config, data.test, dtype, cutoff)
+    for name in ("train", "valid"):
+        if len(sets[name]) == 0:
+            raise ConfigError(f"data.split gives an empty {name} set ({len(everything)} structures, split {data.split})")
+    return sets
+
+
+def _loader(dataset, batch_size: int, config: TrainConfig, shuffle: bool, single_process: bool) -> DataLoader:
+    workers = config.data.num_workers
+    if shuffle and single_process:
+        # The order of each epoch depends only on (seed, epoch): a resumed run sees the
+        # same batches as an uninterrupted one. Lightning calls set_epoch on it; with
+        # several processes it installs its own (equally seeded) DistributedSampler.
+        sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=config.data.seed)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, persistent_workers=workers > 0)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, persistent_workers=workers > 0)
+
+
+# ---------------------------------------------------------------------------- run
+
+
+def _check_output(output: Path, resume: bool, overwrite: bool) -> Path | None:
+    """The checkpoint to resume from, after checking what the output folder holds."""
+    last = output / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise ConfigError(f"--resume: {last} does not exist; start a new run without --resume")
+        return last
+    if output.exists() and any(output.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"output folder {output} already holds a run; pass --resume to continue it or --overwrite to start over")
+        shutil.rmtree(output)
+    return None
+
+
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
+    """Train as ``config`` says; returns the exit code (1 if a non-finite loss stopped it)."""
+    output = Path(config.output)
+    if rank_zero_only.rank == 0:
+        checkpoint = _check_output(output, resume, overwrite)
+    else:  # a DDP worker re-running the command: the launching process has checked
+        checkpoint = output / "last.ckpt" if resume else None
+    pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    dtype = DTYPES[config.model.get("dtype", "float32")]
+    cutoff = float(config.model.get("cutoff", 5.0))
+
+    sets = prepare_data(config, cutoff, dtype)
+    atomic_energies = config.data.atomic_energies
+    if isinstance(atomic_energies, Path):
+        atomic_energies = read_atomic_energies(atomic_energies, energy_unit=config.data.energy_unit)
+    statistics = compute_statistics(sets["train"], atomic_energies)
+    for name in ("valid", "test"):
+        check_elements(sets[name], statistics["elements"], source=f"{name} set")
+    model = build_model(config.model, statistics)
+    module = PotentialModule(model, config)
+
+    trainer_config = config.trainer
+    single_process = trainer_config.num_nodes == 1 and trainer_config.devices in (1, "1")
+    callbacks = [
+        pl.callbacks.ModelCheckpoint(dirpath=output, filename="best", monitor="val_loss", mode="min", save_last=True, enable_version_counter=False),
+        pl.callbacks.LearningRateMonitor(logging_interval="epoch"),
+    ]
+    if config.ema.enabled:
+        callbacks.append(pl.callbacks.EMAWeightAveraging(decay=config.ema.decay, use_buffers=False))
+    loggers = [pl.loggers.CSVLogger(output, name="", version="")]
+    try:
+        import tensorboard  # noqa: F401
+
+        loggers.append(pl.loggers.TensorBoardLogger(output, name="tensorboard", version=""))
+    except ImportError:
+        pass
+    trainer = pl.Trainer(
+        max_epochs=trainer_config.max_epochs,
+        max_time=timedelta(minutes=trainer_config.max_time_minutes) if trainer_config.max_time_minutes else None,
+        accelerator=trainer_config.accelerator,
+        devices=trainer_config.devices,
+        num_nodes=trainer_config.num_nodes,
+        strategy=trainer_config.strategy,
+        gradient_clip_val=trainer_config.gradient_clip_val,
+        check_val_every_n_epoch=trainer_config.check_val_every_n_epoch,
+        log_every_n_steps=trainer_config.log_every_n_steps,
+        enable_progress_bar=trainer_config.progress_bar,
+        callbacks=callbacks,
+        logger=loggers,
+        default_root_dir=output,
+        inference_mode=False,  # validation needs gradients for the forces
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )
+    if trainer.is_global_zero:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    trainer.fit(
+        module,
+        train_dataloaders=_loader(sets["train"], config.data.batch_size, config, True, single_process),
+        val_dataloaders=_loader(sets["valid"], config.data.valid_batch_size, config, False, single_process),
+        ckpt_path=checkpoint,
+    )
+    if not trainer.is_global_zero:
+        return 0
+    return _finish(module, sets, output, config)
+
+
+def _finish(module: PotentialModule, sets: dict, output: Path, config: TrainConfig) -> int:
+    """Write model.pt (EMA weights), evaluate on the test set, print the summary."""
+    model = module.model.eval()
+    save_model(model, output / "model.pt")
+    lines = [f"model.pt written to {output / 'model.pt'} ({sum(p.numel() for p in model.parameters()):,} parameters)"]
+    if len(sets["test"]):
+        if sets["test_split_off"]:
+            from ase.io import write
+
+            write(output / "test.extxyz", [graph_to_atoms(graph) for graph in sets["test"]])
+        predictions = predict(model, sets["test"], config.data.valid_batch_size)
+        metrics = compute_metrics(predictions)
+        (output / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
+        parity_plots(predictions, output, title="test")
+        lines.append(format_metrics(metrics, f"test set ({len(sets['test'])} structures):"))
+        lines.append(f"parity plots: {', '.join(str(output / f'parity_{key}.png') for key in predictions)}")
+    if module.nonfinite_step is not None:
+        lines.append(
+            f"training stopped: the loss became non-finite at step {module.nonfinite_step}; that step was skipped and "
+            f"{output / 'last.ckpt'} and best.ckpt hold the last finite weights (lower optimizer.lr or check the data)"
+        )
+    print("\n".join(lines))
+    return 1 if module.nonfinite_step is not None else 0
+

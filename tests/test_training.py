@@ -1,0 +1,198 @@
+"""`equinet train` and `equinet evaluate` end to end on tiny data: outputs, config errors,
+resume after SIGKILL, the non-finite-loss guard, and DDP on two CPU processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+
+from equinet import Calculator
+from equinet.cli import main
+from equinet.config import load_config
+from equinet.training import PotentialModule, train
+
+EQUINET = str(Path(sys.executable).with_name("equinet"))
+
+
+def _emt_frames(count: int, seed: int = 0):
+    """4-atom Cu/Ni fcc cells, rattled and strained, labelled by EMT (all the same size,
+    so that a loss averaged per process equals the loss averaged over the whole batch)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.symbols[rng.integers(4)] = "Ni"
+        atoms.set_cell(atoms.cell.array * rng.uniform(0.97, 1.03), scale_atoms=True)
+        atoms.rattle(0.1, seed=int(rng.integers(1 << 30)))
+        atoms.calc = EMT()
+        atoms.calc = SinglePointCalculator(atoms, energy=atoms.get_potential_energy(), forces=atoms.get_forces(), stress=atoms.get_stress())
+        frames.append(atoms)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "emt.extxyz"
+    write(path, _emt_frames(24))
+    return path
+
+
+def _config(tmp_path, data_file, **sections):
+    config = {
+        "data": {"train": str(data_file), "split": [16, 4, 4], "batch_size": 4, "valid_batch_size": 4},
+        "model": {"name": "mace", "dtype": "float64", "cutoff": 4.0, "hidden_irreps": "4x0e+4x1o", "max_ell": 2,
+                  "correlation": 2, "num_interactions": 2, "radial_hidden": [8]},
+        "loss": {"forces_weight": 10.0, "stress_weight": 1.0},
+        "optimizer": {"lr": 0.005},
+        "trainer": {"max_epochs": 2, "progress_bar": False, "accelerator": "cpu"},
+        "output": str(tmp_path / "run"),
+    }
+    for section, values in sections.items():
+        config[section] = {**config.get(section, {}), **values}
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _state(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_train_writes_a_complete_run_folder(tmp_path, data_file, capsys):
+    config = _config(tmp_path, data_file)
+    assert main(["train", str(config)]) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.csv", "last.ckpt", "best.ckpt", "model.pt", "test.extxyz",
+                 "test_metrics.json", "parity_energy.png", "parity_forces.png", "parity_stress.png"):
+        assert (run / name).is_file(), name
+    assert "test set (4 structures)" in out and "forces" in out and "meV/Å" in out
+    checkpoint = torch.load(run / "last.ckpt", weights_only=True)  # plain data only
+    assert checkpoint["equinet"]["config"]["name"] == "mace"
+    assert checkpoint["equinet"]["conventions"]["units"].startswith("eV")
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    assert set(metrics) == {"energy", "forces", "stress"} and metrics["forces"]["count"] == 4 * 4 * 3
+    # model.pt is the EMA model: what the checkpoint stores as state_dict (the averaged weights).
+    model_state = torch.load(run / "model.pt", weights_only=True)["state_dict"]
+    for key, value in model_state.items():
+        torch.testing.assert_close(value, checkpoint["state_dict"][f"model.{key}"])
+    assert any(not torch.equal(checkpoint["current_model_state"][f"model.{k}"], v) for k, v in model_state.items() if v.is_floating_point())
+    atoms = _emt_frames(1, seed=5)[0]
+    atoms.calc = Calculator(run / "model.pt")
+    assert np.isfinite(atoms.get_potential_energy()) and atoms.get_stress().shape == (6,)
+
+    # evaluate prints the same table for any data file and writes its plots.
+    assert main(["evaluate", str(run / "model.pt"), str(run / "test.extxyz"), "--output", str(tmp_path / "eval")]) == 0
+    evaluated = capsys.readouterr().out
+    assert "test.extxyz (4 structures)" in evaluated
+    evaluated_metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for key, values in metrics.items():
+        assert evaluated_metrics[key] == pytest.approx(values, rel=1e-6)
+    assert (tmp_path / "eval" / "parity_forces.png").is_file()
+
+    # A second run into the same folder is refused unless asked.
+    assert main(["train", str(config)]) == 2
+    assert "already holds a run; pass --resume to continue it or --overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.batch_sise=4"], "unknown key 'data.batch_sise'; did you mean 'batch_size'?"),
+        (["trainer.max_epoch=4"], "unknown key 'trainer.max_epoch'; did you mean 'max_epochs'?"),
+        (["data.batch_size=many"], "data.batch_size = 'many': Input should be a valid integer"),
+        (["data.train=missing.extxyz"], "data.train: file not found: missing.extxyz"),
+        (["model.hiden_irreps=8x0e"], "model.hiden_irreps is not a setting of model 'mace'; did you mean 'hidden_irreps'?"),
+        (["model.name=macee"], "model.name must be one of mace, nequip, got 'macee'; did you mean 'mace'?"),
+        (["optimizer.lr=-1"], "optimizer.lr = -1: Input should be greater than 0"),
+        (["trainer.max_epochs"], "write it as section.key=value"),
+    ],
+)
+def test_config_mistakes_give_one_line_and_exit_2(tmp_path, data_file, capsys, overrides, message):
+    config = _config(tmp_path, data_file)
+    argv = ["train", str(config)]
+    for override in overrides:
+        argv += ["--set", override]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("equinet: error: ") and message in err, err
+    assert not (tmp_path / "run").exists(), "nothing runs before the config is valid"
+
+
+def test_missing_config_and_bad_yaml(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml: config file not found" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text("data: [unclosed\n")
+    assert main(["train", str(tmp_path / "bad.yaml")]) == 2
+    assert "bad.yaml: not valid YAML" in capsys.readouterr().err
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path, data_file):
+    epochs = 4
+    reference = _config(tmp_path / "a", data_file, trainer={"max_epochs": epochs})
+    assert subprocess.run([EQUINET, "train", str(reference)], capture_output=True).returncode == 0
+
+    killed = _config(tmp_path / "b", data_file, trainer={"max_epochs": epochs})
+    process = subprocess.Popen([EQUINET, "train", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "b" / "run" / "last.ckpt"
+    deadline = time.time() + 120
+    while not (last.is_file() and torch.load(last, weights_only=True)["epoch"] >= 1) and time.time() < deadline:
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "b" / "run" / "model.pt").exists(), "killed before the end"
+
+    result = subprocess.run([EQUINET, "train", str(killed), "--resume"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    expected, resumed = _state(tmp_path / "a" / "run" / "model.pt"), _state(tmp_path / "b" / "run" / "model.pt")
+    for key in expected:
+        torch.testing.assert_close(resumed[key], expected[key], atol=1e-10, rtol=1e-8)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_finite_weights(tmp_path, data_file, monkeypatch, capsys):
+    config = load_config(_config(tmp_path, data_file, trainer={"max_epochs": 3}))
+    original = PotentialModule._loss
+
+    def poisoned(self, pairs):
+        loss = original(self, pairs)
+        return loss * float("nan") if self.global_step >= 6 else loss  # two epochs of 4 steps are fine
+
+    monkeypatch.setattr(PotentialModule, "_loss", poisoned)
+    assert train(config) == 1
+    out = capsys.readouterr().out
+    assert "the loss became non-finite at step 6" in out
+    for name in ("best.ckpt", "last.ckpt", "model.pt"):
+        state = _state(tmp_path / "run" / name)
+        assert all(torch.isfinite(value).all() for value in state.values() if value.is_floating_point()), name
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed support")
+def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path, data_file):
+    """Two gloo processes with half the batch each take the same steps as one process."""
+    def run(folder, devices, batch_size):
+        config = _config(tmp_path / folder, data_file, data={"batch_size": batch_size},
+                         trainer={"devices": devices, "strategy": "ddp" if devices > 1 else "auto"}, ema={"enabled": False})
+        result = subprocess.run([EQUINET, "train", str(config)], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        rows = (tmp_path / folder / "run" / "metrics.csv").read_text().splitlines()
+        header = rows[0].split(",")
+        values = [dict(zip(header, row.split(","))) for row in rows[1:]]
+        return [row for row in values if row.get("val_forces_mae_meV")][-1]
+
+    single, ddp = run("one", 1, 4), run("two", 2, 2)
+    for key in ("val_energy_mae_meV", "val_forces_mae_meV", "val_stress_mae_meV", "val_loss"):
+        assert float(ddp[key]) == pytest.approx(float(single[key]), rel=1e-6), key
