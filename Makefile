@@ -14,9 +14,13 @@ PIP := $(PY) -m pip
 
 .PHONY: demo test clean
 
+# The main job on the embedded data: train the quickstart MACE model on EMT metals and
+# alloys, evaluate it on its test split, then 1 ps of NVE MD on a 108-atom Cu/Ni cell.
 demo: $(VENV)/.installed
-	$(VENV)/bin/equinet --help
-	$(PY) examples/operators.py
+	$(VENV)/bin/equinet train examples/quickstart.yaml --overwrite
+	$(VENV)/bin/equinet evaluate runs/quickstart/model.pt runs/quickstart/test.extxyz
+	$(VENV)/bin/equinet md runs/quickstart/model.pt examples/CuNi_108.extxyz --ensemble nve \
+		--temperature 300 --timestep 2 --steps 500 --output runs/quickstart/md/nve.extxyz
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q

@@ -2,6 +2,7 @@
 
     atoms.calc = equinet.Calculator("run/model.pt")
     atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+    atoms = calc.atoms_for(pymatgen_structure)          # pymatgen Structure or Molecule
 
 The neighbour list is rebuilt with vesin on every call (all periodic images, so cells
 smaller than the cutoff, slabs and molecules without a cell all work).
@@ -12,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from ase import Atoms
 from ase.calculators.calculator import Calculator as _ASECalculator
 from ase.calculators.calculator import all_changes
 from ase.data import chemical_symbols
@@ -60,6 +62,23 @@ class Calculator(_ASECalculator):
             model = model.to(_DTYPES[dtype])
         self.model = model.to(self.device).eval()
         self._elements = set(model.elements)
+
+    def atoms_for(self, structure):
+        """``ase.Atoms`` of a pymatgen ``Structure``/``Molecule`` (or a copy of ``ase.Atoms``)
+        with this calculator attached, ready for ``get_potential_energy()``, optimizers
+        and MD::
+
+            atoms = calc.atoms_for(structure)   # pymatgen Structure
+            atoms.get_forces()
+        """
+        if isinstance(structure, Atoms):
+            atoms = structure.copy()
+        else:
+            from pymatgen.io.ase import AseAtomsAdaptor
+
+            atoms = Atoms(AseAtomsAdaptor.get_atoms(structure))  # plain Atoms, without pymatgen's properties
+        atoms.calc = self
+        return atoms
 
     def _check_elements(self, atoms) -> None:
         unknown = sorted(set(atoms.numbers.tolist()) - self._elements)

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from equinet.commands import data, evaluate, info, train
+from equinet.commands import data, evaluate, info, md, train
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"equinet {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    for command in (info, data, train, evaluate):
+    for command in (info, data, train, evaluate, md):
         command.register(commands)
     return parser
 

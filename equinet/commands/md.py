@@ -1,0 +1,52 @@
+"""``equinet md MODEL STRUCTURE [--ensemble nve|nvt|npt --temperature K --timestep fs --steps N --output traj]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(commands) -> None:
+    parser = commands.add_parser("md", help="molecular dynamics with a trained model (ASE)")
+    parser.add_argument("model", type=Path, help="a deployed model (model.pt)")
+    parser.add_argument("structure", type=Path, help="starting structure, any ASE-readable file (last frame is used)")
+    parser.add_argument("--ensemble", choices=("nve", "nvt", "npt"), default="nve")
+    parser.add_argument("--temperature", type=float, default=300.0, help="K: initial velocities, and the thermostat (default 300)")
+    parser.add_argument("--timestep", type=float, default=1.0, help="fs (default 1)")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--interval", type=int, default=10, help="record every this many steps (default 10)")
+    parser.add_argument("--pressure", type=float, default=1.01325, help="bar, for npt (default 1 atm)")
+    parser.add_argument("--output", type=Path, default=Path("md.extxyz"), help="trajectory: .traj or any ASE format (default md.extxyz)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import ase.io
+
+    from equinet.calculator import Calculator
+    from equinet.datasets import DataError
+    from equinet.md import plot_md, run_md
+
+    if not args.structure.is_file():
+        raise DataError("file not found", str(args.structure))
+    try:
+        atoms = ase.io.read(args.structure)
+    except Exception as error:
+        raise DataError(f"cannot read this structure ({str(error).splitlines()[0] if str(error) else type(error).__name__})", str(args.structure)) from None
+    atoms.calc = Calculator(args.model, device=args.device)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    stem = args.output.with_suffix("")
+    result = run_md(
+        atoms, args.ensemble, args.temperature, args.timestep, args.steps, args.interval,
+        trajectory=args.output, log=f"{stem}.log", pressure_bar=args.pressure, seed=args.seed,
+    )
+    plot = plot_md(result, f"{stem}.png")
+    print(
+        f"{args.steps} steps of {args.ensemble} MD ({len(atoms)} atoms, {args.steps * args.timestep / 1000:g} ps) "
+        f"at {result.steps_per_second:.1f} steps/s; final T {result.temperature[-1]:.0f} K\n"
+        f"total-energy drift {1000 * result.drift_per_atom:+.3f} meV/atom over the run\n"
+        f"trajectory {args.output}, log {stem}.log, plot {plot}"
+    )
+    return 0

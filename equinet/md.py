@@ -1,0 +1,142 @@
+"""Molecular dynamics with an equinet potential through ASE: ``equinet md`` calls :func:`run_md`.
+
+Ensembles: ``nve`` (velocity Verlet), ``nvt`` (Langevin) and ``npt`` (Berendsen
+thermostat and barostat, isotropic). Writes the trajectory (``.traj`` or any ASE
+format such as ``.extxyz``), a log table (time, energies, temperature) and a PNG plot
+of the energies and temperature against time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms, units
+from ase.io import Trajectory, write
+from ase.md.langevin import Langevin
+from ase.md.nptberendsen import NPTBerendsen
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.verlet import VelocityVerlet
+from tqdm.auto import tqdm
+
+__all__ = ["ENSEMBLES", "MDResult", "run_md"]
+
+ENSEMBLES = ("nve", "nvt", "npt")
+
+
+@dataclass
+class MDResult:
+    """What a run recorded, every ``interval`` steps: time (fs), energies (eV), temperature (K)."""
+
+    time_fs: np.ndarray
+    potential: np.ndarray
+    kinetic: np.ndarray
+    temperature: np.ndarray
+    num_atoms: int
+    steps_per_second: float
+
+    @property
+    def total(self) -> np.ndarray:
+        return self.potential + self.kinetic
+
+    @property
+    def drift_per_atom(self) -> float:
+        """Total-energy change from the first to the last record, eV/atom."""
+        return float(self.total[-1] - self.total[0]) / self.num_atoms
+
+
+def _dynamics(atoms: Atoms, ensemble: str, timestep_fs: float, temperature_K: float, pressure_bar: float, seed: int):
+    timestep = timestep_fs * units.fs
+    if ensemble == "nve":
+        return VelocityVerlet(atoms, timestep)
+    if ensemble == "nvt":
+        return Langevin(atoms, timestep, temperature_K=temperature_K, friction=0.01 / units.fs, rng=np.random.default_rng(seed))
+    if not atoms.pbc.all():
+        raise ValueError("npt needs a periodic cell (atoms.pbc all True); use nve or nvt for molecules")
+    return NPTBerendsen(
+        atoms, timestep, temperature_K=temperature_K, pressure_au=pressure_bar * units.bar,
+        taut=100 * units.fs, taup=1000 * units.fs, compressibility_au=4.57e-5 / units.bar,
+    )
+
+
+def run_md(
+    atoms: Atoms,
+    ensemble: str = "nve",
+    temperature_K: float = 300.0,
+    timestep_fs: float = 1.0,
+    steps: int = 1000,
+    interval: int = 10,
+    trajectory: str | Path | None = None,
+    log: str | Path | None = None,
+    pressure_bar: float = 1.01325,
+    seed: int = 0,
+    progress: bool = True,
+) -> MDResult:
+    """Run MD on ``atoms`` (calculator attached), velocities drawn at ``temperature_K``.
+
+    Records (and writes to ``trajectory``/``log``) every ``interval`` steps, including step 0.
+    """
+    if ensemble not in ENSEMBLES:
+        raise ValueError(f"ensemble must be one of {', '.join(ENSEMBLES)}, got {ensemble!r}")
+    if steps < 1 or interval < 1 or timestep_fs <= 0:
+        raise ValueError(f"steps and interval must be positive and the timestep > 0, got {steps}, {interval}, {timestep_fs}")
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
+    Stationary(atoms)
+    dynamics = _dynamics(atoms, ensemble, timestep_fs, temperature_K, pressure_bar, seed)
+    records: list[tuple[float, float, float, float]] = []
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if trajectory and str(trajectory).endswith(".traj"):
+            writer = stack.enter_context(Trajectory(str(trajectory), "w", atoms))
+        elif trajectory:
+            Path(trajectory).unlink(missing_ok=True)
+        log_file = stack.enter_context(open(log, "w")) if log else None
+        if log_file:
+            log_file.write(f"{'time_fs':>12}{'epot_eV':>16}{'ekin_eV':>16}{'etot_eV':>16}{'T_K':>10}\n")
+
+        def record():
+            epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
+            row = (dynamics.nsteps * timestep_fs, epot, ekin, atoms.get_temperature())
+            records.append(row)
+            if log_file:
+                log_file.write(f"{row[0]:12.2f}{epot:16.6f}{ekin:16.6f}{epot + ekin:16.6f}{row[3]:10.2f}\n")
+            if writer is not None:
+                writer.write(atoms)
+            elif trajectory:
+                write(trajectory, atoms, append=True)
+
+        record()
+        start = time.perf_counter()
+        with tqdm(total=steps, desc=f"md {ensemble}", unit="step", disable=not progress) as bar:
+            for done in range(0, steps, interval):
+                chunk = min(interval, steps - done)
+                dynamics.run(chunk)
+                record()
+                bar.update(chunk)
+        elapsed = time.perf_counter() - start
+    columns = np.array(records).T
+    return MDResult(columns[0], columns[1], columns[2], columns[3], len(atoms), steps / elapsed)
+
+
+def plot_md(result: MDResult, path: str | Path) -> Path:
+    """Energies per atom (potential, total) and temperature against time, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (energy, temperature) = plt.subplots(2, 1, figsize=(6, 5), sharex=True, layout="constrained")
+    time_ps = result.time_fs / 1000
+    energy.plot(time_ps, result.potential / result.num_atoms, label="potential")
+    energy.plot(time_ps, result.total / result.num_atoms, label="total")
+    energy.set_ylabel("energy (eV/atom)")
+    energy.legend()
+    temperature.plot(time_ps, result.temperature, color="tab:red")
+    temperature.set_ylabel("temperature (K)")
+    temperature.set_xlabel("time (ps)")
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return Path(path)
