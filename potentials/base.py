@@ -71,16 +71,17 @@ class Potential(torch.nn.Module):
         if missing:
             raise ValueError(f"statistics['atomic_energies'] has no reference energy for {_symbols(missing)}")
         self.register_buffer("atomic_energies", torch.tensor([energies[z] for z in self.elements], dtype=torch.get_default_dtype()))
-        self.register_buffer("scale", torch.tensor(self._resolve(scale, "scale", {"force_rms": "force_rms"})))
-        self.register_buffer("shift", torch.tensor(self._resolve(shift, "shift", {"energy_per_atom_mean": "energy_per_atom_mean"})))
+        self.register_buffer("scale", torch.tensor(self._from_statistics(scale, "scale", "force_rms")))
+        self.register_buffer("shift", torch.tensor(self._from_statistics(shift, "shift", "energy_per_atom_mean")))
 
-    def _resolve(self, value: float | str, name: str, from_statistics: dict[str, str]) -> float:
-        if isinstance(value, str):
-            if value not in from_statistics:
-                raise ValueError(f"{name} must be a number or one of {sorted(from_statistics)}, got {value!r}")
-            value = float(self.statistics[from_statistics[value]])
-            return value if name != "scale" or value > 0 else 1.0
-        return float(value)
+    def _from_statistics(self, value: float | str, name: str, statistic: str) -> float:
+        """``value`` itself, or the data statistic it names."""
+        if not isinstance(value, str):
+            return float(value)
+        if value != statistic:
+            raise ValueError(f"model.{name} must be a number or '{statistic}', got {value!r}")
+        value = float(self.statistics.get(statistic, 0.0))
+        return value if name != "scale" or value > 0 else 1.0  # no forces in the data: unit scale
 
     # ------------------------------------------------------------------ to implement
 
