@@ -18,7 +18,6 @@ and the tolerance when it is too large.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from typing import Callable, Sequence
 
@@ -27,6 +26,8 @@ import torch
 from ase import Atoms
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from e3nn import o3
+
+from equinet.potentials.registry import default_dtype
 
 __all__ = [
     "assert_calculators_agree",
@@ -46,18 +47,6 @@ def _check(name: str, error: float, tolerance: float, what: str = "max abs error
     if not error <= tolerance:  # also catches NaN
         raise AssertionError(f"{name}: {what} {error:.3e} exceeds tolerance {tolerance:.1e}")
     return error
-
-
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype):
-    # e3nn builds Wigner-D generators in the default dtype: float32 would cap the
-    # accuracy of D at ~1e-6 even for float64 inputs.
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 def random_orthogonal_matrix(reflection: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -103,7 +92,7 @@ def assert_equivariant(
     worst = 0.0
     for reflection in (False, True):
         rotation = random_orthogonal_matrix(reflection, generator)
-        with _default_dtype(torch.float64):
+        with default_dtype(torch.float64):  # e3nn's Wigner-D generators follow it
             d_in = [None if irreps is None else irreps.D_from_matrix(rotation) for irreps in irreps_in]
             d_out = irreps_out.D_from_matrix(rotation)
         rotated = [x if d is None else x @ d.to(x).T for x, d in zip(inputs, d_in)]

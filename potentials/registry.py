@@ -17,7 +17,7 @@ import torch
 
 from .base import Potential
 
-__all__ = ["MODELS", "build_model", "register_model"]
+__all__ = ["MODELS", "build_model", "default_dtype", "register_model"]
 
 MODELS: dict[str, type[Potential]] = {}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -46,9 +46,13 @@ def hyperparameters(name: str) -> dict[str, inspect.Parameter]:
 
 
 @contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype):
-    # Built directly in the target dtype: CG coefficients made in float32 and cast up would
-    # carry float32 errors into a float64 model.
+def default_dtype(dtype: torch.dtype):
+    """Run a block with torch's default dtype set to ``dtype``.
+
+    Models are built directly in their dtype (CG coefficients made in float32 and cast up
+    would carry float32 errors into a float64 model), and e3nn builds Wigner-D generators
+    in the default dtype (float32 caps their accuracy at ~1e-6 even for float64 inputs).
+    """
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -87,7 +91,7 @@ def build_model(config: dict, statistics: dict) -> Potential:
         for key, value in bound.arguments.items()
         if key not in ("self", "statistics")
     }
-    with _default_dtype(DTYPES[dtype_name]):
+    with default_dtype(DTYPES[dtype_name]):
         model = MODELS[name](statistics, **resolved)
     model.config = {"name": name, "dtype": dtype_name, **resolved}
     return model
