@@ -1,7 +1,7 @@
 """The training configuration: one YAML file, validated before anything runs.
 
     data:      where the structures come from, label keys and units, splits, batch sizes
-    model:     {name: mace | nequip, <hyper-parameters>}; the cutoff is the model's
+    model:     {name: <a registered model, e.g. mace>, <hyper-parameters>}; the cutoff is the model's
     loss:      weights of energy per atom, forces and stress; mse or huber
     optimizer: adam | adamw, learning rate, AMSGrad, weight decay
     scheduler: plateau | cosine | constant, with optional linear warm-up

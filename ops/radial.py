@@ -107,6 +107,37 @@ class GaussianBasis(torch.nn.Module):
         return f"cutoff={self.cutoff}, num_basis={self.num_basis}"
 
 
+class ExpNormalBasis(torch.nn.Module):
+    """PhysNet's exponential-normal functions, TorchMD-Net's default (``expnorm``):
+
+        e_k(r) = exp(-beta_k (exp(-alpha r) - mu_k)^2),   alpha = 5 / r_c,
+
+    with ``mu_k`` evenly spaced on [exp(-r_c), 1] and ``beta_k = (2 (1 - exp(-r_c)) / K)^-2``
+    (r_c in Å, as TorchMD-Net). Shapes: ``r: [E]`` (Å) → ``[E, num_basis]``.
+    """
+
+    def __init__(self, cutoff: float, num_basis: int = 32, trainable: bool = False):
+        super().__init__()
+        cutoff, num_basis = _check_cutoff(cutoff), _check_num_basis(num_basis)
+        self.cutoff, self.num_basis = cutoff, num_basis
+        dtype = torch.get_default_dtype()
+        start = torch.exp(torch.tensor(-cutoff, dtype=dtype))
+        means = torch.linspace(start.item(), 1.0, num_basis, dtype=dtype)
+        betas = torch.full((num_basis,), (2.0 / num_basis * (1.0 - start.item())) ** -2, dtype=dtype)
+        self.alpha = 5.0 / cutoff
+        if trainable:
+            self.means, self.betas = torch.nn.Parameter(means), torch.nn.Parameter(betas)
+        else:
+            self.register_buffer("means", means)
+            self.register_buffer("betas", betas)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-self.betas * (torch.exp(-self.alpha * r.unsqueeze(-1)) - self.means) ** 2)
+
+    def extra_repr(self) -> str:
+        return f"cutoff={self.cutoff}, num_basis={self.num_basis}"
+
+
 class PolynomialCutoff(torch.nn.Module):
     """Polynomial envelope of Klicpera et al. (DimeNet), as used by NequIP and MACE.
 

@@ -5,8 +5,10 @@
 """
 
 from .base import Potential
+from .escn import ESCN
 from .mace import MACE
 from .nequip import NequIP
 from .registry import MODELS, build_model, register_model
+from .tensornet import TensorNet
 
-__all__ = ["MACE", "MODELS", "NequIP", "Potential", "build_model", "register_model"]
+__all__ = ["ESCN", "MACE", "MODELS", "NequIP", "Potential", "TensorNet", "build_model", "register_model"]

@@ -3,8 +3,10 @@
 
 Each layer: a linear map of the node features, the CG convolution with the edge
 spherical harmonics (up to ``max_ell``) and radial-MLP weights, a linear map divided by
-the mean neighbour count (the atomic basis A), the many-body product (symmetric
-contraction of A up to ``correlation`` copies, element-dependent weights), a linear
+the mean neighbour count (the atomic basis A), the many-body product of A up to
+``correlation`` copies with element-dependent weights (``product: cg``: MACE's symmetric
+contraction; ``product: gaunt``: powers of A read as a spherical function, taken pointwise
+on a sphere grid — fewer couplings, far cheaper at high degree), a linear
 map, and an element-dependent self-connection from the previous layer. Every layer
 reads out an energy; the last one through a small MLP. The learned energy of an atom
 without neighbours is exactly zero.
@@ -17,7 +19,14 @@ from typing import Sequence
 import torch
 from e3nn import o3
 
-from equinet.ops import CGConvolution, FullyConnectedTensorProduct, Linear, SymmetricContraction, spherical_harmonics
+from equinet.ops import (
+    CGConvolution,
+    FullyConnectedTensorProduct,
+    GauntManyBodyProduct,
+    Linear,
+    SymmetricContraction,
+    spherical_harmonics,
+)
 
 from .base import Potential
 from .blocks import RadialEmbedding, radial_network
@@ -25,7 +34,10 @@ from .registry import register_model
 
 __all__ = ["MACE"]
 
-PRODUCTS = ("cg",)
+# The many-body products: same constructor (irreps_in, irreps_out, correlation, num_elements)
+# and call (A, species).
+_PRODUCT_MODULES = {"cg": SymmetricContraction, "gaunt": GauntManyBodyProduct}
+PRODUCTS = tuple(_PRODUCT_MODULES)
 
 
 class _Interaction(torch.nn.Module):
@@ -59,7 +71,9 @@ class MACE(Potential):
         envelope_p: exponent of the polynomial cutoff envelope (MACE: 5).
         radial_hidden: hidden widths of the radial MLP.
         readout_hidden: width of the last layer's readout MLP.
-        product: the many-body product: ``"cg"`` (symmetric contraction).
+        product: the many-body product: ``"cg"`` (symmetric contraction, all couplings) or
+            ``"gaunt"`` (:class:`~equinet.ops.GauntManyBodyProduct`; then every output irrep of
+            the product needs the parity (-1)^l, e.g. ``"64x0e+64x1o"``, not ``"64x1e"``).
         conv_backend: ``"torch"`` or ``"e3nn"`` (reference) for the CG convolution.
     """
 
@@ -89,6 +103,11 @@ class MACE(Potential):
             raise ValueError(f"model.hidden_irreps must have scalars and one multiplicity for all irreps (e.g. '64x0e+64x1o'), got '{hidden_irreps}'")
         if product not in PRODUCTS:
             raise ValueError(f"model.product must be one of {', '.join(PRODUCTS)}, got {product!r}")
+        if product == "gaunt" and any(ir.p != (-1) ** ir.l for _, ir in hidden):
+            raise ValueError(
+                f"model.hidden_irreps '{hidden_irreps}' has irreps the Gaunt product never produces: with model.product "
+                "'gaunt' every irrep needs the parity (-1)^l (e.g. '64x0e+64x1o+64x2e')"
+            )
         if not isinstance(num_interactions, int) or num_interactions < 1:
             raise ValueError(f"model.num_interactions must be a positive integer, got {num_interactions!r}")
         num_channels = channels.pop()
@@ -109,7 +128,7 @@ class MACE(Potential):
             self.interactions.append(
                 _Interaction(irreps_in, irreps_sh, irreps_a, num_basis, radial_hidden, self.avg_num_neighbors, conv_backend)
             )
-            self.products.append(SymmetricContraction(irreps_a, irreps_out, correlation, self.num_elements))
+            self.products.append(_PRODUCT_MODULES[product](irreps_a, irreps_out, correlation, self.num_elements))
             self.linears.append(Linear(irreps_out, irreps_out))
             # The first layer mixes A by element instead (mace-torch's skip_tp), as its
             # input (the element embedding) is not worth a residual.

@@ -35,6 +35,9 @@ STATISTICS = {
 SMALL = {
     "nequip": {"name": "nequip", "num_channels": 4, "l_max": 2, "num_layers": 2, "radial_hidden": [8]},
     "mace": {"name": "mace", "hidden_irreps": "4x0e+4x1o", "max_ell": 2, "correlation": 3, "num_interactions": 2, "radial_hidden": [8]},
+    "mace-gaunt": {"name": "mace", "product": "gaunt", "hidden_irreps": "4x0e+4x1o", "max_ell": 2, "correlation": 3, "num_interactions": 2, "radial_hidden": [8]},
+    "tensornet": {"name": "tensornet", "hidden_channels": 8, "num_layers": 2, "num_rbf": 8},
+    "escn": {"name": "escn", "num_channels": 4, "l_max": 3, "m_max": 2, "num_layers": 2, "radial_hidden": [8]},
 }
 
 
@@ -203,14 +206,15 @@ def test_unknown_element_is_named():
 
 
 def test_config_mistakes_name_the_key():
-    with pytest.raises(ValueError, match=r"model.name must be one of mace, nequip, got 'maze'; did you mean 'mace'\?"):
+    known = ", ".join(sorted(MODELS))
+    with pytest.raises(ValueError, match=rf"model.name must be one of {known}, got 'maze'; did you mean 'mace'\?"):
         build_model({"name": "maze"}, STATISTICS)
     with pytest.raises(ValueError, match=r"model.num_channel is not a setting of model 'nequip'; did you mean 'num_channels'\?"):
         build_model({"name": "nequip", "num_channel": 8}, STATISTICS)
     with pytest.raises(ValueError, match=r"model.dtype must be one of float32, float64, got 'half'"):
         build_model({"name": "mace", "dtype": "half"}, STATISTICS)
-    with pytest.raises(ValueError, match=r"model.product must be one of cg, got 'gaunt'"):
-        build_model({"name": "mace", "product": "gaunt"}, STATISTICS)
+    with pytest.raises(ValueError, match=r"model.product must be one of cg, gaunt, got 'fourier'"):
+        build_model({"name": "mace", "product": "fourier"}, STATISTICS)
 
 
 def test_calculator_refuses_a_device_it_does_not_have():

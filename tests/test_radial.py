@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from equinet.ops import BesselBasis, CosineCutoff, GaussianBasis, PolynomialCutoff
+from equinet.ops import BesselBasis, CosineCutoff, ExpNormalBasis, GaussianBasis, PolynomialCutoff
 from equinet.testing import assert_float32_matches_float64
 
 CUTOFF = 4.5
@@ -60,11 +60,21 @@ def test_gaussian_basis_peaks_at_centres(float64):
     assert out.argmax(dim=1).tolist() == list(range(10))
 
 
+def test_exp_normal_basis_peaks_where_exp_minus_alpha_r_meets_its_means(float64):
+    basis = ExpNormalBasis(CUTOFF, num_basis=16)
+    peaks = -torch.log(basis.means[1:]) / basis.alpha  # r with exp(-alpha r) = mu_k
+    values = basis(peaks)
+    torch.testing.assert_close(values.diagonal(offset=1), torch.ones(15))
+    assert ((basis(torch.linspace(0, CUTOFF, 50)) > 0) & (basis(torch.linspace(0, CUTOFF, 50)) <= 1)).all()
+    assert len(list(ExpNormalBasis(CUTOFF, trainable=True).parameters())) == 2
+
+
 @pytest.mark.parametrize(
     "build, message",
     [
         (lambda: BesselBasis(0.0), "cutoff"),
         (lambda: BesselBasis(5.0, num_basis=0), "num_basis"),
+        (lambda: ExpNormalBasis(-1.0), "cutoff"),
         (lambda: GaussianBasis(5.0, start=6.0), "start"),
         (lambda: GaussianBasis(5.0, width=-1.0), "width"),
         (lambda: PolynomialCutoff(5.0, p=1), "p must be"),

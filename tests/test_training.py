@@ -21,6 +21,7 @@ from ase.io import write
 from equinet import Calculator
 from equinet.cli import main
 from equinet.config import load_config
+from equinet.potentials import MODELS
 from equinet.training import PotentialModule, train
 
 EQUINET = str(Path(sys.executable).with_name("equinet"))
@@ -116,7 +117,7 @@ def test_train_writes_a_complete_run_folder(tmp_path, data_file, capsys):
         (["data.batch_size=many"], "data.batch_size = 'many': Input should be a valid integer"),
         (["data.train=missing.extxyz"], "data.train: file not found: missing.extxyz"),
         (["model.hiden_irreps=8x0e"], "model.hiden_irreps is not a setting of model 'mace'; did you mean 'hidden_irreps'?"),
-        (["model.name=macee"], "model.name must be one of mace, nequip, got 'macee'; did you mean 'mace'?"),
+        (["model.name=macee"], f"model.name must be one of {', '.join(sorted(MODELS))}, got 'macee'; did you mean 'mace'?"),
         (["optimizer.lr=-1"], "optimizer.lr = -1: Input should be greater than 0"),
         (["trainer.max_epochs"], "write it as section.key=value"),
     ],

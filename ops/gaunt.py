@@ -1,0 +1,641 @@
+"""Gaunt tensor products: products of spherical functions (Luo, Chen & Krishnapriyan,
+ICLR 2024; Xie et al., "The Price of Freedom", ICML 2025).
+
+A feature ``x`` with irreps ``l = 0, 1, 2, ...`` (one copy of each per channel) is the
+spherical function ``f(r) = sum_lm x_lm Y_lm(r)`` (e3nn's real spherical harmonics,
+component normalization, ``(1/4pi) int Y_lm Y_l'm' = delta``). The Gaunt tensor product
+multiplies two such functions and reads the product back in the same basis:
+
+    out_LM = (1/4pi) int f1 f2 Y_LM dOmega = sum (1/4pi) G(l1 m1, l2 m2, L M) x1_l1m1 x2_l2m2,
+
+with the Gaunt coefficients ``G = int Y Y Y`` (:func:`gaunt_coefficients`). It is the
+Clebsch–Gordan product with one fixed weight per path ``(l1, l2, L)``, restricted to the
+paths with ``l1 + l2 + L`` even, and it costs O(L^4) per channel instead of O(L^6) because
+the product is taken pointwise instead of path by path. Two ways are implemented, both exact
+(to rounding) for every degree:
+
+* ``method="grid"``: values on a sphere grid (Gauss–Legendre nodes in ``cos(theta)`` times
+  a uniform grid in ``phi``), pointwise product, projection back by quadrature. The grid
+  integrates ``f1 f2 Y_LM`` exactly: it has ``ceil((D+1)/2)`` (rounded up to even) nodes
+  in theta and ``D+1`` in phi, ``D = l1_max + l2_max + L_max``. The polar axis is e3nn's
+  ``y``, so the grid is symmetric under ``y -> -y``, under which ``Y_lm`` (e3nn's index
+  ``m``) has sign ``(-1)^(l+m)``: functions are kept as their mirror-even and mirror-odd
+  parts on the northern half, which halves the matrix products.
+* ``method="fft"``: 2D Fourier coefficients in ``(theta, phi)`` (``theta`` extended to a
+  full period, so ``Y_lm`` is a trigonometric polynomial of degree ``l`` in each), their
+  2D convolution by ``torch.fft`` (real FFTs, sizes ``>= 2(l1_max + l2_max) + 1`` in theta
+  and ``>= l1_max + l2_max + L_max + 1`` in phi, so nothing that is read back aliases), and
+  the exact integral of each Fourier mode against ``Y_LM sin(theta)`` to return to the
+  spherical-harmonic basis.
+
+All conversion matrices are built once in float64 (from :func:`~equinet.ops.spherical_harmonics`,
+so the conventions are e3nn's to the last sign) and cached per shape, dtype and device.
+
+Parity. Give each input a sign ``s = p_l (-1)^l`` (``s = +1`` for the parity of spherical
+harmonics, ``0e+1o+2e+...``; ``s = -1`` for ``0o+1e+2o+...``); every irrep of one input must
+share it. Since ``G`` vanishes unless ``l1 + l2 + L`` is even, output degree ``L`` has parity
+``s1 s2 (-1)^L``; the other parity (e.g. ``1e`` from ``1o x 1o``, the cross product) is never
+produced, and asking for it is an error.
+
+:class:`GauntManyBodyProduct` is the MACE many-body product done the same way: powers
+``f^nu`` of one function, ``nu = 1..correlation``, taken pointwise on one grid.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+from e3nn import o3
+
+from .sh import spherical_harmonics
+
+__all__ = ["GauntManyBodyProduct", "GauntTensorProduct", "METHODS", "gaunt_coefficients"]
+
+METHODS = ("grid", "fft")
+
+
+# ----------------------------------------------------------------------------- coefficients
+
+
+@lru_cache(maxsize=None)
+def _gaunt64(l1: int, l2: int, l3: int) -> torch.Tensor:
+    if (l1 + l2 + l3) % 2 or not abs(l1 - l2) <= l3 <= l1 + l2:
+        return torch.zeros(2 * l1 + 1, 2 * l2 + 1, 2 * l3 + 1, dtype=torch.float64)
+    # G is invariant and the invariants of l1 x l2 x l3 form one line, spanned by the
+    # Wigner-3j symbol C: G = alpha C with alpha = <C, G> / <C, C>, and
+    # <C, G> = int sum C Y Y Y, whose integrand is rotation invariant, hence constant.
+    c = o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
+    point = torch.tensor([0.48, -0.6, 0.64], dtype=torch.float64)  # any point of the unit sphere
+    y = spherical_harmonics(max(l1, l2, l3), point)
+    y1, y2, y3 = (y[l * l : (l + 1) ** 2] for l in (l1, l2, l3))
+    invariant = torch.einsum("abc,a,b,c->", c, y1, y2, y3)
+    return 4 * math.pi * invariant / c.square().sum() * c
+
+
+def gaunt_coefficients(l1: int, l2: int, l3: int) -> torch.Tensor:
+    """Gaunt coefficients ``G[m1, m2, m3] = int Y_l1m1 Y_l2m2 Y_l3m3 dOmega``.
+
+    e3nn's real spherical harmonics with component normalization and e3nn's order of
+    ``m``; zero unless ``l1 + l2 + l3`` is even and the triangle inequality holds.
+
+    Returns:
+        ``[2 l1 + 1, 2 l2 + 1, 2 l3 + 1]``, float64.
+
+    Example:
+        >>> gaunt_coefficients(0, 1, 1)[0] / (4 * math.pi)   # Y_0 = 1
+        tensor([[1., 0., 0.], [0., 1., 0.], [0., 0., 1.]], dtype=torch.float64)
+    """
+    for l in (l1, l2, l3):
+        if not isinstance(l, int) or l < 0:
+            raise ValueError(f"degrees must be non-negative integers, got {(l1, l2, l3)!r}")
+    return _gaunt64(l1, l2, l3).clone()
+
+
+# ----------------------------------------------------------------------------- conversion matrices
+# Every builder returns float64 CPU tensors for a hashable description of its shape;
+# `_matrices` casts them once per dtype and device.
+
+
+def _components(degrees: tuple[int, ...]) -> tuple[list[int], int]:
+    """Columns of ``spherical_harmonics(max(degrees))`` for ``degrees``, in the order used
+    inside this module (components with ``l + m`` even first, then odd), and how many are even.
+
+    ``m`` is e3nn's index within the degree (``-l..l``); with ``y`` as polar axis, ``Y_lm`` is
+    even under ``y -> -y`` when ``l + m`` is even.
+    """
+    columns = [(l * l + l + m, (l + m) % 2) for l in degrees for m in range(-l, l + 1)]
+    even = [column for column, odd in columns if not odd]
+    return even + [column for column, odd in columns if odd], len(even)
+
+
+def _grid_size(band_limit: int) -> tuple[int, int]:
+    """(theta nodes, phi nodes) of the smallest grid exact for degree ``band_limit``.
+
+    Uniform phi with ``D + 1`` points integrates ``e^{i m phi}``, ``|m| <= D``, exactly; what is
+    left is a polynomial of degree ``<= D`` in ``cos(theta)``, which ``ceil((D + 1) / 2)``
+    Gauss–Legendre nodes integrate exactly. An even node count keeps the equator off the
+    grid, so the grid is two mirror halves.
+    """
+    return 2 * math.ceil((band_limit + 1) / 4), band_limit + 1
+
+
+@lru_cache(maxsize=None)
+def _northern_grid(band_limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points ``[P/2, 3]`` of the northern half (``y > 0``) and their quadrature weights ``[P/2]``
+    (the whole grid's weights sum to ``4 pi``)."""
+    n_theta, n_phi = _grid_size(band_limit)
+    nodes, weights = np.polynomial.legendre.leggauss(n_theta)
+    cos_theta = torch.from_numpy(nodes[n_theta // 2 :])  # the positive half
+    weights = torch.from_numpy(weights[n_theta // 2 :]) * (2 * math.pi / n_phi)
+    phi = torch.arange(n_phi, dtype=torch.float64) * (2 * math.pi / n_phi)
+    sin_theta = (1 - cos_theta.square()).sqrt()
+    points = torch.stack(
+        [
+            sin_theta[:, None] * torch.sin(phi),
+            cos_theta[:, None].expand(-1, n_phi),
+            sin_theta[:, None] * torch.cos(phi),
+        ],
+        dim=-1,
+    )
+    return points.reshape(-1, 3), weights[:, None].expand(-1, n_phi).reshape(-1)
+
+
+@lru_cache(maxsize=None)
+def _grid_synthesis(degrees: tuple[int, ...], band_limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Y_even [De, P/2], Y_odd [Do, P/2])``: coefficients (module order) → values on the northern half."""
+    points, _ = _northern_grid(band_limit)
+    columns, n_even = _components(degrees)
+    y = spherical_harmonics(max(degrees), points)[:, columns].T.contiguous()
+    return y[:n_even].contiguous(), y[n_even:].contiguous()
+
+
+@lru_cache(maxsize=None)
+def _grid_analysis(degrees: tuple[int, ...], band_limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(P_even [P/2, De], P_odd [P/2, Do])``: ``(h_north ± h_south) / 2 @ P`` = ``(1/4pi) int h Y``."""
+    points, weights = _northern_grid(band_limit)
+    columns, n_even = _components(degrees)
+    p = spherical_harmonics(max(degrees), points)[:, columns] * (weights / (2 * math.pi))[:, None]
+    return p[:, :n_even].contiguous(), p[:, n_even:].contiguous()
+
+
+def _fast_size(n: int) -> int:
+    """Smallest ``m >= n`` with no prime factor above 5 (a fast FFT length)."""
+    m = n
+    while True:
+        rest = m
+        for prime in (2, 3, 5):
+            while rest % prime == 0:
+                rest //= prime
+        if rest == 1:
+            return m
+        m += 1
+
+
+def _torus_harmonics(l_max: int, n: int) -> torch.Tensor:
+    """``Y(theta, phi) [n, n, (l_max+1)^2]`` on the uniform torus grid, theta over a full period."""
+    angle = torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
+    theta, phi = angle[:, None], angle[None, :]
+    points = torch.stack(
+        [torch.sin(theta) * torch.sin(phi), torch.cos(theta).expand(n, n), torch.sin(theta) * torch.cos(phi)], dim=-1
+    )
+    return spherical_harmonics(l_max, points, normalize=False)
+
+
+@lru_cache(maxsize=None)
+def _fourier_synthesis(degrees: tuple[int, ...]) -> tuple[torch.Tensor]:
+    """``S [D, (2L+1) (L+1) 2]``: coefficients (module order) → 2D Fourier coefficients
+    ``F[u, v]`` (real and imaginary parts) for ``u`` in FFT order ``0..L, -L..-1`` and
+    ``v = 0..L``, where ``f(theta, phi) = sum F[u, v] e^{i (u theta + v phi)}``.
+
+    ``Y_lm`` is a trigonometric polynomial of degree ``l`` in theta and in phi, so a DFT on
+    ``2L + 2`` points per axis gives its coefficients exactly.
+    """
+    l_max = max(degrees)
+    n = 2 * l_max + 2
+    columns, _ = _components(degrees)
+    spectrum = torch.fft.fft2(_torus_harmonics(l_max, n)[..., columns], dim=(0, 1)) / n**2
+    u = [*range(l_max + 1), *range(n - l_max, n)]
+    spectrum = spectrum[u][:, : l_max + 1]  # [2L+1, L+1, D]
+    return (torch.view_as_real(spectrum.permute(2, 0, 1).contiguous()).reshape(len(columns), -1),)
+
+
+def _half_period_integrals(k: torch.Tensor) -> torch.Tensor:
+    """``int_0^pi e^{i k theta} d theta`` for integer ``k``: pi, 0 (even k), 2i/k (odd k)."""
+    k = k.double()
+    odd = k.remainder(2) == 1
+    imag = torch.where(odd, 2 / torch.where(odd, k, torch.ones_like(k)), torch.zeros_like(k))
+    real = torch.where(k == 0, torch.full_like(k, math.pi), torch.zeros_like(k))
+    return torch.complex(real, imag)
+
+
+def _signed_frequencies(n: int) -> torch.Tensor:
+    """The frequency of each FFT index: ``0, 1, ..., -2, -1``."""
+    return torch.tensor([i if i <= n // 2 else i - n for i in range(n)])
+
+
+@lru_cache(maxsize=None)
+def _fourier_analysis(degrees: tuple[int, ...], n_u: int) -> tuple[torch.Tensor]:
+    """``M [n_u (L+1) 2, D]``: half spectrum ``H[u, v]`` (``u`` in FFT order over ``n_u``,
+    ``v = 0..L``, real and imaginary parts) → ``(1/4pi) int h Y_LM dOmega``.
+
+    ``(1/4pi) int_0^pi int_0^2pi e^{i(u theta + v phi)} Y sin(theta)`` is exact: ``Y sin(theta)`` is
+    a trigonometric polynomial (coefficients by DFT), phi-integrals pick ``v' = -v``, and the
+    theta-integrals over half a period are known in closed form. Modes with ``v < 0`` are the
+    complex conjugates of those with ``v > 0`` (``h`` is real), hence the factor 2 on ``v > 0``
+    and the real part.
+    """
+    l_max = max(degrees)
+    n = 2 * l_max + 4  # Y sin(theta) has degree L + 1 in theta
+    columns, _ = _components(degrees)
+    angle = torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
+    samples = _torus_harmonics(l_max, n)[..., columns] * torch.sin(angle)[:, None, None]
+    c = torch.fft.fft2(samples, dim=(0, 1)) / n**2  # c[u', v', k]
+    u, u_prime = _signed_frequencies(n_u), _signed_frequencies(n)
+    theta_integrals = _half_period_integrals(u[:, None] + u_prime[None, :])  # [n_u, n]
+    minus_v = [(-v) % n for v in range(l_max + 1)]
+    q = 0.5 * torch.einsum("ap,pvk->avk", theta_integrals, c[:, minus_v])  # (1/4pi) * 2pi
+    q[:, 1:] *= 2
+    return (torch.stack([q.real, -q.imag], dim=2).reshape(-1, len(columns)),)
+
+
+_CACHE: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+
+def _matrices(builder, *args, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """``builder(*args)`` (exact, float64) cast to ``dtype`` on ``device``, computed once."""
+    key = (builder.__name__, args, dtype, device)
+    if key not in _CACHE:
+        _CACHE[key] = tuple(t.to(dtype=dtype, device=device) for t in builder(*args))
+    return _CACHE[key]
+
+
+# ----------------------------------------------------------------------------- grid transforms
+
+
+# A function on the grid is kept as its mirror-even and mirror-odd parts on the northern
+# half, ``even = (h_N + h_S) / 2`` and ``odd = (h_N - h_S) / 2`` (``None`` for zero): the
+# components with ``l + m`` even make the first, the others the second, and a product needs
+# no southern values (``(e1 + o1)(e2 + o2)`` and ``(e1 - o1)(e2 - o2)`` have even part
+# ``e1 e2 + o1 o2`` and odd part ``e1 o2 + o1 e2``).
+_Halves = tuple[torch.Tensor, "torch.Tensor | None"]
+
+
+def _to_grid(x: torch.Tensor, degrees: tuple[int, ...], band_limit: int) -> _Halves:
+    """``x [..., D]`` (module order) → its (even, odd) parts ``[..., P/2]`` on the grid."""
+    y_even, y_odd = _matrices(_grid_synthesis, degrees, band_limit, dtype=x.dtype, device=x.device)
+    n_even = y_even.shape[0]
+    return x[..., :n_even] @ y_even, x[..., n_even:] @ y_odd if y_odd.shape[0] else None
+
+
+def _multiply(a: _Halves, b: _Halves) -> _Halves:
+    """The pointwise product of two functions on the grid, as (even, odd) parts."""
+    (even_a, odd_a), (even_b, odd_b) = a, b
+    even = even_a * even_b if odd_a is None or odd_b is None else torch.addcmul(even_a * even_b, odd_a, odd_b)
+    odd_terms = [t for t in (None if odd_b is None else even_a * odd_b, None if odd_a is None else odd_a * even_b) if t is not None]
+    return even, sum(odd_terms) if odd_terms else None
+
+
+def _from_grid(h: _Halves, degrees: tuple[int, ...], band_limit: int) -> torch.Tensor:
+    """(even, odd) parts ``[..., P/2]`` → ``(1/4pi) int h Y [..., D]`` (module order), by quadrature."""
+    even, odd = h
+    p_even, p_odd = _matrices(_grid_analysis, degrees, band_limit, dtype=even.dtype, device=even.device)
+    out = even @ p_even
+    if p_odd.shape[1] == 0:
+        return out
+    out_odd = out.new_zeros(*out.shape[:-1], p_odd.shape[1]) if odd is None else odd @ p_odd
+    return torch.cat([out, out_odd], dim=-1)
+
+
+# On a CPU the grid values of a large batch do not fit in cache, and streaming them
+# through memory for each elementwise step (and saving them for the backward pass) costs
+# more than the matrix products. So the product runs in chunks of about this many grid
+# values per operand and saves only its inputs.
+_CHUNK_VALUES = 1 << 17
+
+
+def _grid_product(a: torch.Tensor, b: torch.Tensor, degrees_a, degrees_b, degrees_out, band_limit: int) -> torch.Tensor:
+    """``(1/4pi) int f_a f_b Y`` for ``a [N, C or 1, Da]``, ``b [N, C or 1, Db]`` → ``[N, C, D_out]``, no autograd."""
+    num, channels = a.shape[0], max(a.shape[1], b.shape[1])
+    out = a.new_empty(num, channels, sum(2 * l + 1 for l in degrees_out))
+    points = _grid_size(band_limit)[0] * _grid_size(band_limit)[1] // 2
+    step = num if a.is_cuda else max(1, _CHUNK_VALUES // (channels * points))
+    for start in range(0, num, step):
+        chunk = slice(start, start + step)
+        product = _multiply(_to_grid(a[chunk], degrees_a, band_limit), _to_grid(b[chunk], degrees_b, band_limit))
+        out[chunk] = _from_grid(product, degrees_out, band_limit)
+    return out
+
+
+class _GridProduct(torch.autograd.Function):
+    """:func:`_grid_product` with autograd, to any order.
+
+    The Gaunt product is symmetric in its three arguments, so its derivative in ``a`` is
+    the Gaunt product of ``b`` and the output gradient, read on the degrees of ``a`` (on the
+    same grid: the band limit ``l_a + l_b + l_out`` is the same), and so on for higher orders.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b, degrees_a, degrees_b, degrees_out, band_limit):
+        ctx.save_for_backward(a, b)
+        ctx.degrees = degrees_a, degrees_b, degrees_out, band_limit
+        return _grid_product(a, b, degrees_a, degrees_b, degrees_out, band_limit)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        degrees_a, degrees_b, degrees_out, band_limit = ctx.degrees
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_a = _GridProduct.apply(b, grad, degrees_b, degrees_out, degrees_a, band_limit).sum_to_size(a.shape)
+        if ctx.needs_input_grad[1]:
+            grad_b = _GridProduct.apply(a, grad, degrees_a, degrees_out, degrees_b, band_limit).sum_to_size(b.shape)
+        return grad_a, grad_b, None, None, None, None
+
+
+# ----------------------------------------------------------------------------- irreps checks
+
+
+def _as_irreps(irreps, name: str) -> o3.Irreps:
+    try:
+        return o3.Irreps(irreps)
+    except (ValueError, AssertionError, TypeError) as error:
+        raise ValueError(f"{name} must be e3nn irreps such as '8x0e+8x1o+8x2e', got {irreps!r} ({error})") from None
+
+
+def _spherical_function(irreps: o3.Irreps, name: str, example: str, one_sign: bool = True) -> tuple[int, tuple[int, ...], int]:
+    """Check that ``irreps`` is ``C x (l_1 + l_2 + ...)``, each degree once, and (if ``one_sign``)
+    one parity sign; return ``(C, degrees, s)`` with ``s = p (-1)^l`` (+1 for spherical-harmonic
+    parity) of its first irrep."""
+    muls = {mul for mul, _ in irreps}
+    degrees = tuple(ir.l for _, ir in irreps)
+    signs = [ir.p * (-1) ** ir.l for _, ir in irreps]
+    if len(irreps) == 0 or len(muls) != 1 or 0 in muls or len(set(degrees)) != len(degrees):
+        raise ValueError(
+            f"{name} '{irreps}' must have one multiplicity C for every irrep and each degree once (e.g. '{example}')"
+        )
+    if one_sign and len(set(signs)) != 1:
+        raise ValueError(
+            f"{name} '{irreps}' mixes parities: a Gaunt product needs every degree l with parity (-1)^l "
+            "(0e+1o+2e+...) or every degree with parity -(-1)^l (0o+1e+2o+...)"
+        )
+    return muls.pop(), degrees, signs[0]
+
+
+def _gaunt_reachable(degrees_a, degrees_b) -> set[int]:
+    """Degrees L with a Gaunt coefficient (l_a, l_b, L) that is not zero."""
+    return {L for la in degrees_a for lb in degrees_b for L in range(abs(la - lb), la + lb + 1, 2)}
+
+
+def _layout_index(irreps: o3.Irreps, degrees: tuple[int, ...]) -> torch.Tensor:
+    """``index [C * D]``: for channel c and component k (module order), its position in e3nn's layout."""
+    columns, _ = _components(degrees)
+    starts, position = {}, 0
+    for mul, ir in irreps:
+        starts[ir.l] = position
+        position += mul * ir.dim
+    channels = irreps[0].mul
+    index = []
+    for c in range(channels):
+        for column in columns:
+            l = math.isqrt(column)
+            index.append(starts[l] + c * (2 * l + 1) + column - l * l)
+    return torch.tensor(index)
+
+
+def _degree_index(degrees: tuple[int, ...]) -> torch.Tensor:
+    """For each component (module order), the position of its degree in ``degrees``."""
+    columns, _ = _components(degrees)
+    return torch.tensor([degrees.index(math.isqrt(column)) for column in columns])
+
+
+class _Layout(torch.nn.Module):
+    """Moves a ``C x (l_1 + l_2 + ...)`` feature between e3nn's layout ``[..., irreps.dim]`` and
+    the module's ``[..., C, D]`` (per channel, components with ``l + m`` even first)."""
+
+    def __init__(self, irreps: o3.Irreps, degrees: tuple[int, ...]):
+        super().__init__()
+        self.channels, self.dim = irreps[0].mul, irreps.dim // irreps[0].mul
+        gather = _layout_index(irreps, degrees)
+        self.register_buffer("gather", gather, persistent=False)
+        self.register_buffer("scatter", torch.argsort(gather), persistent=False)
+        self.register_buffer("degree", _degree_index(degrees), persistent=False)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.index_select(-1, self.gather).unflatten(-1, (self.channels, self.dim))
+
+    def merge(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(-2).index_select(-1, self.scatter)
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+class GauntTensorProduct(torch.nn.Module):
+    """Channel-wise Gaunt tensor product with learnable per-degree weights.
+
+    For each channel c, with ``f1_c = sum_l w1[c, l] sum_m x1[c, l, m] Y_lm`` (and ``f2`` alike),
+
+        out[c, L, M] = w_out[c, L] (1/4pi) int f1_c f2_c Y_LM dOmega.
+
+    Args:
+        irreps_in1: ``C x (l_1 + l_2 + ...)``, each degree once, all with parity ``(-1)^l``
+            or all with ``-(-1)^l`` (e.g. ``16x0e+16x1o+16x2e``).
+        irreps_in2: the same form with multiplicity C (channel c meets channel c) or
+            multiplicity 1 (one function, e.g. edge spherical harmonics, shared by all channels).
+        irreps_out: ``C x (L_1 + ...)``; degree L must have parity ``s1 s2 (-1)^L`` (see the
+            module docstring) and be reachable (``|l1 - l2| <= L <= l1 + l2``, ``l1 + l2 + L`` even).
+        method: ``"grid"`` (sphere grid, default, faster) or ``"fft"`` (2D Fourier basis).
+
+    Shapes: ``x1: [..., irreps_in1.dim]``, ``x2: [..., irreps_in2.dim]`` (same leading
+    shape) → ``[..., irreps_out.dim]``, in e3nn's layout. Weights ``weight_in1 [C, n1]``,
+    ``weight_in2 [C or 1, n2]``, ``weight_out [C, n_out]`` (one per degree, in irreps order)
+    start at 1, so a fresh module is the plain Gaunt product. ``band_limit`` is
+    ``l1_max + l2_max + L_max``; ``grid_size`` (grid) or ``fft_size`` (fft) the points used.
+
+    Example:
+        >>> tp = GauntTensorProduct("8x0e+8x1o+8x2e", "0e+1o+2e", "8x0e+8x1o+8x2e")
+        >>> tp(tp.irreps_in1.randn(10, -1), tp.irreps_in2.randn(10, -1)).shape
+        torch.Size([10, 72])
+    """
+
+    def __init__(self, irreps_in1, irreps_in2, irreps_out, method: str = "grid"):
+        super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        self.method = method
+        self.irreps_in1 = _as_irreps(irreps_in1, "irreps_in1")
+        self.irreps_in2 = _as_irreps(irreps_in2, "irreps_in2")
+        self.irreps_out = _as_irreps(irreps_out, "irreps_out")
+        channels, self.degrees1, sign1 = _spherical_function(self.irreps_in1, "irreps_in1", "16x0e+16x1o+16x2e")
+        channels2, self.degrees2, sign2 = _spherical_function(self.irreps_in2, "irreps_in2", "16x0e+16x1o or 1x0e+1x1o")
+        channels_out, self.degrees_out, _ = _spherical_function(self.irreps_out, "irreps_out", "16x0e+16x1o+16x2e")
+        if channels2 not in (channels, 1) or channels_out != channels:
+            raise ValueError(
+                f"irreps_in2 '{self.irreps_in2}' must have multiplicity {channels} (channel-wise) or 1 (shared), and "
+                f"irreps_out '{self.irreps_out}' multiplicity {channels}, as irreps_in1 '{self.irreps_in1}'"
+            )
+        reachable = _gaunt_reachable(self.degrees1, self.degrees2)
+        for _, ir in self.irreps_out:
+            parity = sign1 * sign2 * (-1) ** ir.l
+            if ir.l not in reachable or ir.p != parity:
+                wanted = f"; use {o3.Irrep(ir.l, parity)}" if ir.l in reachable else ""
+                raise ValueError(
+                    f"irreps_out has {ir}, which the Gaunt product of '{self.irreps_in1}' and '{self.irreps_in2}' "
+                    f"does not reach: degree L comes with parity {'' if sign1 * sign2 > 0 else '-'}(-1)^L and needs "
+                    f"|l1 - l2| <= L <= l1 + l2 with l1 + l2 + L even{wanted}"
+                )
+        self.channels = channels
+        self.layout1, self.layout2 = _Layout(self.irreps_in1, self.degrees1), _Layout(self.irreps_in2, self.degrees2)
+        self.layout_out = _Layout(self.irreps_out, self.degrees_out)
+        self.weight_in1 = torch.nn.Parameter(torch.ones(channels, len(self.degrees1)))
+        self.weight_in2 = torch.nn.Parameter(torch.ones(channels2, len(self.degrees2)))
+        self.weight_out = torch.nn.Parameter(torch.ones(channels, len(self.degrees_out)))
+        l1, l2, l_out = max(self.degrees1), max(self.degrees2), max(self.degrees_out)
+        self.band_limit = l1 + l2 + l_out
+        if method == "grid":
+            self.grid_size = _grid_size(self.band_limit)  # (theta, phi) points
+        else:
+            self.fft_size = (_fast_size(2 * (l1 + l2) + 1), _fast_size(max(self.band_limit + 1, 2 * max(l1, l2) + 1)))
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        if x1.shape[-1] != self.irreps_in1.dim or x2.shape[-1] != self.irreps_in2.dim:
+            raise ValueError(
+                f"inputs have {x1.shape[-1]} and {x2.shape[-1]} features but irreps_in1 '{self.irreps_in1}' and "
+                f"irreps_in2 '{self.irreps_in2}' have dims {self.irreps_in1.dim} and {self.irreps_in2.dim}"
+            )
+        if x1.shape[:-1] != x2.shape[:-1]:
+            raise ValueError(f"x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)} must have the same leading shape")
+        a1 = self.layout1.split(x1) * self.weight_in1[:, self.layout1.degree]  # [..., C, D1]
+        a2 = self.layout2.split(x2) * self.weight_in2[:, self.layout2.degree]  # [..., C or 1, D2]
+        if self.method == "grid":
+            batch = a1.shape[:-2]
+            out = _GridProduct.apply(
+                a1.reshape(-1, *a1.shape[-2:]), a2.reshape(-1, *a2.shape[-2:]),
+                self.degrees1, self.degrees2, self.degrees_out, self.band_limit,
+            ).view(*batch, self.channels, self.layout_out.dim)
+        elif x1.shape[:-1].numel() == 0:  # MKL's FFT rejects empty batches; stay in the autograd graph
+            out = a1.new_zeros(*a1.shape[:-1], self.layout_out.dim) + 0 * (a1.sum() + a2.sum())
+        else:
+            product = self._to_torus(a1, self.degrees1) * self._to_torus(a2, self.degrees2)
+            out = self._from_torus(product)
+        return self.layout_out.merge(out * self.weight_out[:, self.layout_out.degree])
+
+    def _to_torus(self, x: torch.Tensor, degrees: tuple[int, ...]) -> torch.Tensor:
+        """``x [..., D]`` → values ``[..., n_u, n_v]`` on the uniform torus grid, from its 2D
+        Fourier coefficients by an inverse real FFT."""
+        (synthesis,) = _matrices(_fourier_synthesis, degrees, dtype=x.dtype, device=x.device)
+        l_max = max(degrees)
+        n_u, n_v = self.fft_size
+        spectrum = torch.view_as_complex((x @ synthesis).unflatten(-1, (2 * l_max + 1, l_max + 1, 2)))
+        gap = spectrum.new_zeros(*spectrum.shape[:-2], n_u - 2 * l_max - 1, l_max + 1)
+        spectrum = torch.cat([spectrum[..., : l_max + 1, :], gap, spectrum[..., l_max + 1 :, :]], dim=-2)
+        return torch.fft.irfft2(spectrum, s=(n_u, n_v), norm="forward")  # v is zero-padded to n_v // 2 + 1
+
+    def _from_torus(self, values: torch.Tensor) -> torch.Tensor:
+        """Values ``[..., n_u, n_v]`` → ``(1/4pi) int h Y_LM`` ``[..., D_out]``: the convolved Fourier
+        coefficients by a real FFT, then the exact Fourier → spherical-harmonic map."""
+        (analysis,) = _matrices(_fourier_analysis, self.degrees_out, self.fft_size[0], dtype=values.dtype, device=values.device)
+        spectrum = torch.fft.rfft2(values, norm="forward")[..., : max(self.degrees_out) + 1]
+        return torch.view_as_real(spectrum).flatten(-3) @ analysis
+
+    def extra_repr(self) -> str:
+        return f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, method={self.method!r}"
+
+
+def _power_variances(degrees_in: tuple[int, ...], degrees_out: tuple[int, ...], correlation: int) -> torch.Tensor:
+    """``[correlation, n_out]``: variance per component of ``(1/4pi) int f^nu Y_LM`` for the
+    Gaussian field ``f = (1/sqrt(D)) sum A_lm Y_lm``, A standard normal, float64.
+
+    ``f`` has unit variance and correlation ``rho(t) = (1/D) sum_l (2l+1) P_l(t)`` between points
+    at angle ``arccos t``; ``x^nu = sum_k c_k He_k(x)`` gives ``E[f^nu f'^nu] = sum_k c_k^2 k! rho^k``,
+    and integrating over both points leaves ``(1/2) int_{-1}^1 E[f^nu f'^nu] P_L(t) dt``, a
+    polynomial integral that Gauss–Legendre computes exactly.
+    """
+    dim = sum(2 * l + 1 for l in degrees_in)
+    t, w = np.polynomial.legendre.leggauss(correlation * max(degrees_in) + max(degrees_out) + 2)
+    rho = sum((2 * l + 1) * np.polynomial.legendre.Legendre.basis(l)(t) for l in degrees_in) / dim
+    variances = np.zeros((correlation, len(degrees_out)))
+    for order in range(1, correlation + 1):
+        hermite = np.polynomial.hermite_e.poly2herme([0] * order + [1])
+        moment = sum(c**2 * math.factorial(k) * rho**k for k, c in enumerate(hermite))
+        for i, L in enumerate(degrees_out):
+            variances[order - 1, i] = 0.5 * np.sum(w * moment * np.polynomial.legendre.Legendre.basis(L)(t))
+    return torch.from_numpy(variances)
+
+
+class GauntManyBodyProduct(torch.nn.Module):
+    """MACE's many-body product as powers of a spherical function (the Gaunt replacement for
+    :class:`~equinet.ops.SymmetricContraction`, same signature).
+
+    For atom n of element z and channel c, with ``A[n, c]`` read as the function
+    ``f(r) = (1/sqrt(D)) sum_l v[z, c, l] sum_m A[n, c, l, m] Y_lm(r)`` (``D`` = number of
+    components, so unit-variance features give a unit-variance function),
+
+        B[n, c, L, M] = sum_{nu=1..correlation} w[z, c, nu, L] k[nu, L] (1/4pi) int f^nu Y_LM dOmega,
+
+    where the fixed ``k[nu, L]`` (buffer ``order_scale``) is zero where order nu cannot reach
+    degree L with its parity, and otherwise gives each term, and their sum, a unit mean square
+    per component when A and w are standard normal (exact, from the Hermite expansion of
+    ``x^nu`` and the covariance of ``f``).
+
+    ``f`` goes to one sphere grid once (exact for degree ``correlation * l_max + L_max``), its
+    powers are taken pointwise and all of them are projected back in one matrix product. The
+    product of ``nu`` copies of A couples through Gaunt coefficients only (paths with even
+    degree sums), a subset of the symmetric contraction's couplings. ``B`` of an all-zero A is
+    exactly zero.
+
+    Args:
+        irreps_in: ``C x (l_1 + l_2 + ...)``, each degree once, all with parity ``(-1)^l`` or all
+            with ``-(-1)^l`` (e.g. ``64x0e+64x1o+64x2e+64x3o``).
+        irreps_out: ``C x (L_1 + ...)`` with the same C, each degree once (e.g. ``64x0e+64x1o``).
+            Order nu gives degree L the parity ``s^nu (-1)^L``, ``s = p_l (-1)^l`` of the input
+            (so for ``0e+1o+2e+...`` inputs every output needs the parity ``(-1)^L``).
+        correlation: highest power (MACE uses 3).
+        num_elements: number of elements; every element has its own weights.
+
+    Shapes: ``x: [n, irreps_in.dim]``, ``species: [n]`` (0..num_elements-1) → ``[n, irreps_out.dim]``.
+    Weights: ``weight_in [num_elements, C, n_in]`` (start at 1) and
+    ``weight_out [num_elements, C, correlation, n_out]`` (standard normal).
+    """
+
+    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int):
+        super().__init__()
+        self.irreps_in = _as_irreps(irreps_in, "irreps_in")
+        self.irreps_out = _as_irreps(irreps_out, "irreps_out")
+        channels, self.degrees_in, sign = _spherical_function(self.irreps_in, "irreps_in", "64x0e+64x1o+64x2e")
+        channels_out, self.degrees_out, _ = _spherical_function(self.irreps_out, "irreps_out", "64x0e+64x1o", one_sign=False)
+        if channels_out != channels:
+            raise ValueError(f"irreps_out '{self.irreps_out}' must have the multiplicity {channels} of irreps_in '{self.irreps_in}'")
+        if not isinstance(correlation, int) or correlation < 1:
+            raise ValueError(f"correlation must be a positive integer, got {correlation!r}")
+        if not isinstance(num_elements, int) or num_elements < 1:
+            raise ValueError(f"num_elements must be a positive integer, got {num_elements!r}")
+        self.channels, self.correlation, self.num_elements = channels, correlation, num_elements
+        mask = torch.zeros(correlation, len(self.degrees_out))
+        reachable = set(self.degrees_in)
+        for order in range(1, correlation + 1):
+            if order > 1:
+                reachable = _gaunt_reachable(reachable, self.degrees_in)
+            for i, (_, ir) in enumerate(self.irreps_out):
+                mask[order - 1, i] = float(ir.l in reachable and ir.p == sign**order * (-1) ** ir.l)
+        for i, (_, ir) in enumerate(self.irreps_out):
+            if not mask[:, i].any():
+                raise ValueError(
+                    f"no Gaunt product of up to {correlation} copies of '{self.irreps_in}' reaches {ir} "
+                    f"(order nu gives degree L the parity {'' if sign > 0 else '(-1)^nu '}(-1)^L); "
+                    "change irreps_out or raise the correlation or the degrees of irreps_in"
+                )
+        variances = _power_variances(self.degrees_in, self.degrees_out, correlation)
+        # Unit mean square per order, and for the sum of the orders that reach a degree
+        # (as e3nn normalizes a sum of paths), with standard-normal weights.
+        scale = torch.where(mask > 0, 1 / (variances * mask.sum(0)).clamp(min=1e-300).sqrt(), 0.0)
+        self.register_buffer("order_scale", scale.to(torch.get_default_dtype()), persistent=False)
+        self.layout_in, self.layout_out = _Layout(self.irreps_in, self.degrees_in), _Layout(self.irreps_out, self.degrees_out)
+        self.band_limit = correlation * max(self.degrees_in) + max(self.degrees_out)
+        self.normalization = 1 / math.sqrt(self.layout_in.dim)
+        self.weight_in = torch.nn.Parameter(torch.ones(num_elements, channels, len(self.degrees_in)))
+        self.weight_out = torch.nn.Parameter(torch.randn(num_elements, channels, correlation, len(self.degrees_out)))
+
+    def forward(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.irreps_in.dim:
+            raise ValueError(f"x has {x.shape[-1]} features but irreps_in '{self.irreps_in}' has dim {self.irreps_in.dim}")
+        weight_in = (self.weight_in * self.normalization)[:, :, self.layout_in.degree]  # [Z, C, D]
+        a = self.layout_in.split(x) * weight_in.index_select(0, species)  # [n, C, D]
+        even, odd = _to_grid(a, self.degrees_in, self.band_limit)  # [n, C, P/2]
+        # Powers need the values themselves: north and south (or one, if f is mirror-even).
+        values = even if odd is None else torch.stack([even + odd, even - odd])
+        powers = [values]
+        for _ in range(self.correlation - 1):
+            powers.append(powers[-1] * values)
+        powers = torch.stack(powers, dim=-2)  # [(2,) n, C, nu, P/2]
+        halves = (powers, None) if odd is None else ((powers[0] + powers[1]) / 2, (powers[0] - powers[1]) / 2)
+        projected = _from_grid(halves, self.degrees_out, self.band_limit)  # [n, C, nu, D_out]
+        weight_out = (self.weight_out * self.order_scale)[..., self.layout_out.degree]  # [Z, C, nu, D_out]
+        out = (projected * weight_out.index_select(0, species)).sum(dim=2)
+        return self.layout_out.merge(out)
+
+    def extra_repr(self) -> str:
+        return f"{self.irreps_in} -> {self.irreps_out}, correlation={self.correlation}, num_elements={self.num_elements}"

@@ -1,0 +1,171 @@
+"""TensorNet (Simeon & De Fabritiis, NeurIPS 2023), following TorchMD-Net 2.0's
+``TensorNet`` with its ``Scalar`` output head, O(3) variant.
+
+Atoms carry C channels of 3 x 3 Cartesian tensors ``X = I + A + S`` (see
+:mod:`equinet.ops.cartesian`). With ``r_ij`` the edge j → i, ``r`` its length,
+``e(r)`` the radial basis times the cutoff envelope ``phi(r)``:
+
+* Embedding. ``Z_ij = W_pair [z_i, z_j]`` from element embeddings of both atoms,
+
+      X_i = sum_j phi(r) Z_ij (f^I(e) 1 + f^A(e) [r̂]_x + f^S(e) (r̂ r̂^T - 1/3)),
+
+  with f affine in e; then ``g = MLP(LayerNorm(|X_i|^2))`` scales each part after a
+  channel mixing: ``X_i = g^I W^I I_i + g^A W^A A_i + g^S W^S S_i``.
+* Interactions: :class:`~equinet.ops.TensorMessagePassing` with per-edge factors
+  ``phi(r) MLP(e)`` (matrix products with the neighbours' tensors, normalized by
+  ``|.|^2 + 1``, residual ``X + dX + dX^2``).
+* Readout: ``LayerNorm([|I|^2, |A|^2, |S|^2])`` over 3C, a linear map to C, the
+  activation, then TorchMD-Net's ``Scalar`` MLP (C → C/2 → 1).
+
+Everything an edge contributes carries the envelope, which vanishes at the cutoff with
+its first two derivatives, so energy, forces and their derivatives are continuous as
+atoms cross it. An atom without neighbours has ``X = 0`` but its readout is not zero
+(LayerNorm and biases), so the base class subtracts it: an isolated atom has its
+reference energy.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from equinet.ops import (
+    BesselBasis,
+    CartesianLinear,
+    ExpNormalBasis,
+    GaussianBasis,
+    PolynomialCutoff,
+    TensorMessagePassing,
+    compose_tensor,
+    decompose_tensor,
+    edge_tensors,
+    frobenius_norm_squared,
+)
+
+from .base import Potential
+from .registry import register_model
+
+__all__ = ["TensorNet"]
+
+ACTIVATIONS = {"silu": torch.nn.SiLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid, "gelu": torch.nn.GELU}
+
+
+RADIAL_BASES = {
+    "expnorm": ExpNormalBasis,
+    "gaussian": GaussianBasis,
+    "bessel": BesselBasis,
+}
+
+
+class _TensorEmbedding(torch.nn.Module):
+    """Element pairs and edge tensors → atomic tensors ``[n, C, 3, 3]``."""
+
+    def __init__(self, num_elements: int, channels: int, num_rbf: int, activation):
+        super().__init__()
+        self.channels = channels
+        self.element_embedding = torch.nn.Embedding(num_elements, channels)
+        self.pair_embedding = torch.nn.Linear(2 * channels, channels)
+        self.radial = torch.nn.Linear(num_rbf, 3 * channels)  # f^I, f^A, f^S
+        self.norm = torch.nn.LayerNorm(channels)
+        self.scalars = torch.nn.Sequential(
+            torch.nn.Linear(channels, 2 * channels), activation(), torch.nn.Linear(2 * channels, 3 * channels), activation()
+        )
+        self.linear = CartesianLinear(channels, channels)
+
+    def forward(self, species, edge_features, envelope, edge_basis, edge_index):
+        sender, receiver = edge_index
+        z = self.element_embedding(species)
+        pair = self.pair_embedding(torch.cat((z[receiver], z[sender]), dim=-1)) * envelope.unsqueeze(-1)  # [E, C]
+        factors = self.radial(edge_features).view(len(pair), 3, self.channels) * pair.unsqueeze(1)  # [E, 3, C]
+        edge_x = sum(factors[:, k, :, None, None] * basis.unsqueeze(1) for k, basis in enumerate(edge_basis))
+        x = edge_x.new_zeros(len(species), self.channels, 3, 3).index_add(0, receiver, edge_x)
+        scales = self.scalars(self.norm(frobenius_norm_squared(x))).view(len(x), 3, self.channels)
+        parts = self.linear(*decompose_tensor(x))
+        return compose_tensor(*(scales[:, k, :, None, None] * part for k, part in enumerate(parts)))
+
+
+class _Interaction(torch.nn.Module):
+    """Radial MLP for the per-edge factors, then TensorNet's message passing."""
+
+    def __init__(self, channels: int, num_rbf: int, activation):
+        super().__init__()
+        self.channels = channels
+        self.radial = torch.nn.Sequential(
+            torch.nn.Linear(num_rbf, channels),
+            activation(),
+            torch.nn.Linear(channels, 2 * channels),
+            activation(),
+            torch.nn.Linear(2 * channels, 3 * channels),
+            activation(),
+        )
+        self.message_passing = TensorMessagePassing(channels)
+
+    def forward(self, x, edge_features, envelope, edge_index):
+        weights = (self.radial(edge_features) * envelope.unsqueeze(-1)).view(len(envelope), 3, self.channels)
+        return self.message_passing(x, weights, edge_index)
+
+
+@register_model("tensornet")
+class TensorNet(Potential):
+    """TensorNet: O(3)-equivariant Cartesian rank-2 tensor features.
+
+    Args:
+        statistics, cutoff, scale, shift: see :class:`~equinet.potentials.Potential`.
+        hidden_channels: C, tensor channels per atom (also the width of the MLPs).
+        num_layers: interaction layers (0 keeps only the embedding).
+        num_rbf: radial basis functions.
+        radial_basis: ``"expnorm"`` (TorchMD-Net's default), ``"gaussian"`` or ``"bessel"``.
+        trainable_rbf: learn the parameters of the radial basis.
+        envelope_p: exponent of the polynomial cutoff envelope (``PolynomialCutoff``);
+            it replaces TorchMD-Net's cosine cutoff, whose second derivative jumps at the
+            cutoff.
+        activation: ``"silu"``, ``"tanh"``, ``"sigmoid"`` or ``"gelu"``.
+    """
+
+    # X = 0 without neighbours, but the readout of X = 0 is not zero.
+    isolated_energy_is_zero = False
+
+    def __init__(
+        self,
+        statistics: dict,
+        cutoff: float = 5.0,
+        scale: float | str = "force_rms",
+        shift: float | str = 0.0,
+        hidden_channels: int = 128,
+        num_layers: int = 2,
+        num_rbf: int = 32,
+        radial_basis: str = "expnorm",
+        trainable_rbf: bool = False,
+        envelope_p: int = 6,
+        activation: str = "silu",
+    ):
+        super().__init__(statistics, cutoff, scale, shift)
+        if not isinstance(hidden_channels, int) or hidden_channels < 2:
+            raise ValueError(f"model.hidden_channels must be an integer >= 2, got {hidden_channels!r}")
+        if not isinstance(num_layers, int) or num_layers < 0:
+            raise ValueError(f"model.num_layers must be a non-negative integer, got {num_layers!r}")
+        if not isinstance(num_rbf, int) or num_rbf < 1:
+            raise ValueError(f"model.num_rbf must be a positive integer, got {num_rbf!r}")
+        if radial_basis not in RADIAL_BASES:
+            raise ValueError(f"model.radial_basis must be one of {', '.join(RADIAL_BASES)}, got {radial_basis!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"model.activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        act = ACTIVATIONS[activation]
+        channels = hidden_channels
+
+        self.radial_basis = RADIAL_BASES[radial_basis](self.cutoff, num_rbf, trainable=trainable_rbf)
+        self.envelope = PolynomialCutoff(self.cutoff, envelope_p)
+        self.embedding = _TensorEmbedding(self.num_elements, channels, num_rbf, act)
+        self.interactions = torch.nn.ModuleList(_Interaction(channels, num_rbf, act) for _ in range(num_layers))
+        self.out_norm = torch.nn.LayerNorm(3 * channels)
+        self.linear = torch.nn.Sequential(torch.nn.Linear(3 * channels, channels), act())
+        self.readout = torch.nn.Sequential(torch.nn.Linear(channels, channels // 2), act(), torch.nn.Linear(channels // 2, 1))
+
+    def node_energy_terms(self, species, edge_vec, edge_index):
+        r = edge_vec.norm(dim=-1)
+        envelope = self.envelope(r)
+        edge_features = self.radial_basis(r) * envelope.unsqueeze(-1)
+        x = self.embedding(species, edge_features, envelope, edge_tensors(edge_vec), edge_index)
+        for interaction in self.interactions:
+            x = interaction(x, edge_features, envelope, edge_index)
+        invariants = torch.cat([frobenius_norm_squared(part) for part in decompose_tensor(x)], dim=-1)  # [n, 3C]
+        return self.readout(self.linear(self.out_norm(invariants))).squeeze(-1)
