@@ -1,0 +1,167 @@
+import math
+
+import pytest
+import torch
+from e3nn import o3
+
+from equinet.ops import CGConvolution, SO2Convolution, edge_wigner_D, so2_weights_from_cg, spherical_harmonics
+from equinet.testing import assert_equivariant, assert_float32_matches_float64
+
+# Natural parities only; both classes (1e, 0o, 3e are class -1); scalars in, everything out.
+CASES = [
+    ("3x0e+3x1o+3x2e", 4, "0e+1o+2e"),
+    ("2x0e+2x1o+2x1e+2x2e+2x0o+2x3e", 5, None),
+    ("3x0e", 3, None),
+]
+MIXED = "2x0e+2x1o+2x1e+2x2e+2x0o+2x3o"
+
+
+def _graph(irreps, num_nodes=7, num_edges=40):
+    irreps = o3.Irreps(irreps)
+    node_feats = irreps.randn(num_nodes, -1)
+    edge_vec = torch.cat(
+        [
+            torch.tensor([[0.0, 1.0, 0.0], [0.0, -2.0, 0.0], [1e-9, 1.5, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]),
+            torch.tensor([[0.5, 1 / math.sqrt(2), 0.5]]),  # on the chart boundary
+            2.0 * torch.randn(num_edges - 6, 3),
+        ]
+    )
+    edge_index = torch.randint(0, num_nodes, (2, num_edges))
+    return node_feats, edge_vec, edge_index
+
+
+def _sum_paths(cg_out, cg_irreps, irreps_out):
+    """The CG output with the paths to each irrep added, in the order of ``irreps_out``."""
+    irreps = [ir for _, ir in irreps_out]
+    out = cg_out.new_zeros(cg_out.shape[0], irreps_out.dim)
+    targets = irreps_out.slices()
+    for piece, (_, ir) in zip(cg_irreps.slices(), cg_irreps):
+        out[:, targets[irreps.index(ir)]] += cg_out[:, piece]
+    return out
+
+
+@pytest.mark.parametrize("irreps, l_edge, filter_ir_out", CASES)
+def test_reproduces_the_cg_convolution_with_mapped_weights(float64, irreps, l_edge, filter_ir_out):
+    cg = CGConvolution(irreps, o3.Irreps.spherical_harmonics(l_edge), filter_ir_out)
+    node_feats, edge_vec, edge_index = _graph(irreps)
+    node_feats.requires_grad_(True)
+    edge_vec.requires_grad_(True)
+    cg_weights = torch.randn(len(edge_vec), cg.weight_numel, requires_grad=True)
+    expected = cg(node_feats, spherical_harmonics(l_edge, edge_vec), cg_weights, edge_index)
+    channels = o3.Irreps(irreps)[0].mul
+    unique = o3.Irreps([(channels, ir) for ir in dict.fromkeys(ir for _, ir in cg.irreps_out)])
+    # One output segment per CG path, or the paths to each irrep summed (how eSCN uses it).
+    for irreps_out, reference in ((cg.irreps_out, expected), (unique, _sum_paths(expected, cg.irreps_out, unique))):
+        so2 = SO2Convolution(irreps, irreps_out)  # m_max = l_max: exact
+        out = so2(node_feats, edge_vec, so2_weights_from_cg(cg_weights, cg, so2), edge_index)
+        torch.testing.assert_close(out, reference, atol=1e-10, rtol=0)
+        probe = torch.randn_like(out)
+        leaves = (node_feats, edge_vec, cg_weights)
+        for got, want in zip(torch.autograd.grad(out, leaves, probe), torch.autograd.grad(reference, leaves, probe, retain_graph=True)):
+            torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+
+
+def test_every_weight_is_a_cg_path():
+    # m_max = l_max: as many SO(2) weights per irrep pair as CG paths with edge degrees up
+    # to l_in + l_out, so the weight map is invertible.
+    irreps = "2x0e+2x1o+2x1e+2x2e"
+    cg = CGConvolution(irreps, o3.Irreps.spherical_harmonics(4), "0e+1o+1e+2e")
+    so2 = SO2Convolution(irreps, "2x0e+2x1o+2x1e+2x2e")
+    assert so2.weight_numel == cg.weight_numel
+    assert torch.linalg.matrix_rank(so2_weights_from_cg(torch.eye(cg.weight_numel, dtype=torch.float64), cg, so2)) == so2.weight_numel
+
+
+@pytest.mark.parametrize("m_max", [0, 1, 2, 3])
+def test_equivariant_for_every_m_max(float64, m_max):
+    conv = SO2Convolution(MIXED, "2x0e+2x1o+2x1e+2x2e+2x0o+2x3e", m_max)
+    node_feats, edge_vec, edge_index = _graph(MIXED)
+    weights = torch.randn(len(edge_vec), conv.weight_numel)
+    assert_equivariant(
+        lambda x, v, w: conv(x, v, w, edge_index), [node_feats, edge_vec, weights], [MIXED, "1o", None], conv.irreps_out, atol=1e-10
+    )
+
+
+@pytest.mark.parametrize("m_max", [1, 2, 3])
+def test_independent_of_the_gauge_of_the_edge_frame(float64, m_max):
+    # Any rotation about ŷ after R (per edge) is an equally valid frame.
+    conv = SO2Convolution(MIXED, MIXED, m_max)
+    node_feats, edge_vec, edge_index = _graph(MIXED)
+    weights = torch.randn(len(edge_vec), conv.weight_numel)
+    angles = 2 * math.pi * torch.rand(len(edge_vec))
+    turned = []
+    for l, d in enumerate(edge_wigner_D(conv.l_max, edge_vec, m_max)):
+        k = (d.shape[1] - 1) // 2
+        about_y = o3.wigner_D(l, angles, torch.zeros_like(angles), torch.zeros_like(angles))
+        turned.append(about_y[:, l - k : l + k + 1, l - k : l + k + 1] @ d)
+    expected = conv(node_feats, edge_vec, weights, edge_index)
+    torch.testing.assert_close(conv(node_feats, edge_vec, weights, edge_index, turned), expected, atol=1e-12, rtol=0)
+
+
+def test_smooth_across_the_chart_boundary_and_on_the_axis(float64):
+    # The frame jumps where the chart changes; the convolution must not, and its gradient
+    # with respect to the edge vectors must be right there and on ±ŷ.
+    conv = SO2Convolution("2x0e+2x1o+2x2e", "2x0e+2x1o+2x2e", m_max=1)
+    node_feats = o3.Irreps("2x0e+2x1o+2x2e").randn(3, -1)
+    edge_index = torch.tensor([[0, 1, 2, 0, 1], [1, 2, 0, 2, 0]])
+    edge_vec = torch.tensor([[0.5, 1 / math.sqrt(2), 0.5], [0.0, -1.0, 0.0], [0.0, 2.0, 0.0], [0.6, -1 / math.sqrt(2), 0.0], [0.3, 0.2, -0.9]])
+    weights = torch.randn(5, conv.weight_numel)
+    for sign in (1, -1):
+        shift = torch.zeros_like(edge_vec)
+        shift[0, 1] = shift[3, 1] = sign * 1e-9
+        jump = conv(node_feats, edge_vec + shift, weights, edge_index) - conv(node_feats, edge_vec - shift, weights, edge_index)
+        assert jump.abs().max() < 1e-7
+    assert torch.autograd.gradcheck(lambda v: conv(node_feats, v, weights, edge_index), (edge_vec.requires_grad_(True),))
+
+
+def test_twice_differentiable(float64):
+    # Force training differentiates the forces, i.e. the convolution twice.
+    conv = SO2Convolution("1x0e+1x1o+1x2e", "1x0e+1x1o+1x2e", m_max=1)
+    node_feats, edge_vec, _ = _graph("1x0e+1x1o+1x2e", num_nodes=3, num_edges=6)
+    edge_index = torch.tensor([[0, 1, 2, 0, 1, 2], [1, 2, 0, 2, 0, 1]])
+    weights = torch.randn(6, conv.weight_numel, requires_grad=True)
+    projection = torch.randn(3, conv.irreps_out.dim)
+    leaves = (node_feats.requires_grad_(True), edge_vec.requires_grad_(True), weights)
+    assert torch.autograd.gradgradcheck(lambda x, v, w: (conv(x, v, w, edge_index) * projection).sum(), leaves)
+
+
+def test_float32_matches_float64():
+    conv = SO2Convolution("8x0e+8x1o+8x2e+8x3o", "8x0e+8x1o+8x2e+8x3o", m_max=2).double()
+    node_feats, edge_vec, edge_index = _graph("8x0e+8x1o+8x2e+8x3o")
+    weights = torch.randn(len(edge_vec), conv.weight_numel)
+    assert_float32_matches_float64(conv, [node_feats.double(), edge_vec.double(), weights.double(), edge_index])
+
+
+def test_weight_layout_and_isolated_nodes():
+    conv = SO2Convolution("4x0e+4x1o+4x2e", "4x0e+4x1o+4x2e", m_max=1)
+    assert conv.blocks == [(0, [0, 1, 2], [0, 1, 2]), (1, [1, 2], [1, 2])]
+    assert conv.weight_numel == 4 * (3 * 3 + 2 * 2)
+    node_feats = o3.Irreps("4x0e+4x1o+4x2e").randn(5, -1)
+    edge_index = torch.tensor([[0, 1, 2, 3], [1, 0, 1, 0]])
+    out = conv(node_feats, torch.randn(4, 3), torch.randn(4, conv.weight_numel), edge_index)
+    assert out.shape == (5, conv.irreps_out.dim) and out[2:].abs().max() == 0
+    no_edges = conv(node_feats, torch.zeros(0, 3), torch.zeros(0, conv.weight_numel), torch.zeros(2, 0, dtype=torch.long))
+    assert no_edges.shape == (5, conv.irreps_out.dim) and no_edges.abs().max() == 0
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="same multiplicity"):
+        SO2Convolution("4x0e+2x1o", "4x0e+4x1o")
+    with pytest.raises(ValueError, match=r"output irreps 0o of '2x0e\+2x0o' receive nothing"):
+        SO2Convolution("2x0e+2x1o", "2x0e+2x0o", m_max=0)
+    with pytest.raises(ValueError, match="m_max must be a non-negative integer"):
+        SO2Convolution("2x0e", "2x0e", m_max=-1)
+    with pytest.raises(ValueError, match="irreps_in must be e3nn irreps"):
+        SO2Convolution("2 scalars", "2x0e")
+    conv = SO2Convolution("2x0e+2x1o", "2x0e+2x1o", m_max=1)
+    node_feats, edge_vec, edge_index = o3.Irreps("2x0e+2x1o").randn(3, -1), torch.randn(5, 3), torch.randint(0, 3, (2, 5))
+    with pytest.raises(ValueError, match=r"node_feats has 7 features but irreps_in '2x0e\+2x1o' has dim 8"):
+        conv(torch.randn(3, 7), edge_vec, torch.randn(5, conv.weight_numel), edge_index)
+    with pytest.raises(ValueError, match=rf"edge_weights must have shape \[5, {conv.weight_numel}\]"):
+        conv(node_feats, edge_vec, torch.randn(5, 3), edge_index)
+    with pytest.raises(ValueError, match=r"edge_index must have shape \[2, 5\]"):
+        conv(node_feats, edge_vec, torch.randn(5, conv.weight_numel), edge_index.T)
+    with pytest.raises(ValueError, match=r"wigner must be edge_wigner_D\(l_max >= 1, edge_vec, m_max >= 1\)"):
+        conv(node_feats, edge_vec, torch.randn(5, conv.weight_numel), edge_index, edge_wigner_D(1, edge_vec, m_max=0))
+    cg = CGConvolution("2x0e+2x1o", o3.Irreps.spherical_harmonics(2), "0e+1o")
+    with pytest.raises(ValueError, match=r"needs m = 1 but the SO\(2\) convolution keeps m <= 0"):
+        so2_weights_from_cg(torch.randn(5, cg.weight_numel), cg, SO2Convolution("2x0e+2x1o", "2x0e+2x1o", m_max=0))
