@@ -29,7 +29,10 @@ the product is taken pointwise instead of path by path. Two ways are implemented
   spherical-harmonic basis.
 
 All conversion matrices are built once in float64 (from :func:`~equinet.ops.spherical_harmonics`,
-so the conventions are e3nn's to the last sign) and cached per shape, dtype and device.
+so the conventions are e3nn's to the last sign) and cached per shape, dtype and device. The
+product is one autograd function: on a CPU it runs through the batch in cache-sized chunks,
+and its gradients are Gaunt products again (the product is symmetric in its three
+arguments), so it differentiates to any order without storing grid values.
 
 Parity. Give each input a sign ``s = p_l (-1)^l`` (``s = +1`` for the parity of spherical
 harmonics, ``0e+1o+2e+...``; ``s = -1`` for ``0o+1e+2o+...``); every irrep of one input must
@@ -273,9 +276,14 @@ def _to_grid(x: torch.Tensor, degrees: tuple[int, ...], band_limit: int) -> _Hal
 def _multiply(a: _Halves, b: _Halves) -> _Halves:
     """The pointwise product of two functions on the grid, as (even, odd) parts."""
     (even_a, odd_a), (even_b, odd_b) = a, b
-    even = even_a * even_b if odd_a is None or odd_b is None else torch.addcmul(even_a * even_b, odd_a, odd_b)
-    odd_terms = [t for t in (None if odd_b is None else even_a * odd_b, None if odd_a is None else odd_a * even_b) if t is not None]
-    return even, sum(odd_terms) if odd_terms else None
+    even, odd = even_a * even_b, None
+    if odd_a is not None and odd_b is not None:
+        even = torch.addcmul(even, odd_a, odd_b)
+    if odd_b is not None:
+        odd = even_a * odd_b
+    if odd_a is not None:
+        odd = odd_a * even_b if odd is None else torch.addcmul(odd, odd_a, even_b)
+    return even, odd
 
 
 def _from_grid(h: _Halves, degrees: tuple[int, ...], band_limit: int) -> torch.Tensor:
@@ -289,6 +297,48 @@ def _from_grid(h: _Halves, degrees: tuple[int, ...], band_limit: int) -> torch.T
     return torch.cat([out, out_odd], dim=-1)
 
 
+# ----------------------------------------------------------------------------- torus transforms
+
+
+def _fft_size(degrees_a, degrees_b, degrees_out) -> tuple[int, int]:
+    """(theta, phi) FFT lengths: ``>= 2(l_a + l_b) + 1`` in theta, as every theta-frequency of the
+    product is read back; ``>= l_a + l_b + L + 1`` in phi (and ``>= 2 max(l_a, l_b) + 1``, to hold
+    the inputs), as only phi-frequencies up to L are read back and the others may alias."""
+    l_a, l_b, l_out = max(degrees_a), max(degrees_b), max(degrees_out)
+    return _fast_size(2 * (l_a + l_b) + 1), _fast_size(max(l_a + l_b + l_out + 1, 2 * max(l_a, l_b) + 1))
+
+
+def _to_torus(x: torch.Tensor, degrees: tuple[int, ...], size: tuple[int, int]) -> torch.Tensor:
+    """``x [..., D]`` (module order) → values ``[..., n_u, n_v]`` on the uniform torus grid, from
+    its 2D Fourier coefficients by an inverse real FFT."""
+    (synthesis,) = _matrices(_fourier_synthesis, degrees, dtype=x.dtype, device=x.device)
+    l_max, (n_u, n_v) = max(degrees), size
+    spectrum = torch.view_as_complex((x @ synthesis).unflatten(-1, (2 * l_max + 1, l_max + 1, 2)))
+    gap = spectrum.new_zeros(*spectrum.shape[:-2], n_u - 2 * l_max - 1, l_max + 1)
+    spectrum = torch.cat([spectrum[..., : l_max + 1, :], gap, spectrum[..., l_max + 1 :, :]], dim=-2)
+    return torch.fft.irfft2(spectrum, s=(n_u, n_v), norm="forward")  # v is zero-padded to n_v // 2 + 1
+
+
+def _from_torus(values: torch.Tensor, degrees: tuple[int, ...]) -> torch.Tensor:
+    """Values ``[..., n_u, n_v]`` → ``(1/4pi) int h Y`` ``[..., D]`` (module order): the Fourier
+    coefficients by a real FFT, then the exact Fourier → spherical-harmonic map."""
+    (analysis,) = _matrices(_fourier_analysis, degrees, values.shape[-2], dtype=values.dtype, device=values.device)
+    spectrum = torch.fft.rfft2(values, norm="forward")[..., : max(degrees) + 1]
+    return torch.view_as_real(spectrum).flatten(-3) @ analysis
+
+
+# ----------------------------------------------------------------------------- the product
+
+
+def _product_chunk(a: torch.Tensor, b: torch.Tensor, degrees_a, degrees_b, degrees_out, method: str) -> torch.Tensor:
+    if method == "grid":
+        band_limit = max(degrees_a) + max(degrees_b) + max(degrees_out)
+        product = _multiply(_to_grid(a, degrees_a, band_limit), _to_grid(b, degrees_b, band_limit))
+        return _from_grid(product, degrees_out, band_limit)
+    size = _fft_size(degrees_a, degrees_b, degrees_out)
+    return _from_torus(_to_torus(a, degrees_a, size) * _to_torus(b, degrees_b, size), degrees_out)
+
+
 # On a CPU the grid values of a large batch do not fit in cache, and streaming them
 # through memory for each elementwise step (and saving them for the backward pass) costs
 # more than the matrix products. So the product runs in chunks of about this many grid
@@ -296,42 +346,48 @@ def _from_grid(h: _Halves, degrees: tuple[int, ...], band_limit: int) -> torch.T
 _CHUNK_VALUES = 1 << 17
 
 
-def _grid_product(a: torch.Tensor, b: torch.Tensor, degrees_a, degrees_b, degrees_out, band_limit: int) -> torch.Tensor:
-    """``(1/4pi) int f_a f_b Y`` for ``a [N, C or 1, Da]``, ``b [N, C or 1, Db]`` → ``[N, C, D_out]``, no autograd."""
+def _gaunt_product(a: torch.Tensor, b: torch.Tensor, degrees_a, degrees_b, degrees_out, method: str) -> torch.Tensor:
+    """``(1/4pi) int f_a f_b Y`` for ``a [N, C or 1, Da]``, ``b [N, C or 1, Db]`` → ``[N, C, D_out]``
+    (module order), in chunks of the batch; no autograd (it runs inside :class:`_GauntProduct`)."""
     num, channels = a.shape[0], max(a.shape[1], b.shape[1])
     out = a.new_empty(num, channels, sum(2 * l + 1 for l in degrees_out))
-    points = _grid_size(band_limit)[0] * _grid_size(band_limit)[1] // 2
-    step = num if a.is_cuda else max(1, _CHUNK_VALUES // (channels * points))
-    for start in range(0, num, step):
+    if method == "grid":
+        n_theta, n_phi = _grid_size(max(degrees_a) + max(degrees_b) + max(degrees_out))
+        points = n_theta * n_phi // 2
+    else:
+        n_u, n_v = _fft_size(degrees_a, degrees_b, degrees_out)
+        points = n_u * n_v
+    step = max(1, _CHUNK_VALUES // (channels * points)) if a.device.type == "cpu" else max(1, num)
+    for start in range(0, num, step):  # an empty batch never reaches the FFT (MKL rejects it)
         chunk = slice(start, start + step)
-        product = _multiply(_to_grid(a[chunk], degrees_a, band_limit), _to_grid(b[chunk], degrees_b, band_limit))
-        out[chunk] = _from_grid(product, degrees_out, band_limit)
+        out[chunk] = _product_chunk(a[chunk], b[chunk], degrees_a, degrees_b, degrees_out, method)
     return out
 
 
-class _GridProduct(torch.autograd.Function):
-    """:func:`_grid_product` with autograd, to any order.
+class _GauntProduct(torch.autograd.Function):
+    """:func:`_gaunt_product` with autograd, to any order.
 
     The Gaunt product is symmetric in its three arguments, so its derivative in ``a`` is
-    the Gaunt product of ``b`` and the output gradient, read on the degrees of ``a`` (on the
-    same grid: the band limit ``l_a + l_b + l_out`` is the same), and so on for higher orders.
+    the Gaunt product of ``b`` and the output gradient, read on the degrees of ``a`` (exact with
+    the same method: the band limit ``l_a + l_b + l_out`` does not change), and so on for
+    higher orders.
     """
 
     @staticmethod
-    def forward(ctx, a, b, degrees_a, degrees_b, degrees_out, band_limit):
+    def forward(ctx, a, b, degrees_a, degrees_b, degrees_out, method):
         ctx.save_for_backward(a, b)
-        ctx.degrees = degrees_a, degrees_b, degrees_out, band_limit
-        return _grid_product(a, b, degrees_a, degrees_b, degrees_out, band_limit)
+        ctx.arguments = degrees_a, degrees_b, degrees_out, method
+        return _gaunt_product(a, b, degrees_a, degrees_b, degrees_out, method)
 
     @staticmethod
     def backward(ctx, grad):
         a, b = ctx.saved_tensors
-        degrees_a, degrees_b, degrees_out, band_limit = ctx.degrees
+        degrees_a, degrees_b, degrees_out, method = ctx.arguments
         grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_a = _GridProduct.apply(b, grad, degrees_b, degrees_out, degrees_a, band_limit).sum_to_size(a.shape)
+            grad_a = _GauntProduct.apply(b, grad, degrees_b, degrees_out, degrees_a, method).sum_to_size(a.shape)
         if ctx.needs_input_grad[1]:
-            grad_b = _GridProduct.apply(a, grad, degrees_a, degrees_out, degrees_b, band_limit).sum_to_size(b.shape)
+            grad_b = _GauntProduct.apply(a, grad, degrees_a, degrees_out, degrees_b, method).sum_to_size(b.shape)
         return grad_a, grad_b, None, None, None, None
 
 
@@ -473,12 +529,11 @@ class GauntTensorProduct(torch.nn.Module):
         self.weight_in1 = torch.nn.Parameter(torch.ones(channels, len(self.degrees1)))
         self.weight_in2 = torch.nn.Parameter(torch.ones(channels2, len(self.degrees2)))
         self.weight_out = torch.nn.Parameter(torch.ones(channels, len(self.degrees_out)))
-        l1, l2, l_out = max(self.degrees1), max(self.degrees2), max(self.degrees_out)
-        self.band_limit = l1 + l2 + l_out
+        self.band_limit = max(self.degrees1) + max(self.degrees2) + max(self.degrees_out)
         if method == "grid":
             self.grid_size = _grid_size(self.band_limit)  # (theta, phi) points
         else:
-            self.fft_size = (_fast_size(2 * (l1 + l2) + 1), _fast_size(max(self.band_limit + 1, 2 * max(l1, l2) + 1)))
+            self.fft_size = _fft_size(self.degrees1, self.degrees2, self.degrees_out)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         if x1.shape[-1] != self.irreps_in1.dim or x2.shape[-1] != self.irreps_in2.dim:
@@ -490,36 +545,11 @@ class GauntTensorProduct(torch.nn.Module):
             raise ValueError(f"x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)} must have the same leading shape")
         a1 = self.layout1.split(x1) * self.weight_in1[:, self.layout1.degree]  # [..., C, D1]
         a2 = self.layout2.split(x2) * self.weight_in2[:, self.layout2.degree]  # [..., C or 1, D2]
-        if self.method == "grid":
-            batch = a1.shape[:-2]
-            out = _GridProduct.apply(
-                a1.reshape(-1, *a1.shape[-2:]), a2.reshape(-1, *a2.shape[-2:]),
-                self.degrees1, self.degrees2, self.degrees_out, self.band_limit,
-            ).view(*batch, self.channels, self.layout_out.dim)
-        elif x1.shape[:-1].numel() == 0:  # MKL's FFT rejects empty batches; stay in the autograd graph
-            out = a1.new_zeros(*a1.shape[:-1], self.layout_out.dim) + 0 * (a1.sum() + a2.sum())
-        else:
-            product = self._to_torus(a1, self.degrees1) * self._to_torus(a2, self.degrees2)
-            out = self._from_torus(product)
+        batch = a1.shape[:-2]
+        out = _GauntProduct.apply(
+            a1.reshape(-1, *a1.shape[-2:]), a2.reshape(-1, *a2.shape[-2:]), self.degrees1, self.degrees2, self.degrees_out, self.method
+        ).view(*batch, self.channels, self.layout_out.dim)
         return self.layout_out.merge(out * self.weight_out[:, self.layout_out.degree])
-
-    def _to_torus(self, x: torch.Tensor, degrees: tuple[int, ...]) -> torch.Tensor:
-        """``x [..., D]`` → values ``[..., n_u, n_v]`` on the uniform torus grid, from its 2D
-        Fourier coefficients by an inverse real FFT."""
-        (synthesis,) = _matrices(_fourier_synthesis, degrees, dtype=x.dtype, device=x.device)
-        l_max = max(degrees)
-        n_u, n_v = self.fft_size
-        spectrum = torch.view_as_complex((x @ synthesis).unflatten(-1, (2 * l_max + 1, l_max + 1, 2)))
-        gap = spectrum.new_zeros(*spectrum.shape[:-2], n_u - 2 * l_max - 1, l_max + 1)
-        spectrum = torch.cat([spectrum[..., : l_max + 1, :], gap, spectrum[..., l_max + 1 :, :]], dim=-2)
-        return torch.fft.irfft2(spectrum, s=(n_u, n_v), norm="forward")  # v is zero-padded to n_v // 2 + 1
-
-    def _from_torus(self, values: torch.Tensor) -> torch.Tensor:
-        """Values ``[..., n_u, n_v]`` → ``(1/4pi) int h Y_LM`` ``[..., D_out]``: the convolved Fourier
-        coefficients by a real FFT, then the exact Fourier → spherical-harmonic map."""
-        (analysis,) = _matrices(_fourier_analysis, self.degrees_out, self.fft_size[0], dtype=values.dtype, device=values.device)
-        spectrum = torch.fft.rfft2(values, norm="forward")[..., : max(self.degrees_out) + 1]
-        return torch.view_as_real(spectrum).flatten(-3) @ analysis
 
     def extra_repr(self) -> str:
         return f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, method={self.method!r}"

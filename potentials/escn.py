@@ -40,8 +40,7 @@ from e3nn import o3
 from equinet.ops import FullyConnectedTensorProduct, Linear, SO2Convolution, edge_wigner_D
 
 from .base import Potential
-from .blocks import RadialEmbedding, radial_network
-from .nequip import _gate  # NequIP's gate, shared rather than copied
+from .blocks import RadialEmbedding, gate, radial_network
 from .registry import register_model
 
 __all__ = ["ESCN"]
@@ -52,7 +51,7 @@ class _ESCNLayer(torch.nn.Module):
 
     def __init__(self, irreps_in, hidden, m_max, num_elements, num_basis, radial_hidden, avg_num_neighbors):
         super().__init__()
-        self.gate = _gate(hidden)
+        self.gate = gate(hidden)
         self.linear_in = Linear(irreps_in, irreps_in)
         self.conv = SO2Convolution(irreps_in, hidden, m_max)
         self.radial = radial_network(num_basis, radial_hidden, self.conv.weight_numel)

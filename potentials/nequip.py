@@ -13,23 +13,14 @@ from typing import Sequence
 
 import torch
 from e3nn import o3
-from e3nn.nn import Gate
 
 from equinet.ops import CGConvolution, FullyConnectedTensorProduct, Linear, spherical_harmonics
 
 from .base import Potential
-from .blocks import RadialEmbedding, radial_network
+from .blocks import RadialEmbedding, gate, radial_network
 from .registry import register_model
 
 __all__ = ["NequIP"]
-
-
-def _gate(irreps_out: o3.Irreps) -> Gate:
-    """Gate whose output is ``irreps_out``: SiLU on the even scalars, sigmoid gates on the rest."""
-    scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l == 0])
-    gated = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l > 0])
-    gates = o3.Irreps([(gated.num_irreps, "0e")]) if gated else o3.Irreps("")
-    return Gate(scalars, [torch.nn.functional.silu] * len(scalars), gates, [torch.sigmoid] * len(gates), gated)
 
 
 class _NequIPLayer(torch.nn.Module):
@@ -37,7 +28,7 @@ class _NequIPLayer(torch.nn.Module):
 
     def __init__(self, irreps_in, irreps_out, irreps_sh, num_elements, num_basis, radial_hidden, avg_num_neighbors, backend):
         super().__init__()
-        self.gate = _gate(irreps_out)
+        self.gate = gate(irreps_out)
         self.linear_in = Linear(irreps_in, irreps_in)
         self.conv = CGConvolution(irreps_in, irreps_sh, irreps_out=self.gate.irreps_in, backend=backend)
         self.radial = radial_network(num_basis, radial_hidden, self.conv.weight_numel)
@@ -86,9 +77,9 @@ class NequIP(Potential):
         conv_backend: str = "torch",
     ):
         super().__init__(statistics, cutoff, scale, shift)
-        for key, value in (("num_channels", num_channels), ("num_layers", num_layers), ("l_max", l_max + 1)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"model.{key} must be a positive integer, got {value!r}")
+        for key, value, least in (("num_channels", num_channels, 1), ("num_layers", num_layers, 1), ("l_max", l_max, 0)):
+            if not isinstance(value, int) or value < least:
+                raise ValueError(f"model.{key} must be an integer >= {least}, got {value!r}")
         self.l_max = l_max
         self.radial_embedding = RadialEmbedding(cutoff, num_basis, envelope_p)
         irreps_sh = o3.Irreps.spherical_harmonics(l_max)

@@ -125,7 +125,9 @@ def test_energy_is_smooth_as_an_atom_crosses_the_cutoff(calc):
         # Envelope with vanishing first and second derivatives: E - E_far ~ delta^3.
         assert abs(inside.get_potential_energy() - far) < 50 * delta**3
         assert np.abs(inside.get_forces()).max() < 100 * delta**2
-    assert abs(dimer(CUTOFF - 0.5).get_potential_energy() - far) > 1e-4, "the dimer must interact at all"
+    # A random model's dimer energy can cross zero at any one distance: look at a few.
+    interaction = max(abs(dimer(CUTOFF - d).get_potential_energy() - far) for d in (0.3, 0.5, 0.7, 0.9))
+    assert interaction > 1e-4, "the dimer must interact at all"
 
 
 def test_isolated_atoms_have_their_reference_energy(calc):

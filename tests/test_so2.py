@@ -113,6 +113,20 @@ def test_smooth_across_the_chart_boundary_and_on_the_axis(float64):
     assert torch.autograd.gradcheck(lambda v: conv(node_feats, v, weights, edge_index), (edge_vec.requires_grad_(True),))
 
 
+def test_edge_chunks_do_not_change_the_result(float64):
+    # On the CPU the edges are processed in cache-sized chunks; force many small ones.
+    conv = SO2Convolution(MIXED, MIXED, m_max=2)
+    node_feats, edge_vec, edge_index = _graph(MIXED)
+    leaves = [node_feats.requires_grad_(True), edge_vec.requires_grad_(True), torch.randn(len(edge_vec), conv.weight_numel, requires_grad=True)]
+    expected = conv(*leaves, edge_index)
+    expected_grads = torch.autograd.grad(expected.square().sum(), leaves)
+    conv._edge_chunk = 7
+    out = conv(*leaves, edge_index)
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+    for got, want in zip(torch.autograd.grad(out.square().sum(), leaves), expected_grads):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+
+
 def test_twice_differentiable(float64):
     # Force training differentiates the forces, i.e. the convolution twice.
     conv = SO2Convolution("1x0e+1x1o+1x2e", "1x0e+1x1o+1x2e", m_max=1)
