@@ -1,0 +1,311 @@
+"""MD-step throughput (energy + forces) of equinet's MACE against mace-torch, on CPU.
+
+    python scripts/bench_md.py [--repeats 5 --sizes 3 5 --threads 2 --skip-mace]
+
+For rattled fcc Cu supercells (``bulk("Cu", "fcc", a=3.61, cubic=True) * (k, k, k)``,
+108 atoms for k=3, 500 for k=5), both codes build the same MACE (64x0e+64x1o,
+max_ell 3, correlation 3, 2 interactions, 8 Bessel functions, radial MLP [64, 64, 64],
+polynomial cutoff p=5, r_cut 5 Å, one element, random weights, float32) and time one
+energy + forces evaluation on a prebuilt graph: atom-steps/s from the median of
+``--repeats`` calls after a warm-up (e3nn builds its code on the first calls). Graph
+construction is not timed. equinet's ASE calculator is timed too, alternating with
+model-only calls in one process, to report its overhead over the model alone (the
+calculator rebuilds the graph at every step, as in MD, and also computes the stress of
+periodic cells).
+
+mace-torch pins e3nn 0.4.4, so it runs in its own virtual environment, created on first
+use under ``.bench/mace-venv`` (torch==2.13.0 first, then mace-torch). Every (code,
+size) runs in a fresh subprocess of this same file (``--worker``), which reports its
+timings and peak RSS as one JSON line, so that both codes are measured the same way.
+On a shared machine, a timed call during which other processes took more than 10% of
+the CPUs (from /proc/stat, Linux) is discarded and run again, for up to 10 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CUTOFF = 5.0
+LATTICE = 3.61
+RATTLE = 0.05
+MACE_TORCH_VERSION = "0.3.16"
+MACE_VENV = Path(__file__).resolve().parent.parent / ".bench" / "mace-venv"
+WORKERS = ("equinet", "equinet-calculator", "mace")
+WARMUP = 2  # calls before timing: e3nn builds its code on the first ones
+QUIET = 0.1  # a timed round counts if other processes used < 10% of the CPUs meanwhile
+MAX_WAIT_S = 600.0  # after this long, rounds are taken even if other processes were busy
+
+
+# ---------------------------------------------------------------- worker side
+# Runs under either interpreter: only the standard library is imported at the top.
+
+
+def _structure(size: int):
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=LATTICE, cubic=True) * (size, size, size)
+    atoms.rattle(RATTLE, seed=0)
+    return atoms
+
+
+def _busy_cpu_seconds() -> float:
+    """CPU time this machine has spent busy since boot, all processes together (Linux)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed_rounds(fns, repeats: int) -> tuple[list[float], int]:
+    """Median seconds of each of ``fns`` over ``repeats`` rounds of one call each, after a warm-up.
+
+    On a shared machine a round is discarded and run again when other processes took
+    the CPUs meanwhile, for at most ``MAX_WAIT_S``; returns the medians and the number
+    of rounds that were kept although other processes were busy.
+    """
+    for _ in range(WARMUP):
+        for fn in fns:
+            fn()
+    rounds, busy_rounds, deadline = [], 0, time.monotonic() + MAX_WAIT_S
+    while len(rounds) < repeats:
+        busy, own, start = _busy_cpu_seconds(), _own_cpu_seconds(), time.perf_counter()
+        times = []
+        for fn in fns:
+            call_start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - call_start)
+        others = (_busy_cpu_seconds() - busy) - (_own_cpu_seconds() - own)
+        quiet = others < QUIET * (time.perf_counter() - start) * os.cpu_count()
+        if quiet or time.monotonic() > deadline:
+            rounds.append(times)
+            busy_rounds += not quiet
+    return [statistics.median(column) for column in zip(*rounds)], busy_rounds
+
+
+def _check(energy, forces, num_atoms: int) -> None:
+    import torch
+
+    if energy.shape != (1,) or forces.shape != (num_atoms, 3):
+        raise RuntimeError(f"wrong shapes: energy {tuple(energy.shape)}, forces {tuple(forces.shape)}")
+    if not (torch.isfinite(energy).all() and torch.isfinite(forces).all()):
+        raise RuntimeError("energy or forces are not finite")
+
+
+def _equinet_model(avg_num_neighbors: float):
+    from equinet.potentials import build_model
+
+    config = {
+        "name": "mace",
+        "dtype": "float32",
+        "cutoff": CUTOFF,
+        "hidden_irreps": "64x0e+64x1o",
+        "max_ell": 3,
+        "correlation": 3,
+        "num_interactions": 2,
+        "num_basis": 8,
+        "envelope_p": 5,
+        "radial_hidden": [64, 64, 64],
+    }
+    statistics_ = {"elements": [29], "atomic_energies": {29: 0.0}, "avg_num_neighbors": avg_num_neighbors, "force_rms": 1.0}
+    return build_model(config, statistics_).eval()
+
+
+def _run_equinet(atoms, avg_num_neighbors: float, repeats: int) -> dict:
+    import e3nn
+    import torch
+    from torch_geometric.data import Batch
+
+    from equinet.datasets import atoms_to_graph
+
+    model = _equinet_model(avg_num_neighbors)
+    batch = Batch.from_data_list([atoms_to_graph(atoms, CUTOFF, dtype=torch.float32)])
+    out = model(batch, forces=True)
+    _check(out["energy"], out["forces"], len(atoms))
+    (seconds,), busy_rounds = _timed_rounds([lambda: model(batch, forces=True)], repeats)
+    return {"seconds": seconds, "busy_rounds": busy_rounds, "edges": batch.edge_index.shape[1], "e3nn": e3nn.__version__}
+
+
+def _run_equinet_calculator(atoms, avg_num_neighbors: float, repeats: int) -> dict:
+    """ASE calculator steps (tiny move, graph rebuilt) alternating with model-only calls."""
+    import numpy as np
+    import torch
+    from torch_geometric.data import Batch
+
+    from equinet import Calculator
+    from equinet.datasets import atoms_to_graph
+
+    model = _equinet_model(avg_num_neighbors)
+    batch = Batch.from_data_list([atoms_to_graph(atoms, CUTOFF, dtype=torch.float32)])
+    atoms.calc = Calculator(model)
+    rng = np.random.default_rng(0)
+
+    def step():
+        atoms.rattle(1e-3, rng=rng)
+        atoms.get_forces()
+
+    (step_seconds, model_seconds), busy_rounds = _timed_rounds([step, lambda: model(batch, forces=True)], repeats)
+    return {"seconds": step_seconds, "model_seconds": model_seconds, "busy_rounds": busy_rounds}
+
+
+def _run_mace(atoms, avg_num_neighbors: float, repeats: int) -> dict:
+    import e3nn
+    import numpy as np
+    import torch
+    from e3nn import o3
+    from mace import data, modules
+    from mace.tools import torch_geometric
+    from mace.tools.utils import AtomicNumberTable
+
+    model = modules.ScaleShiftMACE(
+        r_max=CUTOFF,
+        num_bessel=8,
+        num_polynomial_cutoff=5,
+        max_ell=3,
+        interaction_cls=modules.RealAgnosticResidualInteractionBlock,
+        # mace_run_train's default model ("MACE") forces this block on the first layer.
+        interaction_cls_first=modules.RealAgnosticInteractionBlock,
+        num_interactions=2,
+        num_elements=1,
+        hidden_irreps=o3.Irreps("64x0e+64x1o"),
+        MLP_irreps=o3.Irreps("16x0e"),
+        atomic_energies=np.zeros(1),
+        avg_num_neighbors=avg_num_neighbors,
+        atomic_numbers=[29],
+        correlation=3,
+        gate=torch.nn.functional.silu,
+        radial_MLP=[64, 64, 64],
+        atomic_inter_scale=1.0,
+        atomic_inter_shift=0.0,
+    ).eval()
+    graph = data.AtomicData.from_config(data.config_from_atoms(atoms), z_table=AtomicNumberTable([29]), cutoff=CUTOFF)
+    batch = torch_geometric.Batch.from_data_list([graph]).to_dict()
+    out = model(batch, compute_force=True, training=False)
+    _check(out["energy"], out["forces"], len(atoms))
+    (seconds,), busy_rounds = _timed_rounds([lambda: model(batch, compute_force=True, training=False)], repeats)
+    return {"seconds": seconds, "busy_rounds": busy_rounds, "edges": batch["edge_index"].shape[1], "e3nn": e3nn.__version__}
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One (code, size) measurement; prints one JSON line."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.set_default_dtype(torch.float32)
+    torch.manual_seed(0)
+    atoms = _structure(args.sizes[0])
+    run = {"equinet": _run_equinet, "equinet-calculator": _run_equinet_calculator, "mace": _run_mace}[args.worker]
+    result = run(atoms, args.avg_num_neighbors, args.repeats)
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["torch"] = torch.__version__
+    print(json.dumps(result))
+
+
+# ---------------------------------------------------------------- driver side
+
+
+def _mace_python() -> Path:
+    """The interpreter of the mace-torch environment, created on first use."""
+    python = MACE_VENV / "bin" / "python"
+    if python.exists() and subprocess.run([python, "-c", "import mace"], capture_output=True).returncode == 0:
+        return python
+    print(f"creating {MACE_VENV} (torch==2.13.0, mace-torch=={MACE_TORCH_VERSION}); this takes a few minutes", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", MACE_VENV], check=True)
+    pip = [python, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "torch==2.13.0"], check=True)  # first, so that no CUDA wheels are pulled
+    subprocess.run([*pip, f"mace-torch=={MACE_TORCH_VERSION}"], check=True)
+    return python
+
+
+def _measure(python: Path, code: str, size: int, avg_num_neighbors: float, args: argparse.Namespace) -> dict:
+    command = [
+        python, __file__, "--worker", code, "--sizes", str(size), "--repeats", str(args.repeats),
+        "--threads", str(args.threads), "--avg-num-neighbors", repr(avg_num_neighbors),
+    ]  # fmt: skip
+    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}  # e3nn 0.4.4's torch.load under torch >= 2.6
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{code} worker ({size}x{size}x{size}) failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _avg_num_neighbors(size: int) -> float:
+    from ase.neighborlist import neighbor_list
+
+    atoms = _structure(size)
+    return len(neighbor_list("i", atoms, CUTOFF)) / len(atoms)
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[3, 5], help="supercell repetitions of the 4-atom cubic cell")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--skip-mace", action="store_true", help="time equinet only")
+    parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
+    parser.add_argument("--avg-num-neighbors", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+
+    mace_python = None if args.skip_mace else _mace_python()
+    rows = []
+    for size in args.sizes:
+        avg = _avg_num_neighbors(size)
+        row = {"size": size, "atoms": 4 * size**3, "avg": avg}
+        row["equinet"] = _measure(Path(sys.executable), "equinet", size, avg, args)
+        row["calculator"] = _measure(Path(sys.executable), "equinet-calculator", size, avg, args)
+        if mace_python:
+            row["mace"] = _measure(mace_python, "mace", size, avg, args)
+            if row["mace"]["edges"] != row["equinet"]["edges"]:
+                raise RuntimeError(f"the graphs differ: {row['equinet']['edges']} vs {row['mace']['edges']} edges")
+        rows.append(row)
+
+    first = rows[0]
+    e3nn_versions = f"e3nn {first['equinet']['e3nn']} (equinet)" + (f", {first['mace']['e3nn']} (mace-torch {MACE_TORCH_VERSION})" if mace_python else "")
+    print(f"machine: {platform.platform()}, {_cpu_model()}, {os.cpu_count()} cores, {args.threads} torch threads")
+    print(f"torch {first['equinet']['torch']}, {e3nn_versions}; float32, r_cut {CUTOFF} Å, median of {args.repeats}")
+    print(f"{'system':18}{'atoms':>7}{'edges':>8}{'equinet/s':>11}{'mace/s':>10}{'ratio':>8}{'RSS eq (MiB)':>14}{'RSS mace (MiB)':>16}")
+    for row in rows:
+        ours = row["atoms"] / row["equinet"]["seconds"]
+        mace = row.get("mace")
+        theirs = row["atoms"] / mace["seconds"] if mace else float("nan")
+        mace_rss = mace["peak_rss_mib"] if mace else float("nan")
+        print(
+            f"{'fcc Cu ' + 'x'.join([str(row['size'])] * 3):18}{row['atoms']:7d}{row['equinet']['edges']:8d}"
+            f"{ours:11.0f}{theirs:10.0f}{ours / theirs:7.2f}x{row['equinet']['peak_rss_mib']:14.0f}{mace_rss:16.0f}"
+        )
+    print("atom-steps/s = atoms / (median seconds of one energy + forces call)")
+    for row in rows:
+        for code in ("equinet", "calculator", "mace"):
+            if code in row and row[code]["busy_rounds"]:
+                print(f"NOT CLEAN: {row[code]['busy_rounds']} timed rounds of {code}, {row['atoms']} atoms, overlapped other processes")
+    for row in rows:
+        model, step = row["calculator"]["model_seconds"], row["calculator"]["seconds"]
+        print(
+            f"calculator overhead, {row['atoms']} atoms: model {1e3 * model:.1f} ms, "
+            f"calculator step {1e3 * step:.1f} ms -> {100 * (1 - model / step):.1f}%"
+        )
+
+
+if __name__ == "__main__":
+    main()
