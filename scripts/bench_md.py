@@ -271,7 +271,7 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         avg = _avg_num_neighbors(size)
-        row = {"size": size, "atoms": 4 * size**3, "avg": avg}
+        row = {"size": size, "atoms": 4 * size**3}
         row["equinet"] = _measure(Path(sys.executable), "equinet", size, avg, args)
         row["calculator"] = _measure(Path(sys.executable), "equinet-calculator", size, avg, args)
         if mace_python:
