@@ -28,24 +28,15 @@ from e3nn import o3
 from equinet.ops import CGConvolution, GauntTensorProduct, spherical_harmonics
 
 
-def _median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
+def _times_ms(fn, repeats: int) -> list[float]:
+    """Wall times of ``repeats`` calls of ``fn`` after one warm-up call, in ms."""
+    fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
-def _best_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
+        times.append(1e3 * (time.perf_counter() - start))
+    return times
 
 
 def _scaling_exponent(l_values: list[int], times: list[float]) -> float:
@@ -96,7 +87,7 @@ def gaunt_benchmark(batch: int, channels: list[int], l_values: list[int], repeat
                     leaves = [t.detach().requires_grad_() for t in leaves]
                     torch.autograd.grad(module(*leaves).sum(), leaves)
 
-                row[label] = (_best_ms(forward, repeats), _best_ms(forward_backward, repeats))
+                row[label] = (min(_times_ms(forward, repeats)), min(_times_ms(forward_backward, repeats)))
             results[(c, l_max)] = row
             grid_points = "x".join(map(str, modules["grid"].grid_size))
             fft_size = "x".join(map(str, modules["fft"].fft_size))
@@ -188,7 +179,10 @@ def main() -> None:
             out = module(*leaves, edge_index)
             torch.autograd.grad(out.square().sum(), leaves)
 
-        results[backend] = (_median_ms(forward, args.repeats), _median_ms(forward_backward, args.repeats))
+        results[backend] = (
+            statistics.median(_times_ms(forward, args.repeats)),
+            statistics.median(_times_ms(forward_backward, args.repeats)),
+        )
 
     print(f"{'':18}{'e3nn (ms)':>12}{'equinet (ms)':>14}{'speed-up':>10}")
     for i, label in enumerate(["forward", "forward+backward"]):
