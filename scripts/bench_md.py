@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -34,11 +33,11 @@ import sys
 import time
 from pathlib import Path
 
+from peers import MACE_TORCH, PEER_ENV, busy_cpu_seconds, machine, mace_python, own_cpu_seconds
+
 CUTOFF = 5.0
 LATTICE = 3.61
 RATTLE = 0.05
-MACE_TORCH_VERSION = "0.3.16"
-MACE_VENV = Path(__file__).resolve().parent.parent / ".bench" / "mace-venv"
 WORKERS = ("equinet", "equinet-calculator", "mace")
 WARMUP = 2  # calls before timing: e3nn builds its code on the first ones
 QUIET = 0.1  # a timed round counts if other processes used < 10% of the CPUs meanwhile
@@ -57,17 +56,6 @@ def _structure(size: int):
     return atoms
 
 
-def _busy_cpu_seconds() -> float:
-    """CPU time this machine has spent busy since boot, all processes together (Linux)."""
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _timed_rounds(fns, repeats: int) -> tuple[list[float], int]:
     """Median seconds of each of ``fns`` over ``repeats`` rounds of one call each, after a warm-up.
 
@@ -80,13 +68,13 @@ def _timed_rounds(fns, repeats: int) -> tuple[list[float], int]:
             fn()
     rounds, busy_rounds, deadline = [], 0, time.monotonic() + MAX_WAIT_S
     while len(rounds) < repeats:
-        busy, own, start = _busy_cpu_seconds(), _own_cpu_seconds(), time.perf_counter()
+        busy, own, start = busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
         times = []
         for fn in fns:
             call_start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - call_start)
-        others = (_busy_cpu_seconds() - busy) - (_own_cpu_seconds() - own)
+        others = (busy_cpu_seconds() - busy) - (own_cpu_seconds() - own)
         quiet = others < QUIET * (time.perf_counter() - start) * os.cpu_count()
         if quiet or time.monotonic() > deadline:
             rounds.append(times)
@@ -215,26 +203,12 @@ def worker(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- driver side
 
 
-def _mace_python() -> Path:
-    """The interpreter of the mace-torch environment, created on first use."""
-    python = MACE_VENV / "bin" / "python"
-    if python.exists() and subprocess.run([python, "-c", "import mace"], capture_output=True).returncode == 0:
-        return python
-    print(f"creating {MACE_VENV} (torch==2.13.0, mace-torch=={MACE_TORCH_VERSION}); this takes a few minutes", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", "--clear", MACE_VENV], check=True)
-    pip = [python, "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, "torch==2.13.0"], check=True)  # first, so that no CUDA wheels are pulled
-    subprocess.run([*pip, f"mace-torch=={MACE_TORCH_VERSION}"], check=True)
-    return python
-
-
 def _measure(python: Path, code: str, size: int, avg_num_neighbors: float, args: argparse.Namespace) -> dict:
     command = [
         python, __file__, "--worker", code, "--sizes", str(size), "--repeats", str(args.repeats),
         "--threads", str(args.threads), "--avg-num-neighbors", repr(avg_num_neighbors),
     ]  # fmt: skip
-    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}  # e3nn 0.4.4's torch.load under torch >= 2.6
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, env=PEER_ENV)
     if done.returncode != 0:
         raise RuntimeError(f"{code} worker ({size}x{size}x{size}) failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -245,13 +219,6 @@ def _avg_num_neighbors(size: int) -> float:
 
     atoms = _structure(size)
     return len(neighbor_list("i", atoms, CUTOFF)) / len(atoms)
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -267,22 +234,22 @@ def main() -> None:
         worker(args)
         return
 
-    mace_python = None if args.skip_mace else _mace_python()
+    mace_interpreter = None if args.skip_mace else mace_python()
     rows = []
     for size in args.sizes:
         avg = _avg_num_neighbors(size)
         row = {"size": size, "atoms": 4 * size**3}
         row["equinet"] = _measure(Path(sys.executable), "equinet", size, avg, args)
         row["calculator"] = _measure(Path(sys.executable), "equinet-calculator", size, avg, args)
-        if mace_python:
-            row["mace"] = _measure(mace_python, "mace", size, avg, args)
+        if mace_interpreter:
+            row["mace"] = _measure(mace_interpreter, "mace", size, avg, args)
             if row["mace"]["edges"] != row["equinet"]["edges"]:
                 raise RuntimeError(f"the graphs differ: {row['equinet']['edges']} vs {row['mace']['edges']} edges")
         rows.append(row)
 
     first = rows[0]
-    e3nn_versions = f"e3nn {first['equinet']['e3nn']} (equinet)" + (f", {first['mace']['e3nn']} (mace-torch {MACE_TORCH_VERSION})" if mace_python else "")
-    print(f"machine: {platform.platform()}, {_cpu_model()}, {os.cpu_count()} cores, {args.threads} torch threads")
+    e3nn_versions = f"e3nn {first['equinet']['e3nn']} (equinet)" + (f", {first['mace']['e3nn']} ({MACE_TORCH})" if mace_interpreter else "")
+    print(f"machine: {machine(args.threads)}")
     print(f"torch {first['equinet']['torch']}, {e3nn_versions}; float32, r_cut {CUTOFF} Å, median of {args.repeats}")
     print(f"{'system':18}{'atoms':>7}{'edges':>8}{'equinet/s':>11}{'mace/s':>10}{'ratio':>8}{'RSS eq (MiB)':>14}{'RSS mace (MiB)':>16}")
     for row in rows:
