@@ -185,6 +185,9 @@ class CartesianLinear(torch.nn.Module):
         return f"in_channels={self.in_channels}, out_channels={self.out_channels}"
 
 
+_TRANSPOSE = torch.tensor([0, 3, 6, 1, 4, 7, 2, 5, 8])  # X.flatten(-2)[..., _TRANSPOSE] = X^T.flatten(-2)
+
+
 class TensorMessagePassing(torch.nn.Module):
     """One TensorNet interaction (the O(3) variant of TorchMD-Net's ``Interaction``).
 
@@ -233,10 +236,21 @@ class TensorMessagePassing(torch.nn.Module):
             )
         sender, receiver = edge_index
         x = x / (frobenius_norm_squared(x) + 1)[..., None, None]
-        parts = torch.stack(self.linear_in(*decompose_tensor(x)), dim=1)  # [n, 3, C, 3, 3]
-        y = parts.sum(dim=1)
-        messages = (edge_weights[..., None, None] * parts[sender]).sum(dim=1)  # [E, C, 3, 3]
-        m = x.new_zeros(x.shape).index_add(0, receiver, messages)
+        # contiguous: CartesianLinear's outputs are permuted views, and gathers of strided rows are slow
+        y = compose_tensor(*self.linear_in(*decompose_tensor(x))).contiguous()  # [n, C, 3, 3]
+        # f^I I + f^A A + f^S S of Y_j's parts is a Y_j + b Y_j^T + c tr(Y_j) 1, so one
+        # [E, C, 3, 3] gather (not one per part) makes the messages. The sums of a Y_j and
+        # b Y_j are formed at the receivers and the second is transposed there, on n (not
+        # E) matrices, by permuting its 9 entries (a copy: strided views make the
+        # backward's gathers slow); the trace term is summed as [E, C] scalars.
+        f_i, f_a, f_s = edge_weights.unbind(1)  # [E, C] each
+        y_j = y.index_select(0, sender)
+        m_a = x.new_zeros(x.shape).index_add(0, receiver, (0.5 * (f_a + f_s))[..., None, None] * y_j)
+        m_b = x.new_zeros(x.shape).index_add(0, receiver, (0.5 * (f_s - f_a))[..., None, None] * y_j)
+        trace_j = y.diagonal(dim1=-2, dim2=-1).sum(-1).index_select(0, sender)  # [E, C]
+        m_trace = x.new_zeros(x.shape[:2]).index_add(0, receiver, (f_i - f_s) / 3 * trace_j)  # [n, C]
+        m_b_transposed = m_b.flatten(-2).index_select(-1, _TRANSPOSE.to(x.device)).view(x.shape)
+        m = m_a + m_b_transposed + m_trace[..., None, None] * torch.eye(3, dtype=x.dtype, device=x.device)
         product = m @ y + y @ m
         product = product / (frobenius_norm_squared(product) + 1)[..., None, None]
         dx = compose_tensor(*self.linear_out(*decompose_tensor(product)))

@@ -37,8 +37,9 @@ from equinet.ops import (
     TensorMessagePassing,
     compose_tensor,
     decompose_tensor,
-    edge_tensors,
     frobenius_norm_squared,
+    skew_symmetric,
+    symmetric_traceless,
 )
 
 from .base import Potential
@@ -71,13 +72,21 @@ class _TensorEmbedding(torch.nn.Module):
         )
         self.linear = CartesianLinear(channels, channels)
 
-    def forward(self, species, edge_features, envelope, edge_basis, edge_index):
+    def forward(self, species, edge_features, envelope, unit, edge_index):
+        """``unit``: the edge unit vectors r̂ [E, 3]; edge tensors 1, [r̂]_x, r̂ r̂^T - 1/3."""
         sender, receiver = edge_index
         z = self.element_embedding(species)
         pair = self.pair_embedding(torch.cat((z[receiver], z[sender]), dim=-1)) * envelope.unsqueeze(-1)  # [E, C]
         factors = self.radial(edge_features).view(len(pair), 3, self.channels) * pair.unsqueeze(1)  # [E, 3, C]
-        edge_x = sum(factors[:, k, :, None, None] * basis.unsqueeze(1) for k, basis in enumerate(edge_basis))
-        x = edge_x.new_zeros(len(species), self.channels, 3, 3).index_add(0, receiver, edge_x)
+        f_i, f_a, f_s = factors.unbind(1)  # [E, C] each
+        # Summed part by part at the receivers, each in its fewest numbers: the identity
+        # part as scalars, the skew part as axial vectors; only S needs [E, C, 3, 3].
+        n, c = len(species), self.channels
+        x_i = f_i.new_zeros(n, c).index_add(0, receiver, f_i)
+        x_a = f_i.new_zeros(n, c, 3).index_add(0, receiver, f_a.unsqueeze(-1) * unit.unsqueeze(1))
+        x_s = f_i.new_zeros(n, c, 3, 3).index_add(0, receiver, f_s[..., None, None] * symmetric_traceless(unit).unsqueeze(1))
+        eye = torch.eye(3, dtype=x_i.dtype, device=x_i.device)
+        x = compose_tensor(x_i[..., None, None] * eye, skew_symmetric(x_a), x_s)
         scales = self.scalars(self.norm(frobenius_norm_squared(x))).view(len(x), 3, self.channels)
         parts = self.linear(*decompose_tensor(x))
         return compose_tensor(*(scales[:, k, :, None, None] * part for k, part in enumerate(parts)))
@@ -164,7 +173,7 @@ class TensorNet(Potential):
         r = edge_vec.norm(dim=-1)
         envelope = self.envelope(r)
         edge_features = self.radial_basis(r) * envelope.unsqueeze(-1)
-        x = self.embedding(species, edge_features, envelope, edge_tensors(edge_vec), edge_index)
+        x = self.embedding(species, edge_features, envelope, edge_vec / r.unsqueeze(-1), edge_index)
         for interaction in self.interactions:
             x = interaction(x, edge_features, envelope, edge_index)
         invariants = torch.cat([frobenius_norm_squared(part) for part in decompose_tensor(x)], dim=-1)  # [n, 3C]

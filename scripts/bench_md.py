@@ -1,21 +1,26 @@
-"""MD-step throughput (energy + forces) of equinet's MACE against mace-torch, on CPU.
+"""MD-step throughput (energy + forces) of equinet's models against their peers, on CPU.
 
-    python scripts/bench_md.py [--repeats 5 --sizes 3 5 --threads 2 --skip-mace]
+    python scripts/bench_md.py [--model mace|tensornet --repeats 5 --sizes 3 5 --threads 2 --skip-peer]
 
 For rattled fcc Cu supercells (``bulk("Cu", "fcc", a=3.61, cubic=True) * (k, k, k)``,
-108 atoms for k=3, 500 for k=5), both codes build the same MACE (64x0e+64x1o,
-max_ell 3, correlation 3, 2 interactions, 8 Bessel functions, radial MLP [64, 64, 64],
-polynomial cutoff p=5, r_cut 5 Å, one element, random weights, float32) and time one
-energy + forces evaluation on a prebuilt graph: atom-steps/s from the median of
-``--repeats`` calls after a warm-up (e3nn builds its code on the first calls). Graph
-construction is not timed. equinet's ASE calculator is timed too, alternating with
-model-only calls in one process, to report its overhead over the model alone (the
-calculator rebuilds the graph at every step, as in MD, and also computes the stress of
-periodic cells).
+108 atoms for k=3, 500 for k=5), both codes build the same model with random weights
+in float32 and time one energy + forces evaluation: atom-steps/s from the median of
+``--repeats`` calls after a warm-up (e3nn and Warp build their code on the first calls).
 
-mace-torch pins e3nn 0.4.4, so it runs in its own virtual environment, created on first
-use under ``.bench/mace-venv`` (torch==2.13.0 first, then mace-torch). Every (code,
-size) runs in a fresh subprocess of this same file (``--worker``), which reports its
+* ``--model mace`` against mace-torch: 64x0e+64x1o, max_ell 3, correlation 3, 2
+  interactions, 8 Bessel functions, radial MLP [64, 64, 64], polynomial cutoff p=5,
+  r_cut 5 Å, one element. Both run on a prebuilt graph (graph construction not timed).
+* ``--model tensornet`` against torchmd-net's TensorNet: 128 channels, 2 layers, 32
+  expnorm radial functions, r_cut 5 Å, O(3). torchmd-net builds its neighbor list
+  inside the model (periodic box), so equinet's time includes building the graph too.
+
+equinet's ASE calculator is timed too, alternating with model-only calls in one
+process, to report its overhead over the model alone (the calculator rebuilds the
+graph at every step, as in MD, and also computes the stress of periodic cells).
+
+Each peer runs in its own virtual environment (mace-torch pins e3nn 0.4.4), created on
+first use under ``.bench/`` (torch==2.13.0 first, then the peer). Every (code, size)
+runs in a fresh subprocess of this same file (``--worker``), which reports its
 timings and peak RSS as one JSON line, so that both codes are measured the same way.
 On a shared machine, a timed call during which other processes took more than 10% of
 the CPUs (from /proc/stat, Linux) is discarded and run again, for up to 10 minutes.
@@ -33,12 +38,13 @@ import sys
 import time
 from pathlib import Path
 
-from peers import MACE_TORCH, PEER_ENV, busy_cpu_seconds, machine, mace_python, own_cpu_seconds
+from peers import MACE_TORCH, PEER_ENV, TORCHMD_NET, busy_cpu_seconds, machine, mace_python, own_cpu_seconds, torchmd_net_python
 
 CUTOFF = 5.0
 LATTICE = 3.61
 RATTLE = 0.05
-WORKERS = ("equinet", "equinet-calculator", "mace")
+WORKERS = ("equinet", "equinet-calculator", "mace", "torchmd-net")
+PEERS = {"mace": ("mace", MACE_TORCH, mace_python), "tensornet": ("torchmd-net", TORCHMD_NET, torchmd_net_python)}
 WARMUP = 2  # calls before timing: e3nn builds its code on the first ones
 QUIET = 0.1  # a timed round counts if other processes used < 10% of the CPUs meanwhile
 MAX_WAIT_S = 600.0  # after this long, rounds are taken even if other processes were busy
@@ -91,41 +97,48 @@ def _check(energy, forces, num_atoms: int) -> None:
         raise RuntimeError("energy or forces are not finite")
 
 
-def _equinet_model(avg_num_neighbors: float):
+EQUINET_CONFIGS = {
+    "mace": {
+        "name": "mace", "dtype": "float32", "cutoff": CUTOFF, "hidden_irreps": "64x0e+64x1o", "max_ell": 3,
+        "correlation": 3, "num_interactions": 2, "num_basis": 8, "envelope_p": 5, "radial_hidden": [64, 64, 64],
+    },
+    "tensornet": {
+        "name": "tensornet", "dtype": "float32", "cutoff": CUTOFF, "hidden_channels": 128, "num_layers": 2,
+        "num_rbf": 32, "radial_basis": "expnorm",
+    },
+}  # fmt: skip
+
+
+def _equinet_model(name: str, avg_num_neighbors: float):
     from equinet.potentials import build_model
 
-    config = {
-        "name": "mace",
-        "dtype": "float32",
-        "cutoff": CUTOFF,
-        "hidden_irreps": "64x0e+64x1o",
-        "max_ell": 3,
-        "correlation": 3,
-        "num_interactions": 2,
-        "num_basis": 8,
-        "envelope_p": 5,
-        "radial_hidden": [64, 64, 64],
-    }
+    config = EQUINET_CONFIGS[name]
     statistics_ = {"elements": [29], "atomic_energies": {29: 0.0}, "avg_num_neighbors": avg_num_neighbors, "force_rms": 1.0}
     return build_model(config, statistics_).eval()
 
 
-def _run_equinet(atoms, avg_num_neighbors: float, repeats: int) -> dict:
+def _run_equinet(atoms, name: str, avg_num_neighbors: float, repeats: int) -> dict:
     import e3nn
     import torch
     from torch_geometric.data import Batch
 
     from equinet.datasets import atoms_to_graph
 
-    model = _equinet_model(avg_num_neighbors)
+    model = _equinet_model(name, avg_num_neighbors)
     batch = Batch.from_data_list([atoms_to_graph(atoms, CUTOFF, dtype=torch.float32)])
     out = model(batch, forces=True)
     _check(out["energy"], out["forces"], len(atoms))
-    (seconds,), busy_rounds = _timed_rounds([lambda: model(batch, forces=True)], repeats)
+    rebuild = name == "tensornet"  # torchmd-net builds its neighbor list in every call: so does equinet then
+
+    def step():
+        graph = Batch.from_data_list([atoms_to_graph(atoms, CUTOFF, dtype=torch.float32)]) if rebuild else batch
+        return model(graph, forces=True)
+
+    (seconds,), busy_rounds = _timed_rounds([step], repeats)
     return {"seconds": seconds, "busy_rounds": busy_rounds, "edges": batch.edge_index.shape[1], "e3nn": e3nn.__version__}
 
 
-def _run_equinet_calculator(atoms, avg_num_neighbors: float, repeats: int) -> dict:
+def _run_equinet_calculator(atoms, name: str, avg_num_neighbors: float, repeats: int) -> dict:
     """ASE calculator steps (tiny move, graph rebuilt) alternating with model-only calls."""
     import numpy as np
     import torch
@@ -134,7 +147,7 @@ def _run_equinet_calculator(atoms, avg_num_neighbors: float, repeats: int) -> di
     from equinet import Calculator
     from equinet.datasets import atoms_to_graph
 
-    model = _equinet_model(avg_num_neighbors)
+    model = _equinet_model(name, avg_num_neighbors)
     batch = Batch.from_data_list([atoms_to_graph(atoms, CUTOFF, dtype=torch.float32)])
     atoms.calc = Calculator(model)
     rng = np.random.default_rng(0)
@@ -147,7 +160,7 @@ def _run_equinet_calculator(atoms, avg_num_neighbors: float, repeats: int) -> di
     return {"seconds": step_seconds, "model_seconds": model_seconds, "busy_rounds": busy_rounds}
 
 
-def _run_mace(atoms, avg_num_neighbors: float, repeats: int) -> dict:
+def _run_mace(atoms, name: str, avg_num_neighbors: float, repeats: int) -> dict:
     import e3nn
     import numpy as np
     import torch
@@ -185,6 +198,29 @@ def _run_mace(atoms, avg_num_neighbors: float, repeats: int) -> dict:
     return {"seconds": seconds, "busy_rounds": busy_rounds, "edges": batch["edge_index"].shape[1], "e3nn": e3nn.__version__}
 
 
+def _run_torchmd_net(atoms, name: str, avg_num_neighbors: float, repeats: int) -> dict:
+    import torch
+    from torchmdnet.models.model import create_model
+
+    args = {
+        "model": "tensornet", "embedding_dimension": 128, "num_layers": 2, "num_rbf": 32, "rbf_type": "expnorm",
+        "trainable_rbf": False, "activation": "silu", "cutoff_lower": 0.0, "cutoff_upper": CUTOFF, "max_z": 100,
+        "max_num_neighbors": 64, "equivariance_invariance_group": "O(3)", "static_shapes": False, "derivative": True,
+        "atom_filter": -1, "prior_model": None, "output_model": "Scalar", "reduce_op": "add", "precision": 32,
+        "box_vecs": atoms.cell.array.tolist(),
+    }  # fmt: skip
+    model = create_model(args)
+    z = torch.tensor(atoms.numbers)
+    pos = torch.tensor(atoms.positions, dtype=torch.float32)
+    batch = torch.zeros_like(z)
+    energy, forces = model(z, pos, batch)
+    _check(energy.view(1), forces, len(atoms))
+    edge_index, _, _ = model.representation_model.distance(pos, batch)
+    (seconds,), busy_rounds = _timed_rounds([lambda: model(z, pos, batch)], repeats)
+    edges = int((edge_index[0] != edge_index[1]).sum())  # without its self-loops
+    return {"seconds": seconds, "busy_rounds": busy_rounds, "edges": edges, "e3nn": None}
+
+
 def worker(args: argparse.Namespace) -> None:
     """One (code, size) measurement; prints one JSON line."""
     import torch
@@ -193,8 +229,8 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_default_dtype(torch.float32)
     torch.manual_seed(0)
     atoms = _structure(args.sizes[0])
-    run = {"equinet": _run_equinet, "equinet-calculator": _run_equinet_calculator, "mace": _run_mace}[args.worker]
-    result = run(atoms, args.avg_num_neighbors, args.repeats)
+    run = {"equinet": _run_equinet, "equinet-calculator": _run_equinet_calculator, "mace": _run_mace, "torchmd-net": _run_torchmd_net}
+    result = run[args.worker](atoms, args.model, args.avg_num_neighbors, args.repeats)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["torch"] = torch.__version__
     print(json.dumps(result))
@@ -205,7 +241,7 @@ def worker(args: argparse.Namespace) -> None:
 
 def _measure(python: Path, code: str, size: int, avg_num_neighbors: float, args: argparse.Namespace) -> dict:
     command = [
-        python, __file__, "--worker", code, "--sizes", str(size), "--repeats", str(args.repeats),
+        python, __file__, "--worker", code, "--model", args.model, "--sizes", str(size), "--repeats", str(args.repeats),
         "--threads", str(args.threads), "--avg-num-neighbors", repr(avg_num_neighbors),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, env=PEER_ENV)
@@ -223,10 +259,11 @@ def _avg_num_neighbors(size: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(PEERS), default="mace", help="which model, against which peer")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sizes", type=int, nargs="+", default=[3, 5], help="supercell repetitions of the 4-atom cubic cell")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--skip-mace", action="store_true", help="time equinet only")
+    parser.add_argument("--skip-peer", action="store_true", help="time equinet only")
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     parser.add_argument("--avg-num-neighbors", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -234,36 +271,38 @@ def main() -> None:
         worker(args)
         return
 
-    mace_interpreter = None if args.skip_mace else mace_python()
+    peer, peer_version, peer_python = PEERS[args.model]
+    peer_interpreter = None if args.skip_peer else peer_python()
     rows = []
     for size in args.sizes:
         avg = _avg_num_neighbors(size)
         row = {"size": size, "atoms": 4 * size**3}
         row["equinet"] = _measure(Path(sys.executable), "equinet", size, avg, args)
         row["calculator"] = _measure(Path(sys.executable), "equinet-calculator", size, avg, args)
-        if mace_interpreter:
-            row["mace"] = _measure(mace_interpreter, "mace", size, avg, args)
-            if row["mace"]["edges"] != row["equinet"]["edges"]:
-                raise RuntimeError(f"the graphs differ: {row['equinet']['edges']} vs {row['mace']['edges']} edges")
+        if peer_interpreter:
+            row["peer"] = _measure(peer_interpreter, peer, size, avg, args)
+            if row["peer"]["edges"] != row["equinet"]["edges"]:
+                raise RuntimeError(f"the graphs differ: {row['equinet']['edges']} vs {row['peer']['edges']} edges")
         rows.append(row)
 
     first = rows[0]
-    e3nn_versions = f"e3nn {first['equinet']['e3nn']} (equinet)" + (f", {first['mace']['e3nn']} ({MACE_TORCH})" if mace_interpreter else "")
+    versions = f"torch {first['equinet']['torch']}, e3nn {first['equinet']['e3nn']}"
+    if peer_interpreter:
+        versions += f"; {peer_version}" + (f" with e3nn {first['peer']['e3nn']}" if first["peer"]["e3nn"] else "")
     print(f"machine: {machine(args.threads)}")
-    print(f"torch {first['equinet']['torch']}, {e3nn_versions}; float32, r_cut {CUTOFF} Å, median of {args.repeats}")
-    print(f"{'system':18}{'atoms':>7}{'edges':>8}{'equinet/s':>11}{'mace/s':>10}{'ratio':>8}{'RSS eq (MiB)':>14}{'RSS mace (MiB)':>16}")
+    print(f"{versions}; {args.model}, float32, r_cut {CUTOFF} Å, median of {args.repeats}")
+    print(f"{'system':18}{'atoms':>7}{'edges':>8}{'equinet/s':>11}{'peer/s':>10}{'ratio':>8}{'RSS eq (MiB)':>14}{'RSS peer (MiB)':>16}")
     for row in rows:
         ours = row["atoms"] / row["equinet"]["seconds"]
-        mace = row.get("mace")
-        theirs = row["atoms"] / mace["seconds"] if mace else float("nan")
-        mace_rss = mace["peak_rss_mib"] if mace else float("nan")
+        theirs = row["atoms"] / row["peer"]["seconds"] if "peer" in row else float("nan")
+        peer_rss = row["peer"]["peak_rss_mib"] if "peer" in row else float("nan")
         print(
             f"{'fcc Cu ' + 'x'.join([str(row['size'])] * 3):18}{row['atoms']:7d}{row['equinet']['edges']:8d}"
-            f"{ours:11.0f}{theirs:10.0f}{ours / theirs:7.2f}x{row['equinet']['peak_rss_mib']:14.0f}{mace_rss:16.0f}"
+            f"{ours:11.0f}{theirs:10.0f}{ours / theirs:7.2f}x{row['equinet']['peak_rss_mib']:14.0f}{peer_rss:16.0f}"
         )
     print("atom-steps/s = atoms / (median seconds of one energy + forces call)")
     for row in rows:
-        for code in ("equinet", "calculator", "mace"):
+        for code in ("equinet", "calculator", "peer"):
             if code in row and row[code]["busy_rounds"]:
                 print(f"NOT CLEAN: {row[code]['busy_rounds']} timed rounds of {code}, {row['atoms']} atoms, overlapped other processes")
     for row in rows:

@@ -16,6 +16,7 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent.parent / ".bench"
 TORCH = "torch==2.13.0"  # installed first in every peer environment, so no CUDA wheels are pulled
 MACE_TORCH = "mace-torch==0.3.16"
+TORCHMD_NET = "torchmd-net==3.1.0"
 # e3nn 0.4.4 (pinned by mace-torch) calls torch.load on its own constants, which torch >= 2.6
 # refuses under the default weights_only=True.
 PEER_ENV = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
@@ -37,6 +38,10 @@ def peer_python(name: str, requirement: str, module: str) -> Path:
 
 def mace_python() -> Path:
     return peer_python("mace", MACE_TORCH, "mace")
+
+
+def torchmd_net_python() -> Path:
+    return peer_python("torchmd-net", TORCHMD_NET, "torchmdnet")
 
 
 def busy_cpu_seconds() -> float:

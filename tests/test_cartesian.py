@@ -142,6 +142,31 @@ def test_message_passing_is_equivariant(float64, reflection, law):
     _close(layer(law(r, x), weights, edge_index), law(r, out))
 
 
+def _reference_message_passing(layer, x, weights, edge_index):
+    """The docstring's formula, edge by edge: M_i = sum_j f^I I'_j + f^A A'_j + f^S S'_j."""
+    x = x / (frobenius_norm_squared(x) + 1)[..., None, None]
+    parts = layer.linear_in(*decompose_tensor(x))  # I', A', S' of every atom
+    y = compose_tensor(*parts)
+    m = torch.zeros_like(x)
+    for edge, (j, i) in enumerate(edge_index.T.tolist()):
+        for k, part in enumerate(parts):
+            m[i] += weights[edge, k, :, None, None] * part[j]
+    product = m @ y + y @ m
+    product = product / (frobenius_norm_squared(product) + 1)[..., None, None]
+    dx = compose_tensor(*layer.linear_out(*decompose_tensor(product)))
+    return x + dx + dx @ dx
+
+
+def test_message_passing_matches_the_reference_formula(float64):
+    layer = TensorMessagePassing(4)
+    for seed in range(3):  # fresh random inputs, with repeated (i, j) pairs as in small periodic cells
+        torch.manual_seed(seed)
+        x, weights, edge_index = _graph()
+        edge_index = torch.cat([edge_index, edge_index[:, :5]], dim=1)
+        weights = torch.cat([weights, torch.randn(5, 3, 4)])
+        _close(layer(x, weights, edge_index), _reference_message_passing(layer, x, weights, edge_index))
+
+
 def test_message_passing_is_permutation_equivariant(float64):
     layer = TensorMessagePassing(4)
     x, weights, edge_index = _graph()
