@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -278,6 +279,9 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
         num_sanity_val_steps=0,
         enable_model_summary=False,
     )
+    # The run folder holds the config, logs and checkpoints together, by design: Lightning's
+    # warnings that the folder is not empty (written config.yaml, or a resumed run) mislead.
+    warnings.filterwarnings("ignore", message=r"(Experiment logs|Checkpoint) directory .* exists and is not empty")
     if trainer.is_global_zero:
         output.mkdir(parents=True, exist_ok=True)
         (output / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
