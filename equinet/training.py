@@ -43,7 +43,7 @@ from equinet.model_io import save_model
 from equinet.potentials import Potential, build_model
 from equinet.potentials.registry import DTYPES
 
-__all__ = ["PotentialModule", "train"]
+__all__ = ["PotentialModule", "ema_with_warmup", "train"]
 
 _LABELS = ("energy", "forces", "stress")
 
@@ -150,6 +150,19 @@ class PotentialModule(pl.LightningModule):
         }
 
 
+def ema_with_warmup(decay: float):
+    """The EMA update of ``torch.optim.swa_utils.AveragedModel`` with a warm-up, as in
+    torch_ema and mace-torch: update t (t = 1, 2, ...) uses the decay
+    ``min(decay, (1 + t) / (10 + t))``, so the early average follows the fast-changing
+    weights instead of lagging about 1 / (1 - decay) steps behind them."""
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        step_decay = torch.clamp((1 + num_averaged) / (10 + num_averaged), max=decay).to(averaged.dtype)
+        return averaged + (current - averaged) * (1 - step_decay)
+
+    return average
+
+
 # ---------------------------------------------------------------------------- data
 
 
@@ -253,7 +266,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
         pl.callbacks.LearningRateMonitor(logging_interval="epoch"),
     ]
     if config.ema.enabled:
-        callbacks.append(pl.callbacks.EMAWeightAveraging(decay=config.ema.decay, use_buffers=False))
+        callbacks.append(pl.callbacks.WeightAveraging(use_buffers=False, avg_fn=ema_with_warmup(config.ema.decay)))
     loggers = [pl.loggers.CSVLogger(output, name="", version="")]
     try:
         import tensorboard  # noqa: F401

@@ -22,7 +22,7 @@ from equinet import Calculator
 from equinet.cli import main
 from equinet.config import load_config
 from equinet.potentials import MODELS
-from equinet.training import PotentialModule, train
+from equinet.training import PotentialModule, ema_with_warmup, train
 
 EQUINET = str(Path(sys.executable).with_name("equinet"))
 
@@ -107,6 +107,26 @@ def test_train_writes_a_complete_run_folder(tmp_path, data_file, capsys):
     # A second run into the same folder is refused unless asked.
     assert main(["train", str(config)]) == 2
     assert "already holds a run; pass --resume to continue it or --overwrite" in capsys.readouterr().err
+
+
+def test_ema_warms_up_then_decays_at_the_configured_rate():
+    """AveragedModel copies the weights first; the t-th average after that uses min(decay, (1 + t) / (10 + t))."""
+    weights = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    averaged = torch.optim.swa_utils.AveragedModel(torch.nn.ParameterList([weights]), avg_fn=ema_with_warmup(0.99))
+    expected = 0.0
+    for step in range(1, 2000):
+        with torch.no_grad():
+            weights.fill_(float(step))
+        averaged.update_parameters(torch.nn.ParameterList([weights]))
+        if step == 1:
+            expected = 1.0  # the first update copies
+        else:
+            t = step - 1  # updates already averaged
+            decay = min(0.99, (1 + t) / (10 + t))
+            expected = decay * expected + (1 - decay) * step
+        torch.testing.assert_close(next(averaged.module.parameters()).detach(), torch.full((3,), expected, dtype=torch.float64))
+    # Late on, the average lags 1 / (1 - decay) - 1 = 99 steps behind a steadily growing weight.
+    assert abs((step - expected) - 99) < 1e-3
 
 
 @pytest.mark.parametrize(

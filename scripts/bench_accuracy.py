@@ -1,0 +1,202 @@
+"""Accuracy on rMD17 at equal hyper-parameters and epochs: `equinet train` against mace-torch's `mace_run_train`.
+
+    python scripts/bench_accuracy.py DATA_DIR [--epochs 40 --molecules ethanol uracil --threads 2 --skip-mace]
+
+DATA_DIR holds ``ethanol/train.xyz`` and ``ethanol/test_MD.xyz`` (extended XYZ, eV) and
+``rmd17/rmd17_uracil_{train,test}_01.npz`` (rMD17 .npz, kcal/mol). Both are read with
+equinet's readers (so the .npz's units are converted by them), split 950 train / 50
+validation from the train file (seed 0) and written, with the test file, as extxyz in
+eV with ``REF_energy``/``REF_forces`` labels that both codes read. Both train the recipe
+of ``examples/rmd17.yaml`` (MACE 64x0e+64x1o, max_ell 3, correlation 3, 2 interactions,
+r_cut 5 Å, float64, batch 5, energy:forces weights 1:1000 on per-atom energy and force
+components, Adam lr 0.01 with AMSGrad, plateau scheduler, EMA 0.99) for ``--epochs``
+epochs, each reference energy fitted to the training set by least squares. Each trained
+model is then evaluated the same way, through its ASE calculator on the test file:
+total-energy MAE/RMSE (meV) and force-component MAE/RMSE (meV/Å), as the MACE paper
+reports them. s/epoch is the training command's wall time divided by the epochs
+(start-up and preprocessing included, the same for both).
+
+mace-torch runs in its own virtual environment (``.bench/mace-venv``, created on first
+use). Never run by the test suite: the data are not part of the project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from peers import MACE_TORCH, PEER_ENV, machine, mace_python
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "examples" / "rmd17.yaml"
+WORK = ROOT / ".bench" / "accuracy"
+MOLECULES = {
+    "ethanol": ("ethanol/train.xyz", "ethanol/test_MD.xyz", "eV"),
+    "uracil": ("rmd17/rmd17_uracil_train_01.npz", "rmd17/rmd17_uracil_test_01.npz", "kcal/mol"),
+}
+NUM_TRAIN, NUM_VALID = 950, 50
+
+
+# ---------------------------------------------------------------- worker side (either interpreter)
+
+
+def _errors(calculator, test_file: Path) -> dict:
+    """Total-energy (meV) and force-component (meV/Å) errors of ``calculator`` on ``test_file``."""
+    import numpy as np
+    from ase.io import read
+
+    energy_errors, force_errors = [], []
+    for atoms in read(test_file, ":"):
+        reference_energy, reference_forces = atoms.info["REF_energy"], atoms.arrays["REF_forces"]
+        atoms.calc = calculator
+        energy_errors.append(1000 * (atoms.get_potential_energy() - reference_energy))
+        force_errors.append(1000 * (atoms.get_forces() - reference_forces).ravel())
+    energy, forces = np.array(energy_errors), np.concatenate(force_errors)
+    return {
+        "energy_mae": float(np.abs(energy).mean()), "energy_rmse": float(np.sqrt((energy**2).mean())),
+        "forces_mae": float(np.abs(forces).mean()), "forces_rmse": float(np.sqrt((forces**2).mean())),
+        "structures": len(energy),
+    }  # fmt: skip
+
+
+def worker(code: str, model: Path, test_file: Path) -> None:
+    import torch
+
+    if code == "equinet":
+        from equinet import Calculator
+
+        calculator = Calculator(model, dtype=torch.float64)
+    else:
+        from mace.calculators import MACECalculator
+
+        calculator = MACECalculator(model_paths=str(model), device="cpu", default_dtype="float64")
+    print(json.dumps(_errors(calculator, test_file)))
+
+
+# ---------------------------------------------------------------- driver side
+
+
+def write_splits(data_dir: Path, molecule: str, folder: Path) -> None:
+    """train/valid/test.extxyz (eV, REF_ labels) from the molecule's files, read by equinet."""
+    from ase.io import write
+
+    from equinet.datasets import split_dataset
+    from equinet.datasets.read import iter_structures
+
+    def frames(path: Path, unit: str):
+        for atoms, labels in iter_structures(path, energy_unit=unit):
+            atoms.info["REF_energy"] = float(labels.energy)
+            atoms.arrays["REF_forces"] = labels.forces
+            yield atoms
+
+    train_file, test_file, unit = MOLECULES[molecule]
+    train, valid = split_dataset(list(frames(data_dir / train_file, unit)), [NUM_TRAIN, NUM_VALID], seed=0)
+    folder.mkdir(parents=True, exist_ok=True)
+    write(folder / "train.extxyz", list(train))
+    write(folder / "valid.extxyz", list(valid))
+    write(folder / "test.extxyz", list(frames(data_dir / test_file, unit)))
+
+
+def equinet_command(data: Path, epochs: int, output: Path) -> list[str]:
+    overrides = {
+        "data.train": data / "train.extxyz", "data.valid": data / "valid.extxyz", "data.test": data / "test.extxyz",
+        "data.split": "[1.0, 0.0, 0.0]", "data.energy_unit": "eV", "data.energy_key": "REF_energy",
+        "data.forces_key": "REF_forces", "trainer.max_epochs": epochs, "trainer.progress_bar": "false", "output": output,
+    }  # fmt: skip
+    command = [str(Path(sys.executable).parent / "equinet"), "train", str(RECIPE), "--overwrite"]
+    for key, value in overrides.items():
+        command += ["--set", f"{key}={value}"]
+    return command
+
+
+def mace_command(data: Path, epochs: int, python: Path) -> list[str]:
+    """`mace_run_train` with the hyper-parameters of examples/rmd17.yaml."""
+    import yaml
+
+    recipe = yaml.safe_load(RECIPE.read_text())
+    model, loss, scheduler = recipe["model"], recipe["loss"], recipe["scheduler"]
+    return [
+        str(python.parent / "mace_run_train"), "--name", "mace", "--seed", "0", "--device", "cpu",
+        "--default_dtype", model["dtype"], "--train_file", str(data / "train.extxyz"),
+        "--valid_file", str(data / "valid.extxyz"), "--energy_key", "REF_energy", "--forces_key", "REF_forces",
+        "--E0s", "average", "--model", "MACE", "--hidden_irreps", model["hidden_irreps"],
+        "--max_ell", str(model["max_ell"]), "--correlation", str(model["correlation"]),
+        "--num_interactions", str(model["num_interactions"]), "--r_max", str(model["cutoff"]),
+        "--num_radial_basis", "8", "--num_cutoff_basis", "5", "--MLP_irreps", "16x0e",
+        "--radial_MLP", str(model["radial_hidden"]), "--loss", "weighted",
+        "--energy_weight", str(loss["energy_weight"]), "--forces_weight", str(loss["forces_weight"]),
+        "--batch_size", str(recipe["data"]["batch_size"]), "--valid_batch_size", str(recipe["data"]["valid_batch_size"]),
+        "--lr", str(recipe["optimizer"]["lr"]), "--amsgrad", "--scheduler", "ReduceLROnPlateau",
+        "--lr_factor", str(scheduler["factor"]), "--scheduler_patience", str(scheduler["patience"]),
+        "--ema", "--ema_decay", str(recipe["ema"]["decay"]), "--clip_grad", "10", "--eval_interval", "1",
+        "--max_num_epochs", str(epochs), "--num_workers", "0", "--plot", "False",
+    ]  # fmt: skip
+
+
+def run(command: list[str], folder: Path, env: dict) -> float:
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{Path(command[0]).name} failed in {folder}:\n{(done.stdout + done.stderr)[-3000:]}")
+    return time.perf_counter() - start
+
+
+def evaluate(python: Path, code: str, model: Path, test_file: Path, env: dict) -> dict:
+    command = [str(python), __file__, "--worker", code, "--model", str(model), str(test_file)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"evaluating {model} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data_dir", type=Path, help="folder with ethanol/ and rmd17/ (see above); a test file with --worker")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--molecules", nargs="+", choices=sorted(MOLECULES), default=["ethanol", "uracil"])
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (OMP_NUM_THREADS)")
+    parser.add_argument("--skip-mace", action="store_true", help="train equinet only")
+    parser.add_argument("--worker", choices=("equinet", "mace"), help=argparse.SUPPRESS)
+    parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.model, args.data_dir)
+        return
+
+    env = {**PEER_ENV, "OMP_NUM_THREADS": str(args.threads)}
+    mace = None if args.skip_mace else mace_python()
+    rows = []
+    for molecule in args.molecules:
+        data = WORK / molecule / "data"
+        write_splits(args.data_dir, molecule, data)
+        seconds = run(equinet_command(data, args.epochs, WORK / molecule / "equinet"), WORK / molecule, env)
+        result = {"equinet": {**evaluate(Path(sys.executable), "equinet", WORK / molecule / "equinet" / "model.pt", data / "test.extxyz", env), "seconds": seconds}}
+        print(f"{molecule}: equinet trained in {seconds:.0f} s", flush=True)
+        if mace:
+            folder = WORK / molecule / "mace"
+            seconds = run(mace_command(data, args.epochs, mace), folder, env)
+            result["mace"] = {**evaluate(mace, "mace", folder / "mace.model", data / "test.extxyz", env), "seconds": seconds}
+            print(f"{molecule}: mace-torch trained in {seconds:.0f} s", flush=True)
+        rows.append((molecule, result))
+
+    print(f"machine: {machine(args.threads)}")
+    print(f"rMD17, {NUM_TRAIN} train / {NUM_VALID} valid, recipe examples/rmd17.yaml, {args.epochs} epochs; peer {MACE_TORCH}")
+    print(f"{'molecule':10}{'code':10}{'E MAE':>8}{'E RMSE':>8}{'F MAE':>8}{'F RMSE':>8}{'s/epoch':>9}   (meV, meV/Å)")
+    for molecule, result in rows:
+        for code, r in result.items():
+            print(f"{molecule:10}{code:10}{r['energy_mae']:8.2f}{r['energy_rmse']:8.2f}{r['forces_mae']:8.2f}{r['forces_rmse']:8.2f}{r['seconds'] / args.epochs:9.1f}")
+        if "mace" in result:
+            ours, theirs = result["equinet"], result["mace"]
+            print(
+                f"{molecule:10}{'ratio':10}{ours['energy_mae'] / theirs['energy_mae']:7.2f}x{'':8}"
+                f"{ours['forces_mae'] / theirs['forces_mae']:7.2f}x{'':8}{ours['seconds'] / theirs['seconds']:8.2f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()
