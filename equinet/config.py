@@ -2,7 +2,7 @@
 
     data:      where the structures come from, label keys and units, splits, batch sizes
     model:     {name: <a registered model, e.g. mace>, <hyper-parameters>}; the cutoff is the model's
-    loss:      weights of energy per atom, forces and stress; mse or huber
+    loss:      weights of energy per atom, forces and stress (optionally a second stage); mse or huber
     optimizer: adam | adamw, learning rate, AMSGrad, weight decay
     scheduler: plateau | cosine | constant, with optional linear warm-up
     ema:       exponential moving average of the weights
@@ -73,12 +73,31 @@ class DataConfig(_Section):
         return self
 
 
+class StageTwoConfig(_Section):
+    """From epoch ``start_epoch`` on, these loss weights (and learning rate) replace the
+    first ones (MACE's second stage: raise the energy weight once forces are learned)."""
+
+    start_epoch: int = Field(ge=1)
+    energy_weight: float | None = Field(None, ge=0)
+    forces_weight: float | None = Field(None, ge=0)
+    stress_weight: float | None = Field(None, ge=0)
+    lr: float | None = Field(None, gt=0)
+
+
 class LossConfig(_Section):
     energy_weight: float = Field(1.0, ge=0)  # on (energy per atom)^2, eV^2
     forces_weight: float = Field(100.0, ge=0)  # on force components^2, (eV/Å)^2
     stress_weight: float = Field(0.0, ge=0)  # on stress components^2, (eV/Å^3)^2
     type: Literal["mse", "huber"] = "mse"
     huber_delta: float = Field(0.01, gt=0)
+    stage_two: StageTwoConfig | None = None
+
+    def weights(self, epoch: int | None = None) -> dict[str, float]:
+        """The weight of each label in the loss at ``epoch`` (0-based); None: the last stage's."""
+        weights = {"energy": self.energy_weight, "forces": self.forces_weight, "stress": self.stress_weight}
+        if self.stage_two is not None and (epoch is None or epoch >= self.stage_two.start_epoch):
+            weights.update({key: value for key in weights if (value := getattr(self.stage_two, f"{key}_weight")) is not None})
+        return weights
 
 
 class OptimizerConfig(_Section):

@@ -67,7 +67,7 @@ class PotentialModule(pl.LightningModule):
         self.config = config
         self.save_hyperparameters({"config": config.model_dump(mode="json")})
         self.nonfinite_step: int | None = None
-        self.use_stress = config.loss.stress_weight > 0
+        self.use_stress = config.loss.weights(0)["stress"] > 0 or config.loss.weights()["stress"] > 0
         self.val_mae = torch.nn.ModuleDict({key: MeanAbsoluteError() for key in _LABELS})
         self.val_mse = torch.nn.ModuleDict({key: MeanSquaredError() for key in _LABELS})
 
@@ -81,7 +81,7 @@ class PotentialModule(pl.LightningModule):
 
     def _loss(self, pairs) -> torch.Tensor:
         loss_config = self.config.loss
-        weights = {"energy": loss_config.energy_weight, "forces": loss_config.forces_weight, "stress": loss_config.stress_weight}
+        weights = loss_config.weights(self.current_epoch)
         return sum(
             weights[key] * _masked_loss(predicted, reference, loss_config.type, loss_config.huber_delta)
             for key, (predicted, reference) in pairs.items()
@@ -108,7 +108,9 @@ class PotentialModule(pl.LightningModule):
                 self.val_mse[key].update(predicted.detach()[keep], reference[keep])
 
     def on_validation_epoch_end(self):
-        weights = {"energy": self.config.loss.energy_weight, "forces": self.config.loss.forces_weight, "stress": self.config.loss.stress_weight}
+        # With the last stage's weights in every epoch, so that best.ckpt and the plateau
+        # scheduler compare like with like across the stages.
+        weights = self.config.loss.weights()
         loss = 0.0
         for key in ("energy", "forces", "stress") if self.use_stress else ("energy", "forces"):
             # compute() synchronises across processes, so every process calls it.
@@ -148,6 +150,24 @@ class PotentialModule(pl.LightningModule):
             "config": self.model.config,
             "statistics": self.model.statistics,
         }
+
+
+class StageTwoLearningRate(pl.Callback):
+    """Sets the learning rate of ``loss.stage_two`` when its first epoch starts (listed
+    before Lightning's LearningRateMonitor, so that the logged rate is the one used)."""
+
+    def __init__(self, start_epoch: int, lr: float):
+        self.start_epoch, self.lr = start_epoch, lr
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch != self.start_epoch:
+            return
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = self.lr
+        for scheduler_config in trainer.lr_scheduler_configs:  # schedules go on from the new rate
+            if hasattr(scheduler_config.scheduler, "base_lrs"):
+                scheduler_config.scheduler.base_lrs = [self.lr] * len(scheduler_config.scheduler.base_lrs)
 
 
 def ema_with_warmup(decay: float):
@@ -263,8 +283,11 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     single_process = trainer_config.num_nodes == 1 and trainer_config.devices in (1, "1")
     callbacks = [
         pl.callbacks.ModelCheckpoint(dirpath=output, filename="best", monitor="val_loss", mode="min", save_last=True, enable_version_counter=False),
-        pl.callbacks.LearningRateMonitor(logging_interval="epoch"),
     ]
+    stage_two = config.loss.stage_two
+    if stage_two is not None and stage_two.lr is not None:
+        callbacks.append(StageTwoLearningRate(stage_two.start_epoch, stage_two.lr))
+    callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="epoch"))
     if config.ema.enabled:
         callbacks.append(pl.callbacks.WeightAveraging(use_buffers=False, avg_fn=ema_with_warmup(config.ema.decay)))
     loggers = [pl.loggers.CSVLogger(output, name="", version="")]

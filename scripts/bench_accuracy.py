@@ -9,8 +9,11 @@ validation from the train file (seed 0) and written, with the test file, as extx
 eV with ``REF_energy``/``REF_forces`` labels that both codes read. Both train the recipe
 of ``examples/rmd17.yaml`` (MACE 64x0e+64x1o, max_ell 3, correlation 3, 2 interactions,
 r_cut 5 Å, float64, batch 5, energy:forces weights 1:1000 on per-atom energy and force
-components, Adam lr 0.01 with AMSGrad, plateau scheduler, EMA 0.99) for ``--epochs``
-epochs, each reference energy fitted to the training set by least squares. Each trained
+components, Adam lr 0.01 with AMSGrad, plateau scheduler, EMA 0.99; from 3/4 of the
+epochs on, as ``mace_run_train`` does by default, a second stage with energy:forces
+1000:100 and lr 0.001, where mace-torch also averages the stage's weights (SWA) and
+equinet keeps its EMA) for ``--epochs`` epochs, each reference energy fitted to the
+training set by least squares. Each trained
 model is then evaluated the same way, through its ASE calculator on the test file:
 total-energy MAE/RMSE (meV) and force-component MAE/RMSE (meV/Å), as the MACE paper
 reports them. s/epoch is the training command's wall time divided by the epochs
@@ -101,8 +104,14 @@ def write_splits(data_dir: Path, molecule: str, folder: Path) -> None:
     write(folder / "test.extxyz", list(frames(data_dir / test_file, unit)))
 
 
+def stage_two_start(epochs: int) -> int:
+    """mace_run_train's default start of its second stage (SWA), used by both codes."""
+    return max(1, epochs // 4 * 3)
+
+
 def equinet_command(data: Path, epochs: int, output: Path) -> list[str]:
     overrides = {
+        "loss.stage_two.start_epoch": stage_two_start(epochs),
         "data.train": data / "train.extxyz", "data.valid": data / "valid.extxyz", "data.test": data / "test.extxyz",
         "data.split": "[1.0, 0.0, 0.0]", "data.energy_unit": "eV", "data.energy_key": "REF_energy",
         "data.forces_key": "REF_forces", "trainer.max_epochs": epochs, "trainer.progress_bar": "false", "output": output,
@@ -119,6 +128,7 @@ def mace_command(data: Path, epochs: int, python: Path) -> list[str]:
 
     recipe = yaml.safe_load(RECIPE.read_text())
     model, loss, scheduler = recipe["model"], recipe["loss"], recipe["scheduler"]
+    stage_two = loss["stage_two"]
     return [
         str(python.parent / "mace_run_train"), "--name", "mace", "--seed", "0", "--device", "cpu",
         "--default_dtype", model["dtype"], "--train_file", str(data / "train.extxyz"),
@@ -134,6 +144,8 @@ def mace_command(data: Path, epochs: int, python: Path) -> list[str]:
         "--lr_factor", str(scheduler["factor"]), "--scheduler_patience", str(scheduler["patience"]),
         "--ema", "--ema_decay", str(recipe["ema"]["decay"]), "--clip_grad", "10", "--eval_interval", "1",
         "--max_num_epochs", str(epochs), "--num_workers", "0", "--plot", "False",
+        "--swa", "--start_swa", str(stage_two_start(epochs)), "--swa_lr", str(stage_two["lr"]),
+        "--swa_energy_weight", str(stage_two["energy_weight"]), "--swa_forces_weight", str(stage_two["forces_weight"]),
     ]  # fmt: skip
 
 

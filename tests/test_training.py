@@ -1,6 +1,7 @@
 """`equinet train` and `equinet evaluate` end to end on tiny data: outputs, config errors,
 resume after SIGKILL, the non-finite-loss guard, and DDP on two CPU processes."""
 
+import csv
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from ase.io import write
 
 from equinet import Calculator
 from equinet.cli import main
-from equinet.config import load_config
+from equinet.config import LossConfig, load_config
 from equinet.potentials import MODELS
 from equinet.training import PotentialModule, ema_with_warmup, train
 
@@ -107,6 +108,18 @@ def test_train_writes_a_complete_run_folder(tmp_path, data_file, capsys):
     # A second run into the same folder is refused unless asked.
     assert main(["train", str(config)]) == 2
     assert "already holds a run; pass --resume to continue it or --overwrite" in capsys.readouterr().err
+
+
+def test_stage_two_switches_the_loss_weights_and_learning_rate(tmp_path, data_file):
+    loss = LossConfig(energy_weight=1.0, forces_weight=1000.0, stage_two={"start_epoch": 2, "energy_weight": 1000.0, "lr": 0.001})
+    assert loss.weights(1) == {"energy": 1.0, "forces": 1000.0, "stress": 0.0}
+    assert loss.weights(2) == loss.weights() == {"energy": 1000.0, "forces": 1000.0, "stress": 0.0}
+    stage_two = {"start_epoch": 2, "energy_weight": 50.0, "lr": 0.001}
+    config = _config(tmp_path, data_file, loss={"stage_two": stage_two}, trainer={"max_epochs": 3})
+    assert main(["train", str(config)]) == 0
+    # 4 steps per epoch; the rate is logged as each epoch starts.
+    rates = {int(row["step"]) // 4: float(row["lr-Adam"]) for row in csv.DictReader((tmp_path / "run" / "metrics.csv").open()) if row["lr-Adam"]}
+    assert rates == {0: 0.005, 1: 0.005, 2: 0.001}, rates
 
 
 def test_ema_warms_up_then_decays_at_the_configured_rate():
