@@ -108,9 +108,7 @@ class PotentialModule(pl.LightningModule):
                 self.val_mse[key].update(predicted.detach()[keep], reference[keep])
 
     def on_validation_epoch_end(self):
-        # With the last stage's weights in every epoch, so that best.ckpt and the plateau
-        # scheduler compare like with like across the stages.
-        weights = self.config.loss.weights()
+        weights = self.config.loss.weights(self.current_epoch)  # the training loss's
         loss = 0.0
         for key in ("energy", "forces", "stress") if self.use_stress else ("energy", "forces"):
             # compute() synchronises across processes, so every process calls it.
@@ -152,22 +150,31 @@ class PotentialModule(pl.LightningModule):
         }
 
 
-class StageTwoLearningRate(pl.Callback):
-    """Sets the learning rate of ``loss.stage_two`` when its first epoch starts (listed
-    before Lightning's LearningRateMonitor, so that the logged rate is the one used)."""
+class StageTwo(pl.Callback):
+    """Enters ``loss.stage_two`` when its first epoch starts: sets its learning rate (if
+    given) and restarts the plateau scheduler and the choice of best.ckpt, since the
+    validation loss now weighs the labels differently. Listed before Lightning's
+    LearningRateMonitor, so that the logged rate is the one used."""
 
-    def __init__(self, start_epoch: int, lr: float):
+    def __init__(self, start_epoch: int, lr: float | None):
         self.start_epoch, self.lr = start_epoch, lr
 
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch != self.start_epoch:
             return
-        for optimizer in trainer.optimizers:
-            for group in optimizer.param_groups:
-                group["lr"] = self.lr
-        for scheduler_config in trainer.lr_scheduler_configs:  # schedules go on from the new rate
-            if hasattr(scheduler_config.scheduler, "base_lrs"):
-                scheduler_config.scheduler.base_lrs = [self.lr] * len(scheduler_config.scheduler.base_lrs)
+        if self.lr is not None:
+            for optimizer in trainer.optimizers:
+                for group in optimizer.param_groups:
+                    group["lr"] = self.lr
+        for scheduler_config in trainer.lr_scheduler_configs:
+            scheduler = scheduler_config.scheduler
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.best, scheduler.num_bad_epochs = scheduler.mode_worse, 0
+            elif self.lr is not None and hasattr(scheduler, "base_lrs"):  # schedules go on from the new rate
+                scheduler.base_lrs = [self.lr] * len(scheduler.base_lrs)
+        for checkpoint in trainer.checkpoint_callbacks:
+            checkpoint.best_k_models, checkpoint.kth_best_model_path = {}, ""
+            checkpoint.best_model_score, checkpoint.best_model_path = None, ""
 
 
 def ema_with_warmup(decay: float):
@@ -285,8 +292,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
         pl.callbacks.ModelCheckpoint(dirpath=output, filename="best", monitor="val_loss", mode="min", save_last=True, enable_version_counter=False),
     ]
     stage_two = config.loss.stage_two
-    if stage_two is not None and stage_two.lr is not None:
-        callbacks.append(StageTwoLearningRate(stage_two.start_epoch, stage_two.lr))
+    if stage_two is not None:
+        callbacks.append(StageTwo(stage_two.start_epoch, stage_two.lr))
     callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="epoch"))
     if config.ema.enabled:
         callbacks.append(pl.callbacks.WeightAveraging(use_buffers=False, avg_fn=ema_with_warmup(config.ema.decay)))

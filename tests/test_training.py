@@ -114,12 +114,18 @@ def test_stage_two_switches_the_loss_weights_and_learning_rate(tmp_path, data_fi
     loss = LossConfig(energy_weight=1.0, forces_weight=1000.0, stage_two={"start_epoch": 2, "energy_weight": 1000.0, "lr": 0.001})
     assert loss.weights(1) == {"energy": 1.0, "forces": 1000.0, "stress": 0.0}
     assert loss.weights(2) == loss.weights() == {"energy": 1000.0, "forces": 1000.0, "stress": 0.0}
-    stage_two = {"start_epoch": 2, "energy_weight": 50.0, "lr": 0.001}
+    stage_two = {"start_epoch": 2, "energy_weight": 1e6, "lr": 0.001}
     config = _config(tmp_path, data_file, loss={"stage_two": stage_two}, trainer={"max_epochs": 3})
     assert main(["train", str(config)]) == 0
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     # 4 steps per epoch; the rate is logged as each epoch starts.
-    rates = {int(row["step"]) // 4: float(row["lr-Adam"]) for row in csv.DictReader((tmp_path / "run" / "metrics.csv").open()) if row["lr-Adam"]}
+    rates = {int(row["step"]) // 4: float(row["lr-Adam"]) for row in rows if row["lr-Adam"]}
     assert rates == {0: 0.005, 1: 0.005, 2: 0.001}, rates
+    # The validation loss weighs energies 1e6 in stage two, so it jumps; best.ckpt is still
+    # chosen afresh within stage two.
+    val_loss = {int(row["epoch"]): float(row["val_loss"]) for row in rows if row["val_loss"]}
+    assert val_loss[2] > max(val_loss[0], val_loss[1])
+    assert torch.load(tmp_path / "run" / "best.ckpt", weights_only=True)["epoch"] == 2
 
 
 def test_ema_warms_up_then_decays_at_the_configured_rate():
