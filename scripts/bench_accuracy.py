@@ -192,7 +192,9 @@ def main() -> None:
         if mace:
             folder = WORK / molecule / "mace"
             seconds = run(mace_command(data, args.epochs, mace), folder, env)
-            result["mace"] = {**evaluate(mace, "mace", folder / "mace.model", data / "test.extxyz", env), "seconds": seconds}
+            model = folder / "mace_stagetwo.model"  # its second-stage model, when that stage ran
+            model = model if model.exists() else folder / "mace.model"
+            result["mace"] = {**evaluate(mace, "mace", model, data / "test.extxyz", env), "seconds": seconds}
             print(f"{molecule}: mace-torch trained in {seconds:.0f} s", flush=True)
         rows.append((molecule, result))
 
