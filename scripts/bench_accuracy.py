@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from peers import MACE_TORCH, PEER_ENV, machine, mace_python
+from peers import MACE_TORCH, PEER_ENV, machine, mace_python, mace_run_train
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "examples" / "rmd17.yaml"
@@ -127,26 +127,11 @@ def mace_command(data: Path, epochs: int, python: Path) -> list[str]:
     import yaml
 
     recipe = yaml.safe_load(RECIPE.read_text())
-    model, loss, scheduler = recipe["model"], recipe["loss"], recipe["scheduler"]
-    stage_two = loss["stage_two"]
-    return [
-        str(python.parent / "mace_run_train"), "--name", "mace", "--seed", "0", "--device", "cpu",
-        "--default_dtype", model["dtype"], "--train_file", str(data / "train.extxyz"),
-        "--valid_file", str(data / "valid.extxyz"), "--energy_key", "REF_energy", "--forces_key", "REF_forces",
-        "--E0s", "average", "--model", "MACE", "--hidden_irreps", model["hidden_irreps"],
-        "--max_ell", str(model["max_ell"]), "--correlation", str(model["correlation"]),
-        "--num_interactions", str(model["num_interactions"]), "--r_max", str(model["cutoff"]),
-        "--num_radial_basis", "8", "--num_cutoff_basis", "5", "--MLP_irreps", "16x0e",
-        "--radial_MLP", str(model["radial_hidden"]), "--loss", "weighted",
-        "--energy_weight", str(loss["energy_weight"]), "--forces_weight", str(loss["forces_weight"]),
-        "--batch_size", str(recipe["data"]["batch_size"]), "--valid_batch_size", str(recipe["data"]["valid_batch_size"]),
-        "--lr", str(recipe["optimizer"]["lr"]), "--amsgrad", "--scheduler", "ReduceLROnPlateau",
-        "--lr_factor", str(scheduler["factor"]), "--scheduler_patience", str(scheduler["patience"]),
-        "--ema", "--ema_decay", str(recipe["ema"]["decay"]), "--clip_grad", "10", "--eval_interval", "1",
-        "--max_num_epochs", str(epochs), "--num_workers", "0", "--plot", "False",
-        "--swa", "--start_swa", str(stage_two_start(epochs)), "--swa_lr", str(stage_two["lr"]),
+    stage_two = recipe["loss"]["stage_two"]
+    return mace_run_train(python, recipe, data, epochs) + [
+        "--loss", "weighted", "--swa", "--start_swa", str(stage_two_start(epochs)), "--swa_lr", str(stage_two["lr"]),
         "--swa_energy_weight", str(stage_two["energy_weight"]), "--swa_forces_weight", str(stage_two["forces_weight"]),
-    ]  # fmt: skip
+    ]
 
 
 def run(command: list[str], folder: Path, env: dict) -> float:

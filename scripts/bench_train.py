@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from peers import MACE_TORCH, PEER_ENV, busy_cpu_seconds, machine, mace_python, own_cpu_seconds
+from peers import MACE_TORCH, PEER_ENV, busy_cpu_seconds, machine, mace_python, mace_run_train, own_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "examples" / "quickstart.yaml"
@@ -86,24 +86,11 @@ def equinet_command(data: Path, epochs: int, folder: Path) -> list[str]:
 
 def mace_command(data: Path, epochs: int, python: Path) -> list[str]:
     """`mace_run_train` with the quickstart's hyper-parameters (see examples/quickstart.yaml)."""
-    model = yaml.safe_load(QUICKSTART.read_text())["model"]
-    return [
-        str(python.parent / "mace_run_train"), "--name", "bench", "--seed", "0", "--device", "cpu",
-        "--default_dtype", model["dtype"],
-        "--train_file", str(data / "train.extxyz"), "--valid_file", str(data / "valid.extxyz"),
-        "--energy_key", "REF_energy", "--forces_key", "REF_forces", "--stress_key", "REF_stress",
-        "--E0s", "average", "--model", "MACE", "--hidden_irreps", model["hidden_irreps"],
-        "--max_ell", str(model["max_ell"]), "--correlation", str(model["correlation"]),
-        "--num_interactions", str(model["num_interactions"]), "--r_max", str(model["cutoff"]),
-        "--num_radial_basis", "8", "--num_cutoff_basis", "5", "--MLP_irreps", "16x0e",
-        "--radial_MLP", str(model["radial_hidden"]),
-        "--loss", "stress", "--energy_weight", "100", "--forces_weight", "100", "--stress_weight", "10",
+    config = yaml.safe_load(QUICKSTART.read_text())
+    return mace_run_train(python, config, data, epochs) + [
+        "--stress_key", "REF_stress", "--loss", "stress", "--stress_weight", str(config["loss"]["stress_weight"]),
         "--compute_stress", "True", "--error_table", "PerAtomMAEstressvirials",
-        "--batch_size", "8", "--valid_batch_size", "32", "--lr", "0.01", "--amsgrad",
-        "--scheduler", "ReduceLROnPlateau", "--lr_factor", "0.8", "--scheduler_patience", "5",
-        "--ema", "--ema_decay", "0.99", "--clip_grad", "10", "--eval_interval", "1",
-        "--max_num_epochs", str(epochs), "--num_workers", "0", "--plot", "False",
-    ]  # fmt: skip
+    ]
 
 
 def _fresh(folder: Path) -> Path:

@@ -44,6 +44,32 @@ def torchmd_net_python() -> Path:
     return peer_python("torchmd-net", TORCHMD_NET, "torchmdnet")
 
 
+def mace_run_train(python: Path, config: dict, data: Path, epochs: int) -> list[str]:
+    """``mace_run_train`` with the hyper-parameters of an equinet training config (its
+    YAML as a dict, model ``mace``) on ``data/{train,valid}.extxyz`` (``REF_`` labels).
+
+    The caller adds ``--loss`` and what else its comparison needs (stress, second stage).
+    """
+    model, loss, scheduler = config["model"], config["loss"], config["scheduler"]
+    return [
+        str(python.parent / "mace_run_train"), "--name", "mace", "--seed", "0", "--device", "cpu",
+        "--default_dtype", model["dtype"], "--train_file", str(data / "train.extxyz"),
+        "--valid_file", str(data / "valid.extxyz"), "--energy_key", "REF_energy", "--forces_key", "REF_forces",
+        "--E0s", "average", "--model", "MACE", "--hidden_irreps", model["hidden_irreps"],
+        "--max_ell", str(model["max_ell"]), "--correlation", str(model["correlation"]),
+        "--num_interactions", str(model["num_interactions"]), "--r_max", str(model["cutoff"]),
+        # equinet's defaults for these: 8 Bessel functions, envelope p = 5, readout MLP 16
+        "--num_radial_basis", "8", "--num_cutoff_basis", "5", "--MLP_irreps", "16x0e",
+        "--radial_MLP", str(model["radial_hidden"]),
+        "--energy_weight", str(loss["energy_weight"]), "--forces_weight", str(loss["forces_weight"]),
+        "--batch_size", str(config["data"]["batch_size"]), "--valid_batch_size", str(config["data"]["valid_batch_size"]),
+        "--lr", str(config["optimizer"]["lr"]), "--amsgrad", "--scheduler", "ReduceLROnPlateau",
+        "--lr_factor", str(scheduler["factor"]), "--scheduler_patience", str(scheduler["patience"]),
+        "--ema", "--ema_decay", str(config["ema"]["decay"]), "--clip_grad", "10", "--eval_interval", "1",
+        "--max_num_epochs", str(epochs), "--num_workers", "0", "--plot", "False",
+    ]  # fmt: skip
+
+
 def busy_cpu_seconds() -> float:
     """CPU time this machine has spent busy since boot, all processes together (Linux)."""
     user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
