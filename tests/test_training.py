@@ -159,6 +159,8 @@ def test_ema_warms_up_then_decays_at_the_configured_rate():
         (["model.name=macee"], f"model.name must be one of {', '.join(sorted(MODELS))}, got 'macee'; did you mean 'mace'?"),
         (["optimizer.lr=-1"], "optimizer.lr = -1: Input should be greater than 0"),
         (["trainer.max_epochs"], "write it as section.key=value"),
+        (["loss.stage_two={start_epoch: 0}"], "loss.stage_two.start_epoch = 0: Input should be greater than or equal to 1"),
+        (["loss.stage_two={start_epoch: 5, energy_wieght: 9}"], "unknown key 'loss.stage_two.energy_wieght'; did you mean 'energy_weight'?"),
     ],
 )
 def test_config_mistakes_give_one_line_and_exit_2(tmp_path, data_file, capsys, overrides, message):
