@@ -2,7 +2,7 @@
 
     data:      where the structures come from, label keys and units, splits, batch sizes
     model:     {name: <a registered model, e.g. mace>, <hyper-parameters>}; the cutoff is the model's
-    loss:      weights of energy per atom, forces and stress (optionally a second stage); mse or huber
+    loss:      weights of energy per atom, forces and stress, and of the second stage; mse or huber
     optimizer: adam | adamw, learning rate, AMSGrad, weight decay
     scheduler: plateau | cosine | constant, with optional linear warm-up
     ema:       exponential moving average of the weights
@@ -74,28 +74,33 @@ class DataConfig(_Section):
 
 
 class StageTwoConfig(_Section):
-    """From epoch ``start_epoch`` on, these loss weights (and learning rate) replace the
-    first ones (MACE's second stage: raise the energy weight once forces are learned)."""
+    """The last part of training weighs the labels differently (MACE's second stage):
+    forces are learned first, then a high energy weight and a low learning rate pin down
+    the energy, which forces do not see up to a constant. Stage two starts at epoch
+    ``start_epoch`` if given, else once ``start_fraction`` of ``trainer.max_epochs`` or of
+    ``trainer.max_time_minutes`` (whichever ends training first) has passed. A weight or
+    rate set to null keeps the first stage's."""
 
-    start_epoch: int = Field(ge=1)
-    energy_weight: float | None = Field(None, ge=0)
-    forces_weight: float | None = Field(None, ge=0)
+    start_epoch: int | None = Field(None, ge=1)
+    start_fraction: float = Field(0.75, gt=0, lt=1)
+    energy_weight: float | None = Field(1000.0, ge=0)
+    forces_weight: float | None = Field(100.0, ge=0)
     stress_weight: float | None = Field(None, ge=0)
-    lr: float | None = Field(None, gt=0)
+    lr: float | None = Field(0.001, gt=0)
 
 
 class LossConfig(_Section):
     energy_weight: float = Field(1.0, ge=0)  # on (energy per atom)^2, eV^2
-    forces_weight: float = Field(100.0, ge=0)  # on force components^2, (eV/Å)^2
+    forces_weight: float = Field(1000.0, ge=0)  # on force components^2, (eV/Å)^2
     stress_weight: float = Field(0.0, ge=0)  # on stress components^2, (eV/Å^3)^2
     type: Literal["mse", "huber"] = "mse"
     huber_delta: float = Field(0.01, gt=0)
-    stage_two: StageTwoConfig | None = None
+    stage_two: StageTwoConfig | None = StageTwoConfig()  # null: one stage
 
-    def weights(self, epoch: int | None = None) -> dict[str, float]:
-        """The weight of each label in the loss at ``epoch`` (0-based); None: the last stage's."""
+    def weights(self, stage_two: bool = False) -> dict[str, float]:
+        """The weight of each label in the loss of the first stage or of stage two."""
         weights = {"energy": self.energy_weight, "forces": self.forces_weight, "stress": self.stress_weight}
-        if self.stage_two is not None and (epoch is None or epoch >= self.stage_two.start_epoch):
+        if stage_two and self.stage_two is not None:
             weights.update({key: value for key in weights if (value := getattr(self.stage_two, f"{key}_weight")) is not None})
         return weights
 
@@ -111,7 +116,7 @@ class SchedulerConfig(_Section):
     name: Literal["plateau", "cosine", "constant"] = "plateau"
     warmup_epochs: int = Field(0, ge=0)
     factor: float = Field(0.8, gt=0, lt=1)  # plateau
-    patience: int = Field(10, ge=0)  # plateau, in validation epochs
+    patience: int = Field(50, ge=0)  # plateau, in validation epochs
     min_lr: float = Field(0.0, ge=0)
 
 

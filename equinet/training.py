@@ -20,14 +20,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import lightning.pytorch as pl
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 import torch
 import yaml
 from torch.utils.data import DistributedSampler
 from torch_geometric.loader import DataLoader
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
-from equinet.config import ConfigError, TrainConfig
+from equinet.config import ConfigError, StageTwoConfig, TrainConfig
 from equinet.conventions import CONVENTIONS
 from equinet.datasets import (
     build_graphs,
@@ -43,7 +43,7 @@ from equinet.model_io import save_model
 from equinet.potentials import Potential, build_model
 from equinet.potentials.registry import DTYPES
 
-__all__ = ["PotentialModule", "ema_with_warmup", "train"]
+__all__ = ["PotentialModule", "StageTwo", "ema_with_warmup", "train"]
 
 _LABELS = ("energy", "forces", "stress")
 
@@ -67,7 +67,8 @@ class PotentialModule(pl.LightningModule):
         self.config = config
         self.save_hyperparameters({"config": config.model_dump(mode="json")})
         self.nonfinite_step: int | None = None
-        self.use_stress = config.loss.weights(0)["stress"] > 0 or config.loss.weights()["stress"] > 0
+        self.in_stage_two = False  # set by the StageTwo callback
+        self.use_stress = config.loss.weights(False)["stress"] > 0 or config.loss.weights(True)["stress"] > 0
         self.val_mae = torch.nn.ModuleDict({key: MeanAbsoluteError() for key in _LABELS})
         self.val_mse = torch.nn.ModuleDict({key: MeanSquaredError() for key in _LABELS})
 
@@ -81,7 +82,7 @@ class PotentialModule(pl.LightningModule):
 
     def _loss(self, pairs) -> torch.Tensor:
         loss_config = self.config.loss
-        weights = loss_config.weights(self.current_epoch)
+        weights = loss_config.weights(self.in_stage_two)
         return sum(
             weights[key] * _masked_loss(predicted, reference, loss_config.type, loss_config.huber_delta)
             for key, (predicted, reference) in pairs.items()
@@ -108,7 +109,7 @@ class PotentialModule(pl.LightningModule):
                 self.val_mse[key].update(predicted.detach()[keep], reference[keep])
 
     def on_validation_epoch_end(self):
-        weights = self.config.loss.weights(self.current_epoch)  # the training loss's
+        weights = self.config.loss.weights(self.in_stage_two)  # the training loss's
         loss = 0.0
         for key in ("energy", "forces", "stress") if self.use_stress else ("energy", "forces"):
             # compute() synchronises across processes, so every process calls it.
@@ -151,30 +152,55 @@ class PotentialModule(pl.LightningModule):
 
 
 class StageTwo(pl.Callback):
-    """Enters ``loss.stage_two`` when its first epoch starts: sets its learning rate (if
-    given) and restarts the plateau scheduler and the choice of best.ckpt, since the
-    validation loss now weighs the labels differently. Listed before Lightning's
-    LearningRateMonitor, so that the logged rate is the one used."""
+    """Enters ``loss.stage_two`` at the start of the first epoch where it is due: switches
+    the loss weights, sets the stage's learning rate (if given) and restarts the plateau
+    scheduler and the choice of best.ckpt, since the validation loss now weighs the
+    labels differently. Listed before Lightning's LearningRateMonitor, so that the logged
+    rate is the one used; whether the stage has begun is saved in checkpoints."""
 
-    def __init__(self, start_epoch: int, lr: float | None):
-        self.start_epoch, self.lr = start_epoch, lr
+    def __init__(self, config: StageTwoConfig):
+        self.config, self.started = config, False
+
+    def _due(self, trainer) -> bool:
+        if self.config.start_epoch is not None:
+            return trainer.current_epoch >= self.config.start_epoch
+        fraction = self.config.start_fraction
+        if trainer.max_epochs is not None and trainer.max_epochs > 0 and trainer.current_epoch >= max(1, int(fraction * trainer.max_epochs)):
+            return True
+        timer = next((callback for callback in trainer.callbacks if isinstance(callback, pl.callbacks.Timer)), None)
+        if timer is None or timer.time_remaining("train") is None:
+            return False
+        elapsed = timer.time_elapsed("train")
+        return trainer.current_epoch > 0 and elapsed >= fraction * (elapsed + timer.time_remaining("train"))
 
     def on_train_epoch_start(self, trainer, pl_module):
-        if trainer.current_epoch != self.start_epoch:
-            return
-        if self.lr is not None:
+        if not self.started and self._due(trainer):
+            self.started = True
+            self._restart(trainer)
+            rank_zero_info(f"Stage two from epoch {trainer.current_epoch}: loss weights {pl_module.config.loss.weights(True)}, lr {self.config.lr}")
+        pl_module.in_stage_two = self.started
+
+    def _restart(self, trainer):
+        lr = self.config.lr
+        if lr is not None:
             for optimizer in trainer.optimizers:
                 for group in optimizer.param_groups:
-                    group["lr"] = self.lr
+                    group["lr"] = lr
         for scheduler_config in trainer.lr_scheduler_configs:
             scheduler = scheduler_config.scheduler
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.best, scheduler.num_bad_epochs = scheduler.mode_worse, 0
-            elif self.lr is not None and hasattr(scheduler, "base_lrs"):  # schedules go on from the new rate
-                scheduler.base_lrs = [self.lr] * len(scheduler.base_lrs)
+            elif lr is not None and hasattr(scheduler, "base_lrs"):  # schedules go on from the new rate
+                scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
         for checkpoint in trainer.checkpoint_callbacks:
             checkpoint.best_k_models, checkpoint.kth_best_model_path = {}, ""
             checkpoint.best_model_score, checkpoint.best_model_path = None, ""
+
+    def state_dict(self):
+        return {"started": self.started}
+
+    def load_state_dict(self, state_dict):
+        self.started = state_dict["started"]
 
 
 def ema_with_warmup(decay: float):
@@ -293,7 +319,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     ]
     stage_two = config.loss.stage_two
     if stage_two is not None:
-        callbacks.append(StageTwo(stage_two.start_epoch, stage_two.lr))
+        callbacks.append(StageTwo(stage_two))
     callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="epoch"))
     if config.ema.enabled:
         callbacks.append(pl.callbacks.WeightAveraging(use_buffers=False, avg_fn=ema_with_warmup(config.ema.decay)))

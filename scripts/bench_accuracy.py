@@ -7,14 +7,13 @@ DATA_DIR holds ``ethanol/train.xyz`` and ``ethanol/test_MD.xyz`` (extended XYZ, 
 equinet's readers (so the .npz's units are converted by them), split 950 train / 50
 validation from the train file (seed 0) and written, with the test file, as extxyz in
 eV with ``REF_energy``/``REF_forces`` labels that both codes read. Both train the recipe
-of ``examples/rmd17.yaml`` (MACE 64x0e+64x1o, max_ell 3, correlation 3, 2 interactions,
-r_cut 5 Å, float64, batch 5, energy:forces weights 1:1000 on per-atom energy and force
-components, Adam lr 0.01 with AMSGrad, plateau scheduler, EMA 0.99; from 3/4 of the
-epochs on, as ``mace_run_train`` does by default, a second stage with energy:forces
-1000:100 and lr 0.001, where mace-torch also averages the stage's weights (SWA) and
-equinet keeps its EMA) for ``--epochs`` epochs, each reference energy fitted to the
-training set by least squares. Each trained
-model is then evaluated the same way, through its ASE calculator on the test file:
+of ``examples/rmd17.yaml`` with equinet's default training settings (MACE 64x0e+64x1o,
+max_ell 3, correlation 3, 2 interactions, r_cut 5 Å, float64, batch 5, energy:forces
+weights 1:1000 on per-atom energy and force components, Adam lr 0.01 with AMSGrad,
+plateau scheduler, EMA 0.99; from 3/4 of the epochs on, as ``mace_run_train`` does by
+default, a second stage with energy:forces 1000:100 and lr 0.001, where mace-torch also
+averages the stage's weights (SWA) and equinet keeps its EMA) for ``--epochs`` epochs,
+each reference energy fitted to the training set by least squares. Each trained model is then evaluated the same way, through its ASE calculator on the test file:
 total-energy MAE/RMSE (meV) and force-component MAE/RMSE (meV/Å), as the MACE paper
 reports them. s/epoch is the training command's wall time divided by the epochs
 (start-up and preprocessing included, the same for both).
@@ -109,27 +108,34 @@ def stage_two_start(epochs: int) -> int:
     return max(1, epochs // 4 * 3)
 
 
-def equinet_command(data: Path, epochs: int, output: Path) -> list[str]:
+def recipe(data: Path, epochs: int, output: Path, seed: int) -> tuple[list[str], dict]:
+    """The ``--set`` overrides of ``examples/rmd17.yaml`` for this benchmark, and the
+    resulting training config with every default filled in (what mace-torch mirrors)."""
+    from equinet.config import load_config
+
     overrides = {
         "loss.stage_two.start_epoch": stage_two_start(epochs),
         "data.train": data / "train.extxyz", "data.valid": data / "valid.extxyz", "data.test": data / "test.extxyz",
         "data.split": "[1.0, 0.0, 0.0]", "data.energy_unit": "eV", "data.energy_key": "REF_energy",
-        "data.forces_key": "REF_forces", "trainer.max_epochs": epochs, "trainer.progress_bar": "false", "output": output,
+        "data.forces_key": "REF_forces", "trainer.max_epochs": epochs, "trainer.seed": seed,
+        "trainer.progress_bar": "false", "output": output,
     }  # fmt: skip
+    assignments = [f"{key}={value}" for key, value in overrides.items()]
+    return assignments, load_config(RECIPE, assignments).model_dump(mode="json")
+
+
+def equinet_command(assignments: list[str]) -> list[str]:
     command = [str(Path(sys.executable).parent / "equinet"), "train", str(RECIPE), "--overwrite"]
-    for key, value in overrides.items():
-        command += ["--set", f"{key}={value}"]
+    for assignment in assignments:
+        command += ["--set", assignment]
     return command
 
 
-def mace_command(data: Path, epochs: int, python: Path) -> list[str]:
-    """`mace_run_train` with the hyper-parameters of examples/rmd17.yaml."""
-    import yaml
-
-    recipe = yaml.safe_load(RECIPE.read_text())
-    stage_two = recipe["loss"]["stage_two"]
-    return mace_run_train(python, recipe, data, epochs) + [
-        "--loss", "weighted", "--swa", "--start_swa", str(stage_two_start(epochs)), "--swa_lr", str(stage_two["lr"]),
+def mace_command(config: dict, data: Path, epochs: int, python: Path, seed: int) -> list[str]:
+    """`mace_run_train` with the hyper-parameters of the equinet config, stage two included."""
+    stage_two = config["loss"]["stage_two"]
+    return mace_run_train(python, config, data, epochs, seed) + [
+        "--loss", "weighted", "--swa", "--start_swa", str(stage_two["start_epoch"]), "--swa_lr", str(stage_two["lr"]),
         "--swa_energy_weight", str(stage_two["energy_weight"]), "--swa_forces_weight", str(stage_two["forces_weight"]),
     ]
 
@@ -157,6 +163,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--molecules", nargs="+", choices=sorted(MOLECULES), default=["ethanol", "uracil"])
     parser.add_argument("--threads", type=int, default=2, help="torch threads (OMP_NUM_THREADS)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of both codes (the split stays fixed)")
     parser.add_argument("--skip-mace", action="store_true", help="train equinet only")
     parser.add_argument("--worker", choices=("equinet", "mace"), help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
@@ -171,12 +178,13 @@ def main() -> None:
     for molecule in args.molecules:
         data = WORK / molecule / "data"
         write_splits(args.data_dir, molecule, data)
-        seconds = run(equinet_command(data, args.epochs, WORK / molecule / "equinet"), WORK / molecule, env)
+        assignments, config = recipe(data, args.epochs, WORK / molecule / "equinet", args.seed)
+        seconds = run(equinet_command(assignments), WORK / molecule, env)
         result = {"equinet": {**evaluate(Path(sys.executable), "equinet", WORK / molecule / "equinet" / "model.pt", data / "test.extxyz", env), "seconds": seconds}}
         print(f"{molecule}: equinet trained in {seconds:.0f} s", flush=True)
         if mace:
             folder = WORK / molecule / "mace"
-            seconds = run(mace_command(data, args.epochs, mace), folder, env)
+            seconds = run(mace_command(config, data, args.epochs, mace, args.seed), folder, env)
             model = folder / "mace_stagetwo.model"  # its second-stage model, when that stage ran
             model = model if model.exists() else folder / "mace.model"
             result["mace"] = {**evaluate(mace, "mace", model, data / "test.extxyz", env), "seconds": seconds}
@@ -184,7 +192,7 @@ def main() -> None:
         rows.append((molecule, result))
 
     print(f"machine: {machine(args.threads)}")
-    print(f"rMD17, {NUM_TRAIN} train / {NUM_VALID} valid, recipe examples/rmd17.yaml, {args.epochs} epochs; peer {MACE_TORCH}")
+    print(f"rMD17, {NUM_TRAIN} train / {NUM_VALID} valid, recipe examples/rmd17.yaml, {args.epochs} epochs, seed {args.seed}; peer {MACE_TORCH}")
     print(f"{'molecule':10}{'code':10}{'E MAE':>8}{'E RMSE':>8}{'F MAE':>8}{'F RMSE':>8}{'s/epoch':>9}   (meV, meV/Å)")
     for molecule, result in rows:
         for code, r in result.items():

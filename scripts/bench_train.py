@@ -79,6 +79,7 @@ def equinet_command(data: Path, epochs: int, folder: Path) -> list[str]:
         "valid_batch_size": config["data"]["valid_batch_size"],
     }
     config["trainer"].update(max_epochs=epochs, max_time_minutes=None, progress_bar=False)
+    config["loss"]["stage_two"] = None  # one stage, as mace_run_train without --swa
     config["output"] = "run"
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     return [str(Path(sys.executable).parent / "equinet"), "train", "config.yaml"]

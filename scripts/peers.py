@@ -44,7 +44,7 @@ def torchmd_net_python() -> Path:
     return peer_python("torchmd-net", TORCHMD_NET, "torchmdnet")
 
 
-def mace_run_train(python: Path, config: dict, data: Path, epochs: int) -> list[str]:
+def mace_run_train(python: Path, config: dict, data: Path, epochs: int, seed: int = 0) -> list[str]:
     """``mace_run_train`` with the hyper-parameters of an equinet training config (its
     YAML as a dict, model ``mace``) on ``data/{train,valid}.extxyz`` (``REF_`` labels).
 
@@ -52,7 +52,7 @@ def mace_run_train(python: Path, config: dict, data: Path, epochs: int) -> list[
     """
     model, loss, scheduler = config["model"], config["loss"], config["scheduler"]
     return [
-        str(python.parent / "mace_run_train"), "--name", "mace", "--seed", "0", "--device", "cpu",
+        str(python.parent / "mace_run_train"), "--name", "mace", "--seed", str(seed), "--device", "cpu",
         "--default_dtype", model["dtype"], "--train_file", str(data / "train.extxyz"),
         "--valid_file", str(data / "valid.extxyz"), "--energy_key", "REF_energy", "--forces_key", "REF_forces",
         "--E0s", "average", "--model", "MACE", "--hidden_irreps", model["hidden_irreps"],

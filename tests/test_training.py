@@ -8,8 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
@@ -21,9 +24,9 @@ from ase.io import write
 
 from equinet import Calculator
 from equinet.cli import main
-from equinet.config import LossConfig, load_config
+from equinet.config import LossConfig, StageTwoConfig, load_config
 from equinet.potentials import MODELS
-from equinet.training import PotentialModule, ema_with_warmup, train
+from equinet.training import PotentialModule, StageTwo, ema_with_warmup, train
 
 EQUINET = str(Path(sys.executable).with_name("equinet"))
 
@@ -110,10 +113,61 @@ def test_train_writes_a_complete_run_folder(tmp_path, data_file, capsys):
     assert "already holds a run; pass --resume to continue it or --overwrite" in capsys.readouterr().err
 
 
+def test_stage_two_defaults_to_mace_weights_and_null_keeps_the_first_stages():
+    loss = LossConfig()
+    assert loss.weights(False) == {"energy": 1.0, "forces": 1000.0, "stress": 0.0}
+    assert loss.weights(True) == {"energy": 1000.0, "forces": 100.0, "stress": 0.0}
+    loss = LossConfig(stress_weight=10.0, stage_two={"energy_weight": 100.0, "forces_weight": None})
+    assert loss.weights(True) == {"energy": 100.0, "forces": 1000.0, "stress": 10.0}
+    assert LossConfig(stage_two=None).weights(True) == {"energy": 1.0, "forces": 1000.0, "stress": 0.0}
+
+
+class _FakeTimer(pl.callbacks.Timer):
+    def __init__(self, elapsed: float, duration: float):
+        super().__init__(duration=timedelta(seconds=duration))
+        self.elapsed = elapsed
+
+    def time_elapsed(self, stage="train"):
+        return self.elapsed
+
+    def time_remaining(self, stage="train"):
+        return self._duration - self.elapsed
+
+
+@pytest.mark.parametrize(
+    "epoch, max_epochs, timer, due",
+    [
+        (2, 4, None, False),
+        (3, 4, None, True),  # 3/4 of the epochs
+        (1, 1000, _FakeTimer(74.0, 100.0), False),
+        (1, 1000, _FakeTimer(75.0, 100.0), True),  # 3/4 of the time, before 3/4 of the epochs
+        (0, -1, _FakeTimer(90.0, 100.0), False),  # never in the first epoch
+        (40, -1, None, False),  # no budget to take a fraction of
+    ],
+)
+def test_stage_two_starts_at_three_quarters_of_the_epochs_or_of_the_time(epoch, max_epochs, timer, due):
+    trainer = SimpleNamespace(current_epoch=epoch, max_epochs=max_epochs, callbacks=[timer] if timer else [])
+    assert StageTwo(StageTwoConfig())._due(trainer) is due
+    assert StageTwo(StageTwoConfig(start_epoch=3))._due(trainer) is (epoch >= 3)
+
+
+def test_a_resumed_stage_two_keeps_its_learning_rate_and_loss_weights():
+    """The stage's start is saved: resuming within stage two switches nothing again."""
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.0004)  # lowered by the plateau scheduler
+    trainer = SimpleNamespace(current_epoch=9, max_epochs=10, callbacks=[], optimizers=[optimizer], lr_scheduler_configs=[], checkpoint_callbacks=[])
+    module = SimpleNamespace(in_stage_two=False, config=SimpleNamespace(loss=LossConfig()))
+    saved = StageTwo(StageTwoConfig())
+    saved.started = True
+    resumed = StageTwo(StageTwoConfig())
+    resumed.load_state_dict(saved.state_dict())
+    resumed.on_train_epoch_start(trainer, module)
+    assert module.in_stage_two and optimizer.param_groups[0]["lr"] == 0.0004
+    fresh = StageTwo(StageTwoConfig())  # the same epoch without the saved state: the stage begins
+    fresh.on_train_epoch_start(trainer, module)
+    assert module.in_stage_two and optimizer.param_groups[0]["lr"] == 0.001
+
+
 def test_stage_two_switches_the_loss_weights_and_learning_rate(tmp_path, data_file):
-    loss = LossConfig(energy_weight=1.0, forces_weight=1000.0, stage_two={"start_epoch": 2, "energy_weight": 1000.0, "lr": 0.001})
-    assert loss.weights(1) == {"energy": 1.0, "forces": 1000.0, "stress": 0.0}
-    assert loss.weights(2) == loss.weights() == {"energy": 1000.0, "forces": 1000.0, "stress": 0.0}
     stage_two = {"start_epoch": 2, "energy_weight": 1e6, "lr": 0.001}
     config = _config(tmp_path, data_file, loss={"stage_two": stage_two}, trainer={"max_epochs": 3})
     assert main(["train", str(config)]) == 0
