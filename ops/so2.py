@@ -176,15 +176,19 @@ class SO2Convolution(torch.nn.Module):
         out = x.new_zeros(node_feats.shape[0], self.irreps_out.dim)
         # On the CPU the edges go in chunks small enough for their intermediates to stay in
         # cache (3x faster at l_max = 6); split, not sliced, so that backward stays one pass.
-        chunk = max(1, len(edge_vec) if node_feats.is_cuda else self._edge_chunk)
-        chunks = zip(edge_index.split(chunk, dim=1), edge_weights.split(chunk), *(d.split(chunk) for d in wigner[: self.l_max + 1]))
+        # On the GPU, and when traced with symbolic sizes for export, all edges go at once.
+        if node_feats.is_cuda or isinstance(edge_vec.shape[0], torch.SymInt):
+            chunks = [(edge_index, edge_weights, *wigner[: self.l_max + 1])]
+        else:
+            chunk = self._edge_chunk
+            chunks = zip(edge_index.split(chunk, dim=1), edge_weights.split(chunk), *(d.split(chunk) for d in wigner[: self.l_max + 1]))
         for (sender, receiver), weights, *wigner_chunk in chunks:
             out.index_add_(0, receiver, self._messages(x, used, sender, weights, wigner_chunk))
         return _channels_first(out, self.irreps_out)
 
     def _messages(self, x, used, sender, edge_weights, wigner) -> torch.Tensor:
         """Messages of a chunk of edges, channels-last ``[E, sum of 2l+1 over irreps_out, C]`` flattened."""
-        num_edges, channels = len(sender), self.channels
+        num_edges, channels = sender.shape[0], self.channels
         x = dict(zip(used, x.index_select(0, sender).split([self.irreps_in[j].ir.dim for j in used], dim=1)))
 
         # Into the edge frame: per input segment, [E, 2k+1, C] split into m = 0, ±1, ±2, ..
@@ -262,13 +266,13 @@ def _frame_rows(ir: o3.Irrep, k: int, factor_of_m) -> tuple[list[int], list[floa
 def _channels_last(x: torch.Tensor, irreps: o3.Irreps, used: list[int]) -> torch.Tensor:
     """e3nn layout ``[N, irreps.dim]`` → ``[N, sum of 2l+1 over the segments used, C]``."""
     pieces = x.split([mul * ir.dim for mul, ir in irreps], dim=1)
-    return torch.cat([pieces[j].view(len(x), irreps[j].mul, irreps[j].ir.dim).transpose(1, 2) for j in used], dim=1)
+    return torch.cat([pieces[j].view(-1, irreps[j].mul, irreps[j].ir.dim).transpose(1, 2) for j in used], dim=1)
 
 
 def _channels_first(x: torch.Tensor, irreps: o3.Irreps) -> torch.Tensor:
     """``[N, sum of 2l+1, C]`` flattened to ``[N, -1]`` → e3nn layout ``[N, irreps.dim]``."""
-    pieces = x.view(len(x), -1, irreps[0].mul).split([ir.dim for _, ir in irreps], dim=1)
-    return torch.cat([p.transpose(1, 2).reshape(len(x), -1) for p in pieces], dim=1)
+    pieces = x.view(x.shape[0], -1, irreps[0].mul).split([ir.dim for _, ir in irreps], dim=1)
+    return torch.cat([p.transpose(1, 2).reshape(x.shape[0], -1) for p in pieces], dim=1)
 
 
 def _quarter_turn(ir: o3.Irrep) -> torch.Tensor:

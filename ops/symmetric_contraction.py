@@ -172,7 +172,7 @@ class SymmetricContraction(torch.nn.Module):
         num_nodes, c, d = x.shape[0], self.channels, self.dim_one
         blocks = x.split([mul * ir.dim for mul, ir in self.irreps_in], dim=1)
         a = torch.cat([block.view(num_nodes, c, ir.dim) for block, (_, ir) in zip(blocks, self.irreps_in)], dim=2)  # [n, C, D]
-        groups = [(element, nodes) for element in range(self.num_elements) if (nodes := (species == element).nonzero().squeeze(1)).numel()]
+        groups = [(element, (species == element).nonzero().squeeze(1)) for element in range(self.num_elements)]
         pieces = []
         for ir_out, orders in self._outputs:
             m = ir_out.dim

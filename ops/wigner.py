@@ -176,13 +176,13 @@ def edge_wigner_D(l_max: int, edge_vec: torch.Tensor, m_max: int | None = None) 
         k = min(l, m_max)
         matrices, turn = _chart_constants(l, k, edge_vec.dtype, edge_vec.device)
         functions = torch.cat([beta_functions[:, : l + 1], beta_functions[:, l_max + 1 : l_max + 1 + l]], dim=-1)
-        b = (functions @ matrices).view(len(edge_vec), 2 * k + 1, 2 * l + 1)  # K Z(-β) K^T, rows |m| <= k
+        b = (functions @ matrices).view(-1, 2 * k + 1, 2 * l + 1)  # K Z(-β) K^T, rows |m| <= k
         # Right factor Z(-α): column n becomes b[:, n] cos(nα) - b[:, -n] sin(nα).
         order = torch.arange(-l, l + 1, device=edge_vec.device)
         cos_a = cos_na[:, order.abs()]
         sin_a = sin_na[:, order.abs()] * order.sign().to(edge_vec.dtype)
         d = b * cos_a.unsqueeze(1) - b.flip(2) * sin_a.unsqueeze(1)
-        if l > 0 and in_second_chart.numel():
+        if l > 0:
             d = d.index_copy(0, in_second_chart, d.index_select(0, in_second_chart) @ turn)
         blocks.append(d)
     return blocks

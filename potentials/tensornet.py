@@ -77,17 +77,17 @@ class _TensorEmbedding(torch.nn.Module):
         sender, receiver = edge_index
         z = self.element_embedding(species)
         pair = self.pair_embedding(torch.cat((z[receiver], z[sender]), dim=-1)) * envelope.unsqueeze(-1)  # [E, C]
-        factors = self.radial(edge_features).view(len(pair), 3, self.channels) * pair.unsqueeze(1)  # [E, 3, C]
+        factors = self.radial(edge_features).view(-1, 3, self.channels) * pair.unsqueeze(1)  # [E, 3, C]
         f_i, f_a, f_s = factors.unbind(1)  # [E, C] each
         # Summed part by part at the receivers, each in its fewest numbers: the identity
         # part as scalars, the skew part as axial vectors; only S needs [E, C, 3, 3].
-        n, c = len(species), self.channels
+        n, c = species.shape[0], self.channels
         x_i = f_i.new_zeros(n, c).index_add(0, receiver, f_i)
         x_a = f_i.new_zeros(n, c, 3).index_add(0, receiver, f_a.unsqueeze(-1) * unit.unsqueeze(1))
         x_s = f_i.new_zeros(n, c, 3, 3).index_add(0, receiver, f_s[..., None, None] * symmetric_traceless(unit).unsqueeze(1))
         eye = torch.eye(3, dtype=x_i.dtype, device=x_i.device)
         x = compose_tensor(x_i[..., None, None] * eye, skew_symmetric(x_a), x_s)
-        scales = self.scalars(self.norm(frobenius_norm_squared(x))).view(len(x), 3, self.channels)
+        scales = self.scalars(self.norm(frobenius_norm_squared(x))).view(-1, 3, self.channels)
         parts = self.linear(*decompose_tensor(x))
         return compose_tensor(*(scales[:, k, :, None, None] * part for k, part in enumerate(parts)))
 
@@ -109,7 +109,7 @@ class _Interaction(torch.nn.Module):
         self.message_passing = TensorMessagePassing(channels)
 
     def forward(self, x, edge_features, envelope, edge_index):
-        weights = (self.radial(edge_features) * envelope.unsqueeze(-1)).view(len(envelope), 3, self.channels)
+        weights = (self.radial(edge_features) * envelope.unsqueeze(-1)).view(-1, 3, self.channels)
         return self.message_passing(x, weights, edge_index)
 
 
