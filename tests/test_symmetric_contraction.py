@@ -9,6 +9,7 @@ import torch
 from e3nn import o3
 
 from equinet.ops import SymmetricContraction, symmetric_coupling_basis
+from equinet.ops.symmetric_contraction import WEIGHT_SCALE
 from equinet.testing import assert_equivariant, assert_float32_matches_float64
 
 IRREPS_ONE = o3.Irreps("0e+1o+2e+3o")
@@ -69,7 +70,7 @@ def _reference(module: SymmetricContraction, x: torch.Tensor, species: torch.Ten
             basis = symmetric_coupling_basis(module.irreps_one, ir_out, order).to(x.dtype)
             if basis.shape[0] == 0:
                 continue
-            weights = getattr(module, f"weight_{order}_{ir_out}")[species]  # [n, K, C]
+            weights = WEIGHT_SCALE * getattr(module, f"weight_{order}_{ir_out}")[species]  # [n, K, C]
             contracted = {
                 1: lambda: torch.einsum("kmi,nci->nckm", basis, a),
                 2: lambda: torch.einsum("kmij,nci,ncj->nckm", basis, a, a),
