@@ -10,7 +10,8 @@ import argparse
 import os
 import sys
 
-from equinet.commands import data, evaluate, info, md, train
+from equinet.commands import data, evaluate, export, info, lammps, md, train
+from equinet.lammps import LammpsError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"equinet {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    for command in (info, data, train, evaluate, md):
+    for command in (info, data, train, evaluate, md, export, lammps):
         command.register(commands)
     return parser
 
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as error:  # DataError, ConfigError, bad model files and values
+    except (ValueError, FileNotFoundError, LammpsError) as error:  # DataError, ConfigError, bad model files and values
         if os.environ.get("EQUINET_DEBUG"):
             raise
         message = str(error).splitlines()[0] if str(error) else type(error).__name__

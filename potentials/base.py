@@ -98,6 +98,12 @@ class Potential(torch.nn.Module):
         """
         raise NotImplementedError
 
+    @property
+    def message_passing_steps(self) -> int:
+        """Neighbour hops an atomic energy sees: it depends on atoms up to this many
+        cutoffs away (MD codes size their ghost-atom shells by it)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ shared
 
     def one_hot(self, species: torch.Tensor) -> torch.Tensor:
@@ -115,6 +121,13 @@ class Potential(torch.nn.Module):
                 f"element {_symbols(unknown)} is not one the model was built for ({_symbols(self.elements)})"
             )
         return species
+
+    def node_energies(self, species: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """Atomic energies ``[n]`` in eV (arguments as for :meth:`node_energy_terms`)."""
+        terms = self.node_energy_terms(species, edge_vec, edge_index)
+        if not self.isolated_energy_is_zero:
+            terms = terms - self._isolated_terms()[species]
+        return self.atomic_energies[species] + self.shift + self.scale * terms
 
     def _isolated_terms(self) -> torch.Tensor:
         """Learned part of one isolated atom of each element: ``[num_elements]``."""
@@ -158,10 +171,7 @@ class Potential(torch.nn.Module):
 
         sender, receiver = edge_index
         edge_vec = pos[receiver] - pos[sender] + torch.einsum("ei,eij->ej", edge_shift, cell[batch_index[sender]])
-        terms = self.node_energy_terms(species, edge_vec, edge_index)
-        if not self.isolated_energy_is_zero:
-            terms = terms - self._isolated_terms()[species]
-        node_energy = self.atomic_energies[species] + self.shift + self.scale * terms
+        node_energy = self.node_energies(species, edge_vec, edge_index)
         energy = node_energy.new_zeros(num_graphs).index_add(0, batch_index, node_energy)
         out = {"energy": energy, "node_energy": node_energy}
 

@@ -117,6 +117,10 @@ class ESCN(Potential):
             Linear(hidden, f"{readout_hidden}x0e"), torch.nn.SiLU(), Linear(f"{readout_hidden}x0e", "1x0e")
         )
 
+    @property
+    def message_passing_steps(self) -> int:
+        return len(self.layers)
+
     def node_energy_terms(self, species, edge_vec, edge_index):
         one_hot = self.one_hot(species)
         edge_features = self.radial_embedding(edge_vec.norm(dim=-1))

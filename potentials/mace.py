@@ -142,6 +142,10 @@ class MACE(Potential):
             self.readouts.append(readout)
             irreps_in = irreps_out
 
+    @property
+    def message_passing_steps(self) -> int:
+        return len(self.interactions)
+
     def node_energy_terms(self, species, edge_vec, edge_index):
         one_hot = self.one_hot(species)
         edge_sh = spherical_harmonics(self.max_ell, edge_vec)

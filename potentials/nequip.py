@@ -96,6 +96,10 @@ class NequIP(Potential):
             Linear(hidden, f"{readout_hidden}x0e"), torch.nn.SiLU(), Linear(f"{readout_hidden}x0e", "1x0e")
         )
 
+    @property
+    def message_passing_steps(self) -> int:
+        return len(self.layers)
+
     def node_energy_terms(self, species, edge_vec, edge_index):
         one_hot = self.one_hot(species)
         edge_sh = spherical_harmonics(self.l_max, edge_vec)

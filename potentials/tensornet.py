@@ -169,6 +169,10 @@ class TensorNet(Potential):
         self.linear = torch.nn.Sequential(torch.nn.Linear(3 * channels, channels), act())
         self.readout = torch.nn.Sequential(torch.nn.Linear(channels, channels // 2), act(), torch.nn.Linear(channels // 2, 1))
 
+    @property
+    def message_passing_steps(self) -> int:
+        return len(self.interactions) + 1  # the embedding sums over neighbours too
+
     def node_energy_terms(self, species, edge_vec, edge_index):
         r = edge_vec.norm(dim=-1)
         envelope = self.envelope(r)

@@ -137,6 +137,25 @@ def test_isolated_atoms_have_their_reference_energy(calc):
         np.testing.assert_allclose(atoms.get_forces(), 0.0, atol=1e-14)
 
 
+def test_an_atomic_energy_sees_atoms_up_to_message_passing_steps_hops_away(calc):
+    """Atoms in a chain 0.9 cutoffs apart (each sees only the next): moving atom k changes
+    atom 0's energy exactly when k <= message_passing_steps (LAMMPS sizes ghost shells by
+    it). Without a dependence the arithmetic is the same, so the change is exactly zero."""
+    model = calc.model
+    steps = model.message_passing_steps
+    chain = Atoms(f"Cu{steps + 2}", positions=[[0.9 * CUTOFF * i, 0.3 * (i % 2), 0.0] for i in range(steps + 2)])
+
+    def energy_of_atom_0(atoms):
+        return model(Batch.from_data_list([atoms_to_graph(atoms, CUTOFF, dtype=torch.float64)]), forces=False)["node_energy"][0]
+
+    reference = energy_of_atom_0(chain)
+    for k in range(1, steps + 2):
+        moved = chain.copy()
+        moved.positions[k] += [0.0, 0.3, -0.3]
+        change = abs(float(energy_of_atom_0(moved) - reference))
+        assert (change > 0.0) if k <= steps else (change == 0.0), (k, steps, change)
+
+
 def test_a_batch_gives_what_each_structure_gives_alone(calc):
     model = calc.model
     structures = [_alloy(), _molecule(), _alloy() * (1, 2, 1), Atoms("Ni", cell=[5, 5, 5], pbc=True)]

@@ -1,0 +1,37 @@
+"""``equinet export MODEL -o OUT``: the model as one TorchScript graph for MD codes (LAMMPS)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(commands) -> None:
+    parser = commands.add_parser("export", help="write a model as one graph for LAMMPS (pair_style equinet)")
+    parser.add_argument("model", type=Path, help="a deployed model (model.pt)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the exported file, e.g. model-lammps.pt")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="precision of the graph (default: the model's)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from equinet.export import export_model
+    from equinet.model_io import load_model
+
+    model = load_model(args.model)
+    metadata = export_model(model, args.output, dtype=getattr(torch, args.dtype) if args.dtype else None)
+    symbols = " ".join(_symbol(z) for z in metadata["elements"])
+    print(f"wrote {args.output} ({metadata['model']}, {metadata['dtype']}, elements {symbols}, cutoff {metadata['cutoff']} Å)")
+    print("in LAMMPS (units metal, newton on), after 'equinet lammps build-plugin':")
+    print("  plugin load /absolute/path/to/equinet_plugin.so")
+    print("  pair_style equinet")
+    print(f"  pair_coeff * * {args.output} <one element per atom type, from: {symbols}>")
+    return 0
+
+
+def _symbol(z: int) -> str:
+    from ase.data import chemical_symbols
+
+    return chemical_symbols[z]

