@@ -7,12 +7,12 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from ase.build import bulk
 
 from equinet import Calculator, save_model
 from equinet.cli import main
 from equinet.export import ExportedForces, export_model, load_exported
 from equinet.potentials import build_model
+from test_potentials import _alloy  # triclinic 2-atom Cu/Ni cell, far smaller than the cutoff
 
 STATISTICS = {
     "elements": [28, 29],
@@ -32,14 +32,6 @@ SMALL = {
 def _model(variant):
     torch.manual_seed(0)
     return build_model({"dtype": "float64", "cutoff": CUTOFF, **SMALL[variant]}, STATISTICS).eval()
-
-
-def _alloy():
-    atoms = bulk("Cu", "fcc", a=3.6) * (2, 1, 1)
-    atoms.symbols[1] = "Ni"
-    atoms.set_cell(atoms.cell.array @ np.array([[1.0, 0.08, 0.0], [0.0, 1.04, 0.1], [0.05, 0.0, 0.97]]), scale_atoms=True)
-    atoms.rattle(0.1, seed=1)
-    return atoms
 
 
 def with_ghosts(atoms, model):
