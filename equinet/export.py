@@ -24,6 +24,7 @@ message-passing steps, dtype, equinet version.
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from pathlib import Path
@@ -60,7 +61,7 @@ class ExportedForces(torch.nn.Module):
         return energy.detach(), forces, virial
 
 
-def example_inputs(model: Potential, num_atoms: int, seed: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+def _example_inputs(model: Potential, num_atoms: int, seed: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
     """A random cluster of every element with its neighbour list (all pairs within the
     cutoff) and a few trailing atoms counted as ghosts."""
     generator = torch.Generator().manual_seed(seed)
@@ -74,9 +75,10 @@ def example_inputs(model: Potential, num_atoms: int, seed: int, dtype: torch.dty
 
 
 def _trace(module: ExportedForces, dtype: torch.dtype) -> torch.jit.ScriptModule:
-    module(*example_inputs(module.model, 24, 0, dtype))  # fills lazily built constants outside tracing
+    inputs = _example_inputs(module.model, 24, 0, dtype)
+    module(*inputs)  # fills lazily built constants outside tracing
     # The model's parameters stay real tensors in the graph (constants of the trace).
-    graph = make_fx(module, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example_inputs(module.model, 24, 0, dtype))
+    graph = make_fx(module, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
     for node in graph.graph.nodes:  # TorchScript calls operators by name, not by overload
         if isinstance(node.target, torch._ops.OpOverload):
             node.target = node.target.overloadpacket
@@ -93,12 +95,12 @@ def export_model(model: Potential, path: str | Path, dtype: torch.dtype | None =
     from equinet import __version__
 
     dtype = dtype or model.atomic_energies.dtype
-    model = model.to(dtype).eval()
+    model = copy.deepcopy(model).to(dtype).eval()  # the caller's model keeps its dtype
     reference = ExportedForces(model)
     exported = _trace(reference, dtype)
     tolerance = 1e-9 if dtype == torch.float64 else 1e-4
     for num_atoms, seed in ((37, 1), (5, 2)):
-        inputs = example_inputs(model, num_atoms, seed, dtype)
+        inputs = _example_inputs(model, num_atoms, seed, dtype)
         for name, expected, got in zip(("energy", "forces", "virial"), reference(*inputs), exported(*inputs)):
             if not torch.allclose(got, expected, rtol=tolerance, atol=tolerance):
                 raise RuntimeError(f"the exported graph's {name} differs from the model's on {num_atoms} atoms: report this as a bug")

@@ -168,10 +168,11 @@ class StageTwo(pl.Callback):
         if trainer.max_epochs is not None and trainer.max_epochs > 0 and trainer.current_epoch >= max(1, int(fraction * trainer.max_epochs)):
             return True
         timer = next((callback for callback in trainer.callbacks if isinstance(callback, pl.callbacks.Timer)), None)
-        if timer is None or timer.time_remaining("train") is None:
+        remaining = timer.time_remaining("train") if timer is not None else None
+        if remaining is None:
             return False
         elapsed = timer.time_elapsed("train")
-        return trainer.current_epoch > 0 and elapsed >= fraction * (elapsed + timer.time_remaining("train"))
+        return trainer.current_epoch > 0 and elapsed >= fraction * (elapsed + remaining)
 
     def on_train_epoch_start(self, trainer, pl_module):
         if not self.started and self._due(trainer):
