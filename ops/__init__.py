@@ -1,7 +1,8 @@
 """Equivariant operators (``equinet.ops``): spherical harmonics, radial bases and
 tensor products on e3nn irreps (Clebsch–Gordan and Gaunt), the MACE symmetric contraction
 (and its Gaunt counterpart) and TensorNet's Cartesian
-rank-2 tensors, each with a plain PyTorch reference."""
+rank-2 tensors, each with a plain PyTorch reference. Fused Triton kernels
+(:mod:`equinet.ops.kernels`) run the CG convolution with ``backend="triton"``."""
 
 from .cartesian import (
     CartesianLinear,

@@ -12,7 +12,9 @@
 Backends (``backend=``): ``"e3nn"`` is the reference (``e3nn.o3.TensorProduct`` and a
 scatter); ``"torch"`` is ours: all paths leaving one input segment are computed at once
 as ``bmm(x1, x2 @ C)`` against a stacked CG matrix, so a product costs a handful of large
-operations instead of a few per path.
+operations instead of a few per path; ``"triton"`` runs fused GPU kernels
+(:mod:`equinet.ops.kernels`): gather, product and sum at the receivers in one pass, with
+no per-edge message tensor, differentiable to any order.
 
 Normalization is e3nn's default ("component" irreps, "element" paths): every path is
 scaled by ``sqrt(2 l_out + 1)``, so unit-variance inputs give unit-variance outputs.
@@ -27,9 +29,11 @@ import torch
 from e3nn import o3
 from e3nn.o3 import FullyConnectedTensorProduct, Linear
 
+from .kernels import triton_channelwise
+
 __all__ = ["ChannelwiseTensorProduct", "CGConvolution", "FullyConnectedTensorProduct", "Linear", "BACKENDS"]
 
-BACKENDS = ("torch", "e3nn")
+BACKENDS = ("torch", "e3nn", "triton")
 
 
 def _as_irreps(irreps, name: str) -> o3.Irreps:
@@ -163,6 +167,9 @@ class _ChannelwiseBase(torch.nn.Module):
                 f"irreps_out '{irreps_out}'; widen irreps_out or raise the degrees of the inputs"
             )
         self.weight_numel = sum(self.irreps_in1[i1].mul for i1, _, _ in self.instructions)
+        # Plain ints for the checks in forward: torch.compile cannot guard on e3nn's Irrep
+        # (its __len__ raises), so forward must not read the Irreps.
+        self._dim1, self._dim2 = self.irreps_in1.dim, self.irreps_in2.dim
         if backend == "e3nn":
             tp = o3.TensorProduct(
                 self.irreps_in1,
@@ -172,6 +179,8 @@ class _ChannelwiseBase(torch.nn.Module):
                 shared_weights=False,
                 internal_weights=False,
             )
+        elif backend == "triton":
+            tp = triton_channelwise(self.irreps_in1, self.irreps_in2, self.irreps_out, self.instructions)
         else:
             tp = _ChannelwiseTorch(self.irreps_in1, self.irreps_in2, self.irreps_out, self.instructions)
         # The backend holds only constants derived from the irreps (CG coefficients; the
@@ -186,12 +195,12 @@ class _ChannelwiseBase(torch.nn.Module):
         return self
 
     def _check(self, x1: torch.Tensor, x2: torch.Tensor, weights: torch.Tensor, name1: str, name2: str) -> None:
-        if x1.shape[-1] != self.irreps_in1.dim:
+        if x1.shape[-1] != self._dim1:
             raise ValueError(
                 f"{name1} has {x1.shape[-1]} features but irreps_in1 '{self.irreps_in1}' has dim "
                 f"{self.irreps_in1.dim} (irreps_in2 is '{self.irreps_in2}')"
             )
-        if x2.shape[-1] != self.irreps_in2.dim:
+        if x2.shape[-1] != self._dim2:
             raise ValueError(
                 f"{name2} has {x2.shape[-1]} features but irreps_in2 '{self.irreps_in2}' has dim "
                 f"{self.irreps_in2.dim} (irreps_in1 is '{self.irreps_in1}')"
@@ -218,7 +227,7 @@ class ChannelwiseTensorProduct(_ChannelwiseBase):
         irreps_in1: irreps of the first input (e.g. node features ``64x0e+64x1o``).
         irreps_in2: irreps of the second input, multiplicity 1 each (e.g. ``SH(l<=3)``).
         irreps_out: allowed output irreps (multiplicities ignored); ``None`` keeps all paths.
-        backend: ``"torch"`` (ours) or ``"e3nn"`` (reference).
+        backend: ``"torch"`` (ours), ``"e3nn"`` (reference) or ``"triton"`` (GPU kernels).
 
     Attributes:
         irreps_out: one segment ``mul1 x ir_out`` per path, sorted by irrep.
@@ -246,7 +255,8 @@ class CGConvolution(_ChannelwiseBase):
         irreps_node: irreps of the node features.
         irreps_edge: irreps of the edge attributes, multiplicity 1 each (spherical harmonics).
         irreps_out: allowed output irreps (multiplicities ignored); ``None`` keeps all paths.
-        backend: ``"torch"`` (ours, fused gather/scatter) or ``"e3nn"`` (reference).
+        backend: ``"torch"`` (ours, fused gather/scatter), ``"e3nn"`` (reference) or
+            ``"triton"`` (one fused GPU kernel per pass, no ``[E, irreps_out.dim]`` messages).
 
     Shapes: ``node_feats: [N, irreps_node.dim]``, ``edge_attrs: [E, irreps_edge.dim]``,
     ``edge_weights: [E, weight_numel]``, ``edge_index: [2, E]`` (row 0 senders, row 1

@@ -74,7 +74,7 @@ class MACE(Potential):
         product: the many-body product: ``"cg"`` (symmetric contraction, all couplings) or
             ``"gaunt"`` (:class:`~equinet.ops.GauntManyBodyProduct`; then every output irrep of
             the product needs the parity (-1)^l, e.g. ``"64x0e+64x1o"``, not ``"64x1e"``).
-        conv_backend: ``"torch"`` or ``"e3nn"`` (reference) for the CG convolution.
+        conv_backend: ``"torch"``, ``"e3nn"`` (reference) or ``"triton"`` (fused GPU kernels) for the CG convolution.
     """
 
     isolated_energy_is_zero = True

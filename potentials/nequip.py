@@ -56,7 +56,7 @@ class NequIP(Potential):
         envelope_p: exponent of the polynomial cutoff envelope.
         radial_hidden: hidden widths of the radial MLP.
         readout_hidden: width of the scalar readout MLP.
-        conv_backend: ``"torch"`` or ``"e3nn"`` (reference) for the CG convolution.
+        conv_backend: ``"torch"``, ``"e3nn"`` (reference) or ``"triton"`` (fused GPU kernels) for the CG convolution.
 
     Hidden irreps: ``num_channels x (0e + 1o + 2e + ...)`` up to ``l_max``.
     """

@@ -1,0 +1,184 @@
+"""Time the fused Triton CG convolution against e3nn, equinet's torch backend and cuEquivariance.
+
+    python scripts/bench_kernels.py --device cuda [--repeats 20 --nodes 5000 --edges 50000]
+    TRITON_INTERPRET=1 python scripts/bench_kernels.py --device cpu --tiny   # runs the script, times nothing useful
+
+Two convolutions, as the models use them: MACE-medium (``128x0e+128x1o`` node features,
+spherical harmonics up to l = 3, outputs ``0e+1o+2e+3o``) and NequIP (``32x0e+32x1o+32x2e``,
+l <= 2, outputs ``0e+1o+2e``), in float32 and float64, forward and forward + backward
+(gradients of ``out.square().sum()`` for node features, edge attributes and weights, as in
+force training). Every backend gets the same inputs and is warmed up first (Triton compiles,
+e3nn builds its code); the median of ``--repeats`` runs is reported, with the GPU
+synchronised around each, and the peak memory of forward + backward on a GPU.
+
+cuEquivariance (``cuequivariance_torch``, skipped with a note when it does not import) runs
+the way mace-torch uses it: its channel-wise product on the gathered sender features, then
+a sum at the receivers; its output paths may be ordered differently, so only the output
+width is checked against ours. ``--tiny`` shrinks the graph and the channels so that the
+script runs end to end on a CPU through Triton's interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+
+import torch
+from e3nn import o3
+
+from bench_tp import _times_ms  # scripts/ is on sys.path when a script in it runs
+from equinet.ops import CGConvolution, spherical_harmonics
+
+# name: (node irreps, l_max of the edge spherical harmonics, allowed output irreps)
+CASES = {
+    "MACE-medium": ("128x0e+128x1o", 3, "0e+1o+2e+3o"),
+    "NequIP": ("32x0e+32x1o+32x2e", 2, "0e+1o+2e"),
+}
+BACKENDS = ("e3nn", "torch", "triton", "cueq")
+
+
+def _cueq_convolution(irreps: o3.Irreps, irreps_sh: o3.Irreps, irreps_out: str, device, dtype):
+    """cuEquivariance's channel-wise product + a scatter, as ``(fn, weight_numel, out_dim)``; raises if unavailable."""
+    import cuequivariance as cue
+    import cuequivariance_torch as cuet
+
+    group = "O3_e3nn"  # e3nn's parity convention, as mace-torch sets it
+    tp = cuet.ChannelWiseTensorProduct(
+        cue.Irreps(group, str(irreps)),
+        cue.Irreps(group, str(irreps_sh)),
+        filter_irreps_out=[mul_ir.ir for mul_ir in cue.Irreps(group, irreps_out)],
+        layout=cue.mul_ir,
+        shared_weights=False,
+        internal_weights=False,
+        device=device,
+        dtype=dtype,
+    )
+
+    def convolution(node_feats, edge_attrs, edge_weights, edge_index):
+        messages = tp(node_feats[edge_index[0]], edge_attrs, edge_weights)
+        return messages.new_zeros(node_feats.shape[0], messages.shape[1]).index_add_(0, edge_index[1], messages)
+
+    return convolution, tp.weight_numel, tp.irreps_out.dim
+
+
+def _synchronized(fn, device):
+    def run():
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return run
+
+
+def _peak_memory_mib(fn, device) -> float | None:
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - before) / 2**20
+
+
+def bench_case(irreps, l_max, irreps_out, num_nodes, num_edges, dtype, device, repeats, skip) -> None:
+    irreps, irreps_sh = o3.Irreps(irreps), o3.Irreps.spherical_harmonics(l_max)
+    generator = torch.Generator().manual_seed(0)
+    node_feats = torch.randn(num_nodes, irreps.dim, generator=generator, dtype=dtype).to(device)
+    edge_attrs = spherical_harmonics(l_max, torch.randn(num_edges, 3, generator=generator, dtype=dtype)).to(device)
+    edge_index = torch.randint(0, num_nodes, (2, num_edges), generator=generator).to(device)
+
+    convolutions, weight_numels = {}, {}
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # CG coefficients built in the benchmark's dtype
+    try:
+        for backend in ("e3nn", "torch", "triton"):
+            if backend not in skip:
+                conv = CGConvolution(irreps, irreps_sh, irreps_out, backend=backend).to(device)
+                convolutions[backend], weight_numels[backend] = conv, conv.weight_numel
+                out_dim = conv.irreps_out.dim
+        if "cueq" not in skip:
+            try:
+                cueq, weight_numels["cueq"], cueq_dim = _cueq_convolution(irreps, irreps_sh, irreps_out, device, dtype)
+                if cueq_dim != out_dim:
+                    raise RuntimeError(f"its output has {cueq_dim} features, ours {out_dim}")
+                convolutions["cueq"] = cueq
+            except Exception as error:  # not installed, no GPU, or an API it does not have
+                print(f"  (cuEquivariance skipped: {type(error).__name__}: {error})")
+    finally:
+        torch.set_default_dtype(previous)
+    weights = {
+        backend: torch.randn(num_edges, numel, generator=generator, dtype=dtype).to(device)
+        for backend, numel in weight_numels.items()
+    }
+
+    results = {}
+    for backend, conv in convolutions.items():
+        inputs = [node_feats, edge_attrs, weights[backend]]
+
+        def forward(conv=conv, inputs=inputs):
+            with torch.no_grad():
+                conv(*inputs, edge_index)
+
+        def forward_backward(conv=conv, inputs=inputs):
+            leaves = [t.detach().requires_grad_() for t in inputs]
+            torch.autograd.grad(conv(*leaves, edge_index).square().sum(), leaves)
+
+        forward, forward_backward = _synchronized(forward, device), _synchronized(forward_backward, device)
+        results[backend] = (
+            statistics.median(_times_ms(forward, repeats)),
+            statistics.median(_times_ms(forward_backward, repeats)),
+            _peak_memory_mib(forward_backward, device),
+        )
+    if "triton" in convolutions and "torch" in convolutions:
+        with torch.no_grad():
+            args = (node_feats, edge_attrs, weights["torch"], edge_index)
+            error = (convolutions["triton"](*args) - convolutions["torch"](*args)).abs().max().item()
+        print(f"  triton vs torch backend, forward: max abs difference {error:.1e}")
+
+    reference = results.get("triton")
+    print(f"  {'backend':8}{'fwd (ms)':>11}{'f+b (ms)':>11}{'f+b MiB':>9}{'fwd / triton':>14}{'f+b / triton':>14}")
+    for backend, (fwd, fwd_bwd, memory) in results.items():
+        ratios = (f"{fwd / reference[0]:13.2f}x{fwd_bwd / reference[1]:13.2f}x") if reference else ""
+        memory = f"{memory:9.0f}" if memory is not None else f"{'-':>9}"
+        print(f"  {backend:8}{fwd:11.2f}{fwd_bwd:11.2f}{memory}{ratios}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda", help="cuda (the point) or cpu (with TRITON_INTERPRET=1 for triton)")
+    parser.add_argument("--nodes", type=int, default=5000)
+    parser.add_argument("--edges", type=int, default=50000)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--dtypes", default="float32,float64")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
+    parser.add_argument("--skip", default="", help=f"comma-separated backends to leave out, of {', '.join(BACKENDS)}")
+    parser.add_argument("--tiny", action="store_true", help="4 channels, 20 nodes, 120 edges, 2 repeats: a smoke run")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    skip = {backend for backend in args.skip.split(",") if backend}
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1" and "triton" not in skip:
+        print("(triton skipped: on the CPU it needs TRITON_INTERPRET=1 in the environment)")
+        skip.add("triton")
+    if args.tiny:
+        args.nodes, args.edges, args.repeats = 20, 120, 2
+    print(f"machine: {platform.processor() or platform.machine()}, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+          + f", torch {torch.__version__}")  # fmt: skip
+    print(f"graph: {args.nodes} nodes, {args.edges} edges; median of {args.repeats} runs")
+    for name in args.cases.split(","):
+        irreps, l_max, irreps_out = CASES[name]
+        if args.tiny:
+            irreps = str(o3.Irreps([(4, ir) for _, ir in o3.Irreps(irreps)]))
+        for dtype_name in args.dtypes.split(","):
+            print(f"\n{name}: {irreps} x SH(l<={l_max}) -> {irreps_out}, {dtype_name}")
+            bench_case(
+                irreps, l_max, irreps_out, args.nodes, args.edges, getattr(torch, dtype_name), device, args.repeats, skip
+            )
+
+
+if __name__ == "__main__":
+    main()

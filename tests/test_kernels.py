@@ -1,0 +1,283 @@
+"""The Triton kernels of ``backend="triton"`` against the reference operators.
+
+On a CPU they run in Triton's interpreter, chosen by the TRITON_INTERPRET=1 that
+conftest.py sets before anything imports triton. With ``TRITON_INTERPRET=0`` and a GPU,
+the same tests run the compiled kernels on the GPU. The interpreter is slow: shapes are small.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from e3nn import o3
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch_geometric.data import Batch
+
+from equinet.datasets import atoms_to_graph
+from equinet.ops import CGConvolution, ChannelwiseTensorProduct, spherical_harmonics
+from equinet.potentials.registry import hyperparameters
+from equinet.testing import assert_equivariant
+from test_potentials import CUTOFF, SMALL, _alloy, _model  # the small models and the triclinic Cu/Ni cell
+
+pytest.importorskip("triton")
+
+ON_GPU = os.environ.get("TRITON_INTERPRET") == "0" and torch.cuda.is_available()
+DEVICE = "cuda" if ON_GPU else "cpu"
+TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
+SH2, SH3 = o3.Irreps.spherical_harmonics(2), o3.Irreps.spherical_harmonics(3)
+TORCH_OPS = ("cg_conv", "cg_conv_transpose", "cg_conv_grad_attrs", "cg_conv_grad_weights")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cg_triton():
+    """The kernel module, whose kernels must run where the tensors of these tests live."""
+    from equinet.ops.kernels import cg_triton
+
+    if cg_triton.INTERPRETED == ON_GPU:
+        pytest.fail(f"TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')!r} does not fit tests on {DEVICE}")
+    return cg_triton
+
+
+@pytest.fixture
+def poisoned_outputs(monkeypatch):
+    """Every floating ``torch.empty`` (how the kernels allocate their outputs) comes back
+    filled with NaN, so an element a kernel does not write shows up."""
+    empty = torch.empty
+
+    def poisoned(*args, **kwargs):
+        out = empty(*args, **kwargs)
+        return out.fill_(float("nan")) if out.is_floating_point() else out
+
+    monkeypatch.setattr(torch, "empty", poisoned)
+
+
+def _assert_matches(got, want, dtype):
+    tol = TOLERANCE[dtype]
+    scale = want.abs().max().item() if want.numel() else 0.0
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol * max(scale, 1.0))
+
+
+def _randn(*shape, dtype=torch.float64, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(DEVICE)
+
+
+def _graph(irreps, sh, num_nodes, num_edges, dtype=torch.float64):
+    """Random ``node_feats``, spherical-harmonic ``edge_attrs`` and ``edge_index`` on DEVICE."""
+    node_feats = _randn(num_nodes, o3.Irreps(irreps).dim, dtype=dtype, seed=0)
+    edge_attrs = spherical_harmonics(o3.Irreps(sh).lmax, _randn(num_edges, 3, dtype=dtype, seed=1))
+    edge_index = torch.randint(0, num_nodes, (2, num_edges), generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    return node_feats, edge_attrs, edge_index
+
+
+def _pair(irreps, sh, irreps_out=None, module=CGConvolution, dtype=torch.float64):
+    """The triton module and the torch reference, with coefficients built in ``dtype``."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        return (module(irreps, sh, irreps_out, backend="triton").to(DEVICE),
+                module(irreps, sh, irreps_out, backend="torch").to(DEVICE))  # fmt: skip
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _forward_and_grads(module, leaves, edge_index, probe):
+    """``[out, d out.probe / d leaf for each leaf]``."""
+    leaves = [t.detach().requires_grad_() for t in leaves]
+    out = module(*leaves) if edge_index is None else module(*leaves, edge_index)
+    return [out.detach(), *torch.autograd.grad(out, leaves, probe)]
+
+
+def _assert_same(triton, reference, leaves, edge_index, dtype):
+    """Forward and the gradients of all three inputs agree (run under ``poisoned_outputs``)."""
+    with torch.no_grad():
+        shape = (reference(*leaves) if edge_index is None else reference(*leaves, edge_index)).shape
+    probe = _randn(*shape, dtype=dtype, seed=3)
+    expected = _forward_and_grads(reference, leaves, edge_index, probe)
+    got = _forward_and_grads(triton, leaves, edge_index, probe)
+    for name, g, e in zip(["out", "d node_feats", "d edge_attrs", "d edge_weights"], got, expected):
+        assert g.shape == e.shape, name
+        _assert_matches(g, e, dtype)
+
+
+# Mixed multiplicities and parities; with the filter, no path leaves 0o (its gradient rows
+# are empty) and 1e reaches only some outputs.
+CASES = [
+    ("4x0e+4x1o+2x2e", SH2, None),
+    ("3x0e+2x1e+4x1o+2x0o", SH3, "0e+1o+2e"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("irreps, sh, irreps_out", CASES)
+def test_conv_matches_reference(poisoned_outputs, irreps, sh, irreps_out, dtype):
+    triton, reference = _pair(irreps, sh, irreps_out, dtype=dtype)
+    node_feats, edge_attrs, edge_index = _graph(irreps, sh, num_nodes=11, num_edges=37, dtype=dtype)
+    edge_weights = _randn(37, triton.weight_numel, dtype=dtype)
+    _assert_same(triton, reference, [node_feats, edge_attrs, edge_weights], edge_index, dtype)
+
+
+def test_strided_inputs_and_gradients(poisoned_outputs):
+    # Transposed and sliced views, a transposed edge_index, and out.sum()'s stride-0 gradient.
+    irreps, dtype = "4x0e+4x1o+2x2e", torch.float64
+    triton, reference = _pair(irreps, SH2)
+    node_feats, edge_attrs, edge_index = _graph(irreps, SH2, num_nodes=9, num_edges=30)
+    node_feats = node_feats.T.contiguous().T
+    edge_attrs = torch.cat([edge_attrs, edge_attrs], dim=1)[:, ::2]
+    edge_weights = _randn(triton.weight_numel, 30).T
+    edge_index = edge_index.T.contiguous().T
+    assert not any(t.is_contiguous() for t in (node_feats, edge_attrs, edge_weights, edge_index))
+    leaves = [node_feats, edge_attrs, edge_weights]
+    got, expected = [], []
+    for module, results in ((triton, got), (reference, expected)):
+        inputs = [t.detach().requires_grad_() for t in leaves]
+        out = module(*inputs, edge_index)
+        results += [out.detach(), *torch.autograd.grad(out.sum(), inputs)]
+    for g, e in zip(got, expected):
+        _assert_matches(g, e, dtype)
+
+
+def test_small_blocks_cover_partial_tiles(poisoned_outputs, cg_triton, monkeypatch):
+    # The interpreter puts everything in one tile; force GPU-like small blocks so that nodes,
+    # rows, entries and (edge, row) pairs span several programs and loop iterations with
+    # partial last blocks (5 nodes in pairs, 11 conv rows in pairs, up to 5 entries in
+    # chunks of 2, a node with 6 edges next to nodes with fewer).
+    monkeypatch.setattr(cg_triton, "_node_blocks", lambda num_nodes, entries, max_mul: (2, 2, 2, 4))
+    monkeypatch.setattr(cg_triton, "_edge_blocks", lambda num_edges, entries, max_mul: (8, 2, 4))
+    irreps = "3x0e+3x1o"
+    triton, reference = _pair(irreps, SH2, "0e+1o+1e")
+    node_feats, edge_attrs, edge_index = _graph(irreps, SH2, num_nodes=5, num_edges=13)
+    edge_index[1, :6] = 0
+    edge_weights = _randn(13, triton.weight_numel)
+    _assert_same(triton, reference, [node_feats, edge_attrs, edge_weights], edge_index, torch.float64)
+
+
+def test_zero_edges_and_isolated_nodes(poisoned_outputs):
+    triton, reference = _pair("4x0e+2x1o", SH2)
+    node_feats, edge_attrs, edge_index = _graph("4x0e+2x1o", SH2, num_nodes=5, num_edges=0)
+    leaves = [node_feats, edge_attrs, _randn(0, triton.weight_numel)]
+    _assert_same(triton, reference, leaves, edge_index, torch.float64)
+    out = triton(*leaves, edge_index)
+    assert out.shape == (5, triton.irreps_out.dim) and out.abs().max() == 0
+
+
+def test_channelwise_product_matches_reference(poisoned_outputs):
+    irreps = "4x0e+3x1o+2x2e"
+    triton, reference = _pair(irreps, SH2, module=ChannelwiseTensorProduct)
+    x1, x2, _ = _graph(irreps, SH2, num_nodes=19, num_edges=19)
+    _assert_same(triton, reference, [x1, x2, _randn(19, triton.weight_numel)], None, torch.float64)
+
+
+def test_conv_is_equivariant(float64):
+    irreps = "3x0e+2x1o+2x2e"
+    conv = CGConvolution(irreps, SH2, backend="triton").to(DEVICE)
+    node_feats, edge_attrs, edge_index = _graph(irreps, SH2, num_nodes=6, num_edges=20)
+    inputs = [node_feats, edge_attrs, _randn(20, conv.weight_numel), edge_index]
+    assert_equivariant(conv, inputs, [irreps, SH2, None, None], conv.irreps_out, atol=1e-10)
+
+
+def test_gradcheck_and_gradgradcheck(float64):
+    # Every derivative of the four operators is one of them (cg_ops' docstring): gradcheck
+    # checks cg_conv's formulas, gradgradcheck those of the three operators in its backward,
+    # so every formula, hence every order of derivative, is covered.
+    irreps = "2x0e+2x1o"
+    conv = CGConvolution(irreps, SH2, backend="triton").to(DEVICE)
+    node_feats, edge_attrs, edge_index = _graph(irreps, SH2, num_nodes=4, num_edges=7)
+    leaves = tuple(t.requires_grad_() for t in (node_feats, edge_attrs, _randn(7, conv.weight_numel)))
+
+    def fn(*leaves):
+        return conv(*leaves, edge_index)
+
+    assert torch.autograd.gradcheck(fn, leaves, fast_mode=True)
+    assert torch.autograd.gradgradcheck(fn, leaves, fast_mode=True)
+
+
+def test_operators_pass_opcheck(float64, cg_triton):
+    # Schema, fake (meta) implementation, autograd registration and AOT dispatch of each op.
+    from equinet.ops.kernels import cg_ops
+
+    conv = CGConvolution("2x0e+2x1o", SH2, backend="triton").to(DEVICE)
+    x, y, edge_index = _graph("2x0e+2x1o", SH2, num_nodes=4, num_edges=6)
+    w = _randn(6, conv.weight_numel)
+    graph = cg_ops.edge_graph(edge_index[0], edge_index[1], 4, 4)
+    tables = [getattr(conv.tp, name) for name in cg_ops.TABLE_NAMES]
+    dims = conv.tp._dims
+    g = _randn(4, conv.irreps_out.dim)
+    arguments = {
+        "cg_conv": (x, y, w),
+        "cg_conv_transpose": (g, y, w),
+        "cg_conv_grad_attrs": (x, w, g),
+        "cg_conv_grad_weights": (x, y, g),
+    }
+    for name in TORCH_OPS:
+        inputs = [t.clone().requires_grad_() for t in arguments[name]]
+        # AOT dispatch (compile's path) is the slow check under the interpreter: once is enough.
+        checks = ("test_schema", "test_autograd_registration", "test_faketensor")
+        checks += ("test_aot_dispatch_dynamic",) if name == "cg_conv" else ()
+        torch.library.opcheck(getattr(torch.ops.equinet, name), (*inputs, graph, tables, dims), test_utils=checks)
+
+
+def test_traces_with_fake_tensors_compile_and_export(float64):
+    irreps = "2x0e+2x1o"
+    conv = CGConvolution(irreps, SH2, backend="triton").to(DEVICE)
+    node_feats, edge_attrs, edge_index = _graph(irreps, SH2, num_nodes=5, num_edges=9)
+    inputs = (node_feats, edge_attrs, _randn(9, conv.weight_numel), edge_index)
+
+    def energy_and_forces(x, y, w, edge_index):
+        x = x.detach().requires_grad_()
+        energy = conv(x, y, w, edge_index).square().sum()
+        return energy, torch.autograd.grad(energy, x, create_graph=True)[0]
+
+    # make_fx with fake tensors runs only the registered fake implementations.
+    traced = make_fx(energy_and_forces, tracing_mode="fake", _allow_non_fake_inputs=True)(*inputs)
+    called = {node.target.name() for node in traced.graph.nodes if isinstance(node.target, torch._ops.OpOverload)}
+    assert {"equinet::cg_conv", "equinet::cg_conv_transpose"} <= called
+    for got, want in zip(traced(*inputs), energy_and_forces(*inputs)):
+        _assert_matches(got, want, torch.float64)
+
+    compiled = torch.compile(conv, backend="aot_eager", fullgraph=True)
+    leaves = [t.clone().requires_grad_() for t in inputs[:3]]
+    probe = _randn(5, conv.irreps_out.dim)
+    expected = _forward_and_grads(conv, inputs[:3], edge_index, probe)
+    out = compiled(*leaves, edge_index)
+    for got, want in zip([out, *torch.autograd.grad(out, leaves, probe)], expected):
+        _assert_matches(got.detach(), want, torch.float64)
+
+    exported = torch.export.export(conv, inputs)
+    assert "torch.ops.equinet.cg_conv.default" in exported.graph_module.code
+    _assert_matches(exported.module()(*inputs), conv(*inputs), torch.float64)
+
+
+@pytest.mark.parametrize("variant", sorted(v for v, c in SMALL.items() if "conv_backend" in hyperparameters(c["name"])))
+def test_models_with_triton_convolutions_match(float64, variant):
+    batch = Batch.from_data_list([atoms_to_graph(_alloy(), CUTOFF)]).to(DEVICE)
+    reference = _model(variant, conv_backend="torch").to(DEVICE)
+    ours = _model(variant, conv_backend="triton").to(DEVICE)
+    ours.load_state_dict(reference.state_dict())
+    expected, got = reference(batch), ours(batch)
+    for key in ("energy", "forces"):
+        _assert_matches(got[key], expected[key], torch.float64)
+
+
+def test_cpu_without_interpreter_is_one_clear_line():
+    script = textwrap.dedent("""
+        import torch
+        from equinet.ops import CGConvolution
+        conv = CGConvolution("2x0e", "0e+1o", backend="triton")
+        conv(torch.randn(3, 2), torch.randn(4, 4), torch.randn(4, conv.weight_numel), torch.zeros(2, 4, dtype=torch.long))
+    """)
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "RuntimeError: backend='triton' needs an NVIDIA GPU (tensors are on cpu); use backend='torch' on the CPU, "
+        "or set TRITON_INTERPRET=1 in the environment to run the kernels in Triton's interpreter (for testing)"
+    )
+
+
+def test_missing_triton_is_one_clear_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "triton", None)  # `import triton` raises ImportError
+    with pytest.raises(ImportError, match=r"^backend='triton' needs the triton package: pip install triton"):
+        CGConvolution("2x0e", SH2, backend="triton")
