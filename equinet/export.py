@@ -1,25 +1,30 @@
 """``equinet export``: a trained model as one self-contained graph for MD codes (LAMMPS).
 
-The exported graph takes positions, species and a neighbour list made by the caller,
-ghost atoms included, and returns what a pair style needs::
+The exported graph takes the caller's neighbour list as edge vectors, with the atoms it
+connects, and returns what a pair style needs::
 
-    forward(pos [N, 3] Å, species [N] int64 (index into the model's elements),
-            edge_index [2, E] int64 (senders, receivers), num_local [] int64)
+    forward(edge_vec [E, 3] Å (pos[receiver] - pos[sender]), species [N] int64 (index
+            into the model's elements), edge_index [2, E] int64 (senders, receivers),
+            num_local [] int64)
         -> energy [N] eV (atomic energies; zero for atoms >= num_local),
            forces [N, 3] eV/Å, virial [6] eV
 
 Only the first ``num_local`` atoms' energies count: ``forces`` are minus the gradient of
-their sum on every atom, ghosts included, for the caller to add onto the ghosts' owners
+their sum on every atom of the graph, for the caller to add onto the atoms' owners
 (LAMMPS's reverse communication with newton on). The virial is
 ``W = -sum over edges of r_ij ⊗ dE/dr_ij`` in LAMMPS's order xx, yy, zz, xy, xz, yz
-(ASE's stress is ``-W / volume``). An atom's energy depends on atoms up to
-``message_passing_steps`` cutoffs away, so a caller with ghost atoms needs ghosts that far
-out, with their own neighbours.
+(ASE's stress is ``-W / volume``). Edge vectors rather than positions let a periodic
+image of a local atom be that atom itself (the sender index of the local atom, the edge
+vector of the image): then the graph is the periodic structure's, with no ghost atoms.
+Atoms owned by other MPI ranks stay separate atoms of the graph; an atom's energy depends
+on atoms up to ``message_passing_steps`` edges away, so those need their own incoming
+edges up to ``message_passing_steps - 1`` edges out from the local atoms.
 
 The model and its autograd backward are traced together into one graph of plain tensor
-operations (``make_fx`` with symbolic sizes) and saved as TorchScript, which libtorch
-loads from C++ without Python. The file carries ``equinet.json``: elements, cutoff,
-message-passing steps, dtype, equinet version.
+operations (``make_fx`` with symbolic sizes) and saved as TorchScript (``.pt``) or
+compiled ahead of time by AOTInductor (``.pt2``); libtorch runs either from C++ without
+Python. The file carries ``equinet.json``: elements, cutoff, message-passing steps,
+dtype, equinet version.
 """
 
 from __future__ import annotations
@@ -28,14 +33,16 @@ import copy
 import json
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from equinet.potentials import Potential
 
-__all__ = ["ExportedForces", "export_model", "load_exported", "METADATA_FILE"]
+__all__ = ["ExportedForces", "export_model", "load_exported", "FORMATS", "METADATA_FILE"]
 
+FORMATS = ("torchscript", "aotinductor")
 METADATA_FILE = "equinet.json"
 
 
@@ -48,13 +55,13 @@ class ExportedForces(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, pos: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, num_local: torch.Tensor):
+    def forward(self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, num_local: torch.Tensor):
         sender, receiver = edge_index[0], edge_index[1]
-        edge_vec = (pos[receiver] - pos[sender]).detach().requires_grad_(True)
-        local = torch.arange(pos.shape[0], device=pos.device) < num_local
-        energy = self.model.node_energies(species, edge_vec, edge_index) * local.to(pos.dtype)
+        edge_vec = edge_vec.detach().requires_grad_(True)
+        local = torch.arange(species.shape[0], device=species.device) < num_local
+        energy = self.model.node_energies(species, edge_vec, edge_index) * local.to(edge_vec.dtype)
         (grad,) = torch.autograd.grad(energy.sum(), edge_vec)
-        forces = torch.zeros_like(pos).index_add(0, sender, grad).index_add(0, receiver, -grad)
+        forces = grad.new_zeros(species.shape[0], 3).index_add(0, sender, grad).index_add(0, receiver, -grad)
         w = -edge_vec.detach().T @ grad
         w = 0.5 * (w + w.T)
         virial = torch.stack([w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2]])
@@ -71,39 +78,68 @@ def _example_inputs(model: Potential, num_atoms: int, seed: int, dtype: torch.dt
     neighbours = ((pos[:, None] - pos[None]).norm(dim=-1) < model.cutoff) & ~torch.eye(num_atoms, dtype=torch.bool)
     sender, receiver = neighbours.nonzero().T
     num_local = torch.tensor(num_atoms - num_atoms // 4)
-    return pos.to(dtype), species, torch.stack([sender, receiver]), num_local
+    return (pos[receiver] - pos[sender]).to(dtype), species, torch.stack([sender, receiver]), num_local
 
 
-def _trace(module: ExportedForces, dtype: torch.dtype) -> torch.jit.ScriptModule:
-    inputs = _example_inputs(module.model, 24, 0, dtype)
+def _trace(module: ExportedForces, inputs: tuple[torch.Tensor, ...]) -> torch.fx.GraphModule:
+    """The forward and backward as one graph of aten operations, with symbolic sizes."""
     module(*inputs)  # fills lazily built constants outside tracing
     # The model's parameters stay real tensors in the graph (constants of the trace).
-    graph = make_fx(module, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
+    return make_fx(module, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
+
+
+def _save_torchscript(graph: torch.fx.GraphModule, path: Path, metadata: dict) -> None:
     for node in graph.graph.nodes:  # TorchScript calls operators by name, not by overload
         if isinstance(node.target, torch._ops.OpOverload):
             node.target = node.target.overloadpacket
     graph.recompile()
-    return torch.jit.script(graph)
+    with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.export, but libtorch loads it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(graph), str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})
 
 
-def export_model(model: Potential, path: str | Path, dtype: torch.dtype | None = None) -> dict:
-    """Write ``model`` as a TorchScript graph for MD codes to ``path``; returns its metadata.
+def _outer_products_as_products(graph: torch.fx.GraphModule) -> None:
+    """Writes every ``mm`` of an ``[n, 1]`` by a ``[1, m]`` matrix (e.g. the backward of a
+    readout to one energy) as the broadcast product it is. Inductor rewrites small ones so
+    itself, but decides "small" on the traced sizes and so limits the compiled graph to
+    sizes near them (torch 2.13)."""
+    for node in graph.graph.nodes:
+        if node.target is torch.ops.aten.mm.default and node.args[0].meta["val"].shape[-1] == 1:
+            node.target = torch.ops.aten.mul.Tensor
+    graph.recompile()
 
-    The graph is checked against the model on structures of other sizes than the one it
-    was traced on (a ``RuntimeError`` if they differ).
+
+def _save_aotinductor(graph: torch.fx.GraphModule, inputs: tuple[torch.Tensor, ...], path: Path, metadata: dict) -> None:
+    """Compiles the graph to C++ for this machine's CPU (AOTInductor), any numbers of
+    atoms and edges, zero included."""
+    _outer_products_as_products(graph)
+    num_atoms, num_edges = torch.export.Dim("num_atoms", min=0), torch.export.Dim("num_edges", min=0)
+    program = torch.export.export(graph, inputs, dynamic_shapes=({0: num_edges}, {0: num_atoms}, {1: num_edges}, None), strict=False)
+    options = {"aot_inductor.metadata": {METADATA_FILE: json.dumps(metadata)}}
+    torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=options)
+
+
+def export_model(model: Potential, path: str | Path, dtype: torch.dtype | None = None, format: str | None = None) -> dict:
+    """Write ``model`` as one graph for MD codes to ``path``; returns its metadata.
+
+    Args:
+        format: ``"torchscript"`` (a ``.pt`` file, written in seconds) or ``"aotinductor"``
+            (a ``.pt2`` package compiled ahead of time to C++ for this machine's CPU:
+            minutes to write); by default, aotinductor for a ``.pt2`` path.
+
+    The written file is loaded back and checked against the model on structures of other
+    sizes than the one it was traced on (a ``RuntimeError`` if they differ).
     """
     from equinet import __version__
 
+    path = Path(path)
+    format = format or ("aotinductor" if path.suffix == ".pt2" else "torchscript")
+    if format not in FORMATS:
+        raise ValueError(f"export format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if (path.suffix == ".pt2") != (format == "aotinductor"):
+        raise ValueError(f"{path}: an exported model is a .pt2 file for format aotinductor and not .pt2 for torchscript (LAMMPS tells them apart by the suffix)")
     dtype = dtype or model.atomic_energies.dtype
     model = copy.deepcopy(model).to(dtype).eval()  # the caller's model keeps its dtype
-    reference = ExportedForces(model)
-    exported = _trace(reference, dtype)
-    tolerance = 1e-9 if dtype == torch.float64 else 1e-4
-    for num_atoms, seed in ((37, 1), (5, 2)):
-        inputs = _example_inputs(model, num_atoms, seed, dtype)
-        for name, expected, got in zip(("energy", "forces", "virial"), reference(*inputs), exported(*inputs)):
-            if not torch.allclose(got, expected, rtol=tolerance, atol=tolerance):
-                raise RuntimeError(f"the exported graph's {name} differs from the model's on {num_atoms} atoms: report this as a bug")
     metadata = {
         "format": "equinet-lammps",
         "equinet_version": __version__,
@@ -113,14 +149,28 @@ def export_model(model: Potential, path: str | Path, dtype: torch.dtype | None =
         "message_passing_steps": model.message_passing_steps,
         "dtype": str(dtype).removeprefix("torch."),
     }
-    with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.export, but libtorch loads it
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(exported, str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})
+    reference = ExportedForces(model)
+    inputs = _example_inputs(model, 24, 0, dtype)
+    graph = _trace(reference, inputs)
+    if format == "aotinductor":
+        _save_aotinductor(graph, inputs, path, metadata)
+    else:
+        _save_torchscript(graph, path, metadata)
+    exported, _ = load_exported(path)
+    tolerance = 1e-9 if dtype == torch.float64 else 1e-4
+    for num_atoms, seed in ((37, 1), (5, 2), (1, 3)):  # sizes other than the traced 24, down to one atom
+        inputs = _example_inputs(model, num_atoms, seed, dtype)
+        for name, expected, got in zip(("energy", "forces", "virial"), reference(*inputs), exported(*inputs)):
+            if not torch.allclose(got, expected, rtol=tolerance, atol=tolerance):
+                raise RuntimeError(f"the exported graph's {name} differs from the model's on {num_atoms} atoms: report this as a bug")
     return metadata
 
 
-def load_exported(path: str | Path) -> tuple[torch.jit.ScriptModule, dict]:
-    """An exported graph and its metadata."""
+def load_exported(path: str | Path) -> tuple[Callable, dict]:
+    """An exported graph (TorchScript, or AOTInductor for a ``.pt2`` file) and its metadata."""
+    if Path(path).suffix == ".pt2":
+        compiled = torch._inductor.aoti_load_package(str(path))
+        return compiled, json.loads(compiled.get_metadata()[METADATA_FILE])
     files = {METADATA_FILE: ""}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -25,7 +25,9 @@ from functools import lru_cache
 import torch
 from e3nn import o3
 
-__all__ = ["SymmetricContraction", "symmetric_coupling_basis"]
+__all__ = ["BACKENDS", "SymmetricContraction", "symmetric_coupling_basis"]
+
+BACKENDS = ("torch", "cueq")
 
 # The weights are stored divided by this and multiplied back in use: the same initial
 # product, but Adam's steps (about lr per parameter) move it 3x faster. mace-torch gets
@@ -121,6 +123,9 @@ class SymmetricContraction(torch.nn.Module):
         irreps_out: ``C x (L_1 + ...)`` with the same C (e.g. ``64x0e+64x1o``).
         correlation: highest order N of the product (MACE uses 3).
         num_elements: number of elements; every element has its own weights.
+        backend: ``"torch"`` (this class's code, the reference) or ``"cueq"`` (cuEquivariance,
+            :class:`~equinet.ops.kernels.cueq.CueqSymmetricContraction`: the same weights and
+            bases, its kernels; ``pip install 'equinet[cueq]'``).
 
     Shapes: ``x: [n, irreps_in.dim]``, ``species: [n]`` (0..num_elements-1) →
     ``[n, irreps_out.dim]``.
@@ -130,8 +135,20 @@ class SymmetricContraction(torch.nn.Module):
     depends on how the basis was computed.
     """
 
-    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int):
+    def __new__(cls, *args, backend: str = "torch", **kwargs):
+        # backend="cueq" builds the subclass whose forward runs cuEquivariance, so that this
+        # class's forward stays the plain reference every backend is tested against.
+        if cls is SymmetricContraction and backend == "cueq":
+            from .kernels import cueq_symmetric_contraction
+
+            cls = cueq_symmetric_contraction()
+        return super().__new__(cls)
+
+    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int, *, backend: str = "torch"):
         super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
         self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
         channels = {mul for mul, _ in self.irreps_in} | {mul for mul, _ in self.irreps_out}
         if len(channels) != 1 or len(self.irreps_in) != len({ir for _, ir in self.irreps_in}):
@@ -178,14 +195,21 @@ class SymmetricContraction(torch.nn.Module):
         num_nodes, c, d = x.shape[0], self.channels, self.dim_one
         blocks = x.split([mul * ir.dim for mul, ir in self.irreps_in], dim=1)
         a = torch.cat([block.view(num_nodes, c, ir.dim) for block, (_, ir) in zip(blocks, self.irreps_in)], dim=2)  # [n, C, D]
-        groups = [(element, (species == element).nonzero().squeeze(1)) for element in range(self.num_elements)]
+        # Every element's atoms get two zero rows of padding: a group then never has a single
+        # atom, which compilers that treat sizes as unknowns (AOTInductor) would ask about.
+        a = torch.cat([a, a.new_zeros(2, c, d)])
+        padding = torch.arange(2, device=x.device) + num_nodes
+        groups = []
+        for element in range(self.num_elements):
+            nodes = (species == element).nonzero().squeeze(1)
+            groups.append((element, nodes, torch.cat([nodes, padding])))
         pieces = []
         for ir_out, orders in self._outputs:
             m = ir_out.dim
             folded = self._folded(ir_out, orders)
             out = x.new_zeros(num_nodes, c, m)
-            for element, nodes in groups:
-                a_e = a.index_select(0, nodes).transpose(0, 1)  # [C, n_e, D]
+            for element, nodes, padded in groups:
+                a_e = a.index_select(0, padded).transpose(0, 1)  # [C, n_e + 2, D]
                 result = None  # [C, n_e, M D^order] before the Horner step of each order
                 for order in range(self.correlation, 0, -1):
                     if order not in folded and result is None:
@@ -197,6 +221,6 @@ class SymmetricContraction(torch.nn.Module):
                         if order in folded:
                             result = result + folded[order][element].unsqueeze(1)
                         result = torch.matmul(result, a_e.unsqueeze(-1)).squeeze(-1)
-                out = out.index_copy(0, nodes, result.view(c, -1, m).transpose(0, 1))
+                out = out.index_copy(0, nodes, result.view(c, -1, m)[:, : nodes.shape[0]].transpose(0, 1))
             pieces.append(out.reshape(num_nodes, c * m))
         return torch.cat(pieces, dim=1)

@@ -1,15 +1,16 @@
 """MD steps/s of LAMMPS with ``pair_style equinet`` against equinet's ASE calculator, same model, on CPU.
 
-    python scripts/bench_lammps.py [--sizes 500 4000 --steps 20 --threads 2]
+    python scripts/bench_lammps.py [--sizes 500 4000 --steps 20 --threads 2 --formats torchscript aotinductor]
 
 The model is the quickstart's MACE (examples/quickstart.yaml: 16x0e+16x1o, max_ell 2,
 correlation 3, 2 interactions, cutoff 4.5 Å, float32) with random weights for Cu/Ni
 (the speed does not depend on the weights). The structures are rattled fcc Cu/Ni
 supercells of the given sizes at 300 K. ASE runs velocity Verlet with
-:class:`equinet.Calculator`; LAMMPS runs ``fix nve`` with the exported graph on one MPI
-rank with ``--threads`` torch threads (LAMMPS's time includes its neighbour lists and the
-ghost atoms, two cutoffs deep, that the model also evaluates). Both time ``--steps``
-steps after two untimed ones.
+:class:`equinet.Calculator`; LAMMPS runs ``fix nve`` with the exported graph (TorchScript
+and/or AOTInductor) on one MPI rank with ``--threads`` torch threads (LAMMPS's time
+includes its neighbour lists; on one rank the plugin folds ghost atoms onto the local
+atoms they image, so the model sees the periodic graph, as in ASE). Both time
+``--steps`` steps after two untimed ones.
 """
 
 from __future__ import annotations
@@ -61,12 +62,11 @@ def ase_steps_per_second(model, atoms, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def lammps_steps_per_second(folder: Path, plugin: Path, atoms, steps: int, threads: int) -> tuple[float, float]:
-    """Steps/s, and the ghost atoms per local atom."""
+def lammps_steps_per_second(folder: Path, plugin: Path, model: str, atoms, steps: int, threads: int) -> float:
     write(folder / "structure.data", atoms, format="lammps-data", specorder=["Cu", "Ni"], masses=True)
     (folder / "in.lmp").write_text(
         "units metal\natom_style atomic\nboundary p p p\nread_data structure.data\n"
-        f"plugin load {plugin}\npair_style equinet\npair_coeff * * model.pt Cu Ni\n"
+        f"plugin load {plugin}\npair_style equinet\npair_coeff * * {model} Cu Ni\n"
         "velocity all create 300 1\ntimestep 0.001\nfix nve all nve\nthermo 1000\n"
         f"run 2\nrun {steps}\n"
     )
@@ -76,8 +76,7 @@ def lammps_steps_per_second(folder: Path, plugin: Path, atoms, steps: int, threa
     if done.returncode != 0:
         raise RuntimeError(f"LAMMPS failed:\n{log[-2000:]}")
     seconds = float(re.findall(r"Loop time of ([\d.e+-]+) on", log)[-1])
-    ghosts = float(re.findall(r"Nghost:\s+([\d.e+-]+)", log)[-1])
-    return steps / seconds, ghosts / len(atoms)
+    return steps / seconds
 
 
 def main() -> None:
@@ -85,6 +84,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 4000])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--formats", nargs="+", choices=("torchscript", "aotinductor"), default=["torchscript", "aotinductor"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -94,15 +94,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         plugin = build_plugin(folder / "equinet_plugin.so")
-        export_model(model, folder / "model.pt")
+        files = {"torchscript": "model.pt", "aotinductor": "model.pt2"}
+        for name in args.formats:
+            start = time.perf_counter()
+            export_model(model, folder / files[name])
+            print(f"exported {name} in {time.perf_counter() - start:.0f} s", flush=True)
         print(f"machine: {machine(args.threads)}")
         print(f"model: examples/quickstart.yaml MACE, {config['dtype']}; {args.steps} timed steps")
-        print(f"{'atoms':>7}{'ASE steps/s':>13}{'LAMMPS steps/s':>16}{'LAMMPS / ASE':>14}{'ghosts/atom':>13}")
+        print(f"{'atoms':>7}{'ASE steps/s':>13}" + "".join(f"{'LAMMPS ' + name:>24}{'/ ASE':>8}" for name in args.formats))
         for size in args.sizes:
             atoms = alloy(size)
             ase_rate = ase_steps_per_second(model, atoms, args.steps)
-            lammps_rate, ghosts = lammps_steps_per_second(folder, plugin, atoms, args.steps, args.threads)
-            print(f"{len(atoms):7d}{ase_rate:13.2f}{lammps_rate:16.2f}{lammps_rate / ase_rate:13.2f}x{ghosts:13.1f}", flush=True)
+            row = f"{len(atoms):7d}{ase_rate:13.2f}"
+            for name in args.formats:
+                rate = lammps_steps_per_second(folder, plugin, files[name], atoms, args.steps, args.threads)
+                row += f"{rate:24.2f}{rate / ase_rate:7.2f}x"
+            print(row, flush=True)
 
 
 if __name__ == "__main__":

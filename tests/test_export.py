@@ -10,6 +10,7 @@ import torch
 
 from equinet import Calculator, save_model
 from equinet.cli import main
+from equinet.datasets import atoms_to_graph
 from equinet.export import ExportedForces, export_model, load_exported
 from equinet.potentials import build_model
 from test_potentials import _alloy  # triclinic 2-atom Cu/Ni cell, far smaller than the cutoff
@@ -52,8 +53,18 @@ def with_ghosts(atoms, model):
             owners.append(torch.arange(len(atoms))[near])
     pos, owner = torch.cat(positions), torch.cat(owners)
     neighbours = ((pos[:, None] - pos[None]).norm(dim=-1) < model.cutoff) & ~torch.eye(len(pos), dtype=torch.bool)
+    sender, receiver = neighbours.nonzero().T
     species = model.species(torch.tensor(atoms.numbers))[owner]
-    return (pos, species, neighbours.nonzero().T.contiguous(), torch.tensor(len(atoms))), owner
+    return (pos[receiver] - pos[sender], species, torch.stack([sender, receiver]), torch.tensor(len(atoms))), owner
+
+
+def images_folded(atoms, model):
+    """The periodic ``atoms`` as the pair style sends them when it owns every atom (one MPI
+    rank): each periodic image is the local atom it images, with the image's edge vector."""
+    graph = atoms_to_graph(atoms, model.cutoff)
+    sender, receiver = graph.edge_index
+    edge_vec = graph.pos[receiver] - graph.pos[sender] + graph.edge_shift.to(graph.pos.dtype) @ graph.cell[0]
+    return edge_vec, model.species(graph.z), graph.edge_index, torch.tensor(len(atoms))
 
 
 @pytest.mark.parametrize("variant", sorted(SMALL))
@@ -68,6 +79,21 @@ def test_local_and_ghost_atoms_give_the_periodic_energy_forces_and_stress(varian
     assert (energy[len(atoms) :] == 0).all(), "ghost atoms' energies are the caller's neighbours'"
     folded = torch.zeros(len(atoms), 3, dtype=forces.dtype).index_add(0, owner, forces)  # reverse communication
     np.testing.assert_allclose(folded.numpy(), atoms.get_forces(), atol=1e-12)
+    _assert_stress(virial, atoms)
+
+
+@pytest.mark.parametrize("variant", sorted(SMALL))
+def test_images_folded_onto_their_atoms_give_the_periodic_energy_forces_and_stress(variant, float64):
+    model = _model(variant)
+    atoms = _alloy()
+    atoms.calc = Calculator(model)
+    energy, forces, virial = ExportedForces(model)(*images_folded(atoms, model))
+    assert float(energy.sum()) == pytest.approx(atoms.get_potential_energy(), rel=1e-12, abs=1e-12)
+    np.testing.assert_allclose(forces.numpy(), atoms.get_forces(), atol=1e-12)
+    _assert_stress(virial, atoms)
+
+
+def _assert_stress(virial, atoms):
     xx, yy, zz, xy, xz, yz = range(6)
     stress = -virial.numpy()[[xx, yy, zz, yz, xz, xy]] / atoms.get_volume()  # ASE's Voigt order
     np.testing.assert_allclose(stress, atoms.get_stress(), atol=1e-12)
@@ -95,10 +121,18 @@ def test_export_command_writes_float32_and_names_the_elements(tmp_path, capsys):
     assert metadata["dtype"] == "float32"
     model = _model("mace").to(torch.float32)
     inputs, _ = with_ghosts(_alloy(), model)
-    inputs = (inputs[0].float(), *inputs[1:])
+    inputs = (inputs[0].float(), *inputs[1:])  # edge vectors in the graph's dtype
     energy, forces, _ = graph(*inputs)
     assert energy.dtype == torch.float32
     torch.testing.assert_close(forces, ExportedForces(model)(*inputs)[1], atol=1e-5, rtol=1e-4)
+
+
+def test_an_export_format_that_contradicts_the_suffix_is_one_line(tmp_path, capsys):
+    save_model(_model("mace"), tmp_path / "model.pt")
+    assert main(["export", str(tmp_path / "model.pt"), "-o", str(tmp_path / "lammps.pt2"), "--format", "torchscript"]) == 2
+    assert "a .pt2 file for format aotinductor and not .pt2 for torchscript" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="export format must be one of torchscript, aotinductor, got 'onnx'"):
+        export_model(_model("mace"), tmp_path / "lammps.onnx", format="onnx")
 
 
 def test_export_of_a_missing_or_wrong_file_is_one_line(tmp_path, capsys):

@@ -12,7 +12,7 @@ import torch
 from ase.build import bulk, molecule
 from ase.io import write
 
-from equinet import Calculator
+from equinet import Calculator, save_model
 from equinet.cli import main
 from equinet.export import export_model
 from equinet.lammps import lammps_executable
@@ -56,12 +56,12 @@ def _thermo_tables(log: str) -> list[np.ndarray]:
     return tables
 
 
-def _run(folder: Path, atoms, elements: list[str], commands: str, ranks: int = 1, boundary: str = "p p p", units: str = "metal"):
+def _run(folder: Path, atoms, elements: list[str], commands: str, ranks: int = 1, boundary: str = "p p p", units: str = "metal", model: str = "model-lammps.pt"):
     """LAMMPS on ``atoms``; returns (thermo tables, forces by atom id at step 0, log text)."""
     write(folder / "structure.data", atoms, format="lammps-data", specorder=elements, masses=True, units=units)
     (folder / "in.lmp").write_text(
         f"units {units}\natom_style atomic\nboundary {boundary}\nread_data structure.data\n"
-        f"plugin load {folder / 'equinet_plugin.so'}\npair_style equinet\npair_coeff * * model-lammps.pt {' '.join(elements)}\n"
+        f"plugin load {folder / 'equinet_plugin.so'}\npair_style equinet\npair_coeff * * {model} {' '.join(elements)}\n"
         f"thermo_style custom {THERMO}\nthermo_modify format float %22.15g\n"
         "dump forces all custom 1 forces.dump id fx fy fz\ndump_modify forces format float %22.15g sort id\n"
         f"{commands}\n"
@@ -103,6 +103,36 @@ def test_periodic_alloy_matches_the_ase_calculator(setup, ranks):
     assert tables is not None, log
     assert f"on {ranks} procs" in log
     _assert_matches_ase(tables, forces, atoms, calculator)
+
+
+def test_a_three_step_model_on_two_ranks_matches_the_ase_calculator(setup):
+    """TensorNet's energies see three cutoffs out: ghosts of the other rank two edges out
+    need their own neighbours."""
+    folder, _ = setup
+    torch.manual_seed(0)
+    model = build_model({"name": "tensornet", "dtype": "float64", "cutoff": 4.0, "hidden_channels": 8, "num_layers": 2, "num_rbf": 8}, STATISTICS).eval()
+    assert model.message_passing_steps == 3
+    export_model(model, folder / "tensornet-lammps.pt")
+    atoms = _alloy()
+    tables, forces, log = _run(folder, atoms, ["Cu", "Ni"], "run 0", ranks=2, model="tensornet-lammps.pt")
+    assert tables is not None, log
+    _assert_matches_ase(tables, forces, atoms, Calculator(model, dtype=torch.float64))
+
+
+def test_an_aotinductor_model_matches_the_ase_calculator(setup):
+    """``equinet export -o X.pt2`` compiles the graph ahead of time; the plugin runs it."""
+    folder, _ = setup
+    torch.manual_seed(0)
+    statistics = {**STATISTICS, "elements": [28, 29]}
+    model = build_model(CONFIG, statistics).eval()
+    save_model(model, folder / "alloy.pt")
+    assert main(["export", str(folder / "alloy.pt"), "-o", str(folder / "alloy-lammps.pt2")]) == 0
+    calculator = Calculator(model, dtype=torch.float64)
+    for ranks in (1, 2):
+        atoms = _alloy()
+        tables, forces, log = _run(folder, atoms, ["Cu", "Ni"], "run 0", ranks=ranks, model="alloy-lammps.pt2")
+        assert tables is not None, log
+        _assert_matches_ase(tables, forces, atoms, calculator)
 
 
 def test_molecule_in_a_large_box_matches_the_ase_calculator(setup):

@@ -1,4 +1,4 @@
-"""``equinet export MODEL -o OUT``: the model as one TorchScript graph for MD codes (LAMMPS)."""
+"""``equinet export MODEL -o OUT``: the model as one graph for MD codes (LAMMPS), TorchScript or AOTInductor."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 def register(commands) -> None:
     parser = commands.add_parser("export", help="write a model as one graph for LAMMPS (pair_style equinet)")
     parser.add_argument("model", type=Path, help="a deployed model (model.pt)")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="the exported file, e.g. model-lammps.pt")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the exported file: model-lammps.pt (TorchScript) or model-lammps.pt2 (AOTInductor)")
+    parser.add_argument("--format", choices=("torchscript", "aotinductor"), default=None, help="torchscript (seconds to write) or aotinductor (compiled C++, minutes to write); default: from the suffix of --output")
     parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="precision of the graph (default: the model's)")
     parser.set_defaults(run=run)
 
@@ -21,7 +22,10 @@ def run(args: argparse.Namespace) -> int:
     from equinet.model_io import load_model
 
     model = load_model(args.model)
-    metadata = export_model(model, args.output, dtype=getattr(torch, args.dtype) if args.dtype else None)
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    if (args.format or ("aotinductor" if args.output.suffix == ".pt2" else None)) == "aotinductor":
+        print("compiling the graph with AOTInductor (a few minutes) ...", flush=True)
+    metadata = export_model(model, args.output, dtype=dtype, format=args.format)
     symbols = " ".join(_symbol(z) for z in metadata["elements"])
     print(f"wrote {args.output} ({metadata['model']}, {metadata['dtype']}, elements {symbols}, cutoff {metadata['cutoff']} Å)")
     print("in LAMMPS (units metal, newton on), after 'equinet lammps build-plugin':")

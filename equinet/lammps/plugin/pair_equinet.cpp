@@ -4,12 +4,16 @@
    is distributed under the GNU General Public License, version 2 or later (see LICENSE
    here), unlike the rest of equinet.
 
-   Each step: positions and species of the local and ghost atoms and the edges within the
-   model's cutoff from LAMMPS's full neighbour list (with the ghosts' own neighbours) go to
-   the exported graph, which returns the energies of the local atoms, the forces on all
-   atoms (LAMMPS adds the ghosts' onto their owners: newton on) and the virial. Ghost atoms
-   reach message_passing_steps x cutoff (+ skin) out, so results on any number of MPI ranks
-   equal those on one. */
+   Each step builds the model's graph from LAMMPS's full neighbour list: the local atoms,
+   and the edges within the model's cutoff as vectors. A ghost atom that is a periodic
+   image of a local atom is that local atom in the graph (same features, the image's edge
+   vector), so on one MPI rank the graph is the periodic structure's and no ghost atom is
+   evaluated. Ghosts owned by other ranks are atoms of their own, with incoming edges up
+   to message_passing_steps - 1 edges out from the local atoms (the farther ones are
+   needed only as senders); they reach message_passing_steps x cutoff (+ skin), so results
+   on any number of ranks equal those on one. The exported graph returns the energies of
+   the local atoms, the forces on all its atoms (the other ranks' ghosts' are added onto
+   their owners by LAMMPS: newton on) and the virial. */
 
 #include "pair_equinet.h"
 
@@ -94,18 +98,9 @@ void PairEquinet::coeff(int narg, char **arg)
                ntypes);
   if (!allocated) allocate();
 
-  std::unordered_map<std::string, std::string> files{{"equinet.json", ""}};
-  try {
-    model = torch::jit::load(arg[2], torch::kCPU, files);
-  } catch (const std::exception &e) {
-    std::string what = e.what();
-    error->all(FLERR, "pair_style equinet: cannot load {} ({}); write it with 'equinet export MODEL -o {}'",
-               arg[2], what.substr(0, what.find('\n')), arg[2]);
-  }
-  model.eval();
   json metadata;
   try {
-    metadata = json::parse(files["equinet.json"]);
+    metadata = json::parse(load(arg[2]));
   } catch (const std::exception &) {
     error->all(FLERR, "pair_style equinet: {} is not a model from 'equinet export' (no equinet.json in it)", arg[2]);
   }
@@ -131,8 +126,42 @@ void PairEquinet::coeff(int narg, char **arg)
   }
   for (int i = 1; i <= ntypes; i++)
     for (int j = i; j <= ntypes; j++) setflag[i][j] = 1;
-  // The graph's sizes change every step: run it as traced, without shape-specialised re-optimisation.
-  torch::jit::setGraphExecutorOptimize(false);
+}
+
+/* Loads a TorchScript (.pt) or AOTInductor (.pt2) model; returns its equinet.json. */
+
+std::string PairEquinet::load(const char *path)
+{
+  const std::string name = path;
+  const bool aotinductor = name.size() > 4 && name.compare(name.size() - 4, 4, ".pt2") == 0;
+  std::unordered_map<std::string, std::string> files{{"equinet.json", ""}};
+  try {
+    if (aotinductor) {
+      compiled = std::make_unique<torch::inductor::AOTIModelPackageLoader>(name);
+      files = compiled->get_metadata();
+    } else {
+      compiled.reset();
+      scripted = torch::jit::load(name, torch::kCPU, files);
+      scripted.eval();
+      // The graph's sizes change every step: run it as traced, without shape-specialised re-optimisation.
+      torch::jit::setGraphExecutorOptimize(false);
+    }
+  } catch (const std::exception &e) {
+    const std::string what = e.what();
+    error->all(FLERR, "pair_style equinet: cannot load {} ({}); write it with 'equinet export MODEL -o {}'", name,
+               what.substr(0, what.find('\n')), name);
+  }
+  return files["equinet.json"];
+}
+
+std::vector<torch::Tensor> PairEquinet::run(std::vector<torch::Tensor> inputs)
+{
+  if (compiled) return compiled->run(inputs);
+  std::vector<torch::jit::IValue> values(inputs.begin(), inputs.end());
+  const auto tuple = scripted.forward(values).toTuple();
+  std::vector<torch::Tensor> outputs;
+  for (const auto &value : tuple->elements()) outputs.push_back(value.toTensor());
+  return outputs;
 }
 
 void PairEquinet::init_style()
@@ -140,9 +169,16 @@ void PairEquinet::init_style()
   if (force->newton_pair == 0) error->all(FLERR, "pair_style equinet requires 'newton on' (the default)");
   if (strcmp(update->unit_style, "metal") != 0)
     error->all(FLERR, "pair_style equinet requires 'units metal' (eV, Å, ps), got units {}", update->unit_style);
+  // On one rank every ghost is an image of a local atom: the graph needs only the local
+  // atoms' neighbours. Otherwise an atomic energy sees atoms up to message_passing_steps
+  // cutoffs away; the ghosts that far out must be there, with their own neighbours.
+  fold_images = comm->nprocs == 1 && atom->tag_enable;
+  ghostneigh = fold_images ? 0 : 1;
+  if (fold_images) {
+    neighbor->add_request(this, NeighConst::REQ_FULL);
+    return;
+  }
   neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
-  // An atomic energy sees atoms up to message_passing_steps cutoffs away; the ghosts that far
-  // out must be there, with their own neighbours.
   const double ghost_cutoff = message_passing_steps * cutoff + neighbor->skin;
   if (comm->cutghostuser < ghost_cutoff) {
     comm->cutghostuser = ghost_cutoff;
@@ -158,58 +194,88 @@ double PairEquinet::init_one(int i, int j)
   return cutoff;
 }
 
+/* The graph of this step (see the top of the file), breadth first from the local atoms:
+   graph atoms 0..nlocal-1 are the local atoms, then the other ranks' ghosts as they are
+   reached; an edge j -> i for every neighbour j of i within the cutoff, with the vector
+   x_i - x_j, for i a local atom or a ghost fewer than message_passing_steps edges out. */
+
+void PairEquinet::build_graph()
+{
+  double **x = atom->x;
+  const tagint *tag = atom->tag;
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+
+  node_of.assign(nall, -1);
+  for (int i = 0; i < nlocal; i++) node_of[i] = i;
+  if (atom->tag_enable) {
+    local_of_tag.clear();
+    for (int i = 0; i < nlocal; i++) local_of_tag[tag[i]] = i;
+    for (int j = nlocal; j < nall; j++) {
+      const auto found = local_of_tag.find(tag[j]);
+      if (found != local_of_tag.end()) node_of[j] = found->second;
+    }
+  }
+  ghost_of_node.clear();
+  senders.clear();
+  receivers.clear();
+  edge_vectors.clear();
+  frontier.resize(nlocal);
+  for (int i = 0; i < nlocal; i++) frontier[i] = i;
+  const double cutoff_squared = cutoff * cutoff;
+  for (int hop = 0; hop < message_passing_steps && !frontier.empty(); hop++) {
+    next_frontier.clear();
+    for (const int i : frontier) {
+      const int *neighbours = list->firstneigh[i];
+      for (int jj = 0; jj < list->numneigh[i]; jj++) {
+        const int j = neighbours[jj] & NEIGHMASK;
+        const double dx = x[i][0] - x[j][0], dy = x[i][1] - x[j][1], dz = x[i][2] - x[j][2];
+        if (dx * dx + dy * dy + dz * dz >= cutoff_squared) continue;
+        if (node_of[j] < 0) {
+          if (fold_images) error->one(FLERR, "pair_style equinet: ghost atom {} is no image of a local atom", tag[j]);
+          node_of[j] = nlocal + static_cast<int>(ghost_of_node.size());
+          ghost_of_node.push_back(j);
+          if (hop + 1 < message_passing_steps) next_frontier.push_back(j);
+        }
+        senders.push_back(node_of[j]);
+        receivers.push_back(node_of[i]);
+        edge_vectors.insert(edge_vectors.end(), {dx, dy, dz});
+      }
+    }
+    std::swap(frontier, next_frontier);
+  }
+}
+
 void PairEquinet::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
   if (vflag_atom || cvflag_atom) error->all(FLERR, "pair_style equinet does not compute per-atom virials (stress/atom)");
 
-  double **x = atom->x;
-  double **f = atom->f;
-  const int *type = atom->type;
+  build_graph();
   const int nlocal = atom->nlocal;
-  const int nall = nlocal + atom->nghost;
-
-  torch::Tensor pos = torch::empty({nall, 3}, torch::kFloat64);
-  torch::Tensor species = torch::empty({nall}, torch::kInt64);
-  auto pos_of = pos.accessor<double, 2>();
-  auto species_of = species.accessor<int64_t, 1>();
-  for (int i = 0; i < nall; i++) {
-    for (int k = 0; k < 3; k++) pos_of[i][k] = x[i][k];
-    species_of[i] = species_of_type[type[i]];
-  }
-
-  // Edges j -> i within the cutoff, for local atoms and ghosts (the list holds up to cutoff + skin).
-  senders.clear();
-  receivers.clear();
-  const double cutoff_squared = cutoff * cutoff;
-  for (int ii = 0; ii < list->inum + list->gnum; ii++) {
-    const int i = list->ilist[ii];
-    const int *neighbours = list->firstneigh[i];
-    for (int jj = 0; jj < list->numneigh[i]; jj++) {
-      const int j = neighbours[jj] & NEIGHMASK;
-      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
-      if (dx * dx + dy * dy + dz * dz < cutoff_squared) {
-        senders.push_back(j);
-        receivers.push_back(i);
-      }
-    }
-  }
+  const auto num_nodes = static_cast<int64_t>(nlocal + ghost_of_node.size());
   const auto num_edges = static_cast<int64_t>(senders.size());
+  torch::Tensor species = torch::empty({num_nodes}, torch::kInt64);
+  auto species_of = species.accessor<int64_t, 1>();
+  for (int i = 0; i < nlocal; i++) species_of[i] = species_of_type[atom->type[i]];
+  for (size_t n = 0; n < ghost_of_node.size(); n++) species_of[nlocal + n] = species_of_type[atom->type[ghost_of_node[n]]];
   torch::Tensor edge_index = torch::empty({2, num_edges}, torch::kInt64);
   std::copy(senders.begin(), senders.end(), edge_index.data_ptr<int64_t>());
   std::copy(receivers.begin(), receivers.end(), edge_index.data_ptr<int64_t>() + num_edges);
+  const torch::Tensor edge_vec = torch::from_blob(edge_vectors.data(), {num_edges, 3}, torch::kFloat64).to(dtype);
 
-  std::vector<torch::jit::IValue> inputs{pos.to(dtype), species, edge_index,
-                                         torch::scalar_tensor(static_cast<int64_t>(nlocal), torch::kInt64)};
-  const auto outputs = model.forward(inputs).toTuple()->elements();
-  const torch::Tensor energy = outputs[0].toTensor().to(torch::kFloat64).contiguous();
-  const torch::Tensor forces = outputs[1].toTensor().to(torch::kFloat64).contiguous();
-  const torch::Tensor w = outputs[2].toTensor().to(torch::kFloat64).contiguous();
+  const auto outputs = run({edge_vec, species, edge_index, torch::scalar_tensor(static_cast<int64_t>(nlocal), torch::kInt64)});
+  const torch::Tensor energy = outputs[0].to(torch::kFloat64).contiguous();
+  const torch::Tensor forces = outputs[1].to(torch::kFloat64).contiguous();
+  const torch::Tensor w = outputs[2].to(torch::kFloat64).contiguous();
 
-  auto energy_of = energy.accessor<double, 1>();
+  double **f = atom->f;
   auto force_of = forces.accessor<double, 2>();
-  for (int i = 0; i < nall; i++)
-    for (int k = 0; k < 3; k++) f[i][k] += force_of[i][k];
+  for (int64_t n = 0; n < num_nodes; n++) {
+    const int i = n < nlocal ? static_cast<int>(n) : ghost_of_node[n - nlocal];
+    for (int k = 0; k < 3; k++) f[i][k] += force_of[n][k];
+  }
+  auto energy_of = energy.accessor<double, 1>();
   if (eflag_global)
     for (int i = 0; i < nlocal; i++) eng_vdwl += energy_of[i];
   if (eflag_atom)

@@ -9,9 +9,12 @@
 
 #include "pair.h"
 
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/script.h>
 
+#include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace LAMMPS_NS {
@@ -27,14 +30,27 @@ class PairEquinet : public Pair {
   double init_one(int, int) override;
 
  protected:
-  torch::jit::Module model;
+  torch::jit::Module scripted;                                      // a TorchScript model (.pt) ...
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> compiled;    // ... or an AOTInductor one (.pt2)
   torch::Dtype dtype = torch::kFloat64;
   double cutoff = 0.0;
   int message_passing_steps = 0;
+  bool fold_images = false;             // one rank owns every atom: ghosts are images of local atoms
   std::vector<int> species_of_type;    // LAMMPS type (1..ntypes) -> model species; -1: unmapped
+
+  // The graph of one step (see compute): its atom for each LAMMPS atom (-1: not in it),
+  // the LAMMPS ghost behind each of its atoms past the local ones, and its edges.
+  std::vector<int> node_of;
+  std::vector<int> ghost_of_node;
+  std::unordered_map<tagint, int> local_of_tag;
+  std::vector<int> frontier, next_frontier;
   std::vector<int64_t> senders, receivers;
+  std::vector<double> edge_vectors;
 
   void allocate();
+  std::string load(const char *path);
+  void build_graph();
+  std::vector<torch::Tensor> run(std::vector<torch::Tensor> inputs);
 };
 
 }    // namespace LAMMPS_NS
