@@ -2,7 +2,8 @@
 tensor products on e3nn irreps (Clebsch–Gordan and Gaunt), the MACE symmetric contraction
 (and its Gaunt counterpart) and TensorNet's Cartesian
 rank-2 tensors, each with a plain PyTorch reference. Fused Triton kernels
-(:mod:`equinet.ops.kernels`) run the CG convolution with ``backend="triton"``."""
+(:mod:`equinet.ops.kernels`) run the CG convolution with ``backend="triton"``;
+cuEquivariance runs it and the symmetric contraction with ``backend="cueq"``."""
 
 from .cartesian import (
     CartesianLinear,

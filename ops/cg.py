@@ -14,7 +14,9 @@ scatter); ``"torch"`` is ours: all paths leaving one input segment are computed 
 as ``bmm(x1, x2 @ C)`` against a stacked CG matrix, so a product costs a handful of large
 operations instead of a few per path; ``"triton"`` runs fused GPU kernels
 (:mod:`equinet.ops.kernels`): gather, product and sum at the receivers in one pass, with
-no per-edge message tensor, differentiable to any order.
+no per-edge message tensor, differentiable to any order; ``"cueq"`` runs the same product
+on cuEquivariance (:mod:`equinet.ops.kernels.cueq`, ``pip install 'equinet[cueq]'``): its
+CUDA kernel with fused gather and scatter on a GPU, its PyTorch code on a CPU.
 
 Normalization is e3nn's default ("component" irreps, "element" paths): every path is
 scaled by ``sqrt(2 l_out + 1)``, so unit-variance inputs give unit-variance outputs.
@@ -29,11 +31,11 @@ import torch
 from e3nn import o3
 from e3nn.o3 import FullyConnectedTensorProduct, Linear
 
-from .kernels import triton_channelwise
+from .kernels import cueq_channelwise, triton_channelwise
 
 __all__ = ["ChannelwiseTensorProduct", "CGConvolution", "FullyConnectedTensorProduct", "Linear", "BACKENDS"]
 
-BACKENDS = ("torch", "e3nn", "triton")
+BACKENDS = ("torch", "e3nn", "triton", "cueq")
 
 
 def _as_irreps(irreps, name: str) -> o3.Irreps:
@@ -181,6 +183,8 @@ class _ChannelwiseBase(torch.nn.Module):
             )
         elif backend == "triton":
             tp = triton_channelwise(self.irreps_in1, self.irreps_in2, self.irreps_out, self.instructions)
+        elif backend == "cueq":
+            tp = cueq_channelwise(self.irreps_in1, self.irreps_in2, self.irreps_out, self.instructions)
         else:
             tp = _ChannelwiseTorch(self.irreps_in1, self.irreps_in2, self.irreps_out, self.instructions)
         # The backend holds only constants derived from the irreps (CG coefficients; the
@@ -227,7 +231,8 @@ class ChannelwiseTensorProduct(_ChannelwiseBase):
         irreps_in1: irreps of the first input (e.g. node features ``64x0e+64x1o``).
         irreps_in2: irreps of the second input, multiplicity 1 each (e.g. ``SH(l<=3)``).
         irreps_out: allowed output irreps (multiplicities ignored); ``None`` keeps all paths.
-        backend: ``"torch"`` (ours), ``"e3nn"`` (reference) or ``"triton"`` (GPU kernels).
+        backend: ``"torch"`` (ours), ``"e3nn"`` (reference), ``"triton"`` (GPU kernels) or
+            ``"cueq"`` (cuEquivariance).
 
     Attributes:
         irreps_out: one segment ``mul1 x ir_out`` per path, sorted by irrep.
@@ -255,8 +260,9 @@ class CGConvolution(_ChannelwiseBase):
         irreps_node: irreps of the node features.
         irreps_edge: irreps of the edge attributes, multiplicity 1 each (spherical harmonics).
         irreps_out: allowed output irreps (multiplicities ignored); ``None`` keeps all paths.
-        backend: ``"torch"`` (ours, fused gather/scatter), ``"e3nn"`` (reference) or
-            ``"triton"`` (one fused GPU kernel per pass, no ``[E, irreps_out.dim]`` messages).
+        backend: ``"torch"`` (ours, fused gather/scatter), ``"e3nn"`` (reference),
+            ``"triton"`` (one fused GPU kernel per pass, no ``[E, irreps_out.dim]`` messages)
+            or ``"cueq"`` (cuEquivariance's kernel with its gather and scatter indices).
 
     Shapes: ``node_feats: [N, irreps_node.dim]``, ``edge_attrs: [E, irreps_edge.dim]``,
     ``edge_weights: [E, weight_numel]``, ``edge_index: [2, E]`` (row 0 senders, row 1

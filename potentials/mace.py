@@ -14,6 +14,7 @@ without neighbours is exactly zero.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -27,6 +28,8 @@ from equinet.ops import (
     SymmetricContraction,
     spherical_harmonics,
 )
+from equinet.ops.cg import BACKENDS as CONV_BACKENDS
+from equinet.ops.symmetric_contraction import BACKENDS as PRODUCT_BACKENDS
 
 from .base import Potential
 from .blocks import RadialEmbedding, radial_network
@@ -74,7 +77,11 @@ class MACE(Potential):
         product: the many-body product: ``"cg"`` (symmetric contraction, all couplings) or
             ``"gaunt"`` (:class:`~equinet.ops.GauntManyBodyProduct`; then every output irrep of
             the product needs the parity (-1)^l, e.g. ``"64x0e+64x1o"``, not ``"64x1e"``).
-        conv_backend: ``"torch"``, ``"e3nn"`` (reference) or ``"triton"`` (fused GPU kernels) for the CG convolution.
+        conv_backend: ``"torch"``, ``"e3nn"`` (reference), ``"triton"`` (fused GPU kernels) or
+            ``"cueq"`` (cuEquivariance) for the CG convolution.
+        product_backend: ``"torch"`` or ``"cueq"`` (cuEquivariance) for the symmetric
+            contraction of ``product: cg``. The backends share one set of weights: a model
+            trained with one loads with any other.
     """
 
     isolated_energy_is_zero = True
@@ -95,6 +102,7 @@ class MACE(Potential):
         readout_hidden: int = 16,
         product: str = "cg",
         conv_backend: str = "torch",
+        product_backend: str = "torch",
     ):
         super().__init__(statistics, cutoff, scale, shift)
         hidden = o3.Irreps(hidden_irreps)
@@ -107,6 +115,14 @@ class MACE(Potential):
             raise ValueError(
                 f"model.hidden_irreps '{hidden_irreps}' has irreps the Gaunt product never produces: with model.product "
                 "'gaunt' every irrep needs the parity (-1)^l (e.g. '64x0e+64x1o+64x2e')"
+            )
+        if conv_backend not in CONV_BACKENDS:
+            raise ValueError(f"model.conv_backend must be one of {', '.join(CONV_BACKENDS)}, got {conv_backend!r}")
+        if product_backend not in PRODUCT_BACKENDS:
+            raise ValueError(f"model.product_backend must be one of {', '.join(PRODUCT_BACKENDS)}, got {product_backend!r}")
+        if product == "gaunt" and product_backend != "torch":
+            raise ValueError(
+                f"model.product_backend {product_backend!r} runs the symmetric contraction: it needs model.product 'cg', not 'gaunt'"
             )
         if not isinstance(num_interactions, int) or num_interactions < 1:
             raise ValueError(f"model.num_interactions must be a positive integer, got {num_interactions!r}")
@@ -121,6 +137,9 @@ class MACE(Potential):
         self.embedding = Linear(elements, scalars)
         self.interactions, self.products, self.linears = torch.nn.ModuleList(), torch.nn.ModuleList(), torch.nn.ModuleList()
         self.self_connections, self.readouts = torch.nn.ModuleList(), torch.nn.ModuleList()
+        make_product = _PRODUCT_MODULES[product]
+        if product == "cg":  # the Gaunt product has one implementation
+            make_product = functools.partial(make_product, backend=product_backend)
         irreps_in = scalars
         for layer in range(num_interactions):
             last = layer == num_interactions - 1
@@ -128,7 +147,7 @@ class MACE(Potential):
             self.interactions.append(
                 _Interaction(irreps_in, irreps_sh, irreps_a, num_basis, radial_hidden, self.avg_num_neighbors, conv_backend)
             )
-            self.products.append(_PRODUCT_MODULES[product](irreps_a, irreps_out, correlation, self.num_elements))
+            self.products.append(make_product(irreps_a, irreps_out, correlation, self.num_elements))
             self.linears.append(Linear(irreps_out, irreps_out))
             # The first layer mixes A by element instead (mace-torch's skip_tp), as its
             # input (the element embedding) is not worth a residual.

@@ -1,7 +1,8 @@
-"""Time the fused Triton CG convolution against e3nn, equinet's torch backend and cuEquivariance.
+"""Time the fused Triton CG convolution against e3nn, equinet's torch and cueq backends and cuEquivariance.
 
     python scripts/bench_kernels.py --device cuda [--repeats 20 --nodes 5000 --edges 50000]
     TRITON_INTERPRET=1 python scripts/bench_kernels.py --device cpu --tiny   # runs the script, times nothing useful
+    python scripts/bench_kernels.py --device cpu --tiny --skip triton
 
 Two convolutions, as the models use them: MACE-medium (``128x0e+128x1o`` node features,
 spherical harmonics up to l = 3, outputs ``0e+1o+2e+3o``) and NequIP (``32x0e+32x1o+32x2e``,
@@ -11,11 +12,15 @@ force training). Every backend gets the same inputs and is warmed up first (Trit
 e3nn builds its code); the median of ``--repeats`` runs is reported, with the GPU
 synchronised around each, and the peak memory of forward + backward on a GPU.
 
-cuEquivariance (``cuequivariance_torch``, skipped with a note when it does not import) runs
-the way mace-torch uses it: its channel-wise product on the gathered sender features, then
-a sum at the receivers; its output paths may be ordered differently, so only the output
-width is checked against ours. ``--tiny`` shrinks the graph and the channels so that the
-script runs end to end on a CPU through Triton's interpreter.
+Two columns run cuEquivariance (``cuequivariance_torch``; each skipped with a note when it
+cannot be built): ``cueq`` is equinet's ``CGConvolution(backend="cueq")`` (equinet's
+descriptor on cuEquivariance, with the layout permutations at the boundary), ``cuet`` is
+cuEquivariance's own ``ChannelWiseTensorProduct`` at its defaults, on e3nn's ``mul_ir``
+layout, with its gather (``indices_1``) and scatter (``indices_out``) fused into the
+product. Both use cuEquivariance's CUDA kernel where cuequivariance-ops-torch is installed
+and its PyTorch code elsewhere. Their outputs are compared with the torch backend's.
+``--tiny`` shrinks the graph and the channels so that the script runs end to end on a CPU
+(the triton column through Triton's interpreter, or ``--skip triton``).
 """
 
 from __future__ import annotations
@@ -36,19 +41,22 @@ CASES = {
     "MACE-medium": ("128x0e+128x1o", 3, "0e+1o+2e+3o"),
     "NequIP": ("32x0e+32x1o+32x2e", 2, "0e+1o+2e"),
 }
-BACKENDS = ("e3nn", "torch", "triton", "cueq")
+EQUINET_BACKENDS = ("e3nn", "torch", "triton", "cueq")  # CGConvolution(backend=...)
+BACKENDS = (*EQUINET_BACKENDS, "cuet")
 
 
-def _cueq_convolution(irreps: o3.Irreps, irreps_sh: o3.Irreps, irreps_out: str, device, dtype):
-    """cuEquivariance's channel-wise product + a scatter, as ``(fn, weight_numel, out_dim)``; raises if unavailable."""
+def _cuet_convolution(irreps: o3.Irreps, irreps_sh: o3.Irreps, irreps_out: str, device, dtype):
+    """cuEquivariance's own channel-wise product with its fused gather and scatter, as
+    ``(fn, weight_numel, out_dim)``; raises if it cannot be built."""
     import cuequivariance as cue
     import cuequivariance_torch as cuet
 
-    group = "O3_e3nn"  # e3nn's parity convention, as mace-torch sets it
+    # cue.O3's Clebsch–Gordan coefficients and path order are e3nn's for these cases (the
+    # forward difference printed against the torch backend checks it).
     tp = cuet.ChannelWiseTensorProduct(
-        cue.Irreps(group, str(irreps)),
-        cue.Irreps(group, str(irreps_sh)),
-        filter_irreps_out=[mul_ir.ir for mul_ir in cue.Irreps(group, irreps_out)],
+        cue.Irreps("O3", str(irreps)),
+        cue.Irreps("O3", str(irreps_sh)),
+        filter_irreps_out=[mul_ir.ir for mul_ir in cue.Irreps("O3", irreps_out)],
         layout=cue.mul_ir,
         shared_weights=False,
         internal_weights=False,
@@ -57,8 +65,9 @@ def _cueq_convolution(irreps: o3.Irreps, irreps_sh: o3.Irreps, irreps_out: str, 
     )
 
     def convolution(node_feats, edge_attrs, edge_weights, edge_index):
-        messages = tp(node_feats[edge_index[0]], edge_attrs, edge_weights)
-        return messages.new_zeros(node_feats.shape[0], messages.shape[1]).index_add_(0, edge_index[1], messages)
+        return tp(
+            node_feats, edge_attrs, edge_weights, indices_1=edge_index[0], indices_out=edge_index[1], size_out=node_feats.shape[0]
+        )
 
     return convolution, tp.weight_numel, tp.irreps_out.dim
 
@@ -94,19 +103,23 @@ def bench_case(irreps, l_max, irreps_out, num_nodes, num_edges, dtype, device, r
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # CG coefficients built in the benchmark's dtype
     try:
-        for backend in ("e3nn", "torch", "triton"):
+        for backend in EQUINET_BACKENDS:
             if backend not in skip:
-                conv = CGConvolution(irreps, irreps_sh, irreps_out, backend=backend).to(device)
+                try:
+                    conv = CGConvolution(irreps, irreps_sh, irreps_out, backend=backend).to(device)
+                except ImportError as error:  # an optional backend that is not installed
+                    print(f"  ({backend} skipped: {error})")
+                    continue
                 convolutions[backend], weight_numels[backend] = conv, conv.weight_numel
                 out_dim = conv.irreps_out.dim
-        if "cueq" not in skip:
+        if "cuet" not in skip:
             try:
-                cueq, weight_numels["cueq"], cueq_dim = _cueq_convolution(irreps, irreps_sh, irreps_out, device, dtype)
-                if cueq_dim != out_dim:
-                    raise RuntimeError(f"its output has {cueq_dim} features, ours {out_dim}")
-                convolutions["cueq"] = cueq
-            except Exception as error:  # not installed, no GPU, or an API it does not have
-                print(f"  (cuEquivariance skipped: {type(error).__name__}: {error})")
+                cuet, weight_numels["cuet"], cuet_dim = _cuet_convolution(irreps, irreps_sh, irreps_out, device, dtype)
+                if cuet_dim != out_dim:
+                    raise RuntimeError(f"its output has {cuet_dim} features, ours {out_dim}")
+                convolutions["cuet"] = cuet
+            except Exception as error:  # not installed, or an API it does not have
+                print(f"  (cuet skipped: {type(error).__name__}: {error})")
     finally:
         torch.set_default_dtype(previous)
     weights = {
@@ -132,11 +145,12 @@ def bench_case(irreps, l_max, irreps_out, num_nodes, num_edges, dtype, device, r
             statistics.median(_times_ms(forward_backward, repeats)),
             _peak_memory_mib(forward_backward, device),
         )
-    if "triton" in convolutions and "torch" in convolutions:
-        with torch.no_grad():
-            args = (node_feats, edge_attrs, weights["torch"], edge_index)
-            error = (convolutions["triton"](*args) - convolutions["torch"](*args)).abs().max().item()
-        print(f"  triton vs torch backend, forward: max abs difference {error:.1e}")
+    for backend in ("triton", "cueq", "cuet"):
+        if backend in convolutions and "torch" in convolutions:
+            with torch.no_grad():
+                args = (node_feats, edge_attrs, weights["torch"], edge_index)
+                error = (convolutions[backend](*args) - convolutions["torch"](*args)).abs().max().item()
+            print(f"  {backend} vs torch backend, forward: max abs difference {error:.1e}")
 
     reference = results.get("triton")
     print(f"  {'backend':8}{'fwd (ms)':>11}{'f+b (ms)':>11}{'f+b MiB':>9}{'fwd / triton':>14}{'f+b / triton':>14}")

@@ -1,13 +1,17 @@
-"""Triton kernels of equinet's operators, registered with ``torch.library``
-(``equinet.ops.kernels``), chosen with ``backend="triton"``.
+"""The faster backends of equinet's operators (``equinet.ops.kernels``), chosen with
+``backend=``: Triton kernels registered with ``torch.library`` (``backend="triton"``) and
+cuEquivariance (``backend="cueq"``).
 
 * :mod:`.cg_tables` — the sparse Clebsch–Gordan tables that drive the kernels (pure torch).
 * :mod:`.cg_triton` — the kernels of the fused CG convolution (gather → channel-wise CG
   product with per-edge weights → segmented sum at the receivers) and of its derivatives.
 * :mod:`.cg_ops` — those kernels as ``torch.library`` operators with fake (shape)
   implementations and autograd formulas closed under differentiation.
+* :mod:`.cueq` — equinet's channel-wise product and symmetric contraction as
+  cuEquivariance polynomials (``cuequivariance_torch``, the optional extra ``cueq``): its
+  CUDA kernels on a GPU with cuequivariance-ops-torch, its PyTorch code elsewhere.
 
-The kernels need an NVIDIA GPU, or ``TRITON_INTERPRET=1`` in the environment to run them
+The Triton kernels need an NVIDIA GPU, or ``TRITON_INTERPRET=1`` in the environment to run them
 on CPU tensors in Triton's interpreter, for testing. Triton reads it when it is first
 imported (torch, e3nn and torch_geometric import it), so set it before Python starts.
 """
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 from e3nn import o3
 
-__all__ = ["triton_channelwise"]
+__all__ = ["cueq_channelwise", "cueq_symmetric_contraction", "triton_channelwise"]
 
 
 def triton_channelwise(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps, instructions):
@@ -35,3 +39,36 @@ def triton_channelwise(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out:
     from .cg_ops import TritonChannelwise
 
     return TritonChannelwise(irreps_in1, irreps_in2, irreps_out, instructions)
+
+
+def _cueq():
+    """:mod:`.cueq`, or an ImportError of one line naming the fix."""
+    try:
+        import cuequivariance_torch  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "backend='cueq' needs cuEquivariance: pip install 'equinet[cueq]' (or pip install cuequivariance-torch)"
+        ) from None
+    from . import cueq
+
+    return cueq
+
+
+def cueq_channelwise(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps, instructions):
+    """The ``backend="cueq"`` implementation of the channel-wise product and convolution
+    (:class:`~equinet.ops.kernels.cueq.CueqChannelwise`).
+
+    Raises:
+        ImportError: cuequivariance-torch is not installed (one line naming the fix).
+    """
+    return _cueq().CueqChannelwise(irreps_in1, irreps_in2, irreps_out, instructions)
+
+
+def cueq_symmetric_contraction() -> type:
+    """The class that ``SymmetricContraction(..., backend="cueq")`` builds
+    (:class:`~equinet.ops.kernels.cueq.CueqSymmetricContraction`).
+
+    Raises:
+        ImportError: cuequivariance-torch is not installed (one line naming the fix).
+    """
+    return _cueq().CueqSymmetricContraction

@@ -1,0 +1,231 @@
+"""cuEquivariance (``cuequivariance_torch``) as ``backend="cueq"`` of the channel-wise CG
+product and convolution and of MACE's symmetric contraction.
+
+equinet writes the descriptors itself and cuEquivariance executes them
+(``cuet.SegmentedPolynomial``):
+
+* the channel-wise product is cuEquivariance's own ``uv,iu,jv,kuv+ijk`` form (``v = 1``),
+  filled with equinet's paths in equinet's output order, e3nn's Wigner 3j symbols times
+  ``sqrt(2 l_out + 1)`` (the normalization of the torch backend) and one weight segment of
+  ``mul1`` channels per path, so ``weight_numel`` and the weight layout (path-major, then
+  channel) are the torch backend's;
+* the symmetric contraction takes equinet's own coupling basis (the ``U_{order}_{ir}``
+  buffers) as its coefficients, so it computes the same polynomial with the same weights:
+  no weight mapping onto cuEquivariance's basis, nothing fitted.
+
+Outputs therefore equal the torch backend's to rounding, whatever cuEquivariance's own
+basis and sorting conventions are. The method is cuEquivariance's CUDA kernel
+``"uniform_1d"`` where cuequivariance-ops-torch is installed and every segment has the same
+size (one multiplicity for all irreps), else its PyTorch implementation ``"naive"`` (what
+the CPU tests run).
+
+Layouts: equinet's features are e3nn's ``mul_ir`` (in each ``mul x ir`` block, channel-major,
+components inside); cuEquivariance's kernels want ``ir_mul`` (component-major, channels
+inside, so that one component of a block is a contiguous run of channels). Inputs are
+permuted to ``ir_mul`` on the way in and outputs back to ``mul_ir`` on the way out, each by
+one ``index_select`` of columns with a constant permutation; in the convolution that is on
+node rows, before the gather and after the scatter. Edge attributes have multiplicity 1
+and weights are per-path vectors of channels, so neither needs one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import cuequivariance as cue
+import cuequivariance_torch as cuet
+import torch
+from e3nn import o3
+
+from ..symmetric_contraction import WEIGHT_SCALE, SymmetricContraction
+
+__all__ = ["CueqChannelwise", "CueqSymmetricContraction"]
+
+# The modes of the input operands of an order-nu contraction: letters other than those of
+# the weights (w), the output components (i) and the channels (u).
+_INPUT_MODES = "abcdefghjklmnopqrstvxyz"
+# Entries of equinet's coupling basis below this are rounding noise of the SVD that built
+# it (at most ~4e-14 up to l = 3 and order 3, where the smallest true entry is ~6e-4).
+_NOISE = 1e-10
+
+
+def _ir_mul_columns(irreps: o3.Irreps) -> torch.Tensor:
+    """Columns that reorder ``[.., irreps.dim]`` from ``mul_ir`` to ``ir_mul``:
+    ``x_ir_mul = x_mul_ir[:, columns]``."""
+    columns = []
+    for (mul, ir), block in zip(irreps, irreps.slices()):
+        columns += [block.start + u * ir.dim + i for i in range(ir.dim) for u in range(mul)]
+    return torch.tensor(columns, dtype=torch.long)
+
+
+def _inverse(permutation: torch.Tensor) -> torch.Tensor:
+    inverse = torch.empty_like(permutation)
+    inverse[permutation] = torch.arange(len(permutation))
+    return inverse
+
+
+def _method(polynomial: cue.SegmentedPolynomial) -> str:
+    """cuEquivariance's CUDA kernel where it can run this polynomial, else its PyTorch code."""
+    try:
+        import cuequivariance_ops_torch  # noqa: F401  (the CUDA kernels, GPU machines only)
+    except ImportError:
+        return "naive"
+    flat = polynomial.flatten_coefficient_modes().squeeze_modes()
+    one_mode = all(len(stp.subscripts.modes()) == 1 for _, stp in flat.operations)
+    return "uniform_1d" if one_mode and flat.all_same_segment_shape() else "naive"
+
+
+class CueqChannelwise(torch.nn.Module):
+    """The channel-wise ("uvu") product on cuEquivariance, optionally with gather and scatter,
+    with the call of the torch backend (``_ChannelwiseTorch``) it stands in for.
+
+    Shapes: ``x1: [N, irreps_in1.dim]`` (``mul_ir``), ``x2: [E, irreps_in2.dim]``,
+    ``weights: [E, weight_numel]``; with ``sender``/``receiver: [E]`` the rows of ``x1`` are
+    gathered by ``sender`` and the products summed into ``num_receivers`` rows by ``receiver``
+    (cuEquivariance's ``input_indices``/``output_indices``: on its CUDA kernel, no
+    ``[E, irreps_out.dim]`` message tensor) → ``[N or E, irreps_out.dim]`` (``mul_ir``).
+    """
+
+    def __init__(self, irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps, instructions):
+        super().__init__()
+        stp = cue.SegmentedTensorProduct.from_subscripts("uv,iu,jv,kuv+ijk")
+        for mul, ir in irreps_in1:
+            stp.add_segment(1, (ir.dim, mul))
+        for _, ir in irreps_in2:
+            stp.add_segment(2, (ir.dim, 1))
+        # One path per instruction, in output order: `None` appends a new weight segment
+        # ([mul1]) and a new output segment ([d_out, mul1]) for each.
+        for i_out, (i1, i2, _) in enumerate(instructions):
+            (mul1, ir1), ir2, ir_out = irreps_in1[i1], irreps_in2[i2].ir, irreps_out[i_out].ir
+            cg = o3.wigner_3j(ir1.l, ir2.l, ir_out.l, dtype=torch.float64) * math.sqrt(ir_out.dim)  # [d1, d2, d_out]
+            stp.add_path(None, i1, i2, None, c=cg.numpy(), dims={"u": mul1, "v": 1})
+        polynomial = cue.SegmentedPolynomial.eval_last_operand(stp)
+        self.polynomial = cuet.SegmentedPolynomial(polynomial, method=_method(polynomial))
+        self.register_buffer("in1_columns", _ir_mul_columns(irreps_in1))
+        self.register_buffer("out_columns", _inverse(_ir_mul_columns(irreps_out)))
+
+    def forward(
+        self,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        weights: torch.Tensor,
+        sender: torch.Tensor | None = None,
+        receiver: torch.Tensor | None = None,
+        num_receivers: int = 0,
+    ) -> torch.Tensor:
+        x1 = x1.index_select(1, self.in1_columns)
+        if receiver is None:
+            [out] = self.polynomial([weights, x1, x2])
+        elif x2.shape[0] == 0:
+            # cuEquivariance's PyTorch code cannot scatter an empty edge set; the empty
+            # products summed here keep the output in the autograd graph of the inputs.
+            [messages] = self.polynomial([weights, x1.index_select(0, sender), x2])
+            out = messages.new_zeros(num_receivers, messages.shape[1]).index_add_(0, receiver, messages)
+        else:
+            [out] = self.polynomial(
+                [weights, x1, x2],
+                input_indices={1: sender},
+                output_indices={0: receiver},
+                output_shapes={0: x1.new_empty(num_receivers, 1)},  # only its row count is read
+            )
+        return out.index_select(1, self.out_columns)
+
+
+def _orderings(order: int, dim: int) -> torch.Tensor:
+    """``[dim] * order``: how many orderings each non-decreasing index tuple has, 0 elsewhere."""
+    counts = torch.zeros([dim] * order, dtype=torch.float64)
+    for index in itertools.combinations_with_replacement(range(dim), order):
+        counts[index] = len(set(itertools.permutations(index)))
+    return counts
+
+
+def _symmetric_contraction_polynomial(module: SymmetricContraction) -> cue.SegmentedPolynomial:
+    """The contraction of ``module`` with its own basis buffers as coefficients.
+
+    Operands: weights ``[sum over orders and output irreps of K * C]`` (order-major, then
+    output irrep, then ``[K, C]``: ``module``'s weights flattened in that order), the input
+    ``[D * C]`` and the output ``[sum M * C]``, both ``ir_mul`` with multiplicity C.
+    Every order is one ``w, a, b, .., i`` product (``U[a, b, .., M=i, k=w]``); as the basis is
+    symmetric in its input axes and ``A_a A_b ..`` is the same monomial for each ordering of
+    ``(a, b, ..)``, only non-decreasing index tuples are kept, each with the sum of its
+    orderings' coefficients: the same polynomial (and derivatives) with ~1/order! of the paths.
+    """
+    dim, channels = module.dim_one, module.channels
+    polynomials = []
+    for order in range(1, module.correlation + 1):
+        if not any(order in orders for _, orders in module._outputs):
+            continue  # no path at this order (cuEquivariance's PyTorch code refuses a product without any)
+        modes = _INPUT_MODES[:order]
+        stp = cue.SegmentedTensorProduct.from_subscripts(f"w_{'_'.join(modes)}_i+{modes}iw")
+        for operand in range(1, order + 1):
+            stp.add_segment(operand, (dim,))
+        orderings = _orderings(order, dim)[..., None, None]
+        for ir_out, orders in module._outputs:
+            if order not in orders:  # an output segment with no path, so every order has all outputs
+                stp.add_segment(order + 1, {"i": ir_out.dim})
+                continue
+            u = getattr(module, f"U_{order}_{ir_out}").detach().to("cpu", torch.float64)  # [M D^(order-1), D, K]
+            basis = u.reshape(ir_out.dim, *[dim] * order, -1)  # [M, D, .., D, K]
+            coefficients = basis.movedim(0, order) * orderings  # [D, .., D, M, K]
+            coefficients[coefficients.abs() < _NOISE] = 0
+            stp.add_path(None, *[0] * order, None, c=coefficients.numpy())
+        stp = stp.flatten_coefficient_modes().append_modes_to_all_operands("u", {"u": channels})
+        operation = cue.Operation([0] + [1] * order + [2])
+        polynomials.append(cue.SegmentedPolynomial(stp.operands[:2], stp.operands[-1:], [(operation, stp)]))
+    # Weights stacked (one segment per order and output irrep), input shared, outputs summed.
+    return cue.SegmentedPolynomial.stack(polynomials, [True, False, False])
+
+
+class CueqSymmetricContraction(SymmetricContraction):
+    """:class:`~equinet.ops.SymmetricContraction` run by cuEquivariance: what
+    ``SymmetricContraction(..., backend="cueq")`` builds.
+
+    Same arguments, parameters and buffers (a state dict moves between the backends both
+    ways), same shapes: ``x: [n, irreps_in.dim]``, ``species: [n]`` → ``[n, irreps_out.dim]``.
+    The cuEquivariance module holds only constants made from the basis buffers; it is kept
+    out of the state dict and rebuilt when a state dict brings other bases.
+    """
+
+    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int, *, backend: str = "cueq"):
+        # `backend` is what SymmetricContraction(..., backend="cueq") passes on to this class.
+        if backend != "cueq":
+            raise ValueError(f"{type(self).__name__} is backend 'cueq', got backend={backend!r}")
+        super().__init__(irreps_in, irreps_out, correlation, num_elements, backend=backend)
+        # Weights in the order of the polynomial's weight operand.
+        self._weight_names = [
+            f"weight_{order}_{ir_out}"
+            for order in range(1, correlation + 1)
+            for ir_out, orders in self._outputs
+            if order in orders
+        ]
+        self.register_buffer("_in_columns", _ir_mul_columns(self.irreps_in), persistent=False)
+        self.register_buffer("_out_columns", _inverse(_ir_mul_columns(self.irreps_out)), persistent=False)
+        self._build()
+        self.register_load_state_dict_post_hook(CueqSymmetricContraction._rebuild_if_bases_changed)
+
+    def _build(self) -> None:
+        polynomial = _symmetric_contraction_polynomial(self)
+        contraction = cuet.SegmentedPolynomial(polynomial, method=_method(polynomial))
+        contraction._apply(lambda t: t.to(self._in_columns.device))  # where a load that rebuilds it finds the module
+        # Outside the module tree, like the channel-wise backends (ops/cg.py): constants only.
+        object.__setattr__(self, "_contraction", contraction)
+        bases = {name: buffer.clone() for name, buffer in self.named_buffers() if name.startswith("U_")}
+        object.__setattr__(self, "_bases", bases)
+
+    def _rebuild_if_bases_changed(self, incompatible_keys) -> None:
+        bases = dict(self.named_buffers())
+        if any(not torch.equal(bases[name], built.to(bases[name])) for name, built in self._bases.items()):
+            self._build()
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self._contraction._apply(fn, recurse)
+        return self
+
+    def forward(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.irreps_in.dim:
+            raise ValueError(f"x has {x.shape[-1]} features but irreps_in '{self.irreps_in}' has dim {self.irreps_in.dim}")
+        weights = torch.cat([getattr(self, name).flatten(1) for name in self._weight_names], dim=1) * WEIGHT_SCALE
+        [out] = self._contraction([weights, x.index_select(1, self._in_columns)], input_indices={0: species})
+        return out.index_select(1, self._out_columns)
