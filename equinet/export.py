@@ -38,7 +38,7 @@ from typing import Callable
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from equinet.potentials import Potential
+from equinet.potentials import Potential, build_model
 
 __all__ = ["ExportedForces", "export_model", "load_exported", "FORMATS", "METADATA_FILE"]
 
@@ -66,6 +66,17 @@ class ExportedForces(torch.nn.Module):
         w = 0.5 * (w + w.T)
         virial = torch.stack([w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2]])
         return energy.detach(), forces, virial
+
+
+def _with_torch_backends(model: Potential) -> Potential:
+    """A copy of ``model`` whose operators run the torch backend: the triton and cueq
+    kernels are not part of libtorch, and the backends share the weights."""
+    config = {**model.config, **{key: "torch" for key in ("conv_backend", "product_backend") if key in model.config}}
+    if config == model.config:
+        return copy.deepcopy(model)
+    rebuilt = build_model(config, model.statistics)
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt
 
 
 def _example_inputs(model: Potential, num_atoms: int, seed: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
@@ -104,8 +115,10 @@ def _outer_products_as_products(graph: torch.fx.GraphModule) -> None:
     itself, but decides "small" on the traced sizes and so limits the compiled graph to
     sizes near them (torch 2.13)."""
     for node in graph.graph.nodes:
-        if node.target is torch.ops.aten.mm.default and node.args[0].meta["val"].shape[-1] == 1:
-            node.target = torch.ops.aten.mul.Tensor
+        if node.target is torch.ops.aten.mm.default:
+            inner = node.args[0].meta["val"].shape[-1]
+            if isinstance(inner, int) and inner == 1:  # a size known when traced, not a symbol
+                node.target = torch.ops.aten.mul.Tensor
     graph.recompile()
 
 
@@ -139,7 +152,7 @@ def export_model(model: Potential, path: str | Path, dtype: torch.dtype | None =
     if (path.suffix == ".pt2") != (format == "aotinductor"):
         raise ValueError(f"{path}: an exported model is a .pt2 file for format aotinductor and not .pt2 for torchscript (LAMMPS tells them apart by the suffix)")
     dtype = dtype or model.atomic_energies.dtype
-    model = copy.deepcopy(model).to(dtype).eval()  # the caller's model keeps its dtype
+    model = _with_torch_backends(model).to(dtype).eval()  # a copy: the caller's model keeps its dtype
     metadata = {
         "format": "equinet-lammps",
         "equinet_version": __version__,

@@ -112,6 +112,19 @@ def test_every_model_family_exports_a_graph_equal_to_the_model(variant, tmp_path
         torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10, msg=name)
 
 
+def test_models_with_kernel_backends_export_with_the_torch_backend(tmp_path, float64):
+    """libtorch cannot run the triton kernels: the export swaps them for the torch backend."""
+    pytest.importorskip("triton")
+    model = build_model({"dtype": "float64", "cutoff": CUTOFF, **SMALL["mace"], "conv_backend": "triton"}, STATISTICS).eval()
+    export_model(model, tmp_path / "exported.pt")
+    graph, _ = load_exported(tmp_path / "exported.pt")
+    assert "equinet" not in graph.code
+    assert model.interactions[0].conv.backend == "triton"  # the caller's model is unchanged
+    inputs, _ = with_ghosts(_alloy(), model)
+    for name, expected, got in zip(("energy", "forces", "virial"), ExportedForces(model)(*inputs), graph(*inputs)):
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10, msg=name)
+
+
 def test_export_command_writes_float32_and_names_the_elements(tmp_path, capsys):
     save_model(_model("mace"), tmp_path / "model.pt")
     assert main(["export", str(tmp_path / "model.pt"), "-o", str(tmp_path / "lammps.pt"), "--dtype", "float32"]) == 0
