@@ -210,7 +210,7 @@ class SymmetricContraction(torch.nn.Module):
             out = x.new_zeros(num_nodes, c, m)
             for element, nodes, padded in groups:
                 a_e = a.index_select(0, padded).transpose(0, 1)  # [C, n_e + 2, D]
-                result = None  # [C, n_e, M D^order] before the Horner step of each order
+                result = None  # [C, n_e + 2, M D^order] before the Horner step of each order
                 for order in range(self.correlation, 0, -1):
                     if order not in folded and result is None:
                         continue

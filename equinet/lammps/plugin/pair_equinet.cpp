@@ -232,7 +232,7 @@ void PairEquinet::build_graph()
         const double dx = x[i][0] - x[j][0], dy = x[i][1] - x[j][1], dz = x[i][2] - x[j][2];
         if (dx * dx + dy * dy + dz * dz >= cutoff_squared) continue;
         if (node_of[j] < 0) {
-          if (fold_images) error->one(FLERR, "pair_style equinet: ghost atom {} is no image of a local atom", tag[j]);
+          if (fold_images) error->one(FLERR, "pair_style equinet: ghost atom {} on one rank is not an image of a local atom (report this as a bug)", tag[j]);
           node_of[j] = nlocal + static_cast<int>(ghost_of_node.size());
           ghost_of_node.push_back(j);
           if (hop + 1 < message_passing_steps) next_frontier.push_back(j);
