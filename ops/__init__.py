@@ -19,6 +19,7 @@ from .cartesian import (
 from .cg import BACKENDS, CGConvolution, ChannelwiseTensorProduct, FullyConnectedTensorProduct, Linear
 from .gaunt import GauntManyBodyProduct, GauntTensorProduct, gaunt_coefficients
 from .radial import BesselBasis, CosineCutoff, ExpNormalBasis, GaussianBasis, PolynomialCutoff
+from .scatter import edge_dot, gather_scale_scatter, scatter_outer
 from .sh import SphericalHarmonics, spherical_harmonics
 from .so2 import SO2Convolution, so2_weights_from_cg
 from .symmetric_contraction import SymmetricContraction, symmetric_coupling_basis
@@ -45,10 +46,13 @@ __all__ = [
     "axial_vector",
     "compose_tensor",
     "decompose_tensor",
+    "edge_dot",
     "edge_tensors",
     "edge_wigner_D",
     "frobenius_norm_squared",
+    "gather_scale_scatter",
     "gaunt_coefficients",
+    "scatter_outer",
     "skew_symmetric",
     "so2_weights_from_cg",
     "spherical_harmonics",

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import torch
 
+from .scatter import gather_scale_scatter
+
 __all__ = [
     "CartesianLinear",
     "TensorMessagePassing",
@@ -238,19 +240,20 @@ class TensorMessagePassing(torch.nn.Module):
         x = x / (frobenius_norm_squared(x) + 1)[..., None, None]
         # contiguous: CartesianLinear's outputs are permuted views, and gathers of strided rows are slow
         y = compose_tensor(*self.linear_in(*decompose_tensor(x))).contiguous()  # [n, C, 3, 3]
-        # f^I I + f^A A + f^S S of Y_j's parts is a Y_j + b Y_j^T + c tr(Y_j) 1, so one
-        # [E, C, 3, 3] gather (not one per part) makes the messages. The sums of a Y_j and
-        # b Y_j are formed at the receivers and the second is transposed there, on n (not
-        # E) matrices, by permuting its 9 entries (a copy: strided views make the
-        # backward's gathers slow); the trace term is summed as [E, C] scalars.
+        # f^I I + f^A A + f^S S of Y_j's parts is a Y_j + b Y_j^T + c tr(Y_j) 1, so the
+        # messages need Y_j alone (not one gather per part). The sums of a Y_j and b Y_j
+        # are formed at the receivers (gather_scale_scatter: no [E, C, 3, 3] tensors) and
+        # the second is transposed there, on n (not E) matrices, by permuting its 9
+        # entries; the trace term is summed as [E, C] scalars.
         f_i, f_a, f_s = edge_weights.unbind(1)  # [E, C] each
-        y_j = y.index_select(0, sender)
-        m_a = x.new_zeros(x.shape).index_add(0, receiver, (0.5 * (f_a + f_s))[..., None, None] * y_j)
-        m_b = x.new_zeros(x.shape).index_add(0, receiver, (0.5 * (f_s - f_a))[..., None, None] * y_j)
-        trace_j = y.diagonal(dim1=-2, dim2=-1).sum(-1).index_select(0, sender)  # [E, C]
-        m_trace = x.new_zeros(x.shape[:2]).index_add(0, receiver, (f_i - f_s) / 3 * trace_j)  # [n, C]
-        m_b_transposed = m_b.flatten(-2).index_select(-1, _TRANSPOSE.to(x.device)).view(x.shape)
-        m = m_a + m_b_transposed + m_trace[..., None, None] * torch.eye(3, dtype=x.dtype, device=x.device)
+        n, y_flat = x.shape[0], y.flatten(-2)  # [n, C, 9]
+        m_a = gather_scale_scatter(y_flat, 0.5 * (f_a + f_s), sender, receiver, n)
+        m_b = gather_scale_scatter(y_flat, 0.5 * (f_s - f_a), sender, receiver, n)
+        trace = y.diagonal(dim1=-2, dim2=-1).sum(-1, keepdim=True)  # [n, C, 1]
+        m_trace = gather_scale_scatter(trace, (f_i - f_s) / 3, sender, receiver, n)  # [n, C, 1]
+        m_b_transposed = m_b.index_select(-1, _TRANSPOSE.to(x.device)).view(x.shape)
+        m_a, m_trace = m_a.view(x.shape), m_trace.unsqueeze(-1)
+        m = m_a + m_b_transposed + m_trace * torch.eye(3, dtype=x.dtype, device=x.device)
         product = m @ y + y @ m
         product = product / (frobenius_norm_squared(product) + 1)[..., None, None]
         dx = compose_tensor(*self.linear_out(*decompose_tensor(product)))

@@ -38,6 +38,7 @@ from equinet.ops import (
     compose_tensor,
     decompose_tensor,
     frobenius_norm_squared,
+    scatter_outer,
     skew_symmetric,
     symmetric_traceless,
 )
@@ -80,11 +81,11 @@ class _TensorEmbedding(torch.nn.Module):
         factors = self.radial(edge_features).view(-1, 3, self.channels) * pair.unsqueeze(1)  # [E, 3, C]
         f_i, f_a, f_s = factors.unbind(1)  # [E, C] each
         # Summed part by part at the receivers, each in its fewest numbers: the identity
-        # part as scalars, the skew part as axial vectors; only S needs [E, C, 3, 3].
+        # part as scalars, the skew part as axial vectors, without [E, C, 3, 3] tensors.
         n, c = species.shape[0], self.channels
         x_i = f_i.new_zeros(n, c).index_add(0, receiver, f_i)
-        x_a = f_i.new_zeros(n, c, 3).index_add(0, receiver, f_a.unsqueeze(-1) * unit.unsqueeze(1))
-        x_s = f_i.new_zeros(n, c, 3, 3).index_add(0, receiver, f_s[..., None, None] * symmetric_traceless(unit).unsqueeze(1))
+        x_a = scatter_outer(f_a, unit, receiver, n)  # [n, C, 3]
+        x_s = scatter_outer(f_s, symmetric_traceless(unit).flatten(-2), receiver, n).view(n, c, 3, 3)
         eye = torch.eye(3, dtype=x_i.dtype, device=x_i.device)
         x = compose_tensor(x_i[..., None, None] * eye, skew_symmetric(x_a), x_s)
         scales = self.scalars(self.norm(frobenius_norm_squared(x))).view(-1, 3, self.channels)
