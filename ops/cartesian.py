@@ -242,17 +242,17 @@ class TensorMessagePassing(torch.nn.Module):
         y = compose_tensor(*self.linear_in(*decompose_tensor(x))).contiguous()  # [n, C, 3, 3]
         # f^I I + f^A A + f^S S of Y_j's parts is a Y_j + b Y_j^T + c tr(Y_j) 1, so the
         # messages need Y_j alone (not one gather per part). The sums of a Y_j and b Y_j
-        # are formed at the receivers (gather_scale_scatter: no [E, C, 3, 3] tensors) and
-        # the second is transposed there, on n (not E) matrices, by permuting its 9
-        # entries; the trace term is summed as [E, C] scalars.
+        # are formed at the receivers (gather_scale_scatter, channels last: no
+        # [E, 9, C] tensors) and the second is transposed there, on n (not E) matrices,
+        # by permuting its 9 entries; the trace term is summed as scalars.
         f_i, f_a, f_s = edge_weights.unbind(1)  # [E, C] each
-        n, y_flat = x.shape[0], y.flatten(-2)  # [n, C, 9]
-        m_a = gather_scale_scatter(y_flat, 0.5 * (f_a + f_s), sender, receiver, n)
-        m_b = gather_scale_scatter(y_flat, 0.5 * (f_s - f_a), sender, receiver, n)
-        trace = y.diagonal(dim1=-2, dim2=-1).sum(-1, keepdim=True)  # [n, C, 1]
-        m_trace = gather_scale_scatter(trace, (f_i - f_s) / 3, sender, receiver, n)  # [n, C, 1]
-        m_b_transposed = m_b.index_select(-1, _TRANSPOSE.to(x.device)).view(x.shape)
-        m_a, m_trace = m_a.view(x.shape), m_trace.unsqueeze(-1)
+        n, y_entries = x.shape[0], y.flatten(-2).transpose(1, 2).contiguous()  # [n, 9, C]
+        m_a = gather_scale_scatter(y_entries, 0.5 * (f_a + f_s), sender, receiver, n)
+        m_b = gather_scale_scatter(y_entries, 0.5 * (f_s - f_a), sender, receiver, n)
+        trace = y.diagonal(dim1=-2, dim2=-1).sum(-1).unsqueeze(1)  # [n, 1, C]
+        m_trace = gather_scale_scatter(trace, (f_i - f_s) / 3, sender, receiver, n)  # [n, 1, C]
+        m_b_transposed = m_b.index_select(1, _TRANSPOSE.to(x.device)).transpose(1, 2).reshape(x.shape)
+        m_a, m_trace = m_a.transpose(1, 2).reshape(x.shape), m_trace.view(n, -1, 1, 1)
         m = m_a + m_b_transposed + m_trace * torch.eye(3, dtype=x.dtype, device=x.device)
         product = m @ y + y @ m
         product = product / (frobenius_norm_squared(product) + 1)[..., None, None]

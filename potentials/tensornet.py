@@ -84,8 +84,8 @@ class _TensorEmbedding(torch.nn.Module):
         # part as scalars, the skew part as axial vectors, without [E, C, 3, 3] tensors.
         n, c = species.shape[0], self.channels
         x_i = f_i.new_zeros(n, c).index_add(0, receiver, f_i)
-        x_a = scatter_outer(f_a, unit, receiver, n)  # [n, C, 3]
-        x_s = scatter_outer(f_s, symmetric_traceless(unit).flatten(-2), receiver, n).view(n, c, 3, 3)
+        x_a = scatter_outer(f_a, unit, receiver, n).transpose(1, 2)  # [n, C, 3]
+        x_s = scatter_outer(f_s, symmetric_traceless(unit).flatten(-2), receiver, n).transpose(1, 2).reshape(n, c, 3, 3)
         eye = torch.eye(3, dtype=x_i.dtype, device=x_i.device)
         x = compose_tensor(x_i[..., None, None] * eye, skew_symmetric(x_a), x_s)
         scales = self.scalars(self.norm(frobenius_norm_squared(x))).view(-1, 3, self.channels)

@@ -12,7 +12,7 @@ from equinet.ops.scatter import edge_dot, gather_scale_scatter, scatter_outer
 
 def _graph(num_senders=6, num_receivers=5, num_edges=23, channels=4, components=3, seed=0):
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(num_senders, channels, components, generator=g, requires_grad=True)
+    x = torch.randn(num_senders, components, channels, generator=g, requires_grad=True)
     weights = torch.randn(num_edges, channels, generator=g, requires_grad=True)
     sender = torch.randint(0, num_senders, (num_edges,), generator=g)
     receiver = torch.randint(0, num_receivers, (num_edges,), generator=g)  # unsorted, repeated
@@ -22,7 +22,7 @@ def _graph(num_senders=6, num_receivers=5, num_edges=23, channels=4, components=
 def _reference(x, weights, sender, receiver, num_receivers):
     out = torch.zeros(num_receivers, *x.shape[1:], dtype=x.dtype)
     for e in range(sender.shape[0]):
-        out[receiver[e]] += weights[e, :, None] * x[sender[e]]
+        out[receiver[e]] += weights[e] * x[sender[e]]
     return out
 
 
@@ -40,9 +40,9 @@ def test_gather_scale_scatter_matches_the_edge_by_edge_sum(float64, small_blocks
 
 def test_edge_dot_matches_its_formula(float64, small_blocks):
     a, _, index_a, index_b, _ = _graph()
-    b = torch.randn(5, 4, 3, requires_grad=True)
+    b = torch.randn(5, 3, 4, requires_grad=True)
     out = edge_dot(a, b, index_a, index_b)
-    expected = torch.stack([(a[index_a[e]] * b[index_b[e]]).sum(-1) for e in range(index_a.shape[0])])
+    expected = torch.stack([(a[index_a[e]] * b[index_b[e]]).sum(0) for e in range(index_a.shape[0])])
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
 
 
@@ -51,9 +51,9 @@ def test_scatter_outer_matches_its_formula(float64, small_blocks):
     vectors = torch.randn(23, 3, requires_grad=True)
     out = scatter_outer(weights, vectors, receiver, n)
     assert "ScatterOuter" in type(out.grad_fn).__name__
-    expected = torch.zeros(n, 4, 3)
+    expected = torch.zeros(n, 3, 4)
     for e in range(23):
-        expected[receiver[e]] += torch.outer(weights[e], vectors[e])
+        expected[receiver[e]] += torch.outer(vectors[e], weights[e])
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
 
 
@@ -75,12 +75,12 @@ def test_gradients_match_the_plain_formula(float64, small_blocks, operator):
     x, weights, sender, receiver, n = _graph(seed=3)
     if operator == "gather_scale_scatter":
         blocked = lambda x, w: gather_scale_scatter(x, w, sender, receiver, n)  # noqa: E731
-        plain = lambda x, w: torch.zeros(n, 4, 3).index_add(0, receiver, w[..., None] * x[sender])  # noqa: E731
+        plain = lambda x, w: torch.zeros(n, 3, 4).index_add(0, receiver, w[:, None] * x[sender])  # noqa: E731
     else:
         x = torch.randn(23, 3, requires_grad=True)  # per-edge vectors
         blocked = lambda v, w: scatter_outer(w, v, receiver, n)  # noqa: E731
-        plain = lambda v, w: torch.zeros(n, 4, 3).index_add(0, receiver, w[..., None] * v[:, None])  # noqa: E731
-    target = torch.randn(n, 4, 3)
+        plain = lambda v, w: torch.zeros(n, 3, 4).index_add(0, receiver, v[..., None] * w[:, None])  # noqa: E731
+    target = torch.randn(n, 3, 4)
 
     def loss(aggregate):  # a force-training-like loss: differentiate, then differentiate again
         gx, gw = torch.autograd.grad((aggregate(x, weights).square() * target).sum(), (x, weights), create_graph=True)
@@ -95,7 +95,7 @@ def test_gradients_match_the_plain_formula(float64, small_blocks, operator):
 def test_no_edges(float64):
     x, weights, sender, receiver, n = _graph(num_edges=0)
     out = gather_scale_scatter(x, weights, sender, receiver, n)
-    assert out.shape == (n, 4, 3) and not out.any()
+    assert out.shape == (n, 3, 4) and not out.any()
     gx, gw = torch.autograd.grad(out.sum(), (x, weights), allow_unused=True)
     assert not gx.any() and gw.shape == (0, 4)
     assert edge_dot(x, x, sender, sender).shape == (0, 4)
@@ -113,7 +113,7 @@ def test_symbolic_tracing_takes_the_plain_formula(float64):
         weights.detach(), torch.randn(23, 3), receiver
     )
     v2 = torch.randn(41, 3)
-    expected = torch.zeros(n, 4, 3).index_add(0, r2, w2.detach()[..., None] * v2[:, None])
+    expected = torch.zeros(n, 3, 4).index_add(0, r2, v2[..., None] * w2.detach()[:, None])
     torch.testing.assert_close(traced(w2.detach(), v2, r2), expected)
 
 
@@ -121,14 +121,14 @@ def test_bad_shapes_say_what_was_expected():
     x, weights, sender, receiver, n = _graph()
     with pytest.raises(ValueError, match=r"weights must have shape \[E, C\] = \[23, 4\]"):
         gather_scale_scatter(x, weights[:, :3], sender, receiver, n)
-    with pytest.raises(ValueError, match=r"x must have shape \[n, C, K\]"):
+    with pytest.raises(ValueError, match=r"x must have shape \[n, K, C\]"):
         gather_scale_scatter(x[:, :, 0], weights, sender, receiver, n)
     with pytest.raises(ValueError, match="sender and receiver must both have shape"):
         gather_scale_scatter(x, weights, sender, receiver[:-1], n)
     with pytest.raises(ValueError, match=r"must share E, got \[23, 4\], \[22, 3\] and \[23\]"):
         scatter_outer(weights, torch.randn(22, 3), receiver, n)
-    with pytest.raises(ValueError, match=r"a \[n_a, C, K\] and b \[n_b, C, K\]"):
-        edge_dot(x, x[:, :2], sender, sender)
+    with pytest.raises(ValueError, match=r"a \[n_a, K, C\] and b \[n_b, K, C\]"):
+        edge_dot(x, x[:, :, :2], sender, sender)
 
 
 def test_tensornet_force_training_gradient_matches_the_plain_path(float64, small_blocks, monkeypatch):
