@@ -17,6 +17,7 @@ from .cartesian import (
     symmetric_traceless,
 )
 from .cg import BACKENDS, CGConvolution, ChannelwiseTensorProduct, FullyConnectedTensorProduct, Linear
+from .edge_pairs import EdgePairs, one_per_pair, per_edge, reverse_edge_pairs
 from .gaunt import GauntManyBodyProduct, GauntTensorProduct, gaunt_coefficients
 from .radial import BesselBasis, CosineCutoff, ExpNormalBasis, GaussianBasis, PolynomialCutoff
 from .scatter import edge_dot, gather_scale_scatter, scatter_outer
@@ -32,6 +33,7 @@ __all__ = [
     "CartesianLinear",
     "ChannelwiseTensorProduct",
     "CosineCutoff",
+    "EdgePairs",
     "ExpNormalBasis",
     "FullyConnectedTensorProduct",
     "GauntManyBodyProduct",
@@ -52,6 +54,9 @@ __all__ = [
     "frobenius_norm_squared",
     "gather_scale_scatter",
     "gaunt_coefficients",
+    "one_per_pair",
+    "per_edge",
+    "reverse_edge_pairs",
     "scatter_outer",
     "skew_symmetric",
     "so2_weights_from_cg",

@@ -38,6 +38,9 @@ from equinet.ops import (
     compose_tensor,
     decompose_tensor,
     frobenius_norm_squared,
+    one_per_pair,
+    per_edge,
+    reverse_edge_pairs,
     scatter_outer,
     skew_symmetric,
     symmetric_traceless,
@@ -73,12 +76,13 @@ class _TensorEmbedding(torch.nn.Module):
         )
         self.linear = CartesianLinear(channels, channels)
 
-    def forward(self, species, edge_features, envelope, unit, edge_index):
-        """``unit``: the edge unit vectors r̂ [E, 3]; edge tensors 1, [r̂]_x, r̂ r̂^T - 1/3."""
+    def forward(self, species, edge_features, envelope, pairs, unit, edge_index):
+        """``edge_features, envelope``: one row per edge pair (``pairs``); ``unit``: the edge
+        unit vectors r̂ [E, 3], for the edge tensors 1, [r̂]_x, r̂ r̂^T - 1/3."""
         sender, receiver = edge_index
         z = self.element_embedding(species)
-        pair = self.pair_embedding(torch.cat((z[receiver], z[sender]), dim=-1)) * envelope.unsqueeze(-1)  # [E, C]
-        factors = self.radial(edge_features).view(-1, 3, self.channels) * pair.unsqueeze(1)  # [E, 3, C]
+        pair = self.pair_embedding(torch.cat((z[receiver], z[sender]), dim=-1)) * per_edge(envelope, pairs).unsqueeze(-1)
+        factors = per_edge(self.radial(edge_features), pairs).view(-1, 3, self.channels) * pair.unsqueeze(1)  # [E, 3, C]
         f_i, f_a, f_s = factors.unbind(1)  # [E, C] each
         # Summed part by part at the receivers, each in its fewest numbers: the identity
         # part as scalars, the skew part as axial vectors, without [E, C, 3, 3] tensors.
@@ -109,8 +113,8 @@ class _Interaction(torch.nn.Module):
         )
         self.message_passing = TensorMessagePassing(channels)
 
-    def forward(self, x, edge_features, envelope, edge_index):
-        weights = (self.radial(edge_features) * envelope.unsqueeze(-1)).view(-1, 3, self.channels)
+    def forward(self, x, edge_features, envelope, pairs, edge_index):
+        weights = per_edge(self.radial(edge_features) * envelope.unsqueeze(-1), pairs).view(-1, 3, self.channels)
         return self.message_passing(x, weights, edge_index)
 
 
@@ -176,10 +180,13 @@ class TensorNet(Potential):
 
     def node_energy_terms(self, species, edge_vec, edge_index):
         r = edge_vec.norm(dim=-1)
-        envelope = self.envelope(r)
-        edge_features = self.radial_basis(r) * envelope.unsqueeze(-1)
-        x = self.embedding(species, edge_features, envelope, edge_vec / r.unsqueeze(-1), edge_index)
+        # The radial MLPs run once per edge and its reverse (same length): half the edges.
+        pairs = reverse_edge_pairs(edge_index, edge_vec)
+        r_pairs = one_per_pair(r, pairs)
+        envelope = self.envelope(r_pairs)
+        edge_features = self.radial_basis(r_pairs) * envelope.unsqueeze(-1)
+        x = self.embedding(species, edge_features, envelope, pairs, edge_vec / r.unsqueeze(-1), edge_index)
         for interaction in self.interactions:
-            x = interaction(x, edge_features, envelope, edge_index)
+            x = interaction(x, edge_features, envelope, pairs, edge_index)
         invariants = torch.cat([frobenius_norm_squared(part) for part in decompose_tensor(x)], dim=-1)  # [n, 3C]
         return self.readout(self.linear(self.out_norm(invariants))).squeeze(-1)
