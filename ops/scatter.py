@@ -21,9 +21,10 @@ Their derivatives are written with each other,
     scatter_outer         d/dw: sum_k grad[receiver_e, k, c] v[e, k];  d/dv: sum_c grad[receiver_e, k, c] w[e, c]
                           (whose derivatives are scatter_outer and each other),
 
-so derivatives of any order work (force training differentiates twice). Under tracing
-or compilation (symbolic sizes) they fall back to the plain formula, which a compiler
-fuses itself.
+so derivatives of any order work (force training differentiates twice). On GPUs, whose
+caching allocator reuses memory and whose kernels want many edges at once, and under
+tracing or compilation (symbolic sizes, which a compiler fuses itself) they use the
+plain formula.
 """
 
 from __future__ import annotations
@@ -35,9 +36,13 @@ __all__ = ["edge_dot", "gather_scale_scatter", "scatter_outer"]
 EDGE_BLOCK = 1024  # edges per block: [EDGE_BLOCK, K, C] buffers of a few MB, reused
 
 
-def _is_concrete(*tensors: torch.Tensor) -> bool:
-    """True outside tracing and compilation: every size is a plain int."""
-    return not torch.compiler.is_compiling() and all(isinstance(size, int) for t in tensors for size in t.shape)
+def _use_blocks(*tensors: torch.Tensor) -> bool:
+    """On a CPU, outside tracing and compilation (every size a plain int)."""
+    return (
+        not torch.compiler.is_compiling()
+        and all(t.device.type == "cpu" for t in tensors)
+        and all(isinstance(size, int) for t in tensors for size in t.shape)
+    )
 
 
 def _blocks(num_edges: int):
@@ -191,7 +196,7 @@ def gather_scale_scatter(
     → ``[num_receivers, K, C]``. Differentiable to any order in ``x`` and ``weights``.
     """
     _check(x, weights, sender, receiver)
-    if not _is_concrete(x, weights, sender):
+    if not _use_blocks(x, weights, sender):
         rows = x.index_select(0, sender) * weights.unsqueeze(1)
         return x.new_zeros((num_receivers, *x.shape[1:])).index_add(0, receiver, rows)
     dtype = torch.promote_types(x.dtype, weights.dtype)
@@ -209,7 +214,7 @@ def edge_dot(a: torch.Tensor, b: torch.Tensor, index_a: torch.Tensor, index_b: t
             f"edge_dot needs a [n_a, K, C] and b [n_b, K, C] with the same K, C and index_a, index_b of the same "
             f"shape [E], got {list(a.shape)}, {list(b.shape)}, {list(index_a.shape)} and {list(index_b.shape)}"
         )
-    if not _is_concrete(a, b, index_a):
+    if not _use_blocks(a, b, index_a):
         return (a.index_select(0, index_a) * b.index_select(0, index_b)).sum(1)
     dtype = torch.promote_types(a.dtype, b.dtype)
     return _EdgeDot.apply(a.to(dtype).contiguous(), b.to(dtype).contiguous(), index_a, index_b)
@@ -226,7 +231,7 @@ def scatter_outer(weights: torch.Tensor, vectors: torch.Tensor, receiver: torch.
             f"weights [E, C], vectors [E, K] and receiver [E] must share E, got {list(weights.shape)}, "
             f"{list(vectors.shape)} and {list(receiver.shape)}"
         )
-    if not _is_concrete(weights, vectors):
+    if not _use_blocks(weights, vectors):
         rows = vectors.unsqueeze(-1) * weights.unsqueeze(1)
         return rows.new_zeros((num_receivers, *rows.shape[1:])).index_add(0, receiver, rows)
     dtype = torch.promote_types(weights.dtype, vectors.dtype)
