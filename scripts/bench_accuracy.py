@@ -1,6 +1,7 @@
 """Accuracy on rMD17 at equal hyper-parameters and epochs: `equinet train` against mace-torch's `mace_run_train`.
 
-    python scripts/bench_accuracy.py DATA_DIR [--epochs 40 --molecules ethanol uracil --threads 2 --skip-mace]
+    python scripts/bench_accuracy.py DATA_DIR [--epochs 40 --molecules ethanol uracil --threads 2 --skip-mace
+                                              --families mace tensornet nequip escn]
 
 DATA_DIR holds ``ethanol/train.xyz`` and ``ethanol/test_MD.xyz`` (extended XYZ, eV) and
 ``rmd17/rmd17_uracil_{train,test}_01.npz`` (rMD17 .npz, kcal/mol). Both are read with
@@ -17,6 +18,10 @@ each reference energy fitted to the training set by least squares. Each trained 
 total-energy MAE/RMSE (meV) and force-component MAE/RMSE (meV/Å), as the MACE paper
 reports them. s/epoch is the training command's wall time divided by the epochs
 (start-up and preprocessing included, the same for both).
+
+``--families`` trains equinet's other model families too (TensorNet, NequIP, eSCN; sizes
+in ``FAMILIES``) on the same recipe, replacing only its model; mace-torch is compared
+with the MACE one.
 
 mace-torch runs in its own virtual environment (``.bench/mace-venv``, created on first
 use). Never run by the test suite: the data are not part of the project.
@@ -36,6 +41,14 @@ from peers import MACE_TORCH, PEER_ENV, machine, mace_python, mace_run_train
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "examples" / "rmd17.yaml"
 WORK = ROOT / ".bench" / "accuracy"
+# equinet's other families on the same recipe, at sizes whose epochs cost about what
+# the MACE recipe's do (float64 and r_cut 5 Å like it); mace-torch compares with `mace`.
+FAMILIES = {
+    "mace": None,  # the model of examples/rmd17.yaml
+    "tensornet": {"name": "tensornet", "dtype": "float64", "cutoff": 5.0, "hidden_channels": 64, "num_layers": 2, "num_rbf": 32},
+    "nequip": {"name": "nequip", "dtype": "float64", "cutoff": 5.0, "num_channels": 32, "l_max": 2, "num_layers": 4},
+    "escn": {"name": "escn", "dtype": "float64", "cutoff": 5.0, "num_channels": 32, "l_max": 4, "m_max": 2, "num_layers": 2},
+}
 MOLECULES = {
     "ethanol": ("ethanol/train.xyz", "ethanol/test_MD.xyz", "eV"),
     "uracil": ("rmd17/rmd17_uracil_train_01.npz", "rmd17/rmd17_uracil_test_01.npz", "kcal/mol"),
@@ -108,9 +121,10 @@ def stage_two_start(epochs: int) -> int:
     return max(1, epochs // 4 * 3)
 
 
-def recipe(data: Path, epochs: int, output: Path, seed: int) -> tuple[list[str], dict]:
-    """The ``--set`` overrides of ``examples/rmd17.yaml`` for this benchmark, and the
-    resulting training config with every default filled in (what mace-torch mirrors)."""
+def recipe(data: Path, epochs: int, output: Path, seed: int, model: dict | None = None) -> tuple[list[str], dict]:
+    """The ``--set`` overrides of ``examples/rmd17.yaml`` for this benchmark (``model``
+    replacing its model), and the resulting training config with every default filled in
+    (what mace-torch mirrors)."""
     from equinet.config import load_config
 
     overrides = {
@@ -120,6 +134,8 @@ def recipe(data: Path, epochs: int, output: Path, seed: int) -> tuple[list[str],
         "data.forces_key": "REF_forces", "trainer.max_epochs": epochs, "trainer.seed": seed,
         "trainer.progress_bar": "false", "output": output,
     }  # fmt: skip
+    if model is not None:
+        overrides["model"] = json.dumps(model)  # JSON is YAML: --set reads it as a mapping
     assignments = [f"{key}={value}" for key, value in overrides.items()]
     return assignments, load_config(RECIPE, assignments).model_dump(mode="json")
 
@@ -165,6 +181,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (OMP_NUM_THREADS)")
     parser.add_argument("--seed", type=int, default=0, help="training seed of both codes (the split stays fixed)")
     parser.add_argument("--skip-mace", action="store_true", help="train equinet only")
+    parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=["mace"], help="equinet model families to train")
     parser.add_argument("--worker", choices=("equinet", "mace"), help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -178,11 +195,16 @@ def main() -> None:
     for molecule in args.molecules:
         data = WORK / molecule / "data"
         write_splits(args.data_dir, molecule, data)
-        assignments, config = recipe(data, args.epochs, WORK / molecule / "equinet", args.seed)
-        seconds = run(equinet_command(assignments), WORK / molecule, env)
-        result = {"equinet": {**evaluate(Path(sys.executable), "equinet", WORK / molecule / "equinet" / "model.pt", data / "test.extxyz", env), "seconds": seconds}}
-        print(f"{molecule}: equinet trained in {seconds:.0f} s", flush=True)
+        result = {}
+        for family in args.families:
+            code = "equinet" if family == "mace" else f"equinet-{family}"
+            assignments, _ = recipe(data, args.epochs, WORK / molecule / code, args.seed, FAMILIES[family])
+            seconds = run(equinet_command(assignments), WORK / molecule, env)
+            errors = evaluate(Path(sys.executable), "equinet", WORK / molecule / code / "model.pt", data / "test.extxyz", env)
+            result[code] = {**errors, "seconds": seconds}
+            print(f"{molecule}: {code} trained in {seconds:.0f} s", flush=True)
         if mace:
+            _, config = recipe(data, args.epochs, WORK / molecule / "equinet", args.seed)
             folder = WORK / molecule / "mace"
             seconds = run(mace_command(config, data, args.epochs, mace, args.seed), folder, env)
             model = folder / "mace_stagetwo.model"  # its second-stage model, when that stage ran
@@ -193,14 +215,14 @@ def main() -> None:
 
     print(f"machine: {machine(args.threads)}")
     print(f"rMD17, {NUM_TRAIN} train / {NUM_VALID} valid, recipe examples/rmd17.yaml, {args.epochs} epochs, seed {args.seed}; peer {MACE_TORCH}")
-    print(f"{'molecule':10}{'code':10}{'E MAE':>8}{'E RMSE':>8}{'F MAE':>8}{'F RMSE':>8}{'s/epoch':>9}   (meV, meV/Å)")
+    print(f"{'molecule':10}{'code':18}{'E MAE':>8}{'E RMSE':>8}{'F MAE':>8}{'F RMSE':>8}{'s/epoch':>9}   (meV, meV/Å)")
     for molecule, result in rows:
         for code, r in result.items():
-            print(f"{molecule:10}{code:10}{r['energy_mae']:8.2f}{r['energy_rmse']:8.2f}{r['forces_mae']:8.2f}{r['forces_rmse']:8.2f}{r['seconds'] / args.epochs:9.1f}")
-        if "mace" in result:
+            print(f"{molecule:10}{code:18}{r['energy_mae']:8.2f}{r['energy_rmse']:8.2f}{r['forces_mae']:8.2f}{r['forces_rmse']:8.2f}{r['seconds'] / args.epochs:9.1f}")
+        if "mace" in result and "equinet" in result:
             ours, theirs = result["equinet"], result["mace"]
             print(
-                f"{molecule:10}{'ratio':10}{ours['energy_mae'] / theirs['energy_mae']:7.2f}x{'':8}"
+                f"{molecule:10}{'ratio':18}{ours['energy_mae'] / theirs['energy_mae']:7.2f}x{'':8}"
                 f"{ours['forces_mae'] / theirs['forces_mae']:7.2f}x{'':8}{ours['seconds'] / theirs['seconds']:8.2f}x"
             )
 
