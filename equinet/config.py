@@ -3,7 +3,7 @@
     data:      where the structures come from, label keys and units, splits, batch sizes
     model:     {name: <a registered model, e.g. mace>, <hyper-parameters>}; the cutoff is the model's
     loss:      weights of energy per atom, forces and stress, and of the second stage; mse or huber
-    optimizer: adam | adamw, learning rate, AMSGrad, weight decay
+    optimizer: adam | adamw, learning rate (by default the model family's), AMSGrad, weight decay
     scheduler: plateau | cosine | constant, with optional linear warm-up
     ema:       exponential moving average of the weights
     trainer:   epochs or wall time, accelerator, devices, nodes, strategy, clipping, seed
@@ -107,7 +107,7 @@ class LossConfig(_Section):
 
 class OptimizerConfig(_Section):
     name: Literal["adam", "adamw"] = "adam"
-    lr: float = Field(0.01, gt=0)
+    lr: float | None = Field(None, gt=0)  # None: the model family's default_lr
     weight_decay: float = Field(0.0, ge=0)
     amsgrad: bool = True
 
@@ -161,6 +161,8 @@ class TrainConfig(_Section):
         for key in self.model:
             if key not in valid:
                 raise ValueError(f"model.{key} is not a setting of model '{name}'{_closest(key, valid)}")
+        if self.optimizer.lr is None:
+            self.optimizer.lr = MODELS[name].default_lr
         return self
 
 

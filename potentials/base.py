@@ -50,6 +50,9 @@ class Potential(torch.nn.Module):
 
     #: True where the learned part is exactly zero for an atom without neighbours.
     isolated_energy_is_zero: bool = False
+    #: Adam's learning rate in `equinet train` when ``optimizer.lr`` is not given: the value
+    #: that trained the family best in ``scripts/bench_accuracy.py`` (BENCHMARKS.md).
+    default_lr: float = 0.01
 
     def __init__(self, statistics: dict, cutoff: float = 5.0, scale: float | str = "force_rms", shift: float | str = 0.0):
         super().__init__()

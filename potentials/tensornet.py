@@ -137,6 +137,7 @@ class TensorNet(Potential):
 
     # X = 0 without neighbours, but the readout of X = 0 is not zero.
     isolated_energy_is_zero = False
+    default_lr = 1e-3  # at 0.01 its forces learn 3x slower on rMD17 (BENCHMARKS.md); TorchMD-Net also uses 1e-3
 
     def __init__(
         self,

@@ -24,7 +24,7 @@ from ase.io import write
 
 from equinet import Calculator
 from equinet.cli import main
-from equinet.config import LossConfig, StageTwoConfig, load_config
+from equinet.config import LossConfig, StageTwoConfig, TrainConfig, load_config
 from equinet.potentials import MODELS
 from equinet.training import PotentialModule, StageTwo, ema_with_warmup, train
 
@@ -120,6 +120,15 @@ def test_stage_two_defaults_to_mace_weights_and_null_keeps_the_first_stages():
     loss = LossConfig(stress_weight=10.0, stage_two={"energy_weight": 100.0, "forces_weight": None})
     assert loss.weights(True) == {"energy": 100.0, "forces": 1000.0, "stress": 10.0}
     assert LossConfig(stage_two=None).weights(True) == {"energy": 1.0, "forces": 1000.0, "stress": 0.0}
+
+
+def test_the_learning_rate_defaults_to_the_model_family():
+    def lr(model: str, **optimizer) -> float:
+        return TrainConfig(data={"generate": {}}, model={"name": model}, optimizer=optimizer).optimizer.lr
+
+    assert lr("mace") == lr("nequip") == lr("escn") == 0.01
+    assert lr("tensornet") == MODELS["tensornet"].default_lr == 0.001
+    assert lr("tensornet", lr=0.02) == 0.02  # a given value wins
 
 
 class _FakeTimer(pl.callbacks.Timer):
