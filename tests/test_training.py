@@ -126,9 +126,11 @@ def test_the_learning_rate_defaults_to_the_model_family():
     def lr(model: str, **optimizer) -> float:
         return TrainConfig(data={"generate": {}}, model={"name": model}, optimizer=optimizer).optimizer.lr
 
-    assert lr("mace") == lr("nequip") == lr("escn") == 0.01
     assert lr("tensornet") == MODELS["tensornet"].default_lr == 0.001
+    assert lr("mace") == lr("nequip") == lr("escn") == 0.01
     assert lr("tensornet", lr=0.02) == 0.02  # a given value wins
+    # Without an optimizer section each config gets its own (the default is not shared).
+    assert [TrainConfig(data={"generate": {}}, model={"name": name}).optimizer.lr for name in ("tensornet", "mace")] == [0.001, 0.01]
 
 
 class _FakeTimer(pl.callbacks.Timer):
