@@ -48,6 +48,8 @@ from .wigner import edge_wigner_D
 
 __all__ = ["SO2Convolution", "so2_weights_from_cg"]
 
+BACKENDS = ("torch", "triton")
+
 
 def _class(ir: o3.Irrep) -> int:
     """``+1`` for irreps with the parity of Y^l (``0e, 1o, 2e, ..``), ``-1`` for the others."""
@@ -64,6 +66,8 @@ class SO2Convolution(torch.nn.Module):
         irreps_out: irreps of the output, same multiplicity as ``irreps_in``.
         m_max: highest ``|m|`` kept in the edge frame; ``None`` keeps all (the exact
             equivalent of a CG convolution, see :func:`so2_weights_from_cg`).
+        backend: ``"torch"`` (plain PyTorch) or ``"triton"`` (the CG convolution's GPU
+            kernels, :mod:`equinet.ops.kernels.so2_ops`); same weights, same result.
 
     Attributes:
         weight_numel: per-edge weights per row, laid out ``[block, output irrep, input
@@ -81,8 +85,11 @@ class SO2Convolution(torch.nn.Module):
         >>> out = conv(x, edge_vec, radial(edge_length), edge_index)   # radial: [E] → [E, conv.weight_numel]
     """
 
-    def __init__(self, irreps_in, irreps_out, m_max: int | None = None):
+    def __init__(self, irreps_in, irreps_out, m_max: int | None = None, backend: str = "torch"):
         super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
         self.irreps_in = _as_irreps(irreps_in, "irreps_in")
         self.irreps_out = _as_irreps(irreps_out, "irreps_out")
         multiplicities = {mul for mul, _ in self.irreps_in} | {mul for mul, _ in self.irreps_out}
@@ -139,6 +146,10 @@ class SO2Convolution(torch.nn.Module):
         self._output_sources = [[source.get((j, m)) for m in range(k + 1)] for j, k in enumerate(self._k_out)]
         # Edges per chunk: the largest product of the map, [out, in, ±, C] per edge, in ~1M numbers.
         self._edge_chunk = max(64, 2**20 // (self.channels * max(o * i * pair for o, i, pair in self._block_sizes)))
+        if backend == "triton":
+            from .kernels import triton_so2
+
+            self.kernels = triton_so2(self)
 
     def _frame_rotations(self, wigner: list[torch.Tensor], irreps: o3.Irreps, rows) -> list[torch.Tensor | None]:
         """Per segment ``[E, 2k+1, 2l+1]``: rows of D^l in edge-frame order, with their factors."""
@@ -168,6 +179,8 @@ class SO2Convolution(torch.nn.Module):
         self._check(node_feats, edge_vec, edge_weights, edge_index, wigner)
         if wigner is None:
             wigner = edge_wigner_D(self.l_max, edge_vec, self.m_max)
+        if self.backend == "triton":
+            return self.kernels(node_feats, wigner[: self.l_max + 1], edge_weights, edge_index[0], edge_index[1])
         # Edge work runs channels-last, [E, component, C]: rotations are then plain batched
         # products and regrouping rows moves whole channel vectors. The layout changes at the
         # nodes, where it is cheap.
@@ -240,7 +253,10 @@ class SO2Convolution(torch.nn.Module):
                 )
 
     def extra_repr(self) -> str:
-        return f"'{self.irreps_in}' -> '{self.irreps_out}', m_max={self.m_max}, weight_numel={self.weight_numel}"
+        return (
+            f"'{self.irreps_in}' -> '{self.irreps_out}', m_max={self.m_max}, weight_numel={self.weight_numel}, "
+            f"backend={self.backend!r}"
+        )
 
 
 def _frame_rows(ir: o3.Irrep, k: int, factor_of_m) -> tuple[list[int], list[float]] | None:

@@ -38,6 +38,7 @@ import torch
 from e3nn import o3
 
 from equinet.ops import FullyConnectedTensorProduct, Linear, SO2Convolution, edge_wigner_D
+from equinet.ops.so2 import BACKENDS as CONV_BACKENDS
 
 from .base import Potential
 from .blocks import RadialEmbedding, gate, radial_network
@@ -49,11 +50,11 @@ __all__ = ["ESCN"]
 class _ESCNLayer(torch.nn.Module):
     """One interaction: ``[n, irreps_in] → [n, hidden]``."""
 
-    def __init__(self, irreps_in, hidden, m_max, num_elements, num_basis, radial_hidden, avg_num_neighbors):
+    def __init__(self, irreps_in, hidden, m_max, num_elements, num_basis, radial_hidden, avg_num_neighbors, backend):
         super().__init__()
         self.gate = gate(hidden)
         self.linear_in = Linear(irreps_in, irreps_in)
-        self.conv = SO2Convolution(irreps_in, hidden, m_max)
+        self.conv = SO2Convolution(irreps_in, hidden, m_max, backend=backend)
         self.radial = radial_network(num_basis, radial_hidden, self.conv.weight_numel)
         self.linear_out = Linear(hidden, self.gate.irreps_in)
         self.self_connection = FullyConnectedTensorProduct(irreps_in, o3.Irreps(f"{num_elements}x0e"), self.gate.irreps_in)
@@ -81,6 +82,8 @@ class ESCN(Potential):
         envelope_p: exponent of the polynomial cutoff envelope.
         radial_hidden: hidden widths of the radial MLP.
         readout_hidden: width of the scalar readout MLP.
+        conv_backend: ``"torch"`` or ``"triton"`` (GPU kernels) for the SO(2) convolutions;
+            the backends share one set of weights.
 
     Hidden irreps: ``num_channels x (0e + 1o + 2e + ...)`` up to ``l_max``.
     """
@@ -99,8 +102,11 @@ class ESCN(Potential):
         envelope_p: int = 6,
         radial_hidden: Sequence[int] = (64,),
         readout_hidden: int = 16,
+        conv_backend: str = "torch",
     ):
         super().__init__(statistics, cutoff, scale, shift)
+        if conv_backend not in CONV_BACKENDS:
+            raise ValueError(f"model.conv_backend must be one of {', '.join(CONV_BACKENDS)}, got {conv_backend!r}")
         for key, value, least in (("num_channels", num_channels, 1), ("num_layers", num_layers, 1), ("l_max", l_max, 0), ("m_max", m_max, 0)):
             if not isinstance(value, int) or value < least:
                 raise ValueError(f"model.{key} must be an integer >= {least}, got {value!r}")
@@ -110,7 +116,9 @@ class ESCN(Potential):
         self.embedding = Linear(f"{self.num_elements}x0e", f"{num_channels}x0e")
         layers, irreps = [], o3.Irreps(f"{num_channels}x0e")
         for _ in range(num_layers):
-            layers.append(_ESCNLayer(irreps, hidden, self.m_max, self.num_elements, num_basis, radial_hidden, self.avg_num_neighbors))
+            layers.append(
+                _ESCNLayer(irreps, hidden, self.m_max, self.num_elements, num_basis, radial_hidden, self.avg_num_neighbors, conv_backend)
+            )
             irreps = hidden
         self.layers = torch.nn.ModuleList(layers)
         self.readout = torch.nn.Sequential(

@@ -17,7 +17,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch_geometric.data import Batch
 
 from equinet.datasets import atoms_to_graph
-from equinet.ops import CGConvolution, ChannelwiseTensorProduct, spherical_harmonics
+from equinet.ops import CGConvolution, ChannelwiseTensorProduct, SO2Convolution, edge_wigner_D, spherical_harmonics
 from equinet.potentials.registry import hyperparameters
 from equinet.testing import assert_equivariant
 from test_potentials import CUTOFF, SMALL, _alloy, _model  # the small models and the triclinic Cu/Ni cell
@@ -248,6 +248,88 @@ def test_traces_with_fake_tensors_compile_and_export(float64):
     exported = torch.export.export(conv, inputs)
     assert "torch.ops.equinet.cg_conv.default" in exported.graph_module.code
     _assert_matches(exported.module()(*inputs), conv(*inputs), torch.float64)
+
+
+def _so2_pair(irreps_in, irreps_out, m_max, dtype=torch.float64):
+    """The SO(2) convolution on the kernels and the torch reference, tables built in ``dtype``."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        return (SO2Convolution(irreps_in, irreps_out, m_max, backend="triton").to(DEVICE),
+                SO2Convolution(irreps_in, irreps_out, m_max).to(DEVICE))  # fmt: skip
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _so2_inputs(conv, num_nodes, num_edges, dtype=torch.float64):
+    """Random ``[node_feats, edge_vec, edge_weights]`` and ``edge_index`` on DEVICE."""
+    leaves = [_randn(num_nodes, conv.irreps_in.dim, dtype=dtype, seed=0), _randn(num_edges, 3, dtype=dtype, seed=1),
+              _randn(num_edges, conv.weight_numel, dtype=dtype, seed=2)]  # fmt: skip
+    edge_index = torch.randint(0, num_nodes, (2, num_edges), generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    return leaves, edge_index
+
+
+# Mixed parities (class -1 irreps, 1e here, take the quarter turn); outputs whose m = 0 row
+# no block writes (1e: no input of its class); truncation below the degrees, with an input
+# no block uses (2o: no output of its class at m = 0).
+SO2_CASES = [
+    ("3x0e+3x1o+3x2e", "3x0e+3x1o+3x2e", 1),
+    ("2x0e+2x1o+2x3o", "2x0e+2x1o+2x2e+2x1e", None),
+    ("3x0e+3x1o+3x2o", "3x0e+3x1o", 0),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("irreps_in, irreps_out, m_max", SO2_CASES)
+def test_so2_conv_matches_reference(poisoned_outputs, irreps_in, irreps_out, m_max, dtype):
+    triton, reference = _so2_pair(irreps_in, irreps_out, m_max, dtype)
+    leaves, edge_index = _so2_inputs(reference, num_nodes=9, num_edges=31, dtype=dtype)
+    _assert_same(triton, reference, leaves, edge_index, dtype)
+
+
+def test_so2_conv_with_strided_inputs_shared_wigner_and_small_blocks(poisoned_outputs, cg_triton, monkeypatch):
+    # Views for every input, Wigner matrices of a higher l_max and m_max than the
+    # convolution's (as a model shares them), and GPU-like blocks with partial last tiles.
+    monkeypatch.setattr(cg_triton, "_node_blocks", lambda num_nodes, entries, max_mul: (2, 2, 2, 4))
+    monkeypatch.setattr(cg_triton, "_edge_blocks", lambda num_edges, entries, max_mul: (8, 2, 4))
+    triton, reference = _so2_pair("3x0e+3x1o+3x2e", "3x0e+3x1o+3x2e", 1)
+    (node_feats, edge_vec, edge_weights), edge_index = _so2_inputs(reference, num_nodes=5, num_edges=13)
+    node_feats, edge_weights = node_feats.T.contiguous().T, edge_weights.T.contiguous().T
+    edge_index[1, :6] = 0
+    edge_index = edge_index.T.contiguous().T
+    assert not any(t.is_contiguous() for t in (node_feats, edge_weights, edge_index))
+    got, expected = [], []
+    for module, results in ((triton, got), (reference, expected)):
+        leaves = [t.detach().requires_grad_() for t in (node_feats, edge_vec, edge_weights)]
+        wigner = edge_wigner_D(3, leaves[1], 2)
+        out = module(leaves[0], leaves[1], leaves[2], edge_index, wigner)
+        results += [out.detach(), *torch.autograd.grad(out.square().sum(), leaves)]
+    for g, e in zip(got, expected):
+        _assert_matches(g, e, torch.float64)
+
+
+def test_so2_conv_without_edges(poisoned_outputs):
+    triton, reference = _so2_pair("2x0e+2x1o", "2x0e+2x1o", 1)
+    leaves, edge_index = _so2_inputs(reference, num_nodes=4, num_edges=0)
+    _assert_same(triton, reference, leaves, edge_index, torch.float64)
+    assert triton(*leaves, edge_index).abs().max() == 0
+
+
+def test_so2_conv_gradcheck_and_gradgradcheck(float64):
+    conv = SO2Convolution("2x0e+2x1o+2x2e", "2x0e+2x1o", 1, backend="triton").to(DEVICE)
+    leaves, edge_index = _so2_inputs(conv, num_nodes=3, num_edges=5)
+    leaves = tuple(t.requires_grad_() for t in leaves)
+
+    def fn(*leaves):
+        return conv(*leaves, edge_index)
+
+    assert torch.autograd.gradcheck(fn, leaves, fast_mode=True)
+    assert torch.autograd.gradgradcheck(fn, leaves, fast_mode=True)
+
+
+def test_so2_backend_must_be_known():
+    with pytest.raises(ValueError, match=r"^backend must be one of \('torch', 'triton'\), got 'cuda'$"):
+        SO2Convolution("2x0e", "2x0e", backend="cuda")
 
 
 @pytest.mark.parametrize("variant", sorted(v for v, c in SMALL.items() if "conv_backend" in hyperparameters(c["name"])))

@@ -199,8 +199,8 @@ def test_model_file_round_trip(variant, tmp_path):
 def test_conv_backends_give_the_same_model(float64):
     batch = Batch.from_data_list([atoms_to_graph(_alloy(), CUTOFF)])
     for variant, config in sorted(SMALL.items()):
-        if "conv_backend" not in hyperparameters(config["name"]):
-            continue
+        if "conv_backend" not in hyperparameters(config["name"]) or config["name"] == "escn":
+            continue  # escn's SO(2) convolution has no e3nn reference backend (tests/test_so2.py checks it)
         reference = _model(variant, conv_backend="e3nn")
         ours = _model(variant, conv_backend="torch")
         ours.load_state_dict(reference.state_dict())

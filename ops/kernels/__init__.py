@@ -7,6 +7,7 @@ cuEquivariance (``backend="cueq"``).
   product with per-edge weights → segmented sum at the receivers) and of its derivatives.
 * :mod:`.cg_ops` — those kernels as ``torch.library`` operators with fake (shape)
   implementations and autograd formulas closed under differentiation.
+* :mod:`.so2_ops` — the SO(2) convolution of eSCN as three passes of those operators.
 * :mod:`.cueq` — equinet's channel-wise product and symmetric contraction as
   cuEquivariance polynomials (``cuequivariance_torch``, the optional extra ``cueq``): its
   CUDA kernels on a GPU with cuequivariance-ops-torch, its PyTorch code elsewhere.
@@ -20,7 +21,17 @@ from __future__ import annotations
 
 from e3nn import o3
 
-__all__ = ["cueq_channelwise", "cueq_symmetric_contraction", "triton_channelwise"]
+__all__ = ["cueq_channelwise", "cueq_symmetric_contraction", "triton_channelwise", "triton_so2"]
+
+
+def _require_triton() -> None:
+    """An ImportError of one line naming the fix when triton is not installed."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "backend='triton' needs the triton package: pip install triton (or pip install 'equinet[triton]')"
+        ) from None
 
 
 def triton_channelwise(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps, instructions):
@@ -30,15 +41,23 @@ def triton_channelwise(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out:
     Raises:
         ImportError: triton is not installed (one line naming the fix).
     """
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        raise ImportError(
-            "backend='triton' needs the triton package: pip install triton (or pip install 'equinet[triton]')"
-        ) from None
+    _require_triton()
     from .cg_ops import TritonChannelwise
 
     return TritonChannelwise(irreps_in1, irreps_in2, irreps_out, instructions)
+
+
+def triton_so2(conv):
+    """The ``backend="triton"`` implementation of an ``SO2Convolution`` ``conv``
+    (:class:`~equinet.ops.kernels.so2_ops.TritonSO2`).
+
+    Raises:
+        ImportError: triton is not installed (one line naming the fix).
+    """
+    _require_triton()
+    from .so2_ops import TritonSO2
+
+    return TritonSO2(conv)
 
 
 def _cueq():

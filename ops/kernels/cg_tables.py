@@ -26,6 +26,10 @@ Each table is padded to the longest row, so a kernel can load a block of rows ti
 block of entries as one 2D tile; padding entries have ``count`` masking them out and a
 coefficient of 0.
 
+:func:`trilinear_tables` builds the tables of any trilinear form of this shape from its
+column families and nonzero coefficients; :func:`cg_kernel_tables` gives it those of the CG
+product, and :mod:`.so2_ops` those of the SO(2) convolution's steps.
+
 Tables (all int32 except the coefficients, which take the default dtype):
 
 * ``*_rows [R, F]`` row fields, ``*_entries [R, J, G]`` entry fields, ``*_coeffs [R, J]``.
@@ -44,7 +48,7 @@ import math
 import torch
 from e3nn import o3
 
-__all__ = ["TABLE_NAMES", "cg_kernel_tables"]
+__all__ = ["TABLE_NAMES", "cg_kernel_tables", "trilinear_tables"]
 
 # The order in which the tables travel to the custom ops (one flat list of tensors).
 TABLE_NAMES = tuple(
@@ -63,10 +67,57 @@ def _pad(rows: list[list[int]], entries: list[list[tuple[tuple[int, ...], float]
     return row_fields, fields, coeffs
 
 
+def trilinear_tables(
+    in_families: list[tuple[int, int, int]],
+    out_families: list[tuple[int, int, int]],
+    weight_groups: list[tuple[int, int]],
+    y_dim: int,
+    terms: list[tuple[int, int, int, int, float]],
+) -> dict[str, torch.Tensor]:
+    """The four tables of the module docstring for any trilinear form of that shape.
+
+    Args:
+        in_families: ``(start, stride, mul)`` of every column family of ``x`` (its columns
+            ``start + u * stride`` for ``u < mul``); each gets a ``transpose`` row.
+        out_families: the same for the output; each gets a ``conv`` row.
+        weight_groups: ``(start, mul)`` of every group of weight columns; each gets a ``weights`` row.
+        y_dim: number of columns of ``y``; each gets an ``attrs`` row.
+        terms: ``(in family, y column, weight group, out family, c)``, one per nonzero
+            coefficient; the three families of a term have the same ``mul``.
+
+    Coefficients are returned in torch's default dtype.
+    """
+    conv_entries: list[list] = [[] for _ in out_families]
+    transpose_entries: list[list] = [[] for _ in in_families]
+    attrs_entries: list[list] = [[] for _ in range(y_dim)]
+    weights_entries: list[list] = [[] for _ in weight_groups]
+    for i, b, k, o, c in terms:
+        (x_start, x_stride, _), (o_start, o_stride, _), (w_start, mul) = in_families[i], out_families[o], weight_groups[k]
+        conv_entries[o].append(((x_start, x_stride, b, w_start), c))
+        transpose_entries[i].append(((o_start, o_stride, b, w_start), c))
+        attrs_entries[b].append(((x_start, x_stride, o_start, o_stride, w_start, mul), c))
+        weights_entries[k].append(((x_start, x_stride, b, o_start, o_stride), c))
+
+    tables: dict[str, torch.Tensor] = {}
+    dtype = torch.get_default_dtype()
+    for kind, rows, entries, num_fields in (
+        ("conv", [list(family) for family in out_families], conv_entries, 4),
+        ("transpose", [list(family) for family in in_families], transpose_entries, 4),
+        ("attrs", [[] for _ in range(y_dim)], attrs_entries, 6),
+        ("weights", [list(group) for group in weight_groups], weights_entries, 5),
+    ):
+        rows = [row + [len(row_entries)] for row, row_entries in zip(rows, entries)]  # count is the last row field
+        row_fields, entry_fields, coeffs = _pad(rows, entries, num_fields)
+        tables[f"{kind}_rows"] = row_fields
+        tables[f"{kind}_entries"] = entry_fields
+        tables[f"{kind}_coeffs"] = coeffs.to(dtype)
+    return tables
+
+
 def cg_kernel_tables(
     irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps, instructions: list[tuple[int, int, int]]
 ) -> dict[str, torch.Tensor]:
-    """The four tables of the module docstring, by the names of :data:`TABLE_NAMES`.
+    """The tables of the channel-wise CG product (:func:`trilinear_tables`).
 
     Args:
         irreps_in1: node feature irreps (any multiplicities).
@@ -81,76 +132,25 @@ def cg_kernel_tables(
     offsets_out = [irreps_out[:i].dim for i in range(len(irreps_out))]
     weight_starts = [sum(irreps_in1[i1].mul for i1, _, _ in instructions[:k]) for k in range(len(instructions))]
 
-    # Every nonzero coefficient once: (path, m1, m2, mo, c). e3nn's zeros are exact zeros.
-    nonzeros: list[tuple[int, int, int, int, float]] = []
+    # Column families: (segment i, m1) of x, including segments that no path leaves (their
+    # transpose rows stay empty and the kernel writes zeros), and (path k, mo) of the output.
+    in_family, in_families = {}, []
+    for i, (mul, ir) in enumerate(irreps_in1):
+        for m1 in range(ir.dim):
+            in_family[i, m1] = len(in_families)
+            in_families.append((offsets1[i] + m1, ir.dim, mul))
+    out_family, out_families = {}, []
+    for k, (i1, _, i_out) in enumerate(instructions):
+        for mo in range(irreps_out[i_out].ir.dim):
+            out_family[k, mo] = len(out_families)
+            out_families.append((offsets_out[i_out] + mo, irreps_out[i_out].ir.dim, irreps_in1[i1].mul))
+    weight_groups = [(weight_starts[k], irreps_in1[i1].mul) for k, (i1, _, _) in enumerate(instructions)]
+
+    # Every nonzero coefficient once; e3nn's zeros are exact zeros.
+    terms = []
     for k, (i1, i2, i_out) in enumerate(instructions):
         l1, l2, l_out = irreps_in1[i1].ir.l, irreps_in2[i2].ir.l, irreps_out[i_out].ir.l
         block = o3.wigner_3j(l1, l2, l_out, dtype=torch.float64) * math.sqrt(2 * l_out + 1)
         for m1, m2, mo in block.nonzero().tolist():
-            nonzeros.append((k, m1, m2, mo, block[m1, m2, mo].item()))
-
-    # (start, stride) of the channels of x[:, segment of path k, :, m1] and of its output.
-    def x_row(k, m1):
-        return offsets1[instructions[k][0]] + m1, irreps_in1[instructions[k][0]].ir.dim
-
-    def out_row(k, mo):
-        return offsets_out[instructions[k][2]] + mo, irreps_out[instructions[k][2]].ir.dim
-
-    def y_index(k, m2):
-        return offsets2[instructions[k][1]] + m2
-
-    def mul(k):
-        return irreps_in1[instructions[k][0]].mul
-
-    tables: dict[str, torch.Tensor] = {}
-
-    # conv: one row per output column family (k, mo), in output order.
-    conv_rows, conv_entries = [], []
-    row_of = {}
-    for k, (_, _, i_out) in enumerate(instructions):
-        for mo in range(irreps_out[i_out].ir.dim):
-            row_of[k, mo] = len(conv_rows)
-            conv_rows.append([*out_row(k, mo), mul(k), 0])
-            conv_entries.append([])
-    for k, m1, m2, mo, c in nonzeros:
-        conv_entries[row_of[k, mo]].append(((*x_row(k, m1), y_index(k, m2), weight_starts[k]), c))
-
-    # transpose: one row per input column family (i, m1) of irreps_in1, including
-    # segments that no path leaves (their rows stay empty and the kernel writes zeros).
-    transpose_rows, transpose_entries = [], []
-    row_of = {}
-    for i, (mul_i, ir) in enumerate(irreps_in1):
-        for m1 in range(ir.dim):
-            row_of[i, m1] = len(transpose_rows)
-            transpose_rows.append([offsets1[i] + m1, ir.dim, mul_i, 0])
-            transpose_entries.append([])
-    for k, m1, m2, mo, c in nonzeros:
-        row = row_of[instructions[k][0], m1]
-        transpose_entries[row].append(((*out_row(k, mo), y_index(k, m2), weight_starts[k]), c))
-
-    # attrs: one row per edge attribute column b.
-    attrs_entries: list[list] = [[] for _ in range(irreps_in2.dim)]
-    for k, m1, m2, mo, c in nonzeros:
-        attrs_entries[y_index(k, m2)].append(((*x_row(k, m1), *out_row(k, mo), weight_starts[k], mul(k)), c))
-    attrs_rows = [[0] for _ in range(irreps_in2.dim)]
-
-    # weights: one row per path.
-    weights_entries: list[list] = [[] for _ in instructions]
-    for k, m1, m2, mo, c in nonzeros:
-        weights_entries[k].append(((*x_row(k, m1), y_index(k, m2), *out_row(k, mo)), c))
-    weights_rows = [[weight_starts[k], mul(k), 0] for k in range(len(instructions))]
-
-    dtype = torch.get_default_dtype()
-    for kind, rows, entries, num_fields in (
-        ("conv", conv_rows, conv_entries, 4),
-        ("transpose", transpose_rows, transpose_entries, 4),
-        ("attrs", attrs_rows, attrs_entries, 6),
-        ("weights", weights_rows, weights_entries, 5),
-    ):
-        for row, row_entries in zip(rows, entries):
-            row[-1] = len(row_entries)  # count is the last row field
-        row_fields, entry_fields, coeffs = _pad(rows, entries, num_fields)
-        tables[f"{kind}_rows"] = row_fields
-        tables[f"{kind}_entries"] = entry_fields
-        tables[f"{kind}_coeffs"] = coeffs.to(dtype)
-    return tables
+            terms.append((in_family[i1, m1], offsets2[i2] + m2, k, out_family[k, mo], block[m1, m2, mo].item()))
+    return trilinear_tables(in_families, out_families, weight_groups, irreps_in2.dim, terms)
