@@ -58,6 +58,7 @@ from .sh import spherical_harmonics
 __all__ = ["GauntManyBodyProduct", "GauntTensorProduct", "METHODS", "gaunt_coefficients"]
 
 METHODS = ("grid", "fft")
+BACKENDS = ("torch", "triton")
 
 
 # ----------------------------------------------------------------------------- coefficients
@@ -245,6 +246,17 @@ def _fourier_analysis(degrees: tuple[int, ...], n_u: int) -> tuple[torch.Tensor]
 
 
 _CACHE: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+
+@lru_cache(maxsize=None)
+def _full_grid_transforms(degrees: tuple[int, ...], band_limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(S [D, P], A [P, D])`` on the whole grid (both halves): coefficients (module order) →
+    values, and values → ``(1/4pi) int h Y``. For the Triton kernel, which does not split halves."""
+    north, weights = _northern_grid(band_limit)
+    points = torch.cat([north, north * torch.tensor([1.0, -1.0, 1.0], dtype=north.dtype)])
+    columns, _ = _components(degrees)
+    y = spherical_harmonics(max(degrees), points)[:, columns]
+    return y.T.contiguous(), (y * (torch.cat([weights, weights]) / (4 * math.pi))[:, None]).contiguous()
 
 
 def _matrices(builder, *args, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -484,6 +496,8 @@ class GauntTensorProduct(torch.nn.Module):
         irreps_out: ``C x (L_1 + ...)``; degree L must have parity ``s1 s2 (-1)^L`` (see the
             module docstring) and be reachable (``|l1 - l2| <= L <= l1 + l2``, ``l1 + l2 + L`` even).
         method: ``"grid"`` (sphere grid, default, faster) or ``"fft"`` (2D Fourier basis).
+        backend: ``"torch"`` or, with ``method="grid"``, ``"triton"`` (one fused GPU kernel,
+            :mod:`equinet.ops.kernels.gaunt_grid`); same weights, same result.
 
     Shapes: ``x1: [..., irreps_in1.dim]``, ``x2: [..., irreps_in2.dim]`` (same leading
     shape) → ``[..., irreps_out.dim]``, in e3nn's layout. Weights ``weight_in1 [C, n1]``,
@@ -497,11 +511,19 @@ class GauntTensorProduct(torch.nn.Module):
         torch.Size([10, 72])
     """
 
-    def __init__(self, irreps_in1, irreps_in2, irreps_out, method: str = "grid"):
+    def __init__(self, irreps_in1, irreps_in2, irreps_out, method: str = "grid", backend: str = "torch"):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-        self.method = method
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend == "triton" and method != "grid":
+            raise ValueError(f"backend='triton' runs the sphere grid: it needs method='grid', not {method!r}")
+        self.method, self.backend = method, backend
+        if backend == "triton":
+            from .kernels import triton_gaunt_grid_product
+
+            self._triton_product = triton_gaunt_grid_product()
         self.irreps_in1 = _as_irreps(irreps_in1, "irreps_in1")
         self.irreps_in2 = _as_irreps(irreps_in2, "irreps_in2")
         self.irreps_out = _as_irreps(irreps_out, "irreps_out")
@@ -546,13 +568,17 @@ class GauntTensorProduct(torch.nn.Module):
         a1 = self.layout1.split(x1) * self.weight_in1[:, self.layout1.degree]  # [..., C, D1]
         a2 = self.layout2.split(x2) * self.weight_in2[:, self.layout2.degree]  # [..., C or 1, D2]
         batch = a1.shape[:-2]
-        out = _GauntProduct.apply(
-            a1.reshape(-1, *a1.shape[-2:]), a2.reshape(-1, *a2.shape[-2:]), self.degrees1, self.degrees2, self.degrees_out, self.method
-        ).view(*batch, self.channels, self.layout_out.dim)
+        a1, a2 = a1.reshape(-1, *a1.shape[-2:]), a2.reshape(-1, *a2.shape[-2:])
+        if self.backend == "triton":
+            matrices = [_matrices(_full_grid_transforms, d, self.band_limit, dtype=a1.dtype, device=a1.device) for d in (self.degrees1, self.degrees2, self.degrees_out)]
+            out = self._triton_product(a1, a2, matrices[0][0], matrices[1][0], matrices[2][1])
+        else:
+            out = _GauntProduct.apply(a1, a2, self.degrees1, self.degrees2, self.degrees_out, self.method)
+        out = out.view(*batch, self.channels, self.layout_out.dim)
         return self.layout_out.merge(out * self.weight_out[:, self.layout_out.degree])
 
     def extra_repr(self) -> str:
-        return f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, method={self.method!r}"
+        return f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, method={self.method!r}, backend={self.backend!r}"
 
 
 def _power_variances(degrees_in: tuple[int, ...], degrees_out: tuple[int, ...], correlation: int) -> torch.Tensor:

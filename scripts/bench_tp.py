@@ -12,6 +12,7 @@ and weights, as in force training). Prints milliseconds and the e3nn/equinet rat
 times the Gaunt tensor product (sphere grid and 2D FFT) against e3nn's
 ``FullTensorProduct``, the Clebsch–Gordan product it replaces, for inputs
 ``C x (0e + 1o + ... + L)`` and outputs up to the same L: see :func:`gaunt_benchmark`.
+``--device cuda --triton`` adds the grid product on its Triton kernel (``backend="triton"``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _scaling_exponent(l_values: list[int], times: list[float]) -> float:
     return sum((a - mx) * (b - my) for a, b in zip(x, y)) / sum((a - mx) ** 2 for a in x)
 
 
-def gaunt_benchmark(batch: int, channels: list[int], l_values: list[int], repeats: int) -> None:
+def gaunt_benchmark(batch: int, channels: list[int], l_values: list[int], repeats: int, device: str = "cpu", triton: bool = False) -> None:
     """Gaunt TP (grid, FFT) against e3nn's full CG product, forward and forward + backward.
 
     Inputs are ``C x (0e+1o+...+L)`` twice (channel-wise), outputs ``C x (0e+1o+...+L)``.
@@ -55,9 +56,12 @@ def gaunt_benchmark(batch: int, channels: list[int], l_values: list[int], repeat
     to ``0e+1o+...+L``: exactly the paths the Gaunt product couples (``l1 + l2 + L`` even),
     each kept as its own output, which is what a CG model would compute. Backward gives the
     gradients of ``out.sum()`` for both inputs. Each method is warmed up, then the best of
-    ``repeats`` runs is reported (the least disturbed one on a shared machine).
+    ``repeats`` runs is reported (the least disturbed one on a shared machine). On a GPU each
+    timed call ends with a synchronisation; ``triton`` adds the grid product on its kernel,
+    printed under each row with its speed-up over the torch grid.
     """
     labels = ("grid", "fft", "e3nn")
+    synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     results: dict[tuple[int, int], dict[str, tuple[float, float]]] = {}
     print(f"Gaunt TP: C x (0e+1o+...+L) (x) C x (0e+1o+...+L) -> C x (0e+1o+...+L), channel-wise, batch {batch}, "
           f"{torch.get_default_dtype()}, best of {repeats}")
@@ -72,20 +76,25 @@ def gaunt_benchmark(batch: int, channels: list[int], l_values: list[int], repeat
             irreps = o3.Irreps([(c, ir) for _, ir in irreps_sh])
             modules = {method: GauntTensorProduct(irreps, irreps, irreps, method=method) for method in ("grid", "fft")}
             modules["e3nn"] = o3.FullTensorProduct(irreps_sh, irreps_sh, filter_ir_out=[ir for _, ir in irreps_sh])
-            x1, x2 = irreps.randn(batch, -1), irreps.randn(batch, -1)
+            x1, x2 = irreps.randn(batch, -1, device=device), irreps.randn(batch, -1, device=device)
             inputs = {"grid": (x1, x2), "fft": (x1, x2)}
-            inputs["e3nn"] = tuple(irreps_sh.randn(batch * c, -1) for _ in range(2))
+            inputs["e3nn"] = tuple(irreps_sh.randn(batch * c, -1, device=device) for _ in range(2))
+            if triton:
+                modules["triton"] = GauntTensorProduct(irreps, irreps, irreps, backend="triton")
+                inputs["triton"] = (x1, x2)
             row = {}
-            for label in labels:
-                module, leaves = modules[label], inputs[label]
+            for label in (*labels, "triton") if triton else labels:
+                module, leaves = modules[label].to(device), inputs[label]
 
                 def forward(module=module, leaves=leaves):
                     with torch.no_grad():
                         module(*leaves)
+                    synchronize()
 
                 def forward_backward(module=module, leaves=leaves):
                     leaves = [t.detach().requires_grad_() for t in leaves]
                     torch.autograd.grad(module(*leaves).sum(), leaves)
+                    synchronize()
 
                 row[label] = (min(_times_ms(forward, repeats)), min(_times_ms(forward_backward, repeats)))
             results[(c, l_max)] = row
@@ -99,6 +108,13 @@ def gaunt_benchmark(batch: int, channels: list[int], l_values: list[int], repeat
                 + f" |{row['e3nn'][1] / row['grid'][1]:9.1f}x{row['fft'][1] / row['grid'][1]:8.2f}x",
                 flush=True,
             )
+            if triton:
+                print(
+                    f"{'':26} | grid on the Triton kernel: forward {row['triton'][0]:.2f} ms, forward+backward "
+                    f"{row['triton'][1]:.2f} ms ({row['grid'][1] / row['triton'][1]:.2f}x the torch grid, "
+                    f"{row['e3nn'][1] / row['triton'][1]:.1f}x e3nn)",
+                    flush=True,
+                )
     fitted = [l for l in l_values if l >= 2] or l_values
     if len(fitted) >= 2:
         print(f"\nscaling exponent k of time ~ l_max^k (least-squares fit over l_max {fitted[0]}..{fitted[-1]}):")
@@ -140,6 +156,8 @@ def main() -> None:
     gaunt.add_argument("--batch", type=int, default=10000)
     gaunt.add_argument("--channels", type=_int_list, default=[1, 32], help="channel counts, e.g. 1,32")
     gaunt.add_argument("--lmax-range", type=_int_list, default=list(range(1, 9)), help="degrees, e.g. 1-8 or 2,4,6")
+    gaunt.add_argument("--device", default="cpu")
+    gaunt.add_argument("--triton", action="store_true", help="add the grid product on its Triton kernel")
     args = parser.parse_args()
 
     if args.threads:
@@ -148,7 +166,7 @@ def main() -> None:
     torch.manual_seed(0)
     if args.gaunt:
         print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-        gaunt_benchmark(args.batch, args.channels, args.lmax_range, args.repeats or 3)
+        gaunt_benchmark(args.batch, args.channels, args.lmax_range, args.repeats or 3, args.device, args.triton)
         return
     args.repeats = args.repeats or 10
     irreps = o3.Irreps(args.irreps)

@@ -17,7 +17,14 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch_geometric.data import Batch
 
 from equinet.datasets import atoms_to_graph
-from equinet.ops import CGConvolution, ChannelwiseTensorProduct, SO2Convolution, edge_wigner_D, spherical_harmonics
+from equinet.ops import (
+    CGConvolution,
+    ChannelwiseTensorProduct,
+    GauntTensorProduct,
+    SO2Convolution,
+    edge_wigner_D,
+    spherical_harmonics,
+)
 from equinet.potentials.registry import hyperparameters
 from equinet.testing import assert_equivariant
 from test_potentials import CUTOFF, SMALL, _alloy, _model  # the small models and the triclinic Cu/Ni cell
@@ -330,6 +337,71 @@ def test_so2_conv_gradcheck_and_gradgradcheck(float64):
 def test_so2_backend_must_be_known():
     with pytest.raises(ValueError, match=r"^backend must be one of \('torch', 'triton'\), got 'cuda'$"):
         SO2Convolution("2x0e", "2x0e", backend="cuda")
+
+
+def _gaunt_pair(irreps_in1, irreps_in2, irreps_out):
+    """The Gaunt grid product on the kernel and the torch reference, with the same random weights."""
+    triton = GauntTensorProduct(irreps_in1, irreps_in2, irreps_out, backend="triton").to(DEVICE)
+    reference = GauntTensorProduct(irreps_in1, irreps_in2, irreps_out).to(DEVICE)
+    with torch.no_grad():
+        for seed, (a, b) in enumerate(zip(triton.parameters(), reference.parameters())):
+            a.copy_(_randn(*a.shape, dtype=a.dtype, seed=10 + seed))
+            b.copy_(a)
+    return triton, reference
+
+
+def _assert_gaunt_same(triton, reference, leading, dtype):
+    """Output and the gradients of both inputs and all weights agree (run under ``poisoned_outputs``)."""
+    x1 = _randn(*leading, triton.irreps_in1.dim, dtype=dtype, seed=0)
+    x2 = _randn(*leading, triton.irreps_in2.dim, dtype=dtype, seed=1)
+    probe = _randn(*leading, triton.irreps_out.dim, dtype=dtype, seed=2)
+    results = []
+    for module in (triton, reference):
+        module.to(dtype)
+        leaves = [x1.clone().requires_grad_(), x2.clone().requires_grad_()]
+        out = module(*leaves)
+        results.append([out.detach(), *torch.autograd.grad(out, [*leaves, *module.parameters()], probe)])
+    for got, want in zip(*results):
+        _assert_matches(got, want, dtype)
+
+
+# Channel-wise and shared second inputs, pseudo-parity inputs, outputs of some degrees only.
+GAUNT_CASES = [
+    ("4x0e+4x1o+4x2e", "0e+1o+2e", "4x0e+4x1o+4x2e"),
+    ("3x0e+3x1o", "3x0e+3x1o+3x2e+3x3o", "3x1o+3x2e"),
+    ("2x0o+2x1e", "1x0e+1x1o", "2x0o+2x1e+2x2o"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("irreps_in1, irreps_in2, irreps_out", GAUNT_CASES)
+def test_gaunt_grid_product_matches_reference(poisoned_outputs, irreps_in1, irreps_in2, irreps_out, dtype):
+    triton, reference = _gaunt_pair(irreps_in1, irreps_in2, irreps_out)
+    _assert_gaunt_same(triton, reference, (13,), dtype)
+
+
+def test_gaunt_grid_product_leading_dims_partial_tiles_and_empty_batch(poisoned_outputs, monkeypatch):
+    from equinet.ops.kernels import gaunt_grid
+
+    # GPU-like tiles: rows (63) and grid points (24) span several programs and loop steps.
+    monkeypatch.setattr(gaunt_grid, "_blocks", lambda rows, d1, d2, d3, points: (16, 16, 16, 16, 16))
+    triton, reference = _gaunt_pair("3x0e+3x1o+3x2e", "3x0e+3x1o", "3x0e+3x1o+3x2e")
+    _assert_gaunt_same(triton, reference, (3, 7), torch.float64)
+    _assert_gaunt_same(triton, reference, (0,), torch.float64)
+
+
+def test_gaunt_grid_product_gradcheck_and_gradgradcheck(float64):
+    triton, _ = _gaunt_pair("2x0e+2x1o", "1x0e+1x1o", "2x0e+2x1o")
+    leaves = (_randn(3, triton.irreps_in1.dim).requires_grad_(), _randn(3, triton.irreps_in2.dim).requires_grad_())
+    assert torch.autograd.gradcheck(triton, leaves, fast_mode=True)
+    assert torch.autograd.gradgradcheck(triton, leaves, fast_mode=True)
+
+
+def test_gaunt_triton_backend_needs_the_grid():
+    with pytest.raises(ValueError, match=r"^backend='triton' runs the sphere grid: it needs method='grid', not 'fft'$"):
+        GauntTensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", method="fft", backend="triton")
+    with pytest.raises(ValueError, match=r"^backend must be one of torch, triton, got 'cuda'$"):
+        GauntTensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend="cuda")
 
 
 @pytest.mark.parametrize("variant", sorted(v for v, c in SMALL.items() if "conv_backend" in hyperparameters(c["name"])))

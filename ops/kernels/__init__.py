@@ -8,6 +8,8 @@ cuEquivariance (``backend="cueq"``).
 * :mod:`.cg_ops` — those kernels as ``torch.library`` operators with fake (shape)
   implementations and autograd formulas closed under differentiation.
 * :mod:`.so2_ops` — the SO(2) convolution of eSCN as three passes of those operators.
+* :mod:`.gaunt_grid` — the Gaunt sphere-grid product (synthesis, pointwise product,
+  quadrature) as one kernel and operator, closed under differentiation.
 * :mod:`.cueq` — equinet's channel-wise product and symmetric contraction as
   cuEquivariance polynomials (``cuequivariance_torch``, the optional extra ``cueq``): its
   CUDA kernels on a GPU with cuequivariance-ops-torch, its PyTorch code elsewhere.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from e3nn import o3
 
-__all__ = ["cueq_channelwise", "cueq_symmetric_contraction", "triton_channelwise", "triton_so2"]
+__all__ = ["cueq_channelwise", "cueq_symmetric_contraction", "triton_channelwise", "triton_gaunt_grid_product", "triton_so2"]
 
 
 def _require_triton() -> None:
@@ -58,6 +60,19 @@ def triton_so2(conv):
     from .so2_ops import TritonSO2
 
     return TritonSO2(conv)
+
+
+def triton_gaunt_grid_product():
+    """The ``backend="triton"`` Gaunt sphere-grid product, the operator
+    :func:`~equinet.ops.kernels.gaunt_grid.gaunt_grid_product`.
+
+    Raises:
+        ImportError: triton is not installed (one line naming the fix).
+    """
+    _require_triton()
+    from .gaunt_grid import gaunt_grid_product
+
+    return gaunt_grid_product
 
 
 def _cueq():

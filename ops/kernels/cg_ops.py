@@ -52,7 +52,7 @@ __all__ = ["TritonChannelwise", "edge_graph"]
 Tensor = torch.Tensor
 
 
-def _check_device(t: Tensor) -> None:
+def check_device(t: Tensor) -> None:
     if t.device.type != "cuda" and not cg_triton.INTERPRETED:
         raise RuntimeError(
             f"backend='triton' needs an NVIDIA GPU (tensors are on {t.device.type}); use backend='torch' on the CPU, "
@@ -63,7 +63,7 @@ def _check_device(t: Tensor) -> None:
 @torch.library.custom_op("equinet::cg_conv", mutates_args=())
 def cg_conv(x: Tensor, y: Tensor, w: Tensor, graph: list[Tensor], tables: list[Tensor], dims: list[int]) -> Tensor:
     """``out[i] = sum_{e: dst e = i} TP(x[src e], y[e], w[e])`` → ``[N, Dout]``."""
-    _check_device(x)
+    check_device(x)
     src, _, order, ptr, _, _ = graph
     return cg_triton.gather_product_scatter(x, y, w, src, order, ptr, *tables[0:3], dims[3], dims[4])
 
@@ -73,7 +73,7 @@ def cg_conv_transpose(
     g: Tensor, y: Tensor, w: Tensor, graph: list[Tensor], tables: list[Tensor], dims: list[int]
 ) -> Tensor:
     """``out[j] = sum_{e: src e = j} TP^T(g[dst e], y[e], w[e])`` → ``[N, D1]``."""
-    _check_device(g)
+    check_device(g)
     _, dst, _, _, order, ptr = graph
     return cg_triton.gather_product_scatter(g, y, w, dst, order, ptr, *tables[3:6], dims[0], dims[4])
 
@@ -83,7 +83,7 @@ def cg_conv_grad_attrs(
     x: Tensor, w: Tensor, g: Tensor, graph: list[Tensor], tables: list[Tensor], dims: list[int]
 ) -> Tensor:
     """``dF/dy`` → ``[E, D2]``."""
-    _check_device(x)
+    check_device(x)
     return cg_triton.edge_attrs_contraction(x, w, g, graph[0], graph[1], *tables[6:9], dims[4])
 
 
@@ -92,7 +92,7 @@ def cg_conv_grad_weights(
     x: Tensor, y: Tensor, g: Tensor, graph: list[Tensor], tables: list[Tensor], dims: list[int]
 ) -> Tensor:
     """``dF/dw`` → ``[E, W]``."""
-    _check_device(x)
+    check_device(x)
     return cg_triton.edge_weights_contraction(x, y, g, graph[0], graph[1], *tables[9:12], dims[2], dims[4])
 
 
