@@ -570,8 +570,11 @@ class GauntTensorProduct(torch.nn.Module):
         batch = a1.shape[:-2]
         a1, a2 = a1.reshape(-1, *a1.shape[-2:]), a2.reshape(-1, *a2.shape[-2:])
         if self.backend == "triton":
-            matrices = [_matrices(_full_grid_transforms, d, self.band_limit, dtype=a1.dtype, device=a1.device) for d in (self.degrees1, self.degrees2, self.degrees_out)]
-            out = self._triton_product(a1, a2, matrices[0][0], matrices[1][0], matrices[2][1])
+            (s1, _), (s2, _), (_, a_out) = (
+                _matrices(_full_grid_transforms, degrees, self.band_limit, dtype=a1.dtype, device=a1.device)
+                for degrees in (self.degrees1, self.degrees2, self.degrees_out)
+            )
+            out = self._triton_product(a1, a2, s1, s2, a_out)
         else:
             out = _GauntProduct.apply(a1, a2, self.degrees1, self.degrees2, self.degrees_out, self.method)
         out = out.view(*batch, self.channels, self.layout_out.dim)

@@ -49,7 +49,8 @@ class TritonSO2(torch.nn.Module):
 
     def __init__(self, conv):
         super().__init__()
-        self.l_max, self.m_max, channels = conv.l_max, conv.m_max, conv.channels
+        self.l_max, self.m_max, self.channels = conv.l_max, conv.m_max, conv.channels
+        channels = self.channels
         # The Wigner entries: rows |m| <= min(l, m_max) of D^l, all columns, l = 0 .. l_max.
         self._wigner_rows = [min(l, self.m_max) for l in range(self.l_max + 1)]
         wigner_start = [0]
@@ -129,9 +130,10 @@ class TritonSO2(torch.nn.Module):
             "rotate_out": [r_out, wigner_dim, channels, conv.irreps_out.dim, channels],
         }
 
-    def _tables(self, step: str, dtype: torch.dtype) -> list[torch.Tensor]:
+    def _step(self, step: str, x, y, w, graph) -> torch.Tensor:
         tables = [getattr(self, f"{step}_{name}") for name in TABLE_NAMES]
-        return [t.to(dtype) if t.is_floating_point() else t for t in tables]
+        tables = [t.to(x.dtype) if t.is_floating_point() else t for t in tables]
+        return cg_conv(x, y, w, graph, tables, self._dims[step])
 
     def forward(self, node_feats, wigner, edge_weights, sender, receiver):
         if not node_feats.dtype == edge_weights.dtype == wigner[0].dtype:
@@ -139,24 +141,16 @@ class TritonSO2(torch.nn.Module):
                 f"backend='triton' needs one dtype for all inputs, got {node_feats.dtype} (node_feats), "
                 f"{edge_weights.dtype} (edge_weights) and {wigner[0].dtype} (edge vectors)"
             )
-        num_edges, num_nodes, dtype = sender.shape[0], node_feats.shape[0], node_feats.dtype
-        entries = [
-            d.narrow(1, (d.shape[1] - 1) // 2 - k, 2 * k + 1).flatten(1)
-            for d, k in zip(wigner, self._wigner_rows)
-        ]
-        entries = torch.cat(entries, dim=1)
-        one = node_feats.new_ones(())
+        num_edges, num_nodes = sender.shape[0], node_feats.shape[0]
+        entries = torch.cat(
+            [d.narrow(1, (d.shape[1] - 1) // 2 - k, 2 * k + 1).flatten(1) for d, k in zip(wigner, self._wigner_rows)], dim=1
+        )
+        ones = node_feats.new_ones(()).expand(num_edges, self.channels)
         # Edge-wise steps read and write row e at edge e; the sender and receiver orders of
         # the convolution's graph serve the first and last steps' sums.
         src, dst, by_dst, ptr_dst, by_src, ptr_src = edge_graph(sender, receiver, num_nodes, num_nodes)
         rows = torch.arange(num_edges, device=sender.device, dtype=sender.dtype)
         ptr = torch.arange(num_edges + 1, device=sender.device, dtype=sender.dtype)
-        into_frame = [src, rows, rows, ptr, by_src, ptr_src]
-        on_edges = [rows, rows, rows, ptr, rows, ptr]
-        from_frame = [rows, dst, by_dst, ptr_dst, rows, ptr]
-
-        dims = self._dims
-        x = cg_conv(node_feats, entries, one.expand(num_edges, dims["rotate_in"][2]), into_frame, self._tables("rotate_in", dtype), dims["rotate_in"])
-        y = cg_conv(x, one.expand(num_edges, 1), edge_weights, on_edges, self._tables("so2_map", dtype), dims["so2_map"])
-        return cg_conv(y, entries, one.expand(num_edges, dims["rotate_out"][2]), from_frame, self._tables("rotate_out", dtype), dims["rotate_out"])
-
+        x = self._step("rotate_in", node_feats, entries, ones, [src, rows, rows, ptr, by_src, ptr_src])
+        y = self._step("so2_map", x, ones[:, :1], edge_weights, [rows, rows, rows, ptr, rows, ptr])
+        return self._step("rotate_out", y, entries, ones, [rows, dst, by_dst, ptr_dst, rows, ptr])
