@@ -12,7 +12,7 @@ PIP_ARGS ?=
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test clean
+.PHONY: demo test clean gpu-wheels
 
 # The main job on the embedded data: train the quickstart MACE model on EMT metals and
 # alloys, evaluate it on its test split, then 1 ps of NVE MD on a 108-atom Cu/Ni cell.
@@ -41,5 +41,13 @@ $(VENV)/.installed-test: $(VENV)/.torch pyproject.toml
 	$(PIP) install -q $(PIP_ARGS) -e ".[test]"
 	touch $@ $(VENV)/.installed
 
+# For scripts/gpu_checks.sh on a lent GPU machine (Python 3.12, no package index): the wheels
+# its image lacks, carried to it in .gpu-wheels/ (6 MB; cuEquivariance's CUDA ops, 73 MB, do not
+# fit the 64 MiB a call carries, so there cuEquivariance runs its PyTorch code).
+GPU_WHEELS := ase vesin pydantic pydantic-core annotated-types typing-inspection cuequivariance cuequivariance-torch
+gpu-wheels: $(VENV)/bin/python
+	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+		--platform manylinux_2_17_x86_64 -d .gpu-wheels $(GPU_WHEELS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .gpu-wheels .gpu-site

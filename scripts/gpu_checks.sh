@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Every GPU check of the kernels in one call, for a lent NVIDIA machine (short leases).
+#
+#   make gpu-wheels                      # here, once: the wheels the GPU image lacks, in .gpu-wheels/
+#   bash scripts/gpu_checks.sh [OUTDIR]  # there, with .gpu-wheels carried along
+#
+# The GPU image has torch, triton, e3nn, torch_geometric and lightning, but not ase, vesin,
+# pydantic or cuEquivariance: they are installed from .gpu-wheels/ (no index is reachable there),
+# with equinet itself, into .gpu-site/ under the repository. Then, each step logged to OUTDIR
+# (default $OUT, else gpu-checks/), with a time limit per step so that one hang cannot eat the lease:
+#   1. the kernel tests on the device (TRITON_INTERPRET=0): tests/test_kernels.py, tests/test_cueq.py;
+#   2. scripts/bench_kernels.py --device cuda (CG convolution: triton, torch, e3nn, cuEquivariance);
+#   3. scripts/bench_so2.py --device cuda --triton (SO(2) convolution, torch and triton backends);
+#   4. scripts/bench_tp.py --gaunt --device cuda --triton (Gaunt grid product, torch and triton).
+# Python runs with -P so that the checkout's equinet/ folder does not shadow the installed package.
+# The summary at the end (the last lines of each log) is what a short reply carries.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-${OUT:-gpu-checks}}"
+mkdir -p "$out"
+python="${PYTHON:-python3}"
+
+export PYTHONPATH="$PWD/.gpu-site${PYTHONPATH:+:$PYTHONPATH}"
+export TRITON_INTERPRET=0
+if [ -d .gpu-wheels ]; then
+    "$python" -m pip install --quiet --no-deps --no-index --target .gpu-site .gpu-wheels/*.whl >"$out/install.log" 2>&1 \
+        || echo "installing .gpu-wheels failed: see $out/install.log"
+fi
+"$python" -m pip install --quiet --no-deps --no-build-isolation --no-index --target .gpu-site . >>"$out/install.log" 2>&1 \
+    || echo "installing equinet failed: see $out/install.log"
+{
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    "$python" -c "import torch, triton, e3nn; print('torch', torch.__version__, 'triton', triton.__version__, 'e3nn', e3nn.__version__)"
+} >"$out/versions.log" 2>&1
+
+step() {  # step NAME SECONDS COMMAND...
+    local name=$1 limit=$2
+    shift 2
+    local start=$SECONDS
+    timeout "$limit" "$@" >"$out/$name.log" 2>&1
+    echo "$name: exit $? in $((SECONDS - start)) s" >>"$out/steps.log"
+}
+
+step tests 200 "$python" -P -m pytest -q -x -p no:cacheprovider tests/test_kernels.py tests/test_cueq.py
+step bench_kernels 140 "$python" scripts/bench_kernels.py --device cuda --repeats 10
+step bench_so2 110 "$python" scripts/bench_so2.py --device cuda --triton --lmax 2 4 6 --repeats 5 --budget 10
+step bench_gaunt 80 "$python" scripts/bench_tp.py --gaunt --device cuda --triton --lmax-range 2,4,6 --channels 1,32
+
+cat "$out/versions.log" "$out/steps.log"
+for name in tests bench_kernels bench_so2 bench_gaunt; do
+    echo "== $name"
+    tail -n 12 "$out/$name.log"
+done
