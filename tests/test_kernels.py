@@ -397,6 +397,17 @@ def test_gaunt_grid_product_gradcheck_and_gradgradcheck(float64):
     assert torch.autograd.gradgradcheck(triton, leaves, fast_mode=True)
 
 
+def test_gaunt_grid_operator_passes_opcheck(float64):
+    # Schema, fake implementation, autograd registration and AOT dispatch (compile's path).
+    from equinet.ops.gaunt import _full_grid_transforms
+    from equinet.ops.kernels.gaunt_grid import gaunt_grid_product
+
+    (s1, _), (s2, _), (_, a3) = (_full_grid_transforms(degrees, 3) for degrees in ((0, 1), (0, 1), (0, 1)))
+    x1, x2 = _randn(4, 2, 4).requires_grad_(), _randn(4, 1, 4).requires_grad_()
+    checks = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+    torch.library.opcheck(gaunt_grid_product, (x1, x2, *(t.to(DEVICE) for t in (s1, s2, a3))), test_utils=checks)
+
+
 def test_gaunt_triton_backend_needs_the_grid():
     with pytest.raises(ValueError, match=r"^backend='triton' runs the sphere grid: it needs method='grid', not 'fft'$"):
         GauntTensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", method="fft", backend="triton")
