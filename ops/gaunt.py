@@ -259,6 +259,18 @@ def _full_grid_transforms(degrees: tuple[int, ...], band_limit: int) -> tuple[to
     return y.T.contiguous(), (y * (torch.cat([weights, weights]) / (4 * math.pi))[:, None]).contiguous()
 
 
+@lru_cache(maxsize=None)
+def _degree_selection(degrees_from: tuple[int, ...], degrees_to: tuple[int, ...]) -> tuple[torch.Tensor]:
+    """``[D_from, D_to]``: 0/1, the components of ``degrees_to`` picked from ``degrees_from``
+    (module orders; zero columns for degrees not in ``degrees_from``)."""
+    rows = {column: row for row, column in enumerate(_components(degrees_from)[0])}
+    selection = torch.zeros(len(rows), sum(2 * l + 1 for l in degrees_to), dtype=torch.float64)
+    for j, column in enumerate(_components(degrees_to)[0]):
+        if column in rows:
+            selection[rows[column], j] = 1.0
+    return (selection,)
+
+
 def _matrices(builder, *args, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
     """``builder(*args)`` (exact, float64) cast to ``dtype`` on ``device``, computed once."""
     key = (builder.__name__, args, dtype, device)
@@ -635,13 +647,24 @@ class GauntManyBodyProduct(torch.nn.Module):
         correlation: highest power (MACE uses 3).
         num_elements: number of elements; every element has its own weights.
 
+        backend: ``"torch"`` or ``"triton"``: the powers as a chain of Gaunt products on the
+            grid kernel, ``f^nu = f^(nu-1) f`` read exactly at all degrees up to ``nu l_max``
+            (:mod:`equinet.ops.kernels.gaunt_grid`); same weights, same result.
+
     Shapes: ``x: [n, irreps_in.dim]``, ``species: [n]`` (0..num_elements-1) → ``[n, irreps_out.dim]``.
     Weights: ``weight_in [num_elements, C, n_in]`` (start at 1) and
     ``weight_out [num_elements, C, correlation, n_out]`` (standard normal).
     """
 
-    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int):
+    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int, backend: str = "torch"):
         super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        self.backend = backend
+        if backend == "triton":
+            from .kernels import triton_gaunt_grid_product
+
+            self._triton_product = triton_gaunt_grid_product()
         self.irreps_in = _as_irreps(irreps_in, "irreps_in")
         self.irreps_out = _as_irreps(irreps_out, "irreps_out")
         channels, self.degrees_in, sign = _spherical_function(self.irreps_in, "irreps_in", "64x0e+64x1o+64x2e")
@@ -683,6 +706,13 @@ class GauntManyBodyProduct(torch.nn.Module):
             raise ValueError(f"x has {x.shape[-1]} features but irreps_in '{self.irreps_in}' has dim {self.irreps_in.dim}")
         weight_in = (self.weight_in * self.normalization)[:, :, self.layout_in.degree]  # [Z, C, D]
         a = self.layout_in.split(x) * weight_in.index_select(0, species)  # [n, C, D]
+        projected = self._powers_on_kernel(a) if self.backend == "triton" else self._powers(a)  # [n, C, nu, D_out]
+        weight_out = (self.weight_out * self.order_scale)[..., self.layout_out.degree]  # [Z, C, nu, D_out]
+        out = (projected * weight_out.index_select(0, species)).sum(dim=2)
+        return self.layout_out.merge(out)
+
+    def _powers(self, a: torch.Tensor) -> torch.Tensor:
+        """``(1/4pi) int f^nu Y`` ``[n, C, nu, D_out]`` of ``a [n, C, D_in]``, all powers on one grid."""
         even, odd = _to_grid(a, self.degrees_in, self.band_limit)  # [n, C, P/2]
         # Powers need the values themselves: north and south (or one, if f is mirror-even).
         values = even if odd is None else torch.stack([even + odd, even - odd])
@@ -691,10 +721,28 @@ class GauntManyBodyProduct(torch.nn.Module):
             powers.append(powers[-1] * values)
         powers = torch.stack(powers, dim=-2)  # [(2,) n, C, nu, P/2]
         halves = (powers, None) if odd is None else ((powers[0] + powers[1]) / 2, (powers[0] - powers[1]) / 2)
-        projected = _from_grid(halves, self.degrees_out, self.band_limit)  # [n, C, nu, D_out]
-        weight_out = (self.weight_out * self.order_scale)[..., self.layout_out.degree]  # [Z, C, nu, D_out]
-        out = (projected * weight_out.index_select(0, species)).sum(dim=2)
-        return self.layout_out.merge(out)
+        return _from_grid(halves, self.degrees_out, self.band_limit)
+
+    def _powers_on_kernel(self, a: torch.Tensor) -> torch.Tensor:
+        """:meth:`_powers` as Gaunt products ``f^nu = f^(nu-1) f`` on the grid kernel: each power
+        is read at all degrees up to ``nu l_max`` (exact: ``f^nu`` has no higher ones), the last
+        one at the output degrees only."""
+
+        def matrices(builder, *args):
+            return _matrices(builder, *args, dtype=a.dtype, device=a.device)
+
+        l_max, powers, power, degrees = max(self.degrees_in), [], a, self.degrees_in
+        for order in range(1, self.correlation + 1):
+            if order > 1:
+                to = self.degrees_out if order == self.correlation else tuple(range(order * l_max + 1))
+                band_limit = max(degrees) + l_max + max(to)
+                (s1, _), (s2, _), (_, a3) = (matrices(_full_grid_transforms, d, band_limit) for d in (degrees, self.degrees_in, to))
+                power, degrees = self._triton_product(power, a, s1, s2, a3), to
+            powers.append(power @ matrices(_degree_selection, degrees, self.degrees_out)[0])
+        return torch.stack(powers, dim=-2)
 
     def extra_repr(self) -> str:
-        return f"{self.irreps_in} -> {self.irreps_out}, correlation={self.correlation}, num_elements={self.num_elements}"
+        return (
+            f"{self.irreps_in} -> {self.irreps_out}, correlation={self.correlation}, num_elements={self.num_elements}, "
+            f"backend={self.backend!r}"
+        )

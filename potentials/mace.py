@@ -29,7 +29,8 @@ from equinet.ops import (
     spherical_harmonics,
 )
 from equinet.ops.cg import BACKENDS as CONV_BACKENDS
-from equinet.ops.symmetric_contraction import BACKENDS as PRODUCT_BACKENDS
+from equinet.ops.gaunt import BACKENDS as GAUNT_BACKENDS
+from equinet.ops.symmetric_contraction import BACKENDS as CONTRACTION_BACKENDS
 
 from .base import Potential
 from .blocks import RadialEmbedding, radial_network
@@ -41,6 +42,8 @@ __all__ = ["MACE"]
 # and call (A, species).
 _PRODUCT_MODULES = {"cg": SymmetricContraction, "gaunt": GauntManyBodyProduct}
 PRODUCTS = tuple(_PRODUCT_MODULES)
+_PRODUCT_BACKENDS = {"cg": CONTRACTION_BACKENDS, "gaunt": GAUNT_BACKENDS}
+PRODUCT_BACKENDS = tuple(dict.fromkeys(CONTRACTION_BACKENDS + GAUNT_BACKENDS))
 
 
 class _Interaction(torch.nn.Module):
@@ -80,8 +83,9 @@ class MACE(Potential):
         conv_backend: ``"torch"``, ``"e3nn"`` (reference), ``"triton"`` (fused GPU kernels) or
             ``"cueq"`` (cuEquivariance) for the CG convolution.
         product_backend: ``"torch"`` or ``"cueq"`` (cuEquivariance) for the symmetric
-            contraction of ``product: cg``. The backends share one set of weights: a model
-            trained with one loads with any other.
+            contraction of ``product: cg``; ``"torch"`` or ``"triton"`` (the Gaunt grid kernel)
+            for ``product: gaunt``. The backends share one set of weights: a model trained
+            with one loads with any other.
     """
 
     isolated_energy_is_zero = True
@@ -120,9 +124,11 @@ class MACE(Potential):
             raise ValueError(f"model.conv_backend must be one of {', '.join(CONV_BACKENDS)}, got {conv_backend!r}")
         if product_backend not in PRODUCT_BACKENDS:
             raise ValueError(f"model.product_backend must be one of {', '.join(PRODUCT_BACKENDS)}, got {product_backend!r}")
-        if product == "gaunt" and product_backend != "torch":
+        if product_backend not in _PRODUCT_BACKENDS[product]:
+            other = "gaunt" if product == "cg" else "cg"
+            runs = "the symmetric contraction" if other == "cg" else "the Gaunt product on the grid kernel"
             raise ValueError(
-                f"model.product_backend {product_backend!r} runs the symmetric contraction: it needs model.product 'cg', not 'gaunt'"
+                f"model.product_backend {product_backend!r} runs {runs}: it needs model.product '{other}', not '{product}'"
             )
         if not isinstance(num_interactions, int) or num_interactions < 1:
             raise ValueError(f"model.num_interactions must be a positive integer, got {num_interactions!r}")
@@ -137,9 +143,7 @@ class MACE(Potential):
         self.embedding = Linear(elements, scalars)
         self.interactions, self.products, self.linears = torch.nn.ModuleList(), torch.nn.ModuleList(), torch.nn.ModuleList()
         self.self_connections, self.readouts = torch.nn.ModuleList(), torch.nn.ModuleList()
-        make_product = _PRODUCT_MODULES[product]
-        if product == "cg":  # the Gaunt product has one implementation
-            make_product = functools.partial(make_product, backend=product_backend)
+        make_product = functools.partial(_PRODUCT_MODULES[product], backend=product_backend)
         irreps_in = scalars
         for layer in range(num_interactions):
             last = layer == num_interactions - 1

@@ -170,12 +170,15 @@ def test_models_with_cueq_backends_match_torch_and_share_state_dicts(float64, va
 def test_config_accepts_the_backends_and_names_a_bad_value():
     model = {"name": "mace", "conv_backend": "cueq", "product_backend": "cueq"}
     TrainConfig.model_validate({"data": {"generate": {"name": "emt-alloys", "n": 4}}, "model": model})
-    with pytest.raises(ValueError, match=r"^model.product_backend must be one of torch, cueq, got 'cuda'$"):
+    with pytest.raises(ValueError, match=r"^model.product_backend must be one of torch, cueq, triton, got 'cuda'$"):
         build_model({"name": "mace", "product_backend": "cuda"}, STATISTICS)
     with pytest.raises(ValueError, match=r"^model.conv_backend must be one of torch, e3nn, triton, cueq, got 'cueqq'$"):
         build_model({"name": "mace", "conv_backend": "cueqq"}, STATISTICS)
     with pytest.raises(ValueError, match=r"model.product_backend 'cueq' runs the symmetric contraction: it needs model.product 'cg'"):
         build_model({"name": "mace", "product": "gaunt", "product_backend": "cueq"}, STATISTICS)
+    message = r"model.product_backend 'triton' runs the Gaunt product on the grid kernel: it needs model.product 'gaunt'"
+    with pytest.raises(ValueError, match=message):
+        build_model({"name": "mace", "product_backend": "triton"}, STATISTICS)
     with pytest.raises(ValueError, match=r"backend must be one of \('torch', 'cueq'\), got 'triton'"):
         SymmetricContraction("2x0e+2x1o", "2x0e", 2, 1, backend="triton")
 

@@ -20,6 +20,7 @@ from equinet.datasets import atoms_to_graph
 from equinet.ops import (
     CGConvolution,
     ChannelwiseTensorProduct,
+    GauntManyBodyProduct,
     GauntTensorProduct,
     SO2Convolution,
     edge_wigner_D,
@@ -408,6 +409,41 @@ def test_gaunt_grid_operator_passes_opcheck(float64):
     torch.library.opcheck(gaunt_grid_product, (x1, x2, *(t.to(DEVICE) for t in (s1, s2, a3))), test_utils=checks)
 
 
+# Pseudo-parity inputs 0o+1e+2o: order nu gives degree L the parity (-1)^nu (-1)^L, so each
+# output set needs the top order (the 3e of correlation 3 only order 3 reaches) and degrees
+# above the inputs' come from the higher orders.
+MANY_BODY_OUTPUTS = {1: "3x0o+3x1e+3x2o", 2: "3x0e+3x1o+3x2e+3x3o", 3: "3x0e+3x1e+3x2e+3x3e"}
+
+
+@pytest.mark.parametrize("correlation", [1, 2, 3])
+def test_gaunt_many_body_product_on_the_kernel_matches_reference(poisoned_outputs, float64, correlation):
+    irreps_in, irreps_out = "3x0o+3x1e+3x2o", MANY_BODY_OUTPUTS[correlation]
+    triton = GauntManyBodyProduct(irreps_in, irreps_out, correlation, num_elements=2, backend="triton").to(DEVICE)
+    reference = GauntManyBodyProduct(irreps_in, irreps_out, correlation, num_elements=2).to(DEVICE)
+    with torch.no_grad():
+        for seed, (a, b) in enumerate(zip(triton.parameters(), reference.parameters())):
+            a.copy_(_randn(*a.shape, seed=10 + seed))
+            b.copy_(a)
+    x = _randn(11, triton.irreps_in.dim)
+    species = torch.randint(0, 2, (11,), generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    probe = _randn(11, triton.irreps_out.dim, seed=5)
+    results = []
+    for module in (triton, reference):
+        leaf = x.clone().requires_grad_()
+        out = module(leaf, species)
+        results.append([out.detach(), *torch.autograd.grad(out, [leaf, *module.parameters()], probe)])
+    for got, want in zip(*results):
+        _assert_matches(got, want, torch.float64)
+
+
+def test_gaunt_many_body_product_on_the_kernel_differentiates_twice(float64):
+    triton = GauntManyBodyProduct("2x0e+2x1o", "2x0e+2x1o", 3, num_elements=1, backend="triton").to(DEVICE)
+    species = torch.zeros(3, dtype=torch.long, device=DEVICE)
+    x = _randn(3, triton.irreps_in.dim).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: triton(x, species), (x,), fast_mode=True)
+    assert torch.autograd.gradgradcheck(lambda x: triton(x, species), (x,), fast_mode=True)
+
+
 def test_gaunt_triton_backend_needs_the_grid():
     with pytest.raises(ValueError, match=r"^backend='triton' runs the sphere grid: it needs method='grid', not 'fft'$"):
         GauntTensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", method="fft", backend="triton")
@@ -420,6 +456,16 @@ def test_models_with_triton_convolutions_match(float64, variant):
     batch = Batch.from_data_list([atoms_to_graph(_alloy(), CUTOFF)]).to(DEVICE)
     reference = _model(variant, conv_backend="torch").to(DEVICE)
     ours = _model(variant, conv_backend="triton").to(DEVICE)
+    ours.load_state_dict(reference.state_dict())
+    expected, got = reference(batch), ours(batch)
+    for key in ("energy", "forces"):
+        _assert_matches(got[key], expected[key], torch.float64)
+
+
+def test_mace_gaunt_with_the_product_on_the_kernel_matches(float64):
+    batch = Batch.from_data_list([atoms_to_graph(_alloy(), CUTOFF)]).to(DEVICE)
+    reference = _model("mace-gaunt", product_backend="torch").to(DEVICE)
+    ours = _model("mace-gaunt", product_backend="triton").to(DEVICE)
     ours.load_state_dict(reference.state_dict())
     expected, got = reference(batch), ours(batch)
     for key in ("energy", "forces"):
