@@ -81,7 +81,8 @@ def _graph(irreps, sh, num_nodes, num_edges, dtype=torch.float64):
 
 
 def _pair(irreps, sh, irreps_out=None, module=CGConvolution, dtype=torch.float64):
-    """The triton module and the torch reference, with coefficients built in ``dtype``."""
+    """The triton module and the torch reference (``module(*first three arguments, backend=)``,
+    e.g. CG or SO(2) convolutions), with coefficients built in ``dtype``."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -258,17 +259,6 @@ def test_traces_with_fake_tensors_compile_and_export(float64):
     _assert_matches(exported.module()(*inputs), conv(*inputs), torch.float64)
 
 
-def _so2_pair(irreps_in, irreps_out, m_max, dtype=torch.float64):
-    """The SO(2) convolution on the kernels and the torch reference, tables built in ``dtype``."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        return (SO2Convolution(irreps_in, irreps_out, m_max, backend="triton").to(DEVICE),
-                SO2Convolution(irreps_in, irreps_out, m_max).to(DEVICE))  # fmt: skip
-    finally:
-        torch.set_default_dtype(previous)
-
-
 def _so2_inputs(conv, num_nodes, num_edges, dtype=torch.float64):
     """Random ``[node_feats, edge_vec, edge_weights]`` and ``edge_index`` on DEVICE."""
     leaves = [_randn(num_nodes, conv.irreps_in.dim, dtype=dtype, seed=0), _randn(num_edges, 3, dtype=dtype, seed=1),
@@ -290,7 +280,7 @@ SO2_CASES = [
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("irreps_in, irreps_out, m_max", SO2_CASES)
 def test_so2_conv_matches_reference(poisoned_outputs, irreps_in, irreps_out, m_max, dtype):
-    triton, reference = _so2_pair(irreps_in, irreps_out, m_max, dtype)
+    triton, reference = _pair(irreps_in, irreps_out, m_max, module=SO2Convolution, dtype=dtype)
     leaves, edge_index = _so2_inputs(reference, num_nodes=9, num_edges=31, dtype=dtype)
     _assert_same(triton, reference, leaves, edge_index, dtype)
 
@@ -300,7 +290,7 @@ def test_so2_conv_with_strided_inputs_shared_wigner_and_small_blocks(poisoned_ou
     # convolution's (as a model shares them), and GPU-like blocks with partial last tiles.
     monkeypatch.setattr(cg_triton, "_node_blocks", lambda num_nodes, entries, max_mul: (2, 2, 2, 4))
     monkeypatch.setattr(cg_triton, "_edge_blocks", lambda num_edges, entries, max_mul: (8, 2, 4))
-    triton, reference = _so2_pair("3x0e+3x1o+3x2e", "3x0e+3x1o+3x2e", 1)
+    triton, reference = _pair("3x0e+3x1o+3x2e", "3x0e+3x1o+3x2e", 1, module=SO2Convolution)
     (node_feats, edge_vec, edge_weights), edge_index = _so2_inputs(reference, num_nodes=5, num_edges=13)
     node_feats, edge_weights = node_feats.T.contiguous().T, edge_weights.T.contiguous().T
     edge_index[1, :6] = 0
@@ -317,7 +307,7 @@ def test_so2_conv_with_strided_inputs_shared_wigner_and_small_blocks(poisoned_ou
 
 
 def test_so2_conv_without_edges(poisoned_outputs):
-    triton, reference = _so2_pair("2x0e+2x1o", "2x0e+2x1o", 1)
+    triton, reference = _pair("2x0e+2x1o", "2x0e+2x1o", 1, module=SO2Convolution)
     leaves, edge_index = _so2_inputs(reference, num_nodes=4, num_edges=0)
     _assert_same(triton, reference, leaves, edge_index, torch.float64)
     assert triton(*leaves, edge_index).abs().max() == 0
@@ -451,21 +441,16 @@ def test_gaunt_triton_backend_needs_the_grid():
         GauntTensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend="cuda")
 
 
-@pytest.mark.parametrize("variant", sorted(v for v, c in SMALL.items() if "conv_backend" in hyperparameters(c["name"])))
-def test_models_with_triton_convolutions_match(float64, variant):
-    batch = Batch.from_data_list([atoms_to_graph(_alloy(), CUTOFF)]).to(DEVICE)
-    reference = _model(variant, conv_backend="torch").to(DEVICE)
-    ours = _model(variant, conv_backend="triton").to(DEVICE)
-    ours.load_state_dict(reference.state_dict())
-    expected, got = reference(batch), ours(batch)
-    for key in ("energy", "forces"):
-        _assert_matches(got[key], expected[key], torch.float64)
+# Every model with a triton convolution, and MACE-Gaunt with its product on the kernel.
+KERNEL_BACKENDS = [(v, "conv_backend") for v, c in sorted(SMALL.items()) if "conv_backend" in hyperparameters(c["name"])]
+KERNEL_BACKENDS.append(("mace-gaunt", "product_backend"))
 
 
-def test_mace_gaunt_with_the_product_on_the_kernel_matches(float64):
+@pytest.mark.parametrize("variant, backend_key", KERNEL_BACKENDS)
+def test_models_with_triton_kernels_match(float64, variant, backend_key):
     batch = Batch.from_data_list([atoms_to_graph(_alloy(), CUTOFF)]).to(DEVICE)
-    reference = _model("mace-gaunt", product_backend="torch").to(DEVICE)
-    ours = _model("mace-gaunt", product_backend="triton").to(DEVICE)
+    reference = _model(variant, **{backend_key: "torch"}).to(DEVICE)
+    ours = _model(variant, **{backend_key: "triton"}).to(DEVICE)
     ours.load_state_dict(reference.state_dict())
     expected, got = reference(batch), ours(batch)
     for key in ("energy", "forces"):

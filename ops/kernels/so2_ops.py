@@ -49,8 +49,8 @@ class TritonSO2(torch.nn.Module):
 
     def __init__(self, conv):
         super().__init__()
-        self.l_max, self.m_max, self.channels = conv.l_max, conv.m_max, conv.channels
-        channels = self.channels
+        self.l_max, self.m_max = conv.l_max, conv.m_max
+        channels = self.channels = conv.channels
         # The Wigner entries: rows |m| <= min(l, m_max) of D^l, all columns, l = 0 .. l_max.
         self._wigner_rows = [min(l, self.m_max) for l in range(self.l_max + 1)]
         wigner_start = [0]
