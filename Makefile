@@ -41,13 +41,20 @@ $(VENV)/.installed-test: $(VENV)/.torch pyproject.toml
 	$(PIP) install -q $(PIP_ARGS) -e ".[test]"
 	touch $@ $(VENV)/.installed
 
-# For scripts/gpu_checks.sh on a lent GPU machine (Python 3.12, no package index): the wheels
-# its image lacks, carried to it in .gpu-wheels/ (6 MB; cuEquivariance's CUDA ops, 73 MB, do not
-# fit the 64 MiB a call carries, so there cuEquivariance runs its PyTorch code).
-GPU_WHEELS := ase vesin pydantic pydantic-core annotated-types typing-inspection cuequivariance cuequivariance-torch
+# For scripts/gpu_checks.sh on a lent GPU machine (Python 3.12, CUDA 13, no package index): the
+# wheels its image lacks, carried to it in .gpu-wheels/. cuEquivariance's CUDA ops (two wheels of
+# 73 MB) go as one xz archive of their contents, so that all of it fits the 64 MiB a call carries.
+GPU_WHEELS := ase vesin pydantic pydantic-core annotated-types typing-inspection platformdirs cuequivariance cuequivariance-torch
+GPU_CUEQ_OPS := cuequivariance-ops-cu13 cuequivariance-ops-torch-cu13
+GPU_PLATFORMS := $(foreach p,manylinux2014 manylinux_2_17 manylinux_2_24 manylinux_2_27 manylinux_2_28,--platform $(p)_x86_64)
 gpu-wheels: $(VENV)/bin/python
-	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
-		--platform manylinux_2_17_x86_64 -d .gpu-wheels $(GPU_WHEELS)
+	rm -rf .gpu-wheels
+	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 $(GPU_PLATFORMS) -d .gpu-wheels $(GPU_WHEELS)
+	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 $(GPU_PLATFORMS) -d .gpu-wheels/ops $(GPU_CUEQ_OPS)
+	for wheel in .gpu-wheels/ops/*.whl; do $(PY) -m zipfile -e "$$wheel" .gpu-wheels/ops/unpacked || exit 1; done
+	tar -C .gpu-wheels/ops/unpacked -cf - . | xz -9 -T0 >.gpu-wheels/cueq-ops.tar.xz
+	rm -rf .gpu-wheels/ops
+	du -sh .gpu-wheels
 
 clean:
 	rm -rf $(VENV) build *.egg-info .gpu-wheels .gpu-site

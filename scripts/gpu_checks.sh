@@ -5,8 +5,9 @@
 #   bash scripts/gpu_checks.sh [OUTDIR]  # there, with .gpu-wheels carried along
 #
 # The GPU image has torch, triton, e3nn, torch_geometric and lightning, but not ase, vesin,
-# pydantic or cuEquivariance: they are installed from .gpu-wheels/ (no index is reachable there),
-# with equinet itself, into .gpu-site/ under the repository. Then, each step logged to OUTDIR
+# pydantic or cuEquivariance: they are installed from .gpu-wheels/ (no index is reachable there;
+# cuEquivariance's CUDA ops come as cueq-ops.tar.xz, the contents of their wheels), with equinet
+# itself, into .gpu-site/ under the repository. Then, each step logged to OUTDIR
 # (default $OUT, else gpu-checks/), with a time limit per step so that one hang cannot eat the lease:
 #   1. the kernel tests on the device (TRITON_INTERPRET=0): tests/test_kernels.py, tests/test_cueq.py;
 #   2. scripts/bench_kernels.py --device cuda (CG convolution: triton, torch, e3nn, cuEquivariance);
@@ -25,12 +26,18 @@ export TRITON_INTERPRET=0
 if [ -d .gpu-wheels ]; then
     "$python" -m pip install --quiet --no-deps --no-index --target .gpu-site .gpu-wheels/*.whl >"$out/install.log" 2>&1 \
         || echo "installing .gpu-wheels failed: see $out/install.log"
+    if [ -f .gpu-wheels/cueq-ops.tar.xz ]; then
+        "$python" -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='tar')" \
+            .gpu-wheels/cueq-ops.tar.xz .gpu-site >>"$out/install.log" 2>&1 \
+            || echo "unpacking cuEquivariance's ops failed: see $out/install.log"
+    fi
 fi
 "$python" -m pip install --quiet --no-deps --no-build-isolation --no-index --target .gpu-site . >>"$out/install.log" 2>&1 \
     || echo "installing equinet failed: see $out/install.log"
 {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     "$python" -c "import torch, triton, e3nn; print('torch', torch.__version__, 'triton', triton.__version__, 'e3nn', e3nn.__version__)"
+    "$python" -c "import cuequivariance_ops_torch as ops; print('cuequivariance_ops_torch', ops.__version__)" 2>&1 | tail -n 1
 } >"$out/versions.log" 2>&1
 
 step() {  # step NAME SECONDS COMMAND...
