@@ -79,7 +79,11 @@ class StageTwoConfig(_Section):
     the energy, which forces do not see up to a constant. Stage two starts at epoch
     ``start_epoch`` if given, else once ``start_fraction`` of ``trainer.max_epochs`` or of
     ``trainer.max_time_minutes`` (whichever ends training first) has passed. A weight or
-    rate set to null keeps the first stage's."""
+    rate set to null keeps the first stage's. With ``refit_atomic_energies`` the per-element
+    reference energies are first refitted by least squares to the energy errors on the
+    training set (skipped when ``data.atomic_energies`` is given): stage one weighs energies
+    lightly, so they drift by a constant that forces do not see, and removing it by
+    gradient steps at the stage's high energy weight jolts the force-fitting weights."""
 
     start_epoch: int | None = Field(None, ge=1)
     start_fraction: float = Field(0.75, gt=0, lt=1)
@@ -87,6 +91,7 @@ class StageTwoConfig(_Section):
     forces_weight: float | None = Field(100.0, ge=0)
     stress_weight: float | None = Field(None, ge=0)
     lr: float | None = Field(0.001, gt=0)
+    refit_atomic_energies: bool = True
 
 
 class LossConfig(_Section):

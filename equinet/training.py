@@ -43,7 +43,7 @@ from equinet.model_io import save_model
 from equinet.potentials import Potential, build_model
 from equinet.potentials.registry import DTYPES
 
-__all__ = ["PotentialModule", "StageTwo", "ema_with_warmup", "train"]
+__all__ = ["PotentialModule", "StageTwo", "ema_with_warmup", "refit_atomic_energies", "train"]
 
 _LABELS = ("energy", "forces", "stress")
 
@@ -150,16 +150,48 @@ class PotentialModule(pl.LightningModule):
             "statistics": self.model.statistics,
         }
 
+    def on_load_checkpoint(self, checkpoint):
+        # The statistics of a resumed run are the saved ones (stage two may have refitted
+        # the reference energies), matching the atomic_energies buffer the checkpoint holds.
+        self.model.statistics = checkpoint["equinet"]["statistics"]
+
+
+@torch.no_grad()
+def refit_atomic_energies(model: Potential, loader, reduce=lambda tensor: tensor) -> torch.Tensor:
+    """Adds to ``model.atomic_energies`` the per-element change Δ [num_elements] (eV) that
+    minimises the energy loss over ``loader``: least squares on per-atom energy errors,
+    (counts · Δ − (E_ref − E_model)) / n_atoms, minimum-norm where compositions do not
+    determine it (e.g. one molecule). ``reduce`` sums the normal equations over processes.
+    Updates ``model.statistics`` to match and returns Δ."""
+    dtype, device = model.atomic_energies.dtype, model.atomic_energies.device
+    normal = torch.zeros(model.num_elements, model.num_elements, dtype=dtype, device=device)
+    right = torch.zeros(model.num_elements, dtype=dtype, device=device)
+    with torch.random.fork_rng(devices=[]):  # iterating a loader draws a seed: keep the run's stream
+        for batch in loader:
+            batch = batch.to(device)
+            counts = torch.zeros(batch.num_graphs, model.num_elements, dtype=dtype, device=device)
+            counts.index_add_(0, batch.batch, model.one_hot(model.species(batch.z)))
+            error = batch.energy.to(dtype) - model(batch, forces=False)["energy"]
+            keep = torch.isfinite(error)
+            rows, error = counts[keep] / counts[keep].sum(1, keepdim=True), error[keep] / counts[keep].sum(1)
+            normal += rows.T @ rows
+            right += rows.T @ error
+    change = torch.linalg.pinv(reduce(normal)) @ reduce(right)
+    model.atomic_energies += change
+    model.statistics = {**model.statistics, "atomic_energies": dict(zip(model.elements, model.atomic_energies.tolist()))}
+    return change
+
 
 class StageTwo(pl.Callback):
-    """Enters ``loss.stage_two`` at the start of the first epoch where it is due: switches
-    the loss weights, sets the stage's learning rate (if given) and restarts the plateau
-    scheduler and the choice of best.ckpt, since the validation loss now weighs the
-    labels differently. Listed before Lightning's LearningRateMonitor, so that the logged
-    rate is the one used; whether the stage has begun is saved in checkpoints."""
+    """Enters ``loss.stage_two`` at the start of the first epoch where it is due: refits
+    the reference energies if asked (:func:`refit_atomic_energies`), switches the loss
+    weights, sets the stage's learning rate (if given) and restarts the plateau scheduler
+    and the choice of best.ckpt, since the validation loss now weighs the labels
+    differently. Listed before Lightning's LearningRateMonitor, so that the logged rate is
+    the one used; whether the stage has begun is saved in checkpoints."""
 
-    def __init__(self, config: StageTwoConfig):
-        self.config, self.started = config, False
+    def __init__(self, config: StageTwoConfig, refit: bool = False):
+        self.config, self.refit, self.started = config, refit, False
 
     def _due(self, trainer) -> bool:
         if self.config.start_epoch is not None:
@@ -177,9 +209,16 @@ class StageTwo(pl.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         if not self.started and self._due(trainer):
             self.started = True
+            if self.refit:
+                self._refit(trainer, pl_module.model)
             self._restart(trainer)
             rank_zero_info(f"Stage two from epoch {trainer.current_epoch}: loss weights {pl_module.config.loss.weights(True)}, lr {self.config.lr}")
         pl_module.in_stage_two = self.started
+
+    def _refit(self, trainer, model):
+        change = refit_atomic_energies(model, trainer.train_dataloader, lambda tensor: trainer.strategy.reduce(tensor, reduce_op="sum"))
+        changes = ", ".join(f"{z}: {1000 * value:+.1f}" for z, value in zip(model.elements, change.tolist()))
+        rank_zero_info(f"Stage two: reference energies refitted to the training set, changes (Z: meV) {changes}")
 
     def _restart(self, trainer):
         lr = self.config.lr
@@ -320,7 +359,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     ]
     stage_two = config.loss.stage_two
     if stage_two is not None:
-        callbacks.append(StageTwo(stage_two))
+        callbacks.append(StageTwo(stage_two, refit=stage_two.refit_atomic_energies and config.data.atomic_energies is None))
     callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="epoch"))
     if config.ema.enabled:
         callbacks.append(pl.callbacks.WeightAveraging(use_buffers=False, avg_fn=ema_with_warmup(config.ema.decay)))

@@ -14,7 +14,10 @@ weights 1:1000 on per-atom energy and force components, Adam lr 0.01 with AMSGra
 plateau scheduler, EMA 0.99; from 3/4 of the epochs on, as ``mace_run_train`` does by
 default, a second stage with energy:forces 1000:100 and lr 0.001, where mace-torch also
 averages the stage's weights (SWA) and equinet keeps its EMA) for ``--epochs`` epochs,
-each reference energy fitted to the training set by least squares. Each trained model is then evaluated the same way, through its ASE calculator on the test file:
+each reference energy fitted to the training set by least squares (equinet refits them to
+the model's energy errors when stage two starts, ``loss.stage_two.refit_atomic_energies``;
+mace-torch keeps them). Each trained model is then evaluated the same way, through its
+ASE calculator on the test file:
 total-energy MAE/RMSE (meV) and force-component MAE/RMSE (meV/Å), as the MACE paper
 reports them. s/epoch is the training command's wall time divided by the epochs
 (start-up and preprocessing included, the same for both).

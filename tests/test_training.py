@@ -26,7 +26,10 @@ from equinet import Calculator
 from equinet.cli import main
 from equinet.config import LossConfig, StageTwoConfig, TrainConfig, load_config
 from equinet.potentials import MODELS
-from equinet.training import PotentialModule, StageTwo, ema_with_warmup, train
+from equinet.datasets import build_graphs, compute_statistics, read_labels
+from equinet.potentials import build_model
+from equinet.training import PotentialModule, StageTwo, ema_with_warmup, refit_atomic_energies, train
+from torch_geometric.loader import DataLoader
 
 EQUINET = str(Path(sys.executable).with_name("equinet"))
 
@@ -191,6 +194,71 @@ def test_stage_two_switches_the_loss_weights_and_learning_rate(tmp_path, data_fi
     val_loss = {int(row["epoch"]): float(row["val_loss"]) for row in rows if row["val_loss"]}
     assert val_loss[2] > max(val_loss[0], val_loss[1])
     assert torch.load(tmp_path / "run" / "best.ckpt", weights_only=True)["epoch"] == 2
+
+
+def _model_and_graphs(frames):
+    graphs = build_graphs([(atoms, read_labels(atoms, required=("energy", "forces"))) for atoms in frames], 4.0, dtype=torch.float64)
+    config = {"name": "mace", "dtype": "float64", "cutoff": 4.0, "hidden_irreps": "4x0e+4x1o", "max_ell": 2, "correlation": 2, "num_interactions": 1}
+    return build_model(config, compute_statistics(graphs)), graphs
+
+
+def _predictions(model, graphs):
+    batch = next(iter(DataLoader(graphs, batch_size=len(graphs))))
+    out = model(batch, forces=True)
+    return out["energy"].detach(), out["forces"].detach()
+
+
+def test_refit_atomic_energies_removes_a_per_element_offset_exactly():
+    """Labels that are the model's energies plus a per-element offset: the refit finds the
+    offset (two compositions determine both elements), forces stay, statistics follow."""
+    frames = _emt_frames(6)
+    for atoms, nickel in zip(frames, [1, 2, 1, 3, 2, 1]):
+        atoms.symbols[:nickel] = "Ni"
+    model, graphs = _model_and_graphs(frames)
+    energy, forces = _predictions(model, graphs)
+    offset = torch.tensor([0.25, -0.4], dtype=torch.float64)  # eV for Ni (28), Cu (29) in model.elements order
+    assert model.elements == [28, 29]
+    for graph, value in zip(graphs, energy):
+        counts = torch.bincount(model.species(graph.z), minlength=2).double()
+        graph.energy = (value + counts @ offset).reshape(1)
+    change = refit_atomic_energies(model, DataLoader(graphs, batch_size=4))
+    torch.testing.assert_close(change, offset, rtol=0, atol=1e-10)
+    refitted_energy, refitted_forces = _predictions(model, graphs)
+    torch.testing.assert_close(refitted_energy, torch.cat([graph.energy for graph in graphs]), rtol=0, atol=1e-10)
+    torch.testing.assert_close(refitted_forces, forces, rtol=0, atol=1e-12)
+    assert model.statistics["atomic_energies"] == dict(zip(model.elements, model.atomic_energies.tolist()))
+
+
+def test_refit_atomic_energies_with_one_composition_takes_the_minimum_norm_change():
+    model, graphs = _model_and_graphs(_emt_frames(5))  # Cu3Ni each
+    energy, _ = _predictions(model, graphs)
+    before = model.atomic_energies.clone()
+    for graph, value in zip(graphs, energy):
+        graph.energy = (value - 0.3).reshape(1)
+    graphs[2].energy = torch.full((1,), float("nan"), dtype=torch.float64)  # no label: left out
+    change = refit_atomic_energies(model, DataLoader(graphs, batch_size=2))
+    counts = torch.tensor([1.0, 3.0], dtype=torch.float64)  # Ni, Cu
+    torch.testing.assert_close(change, -0.3 * counts / counts.square().sum(), rtol=0, atol=1e-10)
+    torch.testing.assert_close(model.atomic_energies, before + change)
+
+
+def test_stage_two_refits_the_reference_energies_unless_they_are_given(tmp_path, data_file, caplog):
+    config = _config(tmp_path / "fitted", data_file, loss={"stage_two": {"start_epoch": 1}})
+    with caplog.at_level("INFO"):
+        assert main(["train", str(config)]) == 0
+    assert "Stage two: reference energies refitted to the training set, changes (Z: meV) 28: " in caplog.text
+    saved = torch.load(tmp_path / "fitted" / "run" / "model.pt", weights_only=True)
+    assert saved["statistics"]["atomic_energies"] == dict(zip([28, 29], saved["state_dict"]["atomic_energies"].tolist()))
+
+    caplog.clear()
+    given = {28: -0.5, 29: -0.25}
+    config = _config(tmp_path / "given", data_file, data={"atomic_energies": given}, loss={"stage_two": {"start_epoch": 1}})
+    with caplog.at_level("INFO"):
+        assert main(["train", str(config)]) == 0
+    assert "Stage two from epoch 1" in caplog.text and "refitted" not in caplog.text
+    saved = torch.load(tmp_path / "given" / "run" / "model.pt", weights_only=True)
+    assert saved["state_dict"]["atomic_energies"].tolist() == [-0.5, -0.25]
+    assert saved["statistics"]["atomic_energies"] == given
 
 
 def test_ema_warms_up_then_decays_at_the_configured_rate():
