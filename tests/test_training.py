@@ -21,15 +21,14 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
+from torch_geometric.loader import DataLoader
 
 from equinet import Calculator
 from equinet.cli import main
 from equinet.config import LossConfig, StageTwoConfig, TrainConfig, load_config
-from equinet.potentials import MODELS
 from equinet.datasets import build_graphs, compute_statistics, read_labels
-from equinet.potentials import build_model
+from equinet.potentials import MODELS, build_model
 from equinet.training import PotentialModule, StageTwo, ema_with_warmup, refit_atomic_energies, train
-from torch_geometric.loader import DataLoader
 
 EQUINET = str(Path(sys.executable).with_name("equinet"))
 
