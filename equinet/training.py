@@ -171,11 +171,11 @@ def refit_atomic_energies(model: Potential, loader, reduce=lambda tensor: tensor
             batch = batch.to(device)
             counts = torch.zeros(batch.num_graphs, model.num_elements, dtype=dtype, device=device)
             counts.index_add_(0, batch.batch, model.one_hot(model.species(batch.z)))
-            error = batch.energy.to(dtype) - model(batch, forces=False)["energy"]
-            keep = torch.isfinite(error)
-            rows, error = counts[keep] / counts[keep].sum(1, keepdim=True), error[keep] / counts[keep].sum(1)
+            per_atom_error = (batch.energy.to(dtype) - model(batch, forces=False)["energy"]) / counts.sum(1)
+            keep = torch.isfinite(per_atom_error)
+            rows = counts[keep] / counts[keep].sum(1, keepdim=True)
             normal += rows.T @ rows
-            right += rows.T @ error
+            right += rows.T @ per_atom_error[keep]
     change = torch.linalg.pinv(reduce(normal)) @ reduce(right)
     model.atomic_energies += change
     model.statistics = {**model.statistics, "atomic_energies": dict(zip(model.elements, model.atomic_energies.tolist()))}
