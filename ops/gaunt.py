@@ -31,8 +31,9 @@ the product is taken pointwise instead of path by path. Two ways are implemented
 All conversion matrices are built once in float64 (from :func:`~equinet.ops.spherical_harmonics`,
 so the conventions are e3nn's to the last sign) and cached per shape, dtype and device. The
 product is one autograd function: on a CPU it runs through the batch in cache-sized chunks,
-and its gradients are Gaunt products again (the product is symmetric in its three
-arguments), so it differentiates to any order without storing grid values.
+weights and layout changes included, and its gradients are Gaunt products again (the
+product is symmetric in its three arguments), so it differentiates to any order without
+storing grid values.
 
 Parity. Give each input a sign ``s = p_l (-1)^l`` (``s = +1`` for the parity of spherical
 harmonics, ``0e+1o+2e+...``; ``s = -1`` for ``0o+1e+2o+...``); every irrep of one input must
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -325,11 +327,13 @@ def _from_grid(h: _Halves, degrees: tuple[int, ...], band_limit: int) -> torch.T
 
 
 def _fft_size(degrees_a, degrees_b, degrees_out) -> tuple[int, int]:
-    """(theta, phi) FFT lengths: ``>= 2(l_a + l_b) + 1`` in theta, as every theta-frequency of the
-    product is read back; ``>= l_a + l_b + L + 1`` in phi (and ``>= 2 max(l_a, l_b) + 1``, to hold
-    the inputs), as only phi-frequencies up to L are read back and the others may alias."""
-    l_a, l_b, l_out = max(degrees_a), max(degrees_b), max(degrees_out)
-    return _fast_size(2 * (l_a + l_b) + 1), _fast_size(max(l_a + l_b + l_out + 1, 2 * max(l_a, l_b) + 1))
+    """(theta, phi) FFT lengths for the product of any two of the three functions read back on the
+    degrees of the third (the forward product and both of its derivatives share the torus):
+    ``>= 2(l_1 + l_2) + 1`` in theta for the two largest degrees, as every theta-frequency of a
+    product is read back; ``>= l_a + l_b + L + 1`` in phi (and ``>= 2 max + 1``, to hold every
+    function), as only phi-frequencies up to the degree read are read back and the others may alias."""
+    l_small, l_1, l_2 = sorted(max(d) for d in (degrees_a, degrees_b, degrees_out))
+    return _fast_size(2 * (l_1 + l_2) + 1), _fast_size(max(l_small + l_1 + l_2 + 1, 2 * l_2 + 1))
 
 
 def _to_torus(x: torch.Tensor, degrees: tuple[int, ...], size: tuple[int, int]) -> torch.Tensor:
@@ -354,65 +358,161 @@ def _from_torus(values: torch.Tensor, degrees: tuple[int, ...]) -> torch.Tensor:
 # ----------------------------------------------------------------------------- the product
 
 
-def _product_chunk(a: torch.Tensor, b: torch.Tensor, degrees_a, degrees_b, degrees_out, method: str) -> torch.Tensor:
+def _transform_size(method: str, degrees_a, degrees_b, degrees_out):
+    """The grid's band limit or the torus size: the same for the product and its derivatives."""
     if method == "grid":
-        band_limit = max(degrees_a) + max(degrees_b) + max(degrees_out)
-        product = _multiply(_to_grid(a, degrees_a, band_limit), _to_grid(b, degrees_b, band_limit))
-        return _from_grid(product, degrees_out, band_limit)
-    size = _fft_size(degrees_a, degrees_b, degrees_out)
-    return _from_torus(_to_torus(a, degrees_a, size) * _to_torus(b, degrees_b, size), degrees_out)
+        return max(degrees_a) + max(degrees_b) + max(degrees_out)
+    return _fft_size(degrees_a, degrees_b, degrees_out)
+
+
+def _points(method: str, size) -> int:
+    """Values per function on the grid (one half, even and odd parts apart) or the torus."""
+    if method == "grid":
+        n_theta, n_phi = _grid_size(size)
+        return n_theta * n_phi // 2
+    return size[0] * size[1]
+
+
+def _synthesis(x: torch.Tensor, degrees, method: str, size):
+    """``x [..., D]`` (module order) → its values: (even, odd) halves on the grid, or the torus."""
+    return _to_grid(x, degrees, size) if method == "grid" else _to_torus(x, degrees, size)
+
+
+def _pointwise(f, g, method: str):
+    """The product of two functions' values."""
+    return _multiply(f, g) if method == "grid" else f * g
+
+
+def _analysis(values, degrees, method: str, size) -> torch.Tensor:
+    """Values → ``(1/4pi) int h Y`` ``[..., D]`` (module order)."""
+    return _from_grid(values, degrees, size) if method == "grid" else _from_torus(values, degrees)
+
+
+class _Operand(NamedTuple):
+    """One of the product's three features: degrees, channels (1: shared by all channels, or
+    summed over them when written), and the permutations between e3nn's layout
+    ``[N, channels * D]`` and the module's ``[N, channels, D]``: ``gather[k]`` is the e3nn column
+    of module entry ``k``, ``scatter`` its inverse."""
+
+    degrees: tuple[int, ...]
+    channels: int
+    gather: torch.Tensor
+    scatter: torch.Tensor
+
+
+def _read(x: torch.Tensor, operand: _Operand) -> torch.Tensor:
+    """Rows ``[n, channels * D]`` (e3nn layout) → ``[n, channels, D]`` (module order)."""
+    return x.index_select(1, operand.gather).view(x.shape[0], operand.channels, -1)
+
+
+def _channel_sum(values: torch.Tensor, operand: _Operand) -> torch.Tensor:
+    """``values [n, C, D]`` summed over the channels for a one-channel operand."""
+    return values.sum(1, keepdim=True) if values.shape[1] != operand.channels else values
+
+
+def _write(values: torch.Tensor, operand: _Operand, out: torch.Tensor) -> None:
+    """``values [n, C, D]`` (module order) into the rows ``out [n, channels * D]`` (e3nn layout)."""
+    torch.index_select(_channel_sum(values, operand).flatten(1), 1, operand.scatter, out=out)
 
 
 # On a CPU the grid values of a large batch do not fit in cache, and streaming them
 # through memory for each elementwise step (and saving them for the backward pass) costs
-# more than the matrix products. So the product runs in chunks of about this many grid
-# values per operand and saves only its inputs.
+# more than the matrix products. So the product runs in chunks of about this many values
+# per function, reading and writing e3nn's layout and applying the weights chunk by chunk,
+# and saves only its inputs.
 _CHUNK_VALUES = 1 << 17
 
 
-def _gaunt_product(a: torch.Tensor, b: torch.Tensor, degrees_a, degrees_b, degrees_out, method: str) -> torch.Tensor:
-    """``(1/4pi) int f_a f_b Y`` for ``a [N, C or 1, Da]``, ``b [N, C or 1, Db]`` → ``[N, C, D_out]``
-    (module order), in chunks of the batch; no autograd (it runs inside :class:`_GauntProduct`)."""
-    num, channels = a.shape[0], max(a.shape[1], b.shape[1])
-    out = a.new_empty(num, channels, sum(2 * l + 1 for l in degrees_out))
-    if method == "grid":
-        n_theta, n_phi = _grid_size(max(degrees_a) + max(degrees_b) + max(degrees_out))
-        points = n_theta * n_phi // 2
-    else:
-        n_u, n_v = _fft_size(degrees_a, degrees_b, degrees_out)
-        points = n_u * n_v
-    step = max(1, _CHUNK_VALUES // (channels * points)) if a.device.type == "cpu" else max(1, num)
-    for start in range(0, num, step):  # an empty batch never reaches the FFT (MKL rejects it)
-        chunk = slice(start, start + step)
-        out[chunk] = _product_chunk(a[chunk], b[chunk], degrees_a, degrees_b, degrees_out, method)
-    return out
+def _row_chunks(num: int, channels: int, points: int, device: torch.device) -> list[slice]:
+    """Row ranges of the chunks (none for an empty batch, which MKL's FFT would reject)."""
+    step = max(1, _CHUNK_VALUES // (channels * points)) if device.type == "cpu" else max(1, num)
+    return [slice(start, start + step) for start in range(0, num, step)]
 
 
 class _GauntProduct(torch.autograd.Function):
-    """:func:`_gaunt_product` with autograd, to any order.
+    """``out = merge_o(s_o * G(split_a(x_a) * s_a, split_b(x_b) * s_b))`` with autograd, to any order.
 
-    The Gaunt product is symmetric in its three arguments, so its derivative in ``a`` is
-    the Gaunt product of ``b`` and the output gradient, read on the degrees of ``a`` (exact with
-    the same method: the band limit ``l_a + l_b + l_out`` does not change), and so on for
-    higher orders.
+    ``x_a [N, dim_a]``, ``x_b [N, dim_b]`` in e3nn's layout, per-component scales ``s [channels, D]``
+    (the per-degree weights spread over components), ``G`` the Gaunt product ``(1/4pi) int f_a f_b Y``
+    channel by channel, ``operands`` the three :class:`_Operand`; → ``[N, dim_o]``.
+
+    The Gaunt product is symmetric in its three arguments, so its derivative in ``x_a`` is the
+    product of ``x_b`` and the output gradient read on the degrees of ``a`` (exact on the same
+    grid or torus: the band limit does not change), and so on for higher orders. A backward
+    pass that builds no graph goes through the batch once, taking each of the three functions
+    to the grid once per chunk.
     """
 
     @staticmethod
-    def forward(ctx, a, b, degrees_a, degrees_b, degrees_out, method):
-        ctx.save_for_backward(a, b)
-        ctx.arguments = degrees_a, degrees_b, degrees_out, method
-        return _gaunt_product(a, b, degrees_a, degrees_b, degrees_out, method)
+    def forward(ctx, x_a, x_b, s_a, s_b, s_o, operands: tuple[_Operand, _Operand, _Operand], method: str):
+        ctx.save_for_backward(x_a, x_b, s_a, s_b, s_o)
+        ctx.operands, ctx.method = operands, method
+        a, b, o = operands
+        size = _transform_size(method, a.degrees, b.degrees, o.degrees)
+        out = x_a.new_empty(x_a.shape[0], o.channels * s_o.shape[1])
+        channels = max(a.channels, b.channels)
+        for rows in _row_chunks(x_a.shape[0], channels, _points(method, size), x_a.device):
+            f_a = _synthesis(_read(x_a[rows], a) * s_a, a.degrees, method, size)
+            f_b = _synthesis(_read(x_b[rows], b) * s_b, b.degrees, method, size)
+            _write(_analysis(_pointwise(f_a, f_b, method), o.degrees, method, size) * s_o, o, out[rows])
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        a, b = ctx.saved_tensors
-        degrees_a, degrees_b, degrees_out, method = ctx.arguments
-        grad_a = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_a = _GauntProduct.apply(b, grad, degrees_b, degrees_out, degrees_a, method).sum_to_size(a.shape)
-        if ctx.needs_input_grad[1]:
-            grad_b = _GauntProduct.apply(a, grad, degrees_a, degrees_out, degrees_b, method).sum_to_size(b.shape)
-        return grad_a, grad_b, None, None, None, None
+        x_a, x_b, s_a, s_b, s_o = ctx.saved_tensors
+        needs = ctx.needs_input_grad[:5]
+        if torch.is_grad_enabled():  # create_graph: gradients autograd can differentiate again
+            grads = _composed_backward(x_a, x_b, s_a, s_b, s_o, grad.contiguous(), ctx.operands, ctx.method, needs)
+        else:
+            grads = _fused_backward(x_a, x_b, s_a, s_b, s_o, grad.contiguous(), ctx.operands, ctx.method, needs)
+        return (*grads, None, None)
+
+
+def _composed_backward(x_a, x_b, s_a, s_b, s_o, grad, operands, method, needs) -> list:
+    """The gradients of :class:`_GauntProduct` as Gaunt products again, differentiable."""
+    a, b, o = operands
+    grads = [None] * 5
+
+    def weight_gradient(x, u, operand):  # d/ds of sum(u * x * s), per (channel, component)
+        return (x * u).sum(0).index_select(0, operand.gather).view(operand.channels, -1)
+
+    if needs[0] or needs[2]:
+        u_a = _GauntProduct.apply(x_b, grad, s_b, s_o, torch.ones_like(s_a), (b, o, a), method)
+        grads[0] = u_a * s_a.flatten().index_select(0, a.scatter) if needs[0] else None
+        grads[2] = weight_gradient(x_a, u_a, a) if needs[2] else None
+    if needs[1] or needs[3]:
+        u_b = _GauntProduct.apply(x_a, grad, s_a, s_o, torch.ones_like(s_b), (a, o, b), method)
+        grads[1] = u_b * s_b.flatten().index_select(0, b.scatter) if needs[1] else None
+        grads[3] = weight_gradient(x_b, u_b, b) if needs[3] else None
+    if needs[4]:
+        grads[4] = weight_gradient(grad, _GauntProduct.apply(x_a, x_b, s_a, s_b, torch.ones_like(s_o), operands, method), o)
+    return grads
+
+
+def _fused_backward(x_a, x_b, s_a, s_b, s_o, grad, operands, method, needs) -> list:
+    """The gradients of :class:`_GauntProduct` in one pass over the batch, no graph."""
+    a, b, o = operands
+    size = _transform_size(method, a.degrees, b.degrees, o.degrees)
+    grad_x_a = torch.empty_like(x_a) if needs[0] else None
+    grad_x_b = torch.empty_like(x_b) if needs[1] else None
+    grad_s = [torch.zeros_like(s) if need else None for s, need in zip((s_a, s_b, s_o), needs[2:])]
+    channels = max(a.channels, b.channels)
+    for rows in _row_chunks(x_a.shape[0], channels, _points(method, size), x_a.device):
+        raw_a, raw_b, raw_o = _read(x_a[rows], a), _read(x_b[rows], b), _read(grad[rows], o)
+        f_a = _synthesis(raw_a * s_a, a.degrees, method, size)
+        f_b = _synthesis(raw_b * s_b, b.degrees, method, size)
+        f_o = _synthesis(raw_o * s_o, o.degrees, method, size)
+        for i, (raw, s, operand, f, g, grad_x) in enumerate(
+            ((raw_a, s_a, a, f_b, f_o, grad_x_a), (raw_b, s_b, b, f_a, f_o, grad_x_b), (raw_o, s_o, o, f_a, f_b, None))
+        ):
+            if grad_x is None and grad_s[i] is None:
+                continue
+            u = _channel_sum(_analysis(_pointwise(f, g, method), operand.degrees, method, size), operand)
+            if grad_x is not None:
+                _write(u * s, operand, grad_x[rows])
+            if grad_s[i] is not None:
+                grad_s[i] += (raw * u).sum(0)
+    return [grad_x_a, grad_x_b, *grad_s]
 
 
 # ----------------------------------------------------------------------------- irreps checks
@@ -477,7 +577,7 @@ class _Layout(torch.nn.Module):
 
     def __init__(self, irreps: o3.Irreps, degrees: tuple[int, ...]):
         super().__init__()
-        self.channels, self.dim = irreps[0].mul, irreps.dim // irreps[0].mul
+        self.channels, self.dim, self.degrees = irreps[0].mul, irreps.dim // irreps[0].mul, degrees
         gather = _layout_index(irreps, degrees)
         self.register_buffer("gather", gather, persistent=False)
         self.register_buffer("scatter", torch.argsort(gather), persistent=False)
@@ -488,6 +588,9 @@ class _Layout(torch.nn.Module):
 
     def merge(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(-2).index_select(-1, self.scatter)
+
+    def operand(self) -> _Operand:
+        return _Operand(self.degrees, self.channels, self.gather, self.scatter)
 
 
 # ----------------------------------------------------------------------------- modules
@@ -577,20 +680,22 @@ class GauntTensorProduct(torch.nn.Module):
             )
         if x1.shape[:-1] != x2.shape[:-1]:
             raise ValueError(f"x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)} must have the same leading shape")
-        a1 = self.layout1.split(x1) * self.weight_in1[:, self.layout1.degree]  # [..., C, D1]
-        a2 = self.layout2.split(x2) * self.weight_in2[:, self.layout2.degree]  # [..., C or 1, D2]
-        batch = a1.shape[:-2]
-        a1, a2 = a1.reshape(-1, *a1.shape[-2:]), a2.reshape(-1, *a2.shape[-2:])
+        scale1 = self.weight_in1[:, self.layout1.degree]  # [C, D1], per component
+        scale2 = self.weight_in2[:, self.layout2.degree]  # [C or 1, D2]
+        scale_out = self.weight_out[:, self.layout_out.degree]  # [C, D_out]
+        batch = x1.shape[:-1]
+        x1, x2 = x1.reshape(-1, x1.shape[-1]), x2.reshape(-1, x2.shape[-1])
         if self.backend == "triton":
             (s1, _), (s2, _), (_, a_out) = (
-                _matrices(_full_grid_transforms, degrees, self.band_limit, dtype=a1.dtype, device=a1.device)
+                _matrices(_full_grid_transforms, degrees, self.band_limit, dtype=x1.dtype, device=x1.device)
                 for degrees in (self.degrees1, self.degrees2, self.degrees_out)
             )
-            out = self._triton_product(a1, a2, s1, s2, a_out)
+            out = self._triton_product(self.layout1.split(x1) * scale1, self.layout2.split(x2) * scale2, s1, s2, a_out)
+            out = self.layout_out.merge(out * scale_out)
         else:
-            out = _GauntProduct.apply(a1, a2, self.degrees1, self.degrees2, self.degrees_out, self.method)
-        out = out.view(*batch, self.channels, self.layout_out.dim)
-        return self.layout_out.merge(out * self.weight_out[:, self.layout_out.degree])
+            operands = (self.layout1.operand(), self.layout2.operand(), self.layout_out.operand())
+            out = _GauntProduct.apply(x1, x2, scale1, scale2, scale_out, operands, self.method)
+        return out.view(*batch, self.irreps_out.dim)
 
     def extra_repr(self) -> str:
         return f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, method={self.method!r}, backend={self.backend!r}"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from e3nn import o3
 
-from equinet.ops import GauntManyBodyProduct, GauntTensorProduct, gaunt_coefficients, spherical_harmonics
+from equinet.ops import GauntManyBodyProduct, GauntTensorProduct, gaunt, gaunt_coefficients, spherical_harmonics
 from equinet.testing import assert_equivariant, assert_float32_matches_float64
 
 
@@ -131,8 +131,10 @@ def test_the_methods_agree_in_float32(float64):
 
 
 @pytest.mark.parametrize("method", ["grid", "fft"])
-def test_gradients_twice(float64, method):
-    tp = _randomize(GauntTensorProduct("2x0e+2x1o+2x2e", "2x0e+2x1o", "2x0e+2x1o+2x2e+2x3o", method=method))
+@pytest.mark.parametrize("in2", ["2x0e+2x1o", "0e+1o"])  # channel-wise and shared by all channels
+def test_gradients_twice(float64, method, in2, monkeypatch):
+    monkeypatch.setattr(gaunt, "_CHUNK_VALUES", 1)  # one row per chunk: the chunks must join up
+    tp = _randomize(GauntTensorProduct("2x0e+2x1o+2x2e", in2, "2x0e+2x1o+2x2e+2x3o", method=method))
     names = [name for name, _ in tp.named_parameters()]
 
     def fn(x1, x2, *weights):
@@ -142,6 +144,25 @@ def test_gradients_twice(float64, method):
     inputs = [x.clone().requires_grad_() for x in inputs]
     assert torch.autograd.gradcheck(fn, inputs)
     assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("method", ["grid", "fft"])
+def test_one_pass_and_composed_gradients_agree(float64, method):
+    """A backward pass without a graph runs fused; with create_graph, as Gaunt products again."""
+    tp = _randomize(GauntTensorProduct("3x0e+3x1o+3x2e+3x3o", "0e+1o+2e", "3x0e+3x1o+3x2e", method=method))
+    x1 = tp.irreps_in1.randn(7, -1).requires_grad_()
+    x2 = tp.irreps_in2.randn(7, -1).requires_grad_()
+    out = tp(x1, x2)
+    probe = torch.randn_like(out)
+    inputs = [x1, x2, *tp.parameters()]
+    fused = torch.autograd.grad(out, inputs, probe, retain_graph=True)
+    composed = torch.autograd.grad(out, inputs, probe, create_graph=True)
+    for a, b in zip(fused, composed):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    a1, a2 = _functions(tp.irreps_in1, x1, tp.weight_in1), _functions(tp.irreps_in2, x2, tp.weight_in2)
+    dense = torch.cat([(v * tp.weight_out[:, i, None]).flatten(1) for i, v in enumerate(_dense_product(a1, a2, [0, 1, 2]).values())], 1)
+    for a, b in zip(torch.autograd.grad(dense, inputs, probe), fused):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
 
 
 def test_unreachable_or_malformed_irreps_are_named():
