@@ -1,6 +1,6 @@
 """MD-step throughput (energy + forces) of equinet's models against their peers, on CPU.
 
-    python scripts/bench_md.py [--model mace|tensornet --repeats 5 --sizes 3 5 --threads 2 --skip-peer]
+    python scripts/bench_md.py [--model mace|mace-gaunt|tensornet --repeats 5 --sizes 3 5 --threads 2 --skip-peer]
 
 For rattled fcc Cu supercells (``bulk("Cu", "fcc", a=3.61, cubic=True) * (k, k, k)``,
 108 atoms for k=3, 500 for k=5), both codes build the same model with random weights
@@ -10,6 +10,8 @@ in float32 and time one energy + forces evaluation: atom-steps/s from the median
 * ``--model mace`` against mace-torch: 64x0e+64x1o, max_ell 3, correlation 3, 2
   interactions, 8 Bessel functions, radial MLP [64, 64, 64], polynomial cutoff p=5,
   r_cut 5 Å, one element. Both run on a prebuilt graph (graph construction not timed).
+* ``--model mace-gaunt``: the same MACE with equinet's Gaunt many-body product
+  (``product: gaunt``) against mace-torch's MACE, whose symmetric contraction it replaces.
 * ``--model tensornet`` against torchmd-net's TensorNet: 128 channels, 2 layers, 32
   expnorm radial functions, r_cut 5 Å, O(3). torchmd-net builds its neighbor list
   inside the model (periodic box), so equinet's time includes building the graph too.
@@ -44,7 +46,11 @@ CUTOFF = 5.0
 LATTICE = 3.61
 RATTLE = 0.05
 WORKERS = ("equinet", "equinet-calculator", "mace", "torchmd-net")
-PEERS = {"mace": ("mace", MACE_TORCH, mace_python), "tensornet": ("torchmd-net", TORCHMD_NET, torchmd_net_python)}
+PEERS = {
+    "mace": ("mace", MACE_TORCH, mace_python),
+    "mace-gaunt": ("mace", MACE_TORCH, mace_python),
+    "tensornet": ("torchmd-net", TORCHMD_NET, torchmd_net_python),
+}
 WARMUP = 2  # calls before timing: e3nn builds its code on the first ones
 QUIET = 0.1  # a timed round counts if other processes used < 10% of the CPUs meanwhile
 MAX_WAIT_S = 600.0  # after this long, rounds are taken even if other processes were busy
@@ -101,6 +107,11 @@ EQUINET_CONFIGS = {
     "mace": {
         "name": "mace", "dtype": "float32", "cutoff": CUTOFF, "hidden_irreps": "64x0e+64x1o", "max_ell": 3,
         "correlation": 3, "num_interactions": 2, "num_basis": 8, "envelope_p": 5, "radial_hidden": [64, 64, 64],
+    },
+    "mace-gaunt": {
+        "name": "mace", "product": "gaunt", "dtype": "float32", "cutoff": CUTOFF, "hidden_irreps": "64x0e+64x1o",
+        "max_ell": 3, "correlation": 3, "num_interactions": 2, "num_basis": 8, "envelope_p": 5,
+        "radial_hidden": [64, 64, 64],
     },
     "tensornet": {
         "name": "tensornet", "dtype": "float32", "cutoff": CUTOFF, "hidden_channels": 128, "num_layers": 2,

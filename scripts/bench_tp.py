@@ -56,7 +56,8 @@ def gaunt_benchmark(batch: int, channels: list[int], l_values: list[int], repeat
     to ``0e+1o+...+L``: exactly the paths the Gaunt product couples (``l1 + l2 + L`` even),
     each kept as its own output, which is what a CG model would compute. Backward gives the
     gradients of ``out.sum()`` for both inputs. Each method is warmed up, then the best of
-    ``repeats`` runs is reported (the least disturbed one on a shared machine). On a GPU each
+    ``repeats`` runs is reported (the least disturbed one on a shared machine). The Gaunt
+    products' weights are frozen, so that both codes compute the same gradients. On a GPU each
     timed call ends with a synchronisation; ``triton`` adds the grid product on its kernel,
     printed under each row with its speed-up over the torch grid.
     """
@@ -74,13 +75,14 @@ def gaunt_benchmark(batch: int, channels: list[int], l_values: list[int], repeat
         for l_max in l_values:
             irreps_sh = o3.Irreps.spherical_harmonics(l_max)
             irreps = o3.Irreps([(c, ir) for _, ir in irreps_sh])
-            modules = {method: GauntTensorProduct(irreps, irreps, irreps, method=method) for method in ("grid", "fft")}
+            # Weights frozen: gradients for the two inputs only, as e3nn's weightless product gets.
+            modules = {method: GauntTensorProduct(irreps, irreps, irreps, method=method).requires_grad_(False) for method in ("grid", "fft")}
             modules["e3nn"] = o3.FullTensorProduct(irreps_sh, irreps_sh, filter_ir_out=[ir for _, ir in irreps_sh])
             x1, x2 = irreps.randn(batch, -1, device=device), irreps.randn(batch, -1, device=device)
             inputs = {"grid": (x1, x2), "fft": (x1, x2)}
             inputs["e3nn"] = tuple(irreps_sh.randn(batch * c, -1, device=device) for _ in range(2))
             if triton:
-                modules["triton"] = GauntTensorProduct(irreps, irreps, irreps, backend="triton")
+                modules["triton"] = GauntTensorProduct(irreps, irreps, irreps, backend="triton").requires_grad_(False)
                 inputs["triton"] = (x1, x2)
             row = {}
             for label in (*labels, "triton") if triton else labels:
