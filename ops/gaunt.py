@@ -493,8 +493,8 @@ def _fused_backward(x_a, x_b, s_a, s_b, s_o, grad, operands, method, needs) -> l
     """The gradients of :class:`_GauntProduct` in one pass over the batch, no graph."""
     a, b, o = operands
     size = _transform_size(method, a.degrees, b.degrees, o.degrees)
-    grad_x_a = torch.empty_like(x_a) if needs[0] else None
-    grad_x_b = torch.empty_like(x_b) if needs[1] else None
+    grad_x_a = torch.empty_like(x_a, memory_format=torch.contiguous_format) if needs[0] else None
+    grad_x_b = torch.empty_like(x_b, memory_format=torch.contiguous_format) if needs[1] else None
     grad_s = [torch.zeros_like(s) if need else None for s, need in zip((s_a, s_b, s_o), needs[2:])]
     channels = max(a.channels, b.channels)
     for rows in _row_chunks(x_a.shape[0], channels, _points(method, size), x_a.device):

@@ -102,6 +102,15 @@ def test_leading_dimensions_and_empty_batches(float64, method):
     x1, x2 = tp.irreps_in1.randn(3, 4, -1), tp.irreps_in2.randn(3, 4, -1)
     torch.testing.assert_close(tp(x1, x2), tp(x1.flatten(0, 1), x2.flatten(0, 1)).view(3, 4, -1))
     assert tp(x1[:0, 0], x2[:0, 0]).shape == (0, tp.irreps_out.dim)
+    # Strided inputs (a column slice, a transpose) give the same values and gradients.
+    wide = torch.randn(5, tp.irreps_in1.dim + 3, requires_grad=True)
+    transposed = torch.randn(tp.irreps_in2.dim, 5).T.requires_grad_()
+    dense = [wide.detach()[:, 3:].clone().requires_grad_(), transposed.detach().clone().requires_grad_()]
+    out, expected = tp(wide[:, 3:], transposed), tp(*dense)
+    torch.testing.assert_close(out, expected)
+    gradients = torch.autograd.grad(out.square().sum(), [wide, transposed])
+    for gradient, reference in zip([gradients[0][:, 3:], gradients[1]], torch.autograd.grad(expected.square().sum(), dense)):
+        torch.testing.assert_close(gradient, reference)
 
 
 @pytest.mark.parametrize("method", ["grid", "fft"])
