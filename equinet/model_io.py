@@ -17,6 +17,9 @@ from equinet.conventions import CONVENTIONS
 from equinet.potentials import Potential, build_model
 
 FORMAT = "equinet-model"
+# Hyper-parameters added with a default other than the behaviour before them: the value that
+# a model file written before they existed (its config lacks the key) was made with.
+EARLIER_DEFAULTS = {"escn": {"nonlinearity": "gate"}}
 
 __all__ = ["load_model", "model_to_dict", "save_model"]
 
@@ -59,6 +62,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Potentia
     different = {key: value for key, value in data["conventions"].items() if CONVENTIONS.get(key) != value}
     if different:
         raise ValueError(f"{path}: made under other conventions than this equinet's ({different}); use the equinet version it names ({data['equinet_version']})")
-    model = build_model(data["config"], data["statistics"])
+    config = {**EARLIER_DEFAULTS.get(data["config"].get("name"), {}), **data["config"]}
+    model = build_model(config, data["statistics"])
     model.load_state_dict(data["state_dict"])
     return model.to(device).eval()

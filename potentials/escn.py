@@ -9,11 +9,12 @@ convolution of the same degrees. The Wigner matrices of the edges are computed o
 shared by all layers.
 
 Each layer: a linear map of the node features, the SO(2) convolution (normalized by the
-square root of the mean neighbour count), a linear map to the gate's input plus an
-element-dependent self-connection, a gated nonlinearity and a residual connection. The
+square root of the mean neighbour count), a linear map to the nonlinearity's input plus an
+element-dependent self-connection, the nonlinearity and a residual connection. The
 energy is read out from the scalars of the last layer.
 
-**The nonlinearity is a gate, not eSCN's sphere-grid (S2) activation.** An S2 activation
+**The nonlinearity is a polynomial S2 activation (default) or a gate, not eSCN's SiLU on
+the sphere grid.** A SiLU S2 activation
 (features → values on a sphere grid → SiLU → back to spherical harmonics) is equivariant
 only up to the aliasing of the grid, because SiLU of a band-limited function is not
 band-limited: with l_max = 4, unit-size features and a Gauss–Legendre grid, the error is
@@ -24,7 +25,14 @@ and grids fine enough for trained features cost far more than the convolutions. 
 it only where invariance survives does not help either: the energy read out from an
 S2-activated field is a quadrature of a non-band-limited function, so it is not exactly
 invariant. The gate (SiLU on the scalars, sigmoid gates from scalars on the other
-degrees, as in NequIP) is exactly equivariant for any feature size.
+degrees, as in NequIP) is exactly equivariant for any feature size. So is a polynomial on
+the sphere: ``f^2`` and ``f^3`` of a function of degree ``l_max`` have degree at most
+``3 l_max``, which a finite grid integrates exactly. ``nonlinearity: s2`` takes each
+channel's function ``f`` to those powers on the grid and reads them back at every degree up
+to ``l_max``, with learned weights per element, channel, power and degree
+(:class:`~equinet.ops.GauntManyBodyProduct`, MACE's many-body product done as a Gaunt
+product), then mixes the channels with a linear map. It raises the body order of each layer
+as MACE's product does.
 
 The learned energy of an atom without neighbours is not zero (the self-connection and
 gate act on its element embedding); the base class subtracts it.
@@ -37,7 +45,7 @@ from typing import Sequence
 import torch
 from e3nn import o3
 
-from equinet.ops import FullyConnectedTensorProduct, Linear, SO2Convolution, edge_wigner_D
+from equinet.ops import FullyConnectedTensorProduct, GauntManyBodyProduct, Linear, SO2Convolution, edge_wigner_D
 from equinet.ops.so2 import BACKENDS as CONV_BACKENDS
 
 from .base import Potential
@@ -46,24 +54,36 @@ from .registry import register_model
 
 __all__ = ["ESCN"]
 
+NONLINEARITIES = ("gate", "s2")
+
 
 class _ESCNLayer(torch.nn.Module):
     """One interaction: ``[n, irreps_in] → [n, hidden]``."""
 
-    def __init__(self, irreps_in, hidden, m_max, num_elements, num_basis, radial_hidden, avg_num_neighbors, backend):
+    def __init__(self, irreps_in, hidden, m_max, num_elements, num_basis, radial_hidden, avg_num_neighbors, backend, nonlinearity):
         super().__init__()
-        self.gate = gate(hidden)
+        # "gate": SiLU and sigmoid gates; "s2": powers f, f^2, f^3 of each channel's spherical
+        # function on the sphere grid (exact), mixed per element and degree, then a linear map.
+        self.gate = gate(hidden) if nonlinearity == "gate" else None
+        self.s2 = GauntManyBodyProduct(hidden, hidden, correlation=3, num_elements=num_elements) if nonlinearity == "s2" else None
+        self.linear_post = Linear(hidden, hidden) if nonlinearity == "s2" else None
+        activation_in = hidden if self.gate is None else self.gate.irreps_in
         self.linear_in = Linear(irreps_in, irreps_in)
         self.conv = SO2Convolution(irreps_in, hidden, m_max, backend=backend)
         self.radial = radial_network(num_basis, radial_hidden, self.conv.weight_numel)
-        self.linear_out = Linear(hidden, self.gate.irreps_in)
-        self.self_connection = FullyConnectedTensorProduct(irreps_in, o3.Irreps(f"{num_elements}x0e"), self.gate.irreps_in)
+        self.linear_out = Linear(hidden, activation_in)
+        self.self_connection = FullyConnectedTensorProduct(irreps_in, o3.Irreps(f"{num_elements}x0e"), activation_in)
         self.residual = o3.Irreps(irreps_in) == hidden
         self.norm = avg_num_neighbors**-0.5
 
-    def forward(self, x, one_hot, edge_vec, edge_features, edge_index, wigner):
+    def forward(self, x, species, one_hot, edge_vec, edge_features, edge_index, wigner):
         messages = self.conv(self.linear_in(x), edge_vec, self.radial(edge_features), edge_index, wigner)
-        update = self.gate(self.linear_out(messages * self.norm) + self.self_connection(x, one_hot))
+        if self.s2 is None:
+            update = self.gate(self.linear_out(messages * self.norm) + self.self_connection(x, one_hot))
+        else:  # as MACE's product: the powers are of the messages only, the self-connection is added after
+            h = self.linear_out(messages * self.norm)
+            size = (h.square().mean(dim=-1, keepdim=True) + 1e-6).sqrt()  # invariant: grows only linearly
+            update = self.linear_post(self.s2(h / size, species) * size) + self.self_connection(x, one_hot)
         return x + update if self.residual else update
 
 
@@ -84,6 +104,9 @@ class ESCN(Potential):
         readout_hidden: width of the scalar readout MLP.
         conv_backend: ``"torch"`` or ``"triton"`` (GPU kernels) for the SO(2) convolutions;
             the backends share one set of weights.
+        nonlinearity: ``"s2"``, the exact polynomial S2 activation (see the module docstring),
+            or ``"gate"`` (SiLU on the scalars, sigmoid gates on the other degrees), the
+            default before equinet 0.1.0 (model files without this key load with it).
 
     Hidden irreps: ``num_channels x (0e + 1o + 2e + ...)`` up to ``l_max``.
     """
@@ -103,10 +126,13 @@ class ESCN(Potential):
         radial_hidden: Sequence[int] = (64,),
         readout_hidden: int = 16,
         conv_backend: str = "torch",
+        nonlinearity: str = "s2",
     ):
         super().__init__(statistics, cutoff, scale, shift)
         if conv_backend not in CONV_BACKENDS:
             raise ValueError(f"model.conv_backend must be one of {', '.join(CONV_BACKENDS)}, got {conv_backend!r}")
+        if nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"model.nonlinearity must be one of {', '.join(NONLINEARITIES)}, got {nonlinearity!r}")
         for key, value, least in (("num_channels", num_channels, 1), ("num_layers", num_layers, 1), ("l_max", l_max, 0), ("m_max", m_max, 0)):
             if not isinstance(value, int) or value < least:
                 raise ValueError(f"model.{key} must be an integer >= {least}, got {value!r}")
@@ -117,7 +143,10 @@ class ESCN(Potential):
         layers, irreps = [], o3.Irreps(f"{num_channels}x0e")
         for _ in range(num_layers):
             layers.append(
-                _ESCNLayer(irreps, hidden, self.m_max, self.num_elements, num_basis, radial_hidden, self.avg_num_neighbors, conv_backend)
+                _ESCNLayer(
+                    irreps, hidden, self.m_max, self.num_elements, num_basis, radial_hidden, self.avg_num_neighbors, conv_backend,
+                    nonlinearity,
+                )
             )
             irreps = hidden
         self.layers = torch.nn.ModuleList(layers)
@@ -135,5 +164,5 @@ class ESCN(Potential):
         wigner = edge_wigner_D(self.l_max, edge_vec, self.m_max)
         x = self.embedding(one_hot)
         for layer in self.layers:
-            x = layer(x, one_hot, edge_vec, edge_features, edge_index, wigner)
+            x = layer(x, species, one_hot, edge_vec, edge_features, edge_index, wigner)
         return self.readout(x).squeeze(-1)

@@ -1,7 +1,7 @@
 """Accuracy on rMD17 at equal hyper-parameters and epochs: `equinet train` against mace-torch's `mace_run_train`.
 
     python scripts/bench_accuracy.py DATA_DIR [--epochs 40 --molecules ethanol uracil --threads 2 --skip-mace
-                                              --families mace mace-gaunt tensornet nequip escn]
+                                              --families mace mace-gaunt tensornet nequip escn escn-gate]
 
 DATA_DIR holds ``ethanol/train.xyz`` and ``ethanol/test_MD.xyz`` (extended XYZ, eV) and
 ``rmd17/rmd17_uracil_{train,test}_01.npz`` (rMD17 .npz, kcal/mol). Both are read with
@@ -23,7 +23,7 @@ reports them. s/epoch is the training command's wall time divided by the epochs
 (start-up and preprocessing included, the same for both).
 
 ``--families`` trains equinet's other model families too (MACE with the Gaunt many-body
-product, TensorNet, NequIP, eSCN; sizes in ``FAMILIES``) on the same recipe, replacing only
+product, TensorNet, NequIP, eSCN with its S2 activation or a gate; sizes in ``FAMILIES``) on the same recipe, replacing only
 its model; mace-torch is compared with the MACE one.
 
 mace-torch runs in its own virtual environment (``.bench/mace-venv``, created on first
@@ -53,6 +53,8 @@ FAMILIES = {
     "tensornet": {"name": "tensornet", "dtype": "float64", "cutoff": 5.0, "hidden_channels": 64, "num_layers": 2, "num_rbf": 32},
     "nequip": {"name": "nequip", "dtype": "float64", "cutoff": 5.0, "num_channels": 32, "l_max": 2, "num_layers": 4},
     "escn": {"name": "escn", "dtype": "float64", "cutoff": 5.0, "num_channels": 32, "l_max": 4, "m_max": 2, "num_layers": 2},
+    "escn-gate": {"name": "escn", "nonlinearity": "gate", "dtype": "float64", "cutoff": 5.0, "num_channels": 32, "l_max": 4,
+                  "m_max": 2, "num_layers": 2},
 }
 MOLECULES = {
     "ethanol": ("ethanol/train.xyz", "ethanol/test_MD.xyz", "eV"),
