@@ -9,9 +9,9 @@ convolution of the same degrees. The Wigner matrices of the edges are computed o
 shared by all layers.
 
 Each layer: a linear map of the node features, the SO(2) convolution (normalized by the
-square root of the mean neighbour count), a linear map to the nonlinearity's input plus an
-element-dependent self-connection, the nonlinearity and a residual connection. The
-energy is read out from the scalars of the last layer.
+square root of the mean neighbour count), a linear map, the nonlinearity, an
+element-dependent self-connection (added before a gate, after the S2 activation) and a
+residual connection. The energy is read out from the scalars of the last layer.
 
 **The nonlinearity is a polynomial S2 activation (default) or a gate, not eSCN's SiLU on
 the sphere grid.** A SiLU S2 activation
@@ -32,7 +32,9 @@ channel's function ``f`` to those powers on the grid and reads them back at ever
 to ``l_max``, with learned weights per element, channel, power and degree
 (:class:`~equinet.ops.GauntManyBodyProduct`, MACE's many-body product done as a Gaunt
 product), then mixes the channels with a linear map. It raises the body order of each layer
-as MACE's product does.
+as MACE's product does. The invariant size of the messages (their root mean square over
+channels and components) is divided out before the powers and multiplied back after, so
+the activation grows only linearly with the messages.
 
 The learned energy of an atom without neighbours is not zero (the self-connection and
 gate act on its element embedding); the base class subtracts it.
@@ -80,9 +82,9 @@ class _ESCNLayer(torch.nn.Module):
         messages = self.conv(self.linear_in(x), edge_vec, self.radial(edge_features), edge_index, wigner)
         if self.s2 is None:
             update = self.gate(self.linear_out(messages * self.norm) + self.self_connection(x, one_hot))
-        else:  # as MACE's product: the powers are of the messages only, the self-connection is added after
+        else:  # as in MACE: powers of the messages only, the self-connection added after
             h = self.linear_out(messages * self.norm)
-            size = (h.square().mean(dim=-1, keepdim=True) + 1e-6).sqrt()  # invariant: grows only linearly
+            size = (h.square().mean(dim=-1, keepdim=True) + 1e-6).sqrt()  # invariant
             update = self.linear_post(self.s2(h / size, species) * size) + self.self_connection(x, one_hot)
         return x + update if self.residual else update
 
@@ -105,8 +107,8 @@ class ESCN(Potential):
         conv_backend: ``"torch"`` or ``"triton"`` (GPU kernels) for the SO(2) convolutions;
             the backends share one set of weights.
         nonlinearity: ``"s2"``, the exact polynomial S2 activation (see the module docstring),
-            or ``"gate"`` (SiLU on the scalars, sigmoid gates on the other degrees), the
-            default before equinet 0.1.0 (model files without this key load with it).
+            or ``"gate"`` (SiLU on the scalars, sigmoid gates on the other degrees), the only
+            one before this key was added (model files without the key load with it).
 
     Hidden irreps: ``num_channels x (0e + 1o + 2e + ...)`` up to ``l_max``.
     """
