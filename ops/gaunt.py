@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -388,31 +387,15 @@ def _analysis(values, degrees, method: str, size) -> torch.Tensor:
     return _from_grid(values, degrees, size) if method == "grid" else _from_torus(values, degrees)
 
 
-class _Operand(NamedTuple):
-    """One of the product's three features: degrees, channels (1: shared by all channels, or
-    summed over them when written), and the permutations between e3nn's layout
-    ``[N, channels * D]`` and the module's ``[N, channels, D]``: ``gather[k]`` is the e3nn column
-    of module entry ``k``, ``scatter`` its inverse."""
-
-    degrees: tuple[int, ...]
-    channels: int
-    gather: torch.Tensor
-    scatter: torch.Tensor
+def _channel_sum(values: torch.Tensor, layout: _Layout) -> torch.Tensor:
+    """``values [n, C, D]`` summed over the channels for a one-channel feature."""
+    return values.sum(1, keepdim=True) if values.shape[1] != layout.channels else values
 
 
-def _read(x: torch.Tensor, operand: _Operand) -> torch.Tensor:
-    """Rows ``[n, channels * D]`` (e3nn layout) → ``[n, channels, D]`` (module order)."""
-    return x.index_select(1, operand.gather).view(x.shape[0], operand.channels, -1)
-
-
-def _channel_sum(values: torch.Tensor, operand: _Operand) -> torch.Tensor:
-    """``values [n, C, D]`` summed over the channels for a one-channel operand."""
-    return values.sum(1, keepdim=True) if values.shape[1] != operand.channels else values
-
-
-def _write(values: torch.Tensor, operand: _Operand, out: torch.Tensor) -> None:
-    """``values [n, C, D]`` (module order) into the rows ``out [n, channels * D]`` (e3nn layout)."""
-    torch.index_select(_channel_sum(values, operand).flatten(1), 1, operand.scatter, out=out)
+def _write(values: torch.Tensor, layout: _Layout, out: torch.Tensor) -> None:
+    """``values [n, C, D]`` (module order) into the rows ``out [n, channels * D]`` (e3nn layout):
+    :meth:`_Layout.merge` written in place."""
+    torch.index_select(_channel_sum(values, layout).flatten(1), 1, layout.scatter, out=out)
 
 
 # On a CPU the grid values of a large batch do not fit in cache, and streaming them
@@ -434,7 +417,7 @@ class _GauntProduct(torch.autograd.Function):
 
     ``x_a [N, dim_a]``, ``x_b [N, dim_b]`` in e3nn's layout, per-component scales ``s [channels, D]``
     (the per-degree weights spread over components), ``G`` the Gaunt product ``(1/4pi) int f_a f_b Y``
-    channel by channel, ``operands`` the three :class:`_Operand`; → ``[N, dim_o]``.
+    channel by channel, ``layouts`` the three features' :class:`_Layout`; → ``[N, dim_o]``.
 
     The Gaunt product is symmetric in its three arguments, so its derivative in ``x_a`` is the
     product of ``x_b`` and the output gradient read on the degrees of ``a`` (exact on the same
@@ -444,16 +427,16 @@ class _GauntProduct(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x_a, x_b, s_a, s_b, s_o, operands: tuple[_Operand, _Operand, _Operand], method: str):
+    def forward(ctx, x_a, x_b, s_a, s_b, s_o, layouts: tuple[_Layout, _Layout, _Layout], method: str):
         ctx.save_for_backward(x_a, x_b, s_a, s_b, s_o)
-        ctx.operands, ctx.method = operands, method
-        a, b, o = operands
+        ctx.layouts, ctx.method = layouts, method
+        a, b, o = layouts
         size = _transform_size(method, a.degrees, b.degrees, o.degrees)
         out = x_a.new_empty(x_a.shape[0], o.channels * s_o.shape[1])
         channels = max(a.channels, b.channels)
         for rows in _row_chunks(x_a.shape[0], channels, _points(method, size), x_a.device):
-            f_a = _synthesis(_read(x_a[rows], a) * s_a, a.degrees, method, size)
-            f_b = _synthesis(_read(x_b[rows], b) * s_b, b.degrees, method, size)
+            f_a = _synthesis(a.split(x_a[rows]) * s_a, a.degrees, method, size)
+            f_b = _synthesis(b.split(x_b[rows]) * s_b, b.degrees, method, size)
             _write(_analysis(_pointwise(f_a, f_b, method), o.degrees, method, size) * s_o, o, out[rows])
         return out
 
@@ -462,19 +445,19 @@ class _GauntProduct(torch.autograd.Function):
         x_a, x_b, s_a, s_b, s_o = ctx.saved_tensors
         needs = ctx.needs_input_grad[:5]
         if torch.is_grad_enabled():  # create_graph: gradients autograd can differentiate again
-            grads = _composed_backward(x_a, x_b, s_a, s_b, s_o, grad.contiguous(), ctx.operands, ctx.method, needs)
+            grads = _composed_backward(x_a, x_b, s_a, s_b, s_o, grad.contiguous(), ctx.layouts, ctx.method, needs)
         else:
-            grads = _fused_backward(x_a, x_b, s_a, s_b, s_o, grad.contiguous(), ctx.operands, ctx.method, needs)
+            grads = _fused_backward(x_a, x_b, s_a, s_b, s_o, grad.contiguous(), ctx.layouts, ctx.method, needs)
         return (*grads, None, None)
 
 
-def _composed_backward(x_a, x_b, s_a, s_b, s_o, grad, operands, method, needs) -> list:
+def _composed_backward(x_a, x_b, s_a, s_b, s_o, grad, layouts, method, needs) -> list:
     """The gradients of :class:`_GauntProduct` as Gaunt products again, differentiable."""
-    a, b, o = operands
+    a, b, o = layouts
     grads = [None] * 5
 
-    def weight_gradient(x, u, operand):  # d/ds of sum(u * x * s), per (channel, component)
-        return (x * u).sum(0).index_select(0, operand.gather).view(operand.channels, -1)
+    def weight_gradient(x, u, layout):  # d/ds of sum(u * x * s), per (channel, component)
+        return layout.split((x * u).sum(0))
 
     if needs[0] or needs[2]:
         u_a = _GauntProduct.apply(x_b, grad, s_b, s_o, torch.ones_like(s_a), (b, o, a), method)
@@ -485,31 +468,31 @@ def _composed_backward(x_a, x_b, s_a, s_b, s_o, grad, operands, method, needs) -
         grads[1] = u_b * s_b.flatten().index_select(0, b.scatter) if needs[1] else None
         grads[3] = weight_gradient(x_b, u_b, b) if needs[3] else None
     if needs[4]:
-        grads[4] = weight_gradient(grad, _GauntProduct.apply(x_a, x_b, s_a, s_b, torch.ones_like(s_o), operands, method), o)
+        grads[4] = weight_gradient(grad, _GauntProduct.apply(x_a, x_b, s_a, s_b, torch.ones_like(s_o), layouts, method), o)
     return grads
 
 
-def _fused_backward(x_a, x_b, s_a, s_b, s_o, grad, operands, method, needs) -> list:
+def _fused_backward(x_a, x_b, s_a, s_b, s_o, grad, layouts, method, needs) -> list:
     """The gradients of :class:`_GauntProduct` in one pass over the batch, no graph."""
-    a, b, o = operands
+    a, b, o = layouts
     size = _transform_size(method, a.degrees, b.degrees, o.degrees)
     grad_x_a = torch.empty_like(x_a, memory_format=torch.contiguous_format) if needs[0] else None
     grad_x_b = torch.empty_like(x_b, memory_format=torch.contiguous_format) if needs[1] else None
     grad_s = [torch.zeros_like(s) if need else None for s, need in zip((s_a, s_b, s_o), needs[2:])]
     channels = max(a.channels, b.channels)
     for rows in _row_chunks(x_a.shape[0], channels, _points(method, size), x_a.device):
-        raw_a, raw_b, raw_o = _read(x_a[rows], a), _read(x_b[rows], b), _read(grad[rows], o)
+        raw_a, raw_b, raw_o = a.split(x_a[rows]), b.split(x_b[rows]), o.split(grad[rows])
         f_a = _synthesis(raw_a * s_a, a.degrees, method, size)
         f_b = _synthesis(raw_b * s_b, b.degrees, method, size)
         f_o = _synthesis(raw_o * s_o, o.degrees, method, size)
-        for i, (raw, s, operand, f, g, grad_x) in enumerate(
+        for i, (raw, s, layout, f, g, grad_x) in enumerate(
             ((raw_a, s_a, a, f_b, f_o, grad_x_a), (raw_b, s_b, b, f_a, f_o, grad_x_b), (raw_o, s_o, o, f_a, f_b, None))
         ):
             if grad_x is None and grad_s[i] is None:
                 continue
-            u = _channel_sum(_analysis(_pointwise(f, g, method), operand.degrees, method, size), operand)
+            u = _channel_sum(_analysis(_pointwise(f, g, method), layout.degrees, method, size), layout)
             if grad_x is not None:
-                _write(u * s, operand, grad_x[rows])
+                _write(u * s, layout, grad_x[rows])
             if grad_s[i] is not None:
                 grad_s[i] += (raw * u).sum(0)
     return [grad_x_a, grad_x_b, *grad_s]
@@ -588,9 +571,6 @@ class _Layout(torch.nn.Module):
 
     def merge(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(-2).index_select(-1, self.scatter)
-
-    def operand(self) -> _Operand:
-        return _Operand(self.degrees, self.channels, self.gather, self.scatter)
 
 
 # ----------------------------------------------------------------------------- modules
@@ -693,8 +673,8 @@ class GauntTensorProduct(torch.nn.Module):
             out = self._triton_product(self.layout1.split(x1) * scale1, self.layout2.split(x2) * scale2, s1, s2, a_out)
             out = self.layout_out.merge(out * scale_out)
         else:
-            operands = (self.layout1.operand(), self.layout2.operand(), self.layout_out.operand())
-            out = _GauntProduct.apply(x1, x2, scale1, scale2, scale_out, operands, self.method)
+            layouts = (self.layout1, self.layout2, self.layout_out)
+            out = _GauntProduct.apply(x1, x2, scale1, scale2, scale_out, layouts, self.method)
         return out.view(*batch, self.irreps_out.dim)
 
     def extra_repr(self) -> str:
