@@ -37,9 +37,19 @@ storing grid values.
 
 Parity. Give each input a sign ``s = p_l (-1)^l`` (``s = +1`` for the parity of spherical
 harmonics, ``0e+1o+2e+...``; ``s = -1`` for ``0o+1e+2o+...``); every irrep of one input must
-share it. Since ``G`` vanishes unless ``l1 + l2 + L`` is even, output degree ``L`` has parity
-``s1 s2 (-1)^L``; the other parity (e.g. ``1e`` from ``1o x 1o``, the cross product) is never
-produced, and asking for it is an error.
+share it. Since ``G`` vanishes unless ``l1 + l2 + L`` is even, the Gaunt product gives output
+degree ``L`` the parity ``s1 s2 (-1)^L`` only: it misses the CG paths with ``l1 + l2 + L`` odd,
+such as ``1e`` from ``1o x 1o`` (the cross product), as "The Price of Freedom" points out.
+:class:`GauntTensorProduct` makes those outputs from the Poisson bracket of the two functions,
+
+    {f1, f2}(r) = r . (grad F1 x grad F2) = sum_j (r x grad F1)_j d_j F2,
+
+with ``F = sum_lm x_lm |r|^l Y_lm`` the harmonic extension of ``f`` (on the sphere, the cross
+product of the surface gradients). The form ``int h {f1, f2}`` is invariant under rotations,
+changes sign under reflections and is antisymmetric, so it couples exactly the odd paths
+(one invariant each); its factors ``(r x grad F1)_j`` (degree ``l1``) and ``d_j F2`` (degree
+``l2 - 1``) are spherical functions again, so the same grid or torus computes it exactly.
+(Xie et al., 2026, recover these paths with vector spherical harmonics in the same spirit.)
 
 :class:`GauntManyBodyProduct` is the MACE many-body product done the same way: powers
 ``f^nu`` of one function, ``nu = 1..correlation``, taken pointwise on one grid.
@@ -249,15 +259,50 @@ def _fourier_analysis(degrees: tuple[int, ...], n_u: int) -> tuple[torch.Tensor]
 _CACHE: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
 
+def _full_grid(band_limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points ``[P, 3]`` of the whole grid (northern half, then its mirror image) and their weights ``[P]``."""
+    north, weights = _northern_grid(band_limit)
+    points = torch.cat([north, north * torch.tensor([1.0, -1.0, 1.0], dtype=north.dtype)])
+    return points, torch.cat([weights, weights])
+
+
 @lru_cache(maxsize=None)
 def _full_grid_transforms(degrees: tuple[int, ...], band_limit: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(S [D, P], A [P, D])`` on the whole grid (both halves): coefficients (module order) →
     values, and values → ``(1/4pi) int h Y``. For the Triton kernel, which does not split halves."""
-    north, weights = _northern_grid(band_limit)
-    points = torch.cat([north, north * torch.tensor([1.0, -1.0, 1.0], dtype=north.dtype)])
+    points, weights = _full_grid(band_limit)
     columns, _ = _components(degrees)
     y = spherical_harmonics(max(degrees), points)[:, columns]
-    return y.T.contiguous(), (y * (torch.cat([weights, weights]) / (4 * math.pi))[:, None]).contiguous()
+    return y.T.contiguous(), (y * (weights / (4 * math.pi))[:, None]).contiguous()
+
+
+def _lowered(degrees: tuple[int, ...]) -> tuple[int, ...]:
+    """The degrees of the first derivatives of a function of ``degrees``: ``l - 1`` for ``l >= 1``."""
+    return tuple(l - 1 for l in degrees if l > 0)
+
+
+@lru_cache(maxsize=None)
+def _bracket_matrices(degrees: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(R [D, 3 D], G [D, 3 D'])``: the coefficients of ``f`` (module order, ``degrees``) → those
+    of ``(r x grad f)_j`` (same degrees) and of ``d_j f`` (:func:`_lowered` degrees), ``j = x, y, z``.
+
+    ``f`` is extended off the sphere as the harmonic polynomial ``sum_lm x_lm |r|^l Y_lm``. Its
+    partial derivatives are harmonic polynomials of degree ``l - 1`` and the rotation generators
+    ``r x grad`` keep degree ``l``, so both are spherical functions that a grid exact for degree
+    ``2 l_max`` projects exactly."""
+    l_max = max(degrees)
+    points, weights = _full_grid(2 * l_max)
+    y = spherical_harmonics(l_max, points, normalize=False)
+    columns, _ = _components(degrees)
+    jacobian = torch.func.vmap(torch.func.jacrev(lambda r: spherical_harmonics(l_max, r, normalize=False)))(points)
+    gradients = jacobian[:, columns]  # [P, D, 3]
+    rotations = torch.linalg.cross(points[:, None, :].expand_as(gradients), gradients, dim=-1)
+
+    def project(values, to_degrees):  # [P, D, 3] → [D, 3 D_to]
+        basis = y[:, _components(to_degrees)[0]] * (weights / (4 * math.pi))[:, None]
+        return torch.einsum("pdj,pk->djk", values, basis).flatten(1)
+
+    return project(rotations, degrees), project(gradients, _lowered(degrees))
 
 
 @lru_cache(maxsize=None)
@@ -387,6 +432,28 @@ def _analysis(values, degrees, method: str, size) -> torch.Tensor:
     return _from_grid(values, degrees, size) if method == "grid" else _from_torus(values, degrees)
 
 
+def _factor(x: torch.Tensor, degrees, method: str, size, role: str | None):
+    """The values of ``f`` (``role=None``), or of the three ``(r x grad f)_j`` (``"rotation"``) or
+    ``d_j f`` (``"gradient"``), from ``x [..., D]``; a new dim of 3 before the points."""
+    if role is None:
+        return _synthesis(x, degrees, method, size)
+    rotation, gradient = _matrices(_bracket_matrices, degrees, dtype=x.dtype, device=x.device)
+    if role == "rotation":
+        return _synthesis((x @ rotation).unflatten(-1, (3, -1)), degrees, method, size)
+    return _synthesis((x @ gradient).unflatten(-1, (3, -1)), _lowered(degrees), method, size)
+
+
+def _combine(f, g, method: str, bracket: bool):
+    """``f g``, or the bracket ``{f, g} = sum_j (r x grad f)_j d_j g`` from the factors' values."""
+    h = _pointwise(f, g, method)
+    if not bracket:
+        return h
+    if method == "fft":
+        return h.sum(-3)
+    even, odd = h
+    return even.sum(-2), None if odd is None else odd.sum(-2)
+
+
 def _channel_sum(values: torch.Tensor, layout: _Layout) -> torch.Tensor:
     """``values [n, C, D]`` summed over the channels for a one-channel feature."""
     return values.sum(1, keepdim=True) if values.shape[1] != layout.channels else values
@@ -417,42 +484,45 @@ class _GauntProduct(torch.autograd.Function):
 
     ``x_a [N, dim_a]``, ``x_b [N, dim_b]`` in e3nn's layout, per-component scales ``s [channels, D]``
     (the per-degree weights spread over components), ``G`` the Gaunt product ``(1/4pi) int f_a f_b Y``
-    channel by channel, ``layouts`` the three features' :class:`_Layout`; → ``[N, dim_o]``.
+    (or, with ``bracket``, ``(1/4pi) int {f_a, f_b} Y``) channel by channel, ``layouts`` the three
+    features' :class:`_Layout`; → ``[N, dim_o]``.
 
     The Gaunt product is symmetric in its three arguments, so its derivative in ``x_a`` is the
     product of ``x_b`` and the output gradient read on the degrees of ``a`` (exact on the same
     grid or torus: the band limit does not change), and so on for higher orders. A backward
     pass that builds no graph goes through the batch once, taking each of the three functions
-    to the grid once per chunk.
+    to the grid once per chunk. The bracket form ``int h {f, g}`` is cyclic and antisymmetric
+    (``= int f {g, h} = -int g {f, h}``), so its derivatives are brackets again.
     """
 
     @staticmethod
-    def forward(ctx, x_a, x_b, s_a, s_b, s_o, layouts: tuple[_Layout, _Layout, _Layout], method: str):
+    def forward(ctx, x_a, x_b, s_a, s_b, s_o, layouts: tuple[_Layout, _Layout, _Layout], method: str, bracket: bool):
         ctx.save_for_backward(x_a, x_b, s_a, s_b, s_o)
-        ctx.layouts, ctx.method = layouts, method
+        ctx.layouts, ctx.method, ctx.bracket = layouts, method, bracket
         a, b, o = layouts
         size = _transform_size(method, a.degrees, b.degrees, o.degrees)
         out = x_a.new_empty(x_a.shape[0], o.channels * s_o.shape[1])
-        channels = max(a.channels, b.channels)
+        channels = max(a.channels, b.channels) * (3 if bracket else 1)
+        first, second = ("rotation", "gradient") if bracket else (None, None)
         for rows in _row_chunks(x_a.shape[0], channels, _points(method, size), x_a.device):
-            f_a = _synthesis(a.split(x_a[rows]) * s_a, a.degrees, method, size)
-            f_b = _synthesis(b.split(x_b[rows]) * s_b, b.degrees, method, size)
-            _write(_analysis(_pointwise(f_a, f_b, method), o.degrees, method, size) * s_o, o, out[rows])
+            f_a = _factor(a.split(x_a[rows]) * s_a, a.degrees, method, size, first)
+            f_b = _factor(b.split(x_b[rows]) * s_b, b.degrees, method, size, second)
+            _write(_analysis(_combine(f_a, f_b, method, bracket), o.degrees, method, size) * s_o, o, out[rows])
         return out
 
     @staticmethod
     def backward(ctx, grad):
         x_a, x_b, s_a, s_b, s_o = ctx.saved_tensors
         needs = ctx.needs_input_grad[:5]
-        if torch.is_grad_enabled():  # create_graph: gradients autograd can differentiate again
-            grads = _composed_backward(x_a, x_b, s_a, s_b, s_o, grad.contiguous(), ctx.layouts, ctx.method, needs)
+        if torch.is_grad_enabled() or ctx.bracket:  # create_graph: gradients autograd can differentiate again
+            grads = _composed_backward(x_a, x_b, s_a, s_b, s_o, grad.contiguous(), ctx.layouts, ctx.method, ctx.bracket, needs)
         else:
             grads = _fused_backward(x_a, x_b, s_a, s_b, s_o, grad.contiguous(), ctx.layouts, ctx.method, needs)
-        return (*grads, None, None)
+        return (*grads, None, None, None)
 
 
-def _composed_backward(x_a, x_b, s_a, s_b, s_o, grad, layouts, method, needs) -> list:
-    """The gradients of :class:`_GauntProduct` as Gaunt products again, differentiable."""
+def _composed_backward(x_a, x_b, s_a, s_b, s_o, grad, layouts, method, bracket, needs) -> list:
+    """The gradients of :class:`_GauntProduct` as Gaunt products (or brackets) again, differentiable."""
     a, b, o = layouts
     grads = [None] * 5
 
@@ -460,15 +530,17 @@ def _composed_backward(x_a, x_b, s_a, s_b, s_o, grad, layouts, method, needs) ->
         return layout.split((x * u).sum(0))
 
     if needs[0] or needs[2]:
-        u_a = _GauntProduct.apply(x_b, grad, s_b, s_o, torch.ones_like(s_a), (b, o, a), method)
+        u_a = _GauntProduct.apply(x_b, grad, s_b, s_o, torch.ones_like(s_a), (b, o, a), method, bracket)
         grads[0] = u_a * s_a.flatten().index_select(0, a.scatter) if needs[0] else None
         grads[2] = weight_gradient(x_a, u_a, a) if needs[2] else None
     if needs[1] or needs[3]:
-        u_b = _GauntProduct.apply(x_a, grad, s_a, s_o, torch.ones_like(s_b), (a, o, b), method)
+        u_b = _GauntProduct.apply(x_a, grad, s_a, s_o, torch.ones_like(s_b), (a, o, b), method, bracket)
+        u_b = -u_b if bracket else u_b
         grads[1] = u_b * s_b.flatten().index_select(0, b.scatter) if needs[1] else None
         grads[3] = weight_gradient(x_b, u_b, b) if needs[3] else None
     if needs[4]:
-        grads[4] = weight_gradient(grad, _GauntProduct.apply(x_a, x_b, s_a, s_b, torch.ones_like(s_o), layouts, method), o)
+        forward = _GauntProduct.apply(x_a, x_b, s_a, s_b, torch.ones_like(s_o), layouts, method, bracket)
+        grads[4] = weight_gradient(grad, forward, o)
     return grads
 
 
@@ -532,6 +604,11 @@ def _gaunt_reachable(degrees_a, degrees_b) -> set[int]:
     return {L for la in degrees_a for lb in degrees_b for L in range(abs(la - lb), la + lb + 1, 2)}
 
 
+def _bracket_reachable(degrees_a, degrees_b) -> set[int]:
+    """Degrees L that the bracket of degrees l_a and l_b reaches: the odd paths, ``l_a + l_b + L`` odd."""
+    return {L for la in degrees_a for lb in degrees_b for L in range(abs(la - lb) + 1, la + lb, 2)}
+
+
 def _layout_index(irreps: o3.Irreps, degrees: tuple[int, ...]) -> torch.Tensor:
     """``index [C * D]``: for channel c and component k (module order), its position in e3nn's layout."""
     columns, _ = _components(degrees)
@@ -576,29 +653,55 @@ class _Layout(torch.nn.Module):
 # ----------------------------------------------------------------------------- modules
 
 
+class _OutputPart(torch.nn.Module):
+    """The irreps of a product's output that one form makes (the Gaunt product, or the bracket),
+    each degree once: their :class:`_Layout` and, per component, the index of its irrep in the
+    whole output (``weight_index``)."""
+
+    def __init__(self, irreps_out: o3.Irreps, positions: list[int], bracket: bool):
+        super().__init__()
+        self.bracket, self.irreps = bracket, o3.Irreps([irreps_out[i] for i in positions])
+        _, degrees, _ = _spherical_function(self.irreps, "irreps_out", "16x0e+16x1o+16x1e+16x2e")
+        self.layout = _Layout(self.irreps, degrees)
+        self.register_buffer("weight_index", torch.tensor(positions)[self.layout.degree], persistent=False)
+
+
 class GauntTensorProduct(torch.nn.Module):
     """Channel-wise Gaunt tensor product with learnable per-degree weights.
 
     For each channel c, with ``f1_c = sum_l w1[c, l] sum_m x1[c, l, m] Y_lm`` (and ``f2`` alike),
 
-        out[c, L, M] = w_out[c, L] (1/4pi) int f1_c f2_c Y_LM dOmega.
+        out[c, L, M] = w_out[c, L] (1/4pi) int f1_c f2_c Y_LM dOmega
+
+    for the outputs of parity ``s1 s2 (-1)^L`` (the Gaunt paths, ``l1 + l2 + L`` even), and
+
+        out[c, L, M] = w_out[c, L] (1/4pi) int {f1_c, f2_c} Y_LM dOmega
+
+    for those of the other parity (the odd paths, e.g. ``1o x 1o -> 1e``, the cross product),
+    with the bracket ``{f, g} = r . (grad f x grad g)`` of the functions' harmonic extensions.
+    Both parities of a degree may be asked for (``16x1o+16x1e``): then every path of the CG
+    product is coupled, with one weight per degree instead of one per path.
 
     Args:
         irreps_in1: ``C x (l_1 + l_2 + ...)``, each degree once, all with parity ``(-1)^l``
             or all with ``-(-1)^l`` (e.g. ``16x0e+16x1o+16x2e``).
         irreps_in2: the same form with multiplicity C (channel c meets channel c) or
             multiplicity 1 (one function, e.g. edge spherical harmonics, shared by all channels).
-        irreps_out: ``C x (L_1 + ...)``; degree L must have parity ``s1 s2 (-1)^L`` (see the
-            module docstring) and be reachable (``|l1 - l2| <= L <= l1 + l2``, ``l1 + l2 + L`` even).
+        irreps_out: ``C x (L_1 + ...)``, each irrep once; each must be reachable: parity
+            ``s1 s2 (-1)^L`` with ``|l1 - l2| <= L <= l1 + l2`` and ``l1 + l2 + L`` even, or the
+            other parity with ``|l1 - l2| < L < l1 + l2`` and ``l1 + l2 + L`` odd (see the module
+            docstring).
         method: ``"grid"`` (sphere grid, default, faster) or ``"fft"`` (2D Fourier basis).
         backend: ``"torch"`` or, with ``method="grid"``, ``"triton"`` (one fused GPU kernel,
-            :mod:`equinet.ops.kernels.gaunt_grid`); same weights, same result.
+            :mod:`equinet.ops.kernels.gaunt_grid`; the bracket as three of its products); same
+            weights, same result.
 
     Shapes: ``x1: [..., irreps_in1.dim]``, ``x2: [..., irreps_in2.dim]`` (same leading
     shape) → ``[..., irreps_out.dim]``, in e3nn's layout. Weights ``weight_in1 [C, n1]``,
-    ``weight_in2 [C or 1, n2]``, ``weight_out [C, n_out]`` (one per degree, in irreps order)
+    ``weight_in2 [C or 1, n2]``, ``weight_out [C, n_out]`` (one per irrep, in irreps order)
     start at 1, so a fresh module is the plain Gaunt product. ``band_limit`` is
     ``l1_max + l2_max + L_max``; ``grid_size`` (grid) or ``fft_size`` (fft) the points used.
+    The bracket costs about three times the Gaunt product (three derivatives of each input).
 
     Example:
         >>> tp = GauntTensorProduct("8x0e+8x1o+8x2e", "0e+1o+2e", "8x0e+8x1o+8x2e")
@@ -624,25 +727,33 @@ class GauntTensorProduct(torch.nn.Module):
         self.irreps_out = _as_irreps(irreps_out, "irreps_out")
         channels, self.degrees1, sign1 = _spherical_function(self.irreps_in1, "irreps_in1", "16x0e+16x1o+16x2e")
         channels2, self.degrees2, sign2 = _spherical_function(self.irreps_in2, "irreps_in2", "16x0e+16x1o or 1x0e+1x1o")
-        channels_out, self.degrees_out, _ = _spherical_function(self.irreps_out, "irreps_out", "16x0e+16x1o+16x2e")
-        if channels2 not in (channels, 1) or channels_out != channels:
+        if len(self.irreps_out) == 0 or {mul for mul, _ in self.irreps_out} != {channels} or channels2 not in (channels, 1):
             raise ValueError(
                 f"irreps_in2 '{self.irreps_in2}' must have multiplicity {channels} (channel-wise) or 1 (shared), and "
                 f"irreps_out '{self.irreps_out}' multiplicity {channels}, as irreps_in1 '{self.irreps_in1}'"
             )
-        reachable = _gaunt_reachable(self.degrees1, self.degrees2)
-        for _, ir in self.irreps_out:
-            parity = sign1 * sign2 * (-1) ** ir.l
-            if ir.l not in reachable or ir.p != parity:
-                wanted = f"; use {o3.Irrep(ir.l, parity)}" if ir.l in reachable else ""
+        self.degrees_out = tuple(ir.l for _, ir in self.irreps_out)
+        gaunt, bracket = _gaunt_reachable(self.degrees1, self.degrees2), _bracket_reachable(self.degrees1, self.degrees2)
+        positions = {False: [], True: []}  # irreps_out indices made by the Gaunt product, by the bracket
+        for i, (_, ir) in enumerate(self.irreps_out):
+            odd = ir.p != sign1 * sign2 * (-1) ** ir.l
+            if ir.l not in (bracket if odd else gaunt):
+                paths = "|l1 - l2| < L < l1 + l2 with l1 + l2 + L odd" if odd else "|l1 - l2| <= L <= l1 + l2 with l1 + l2 + L even"
                 raise ValueError(
-                    f"irreps_out has {ir}, which the Gaunt product of '{self.irreps_in1}' and '{self.irreps_in2}' "
-                    f"does not reach: degree L comes with parity {'' if sign1 * sign2 > 0 else '-'}(-1)^L and needs "
-                    f"|l1 - l2| <= L <= l1 + l2 with l1 + l2 + L even{wanted}"
+                    f"irreps_out has {ir}, which the product of '{self.irreps_in1}' and '{self.irreps_in2}' does not "
+                    f"reach: it needs input degrees with {paths}; reachable: {self._reachable(gaunt, bracket, sign1 * sign2)}"
                 )
+            positions[odd].append(i)
+        self.parts = torch.nn.ModuleList(_OutputPart(self.irreps_out, p, odd) for odd, p in positions.items() if p)
+        # The parts' outputs side by side → e3nn's order of irreps_out.
+        offsets, starts = 0, {}
+        for part_positions in (p for p in positions.values() if p):
+            for i in part_positions:
+                starts[i], offsets = offsets, offsets + self.irreps_out[i].dim
+        order = torch.cat([torch.arange(starts[i], starts[i] + self.irreps_out[i].dim) for i in range(len(self.irreps_out))])
+        self.register_buffer("order", order, persistent=False)
         self.channels = channels
         self.layout1, self.layout2 = _Layout(self.irreps_in1, self.degrees1), _Layout(self.irreps_in2, self.degrees2)
-        self.layout_out = _Layout(self.irreps_out, self.degrees_out)
         self.weight_in1 = torch.nn.Parameter(torch.ones(channels, len(self.degrees1)))
         self.weight_in2 = torch.nn.Parameter(torch.ones(channels2, len(self.degrees2)))
         self.weight_out = torch.nn.Parameter(torch.ones(channels, len(self.degrees_out)))
@@ -662,20 +773,43 @@ class GauntTensorProduct(torch.nn.Module):
             raise ValueError(f"x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)} must have the same leading shape")
         scale1 = self.weight_in1[:, self.layout1.degree]  # [C, D1], per component
         scale2 = self.weight_in2[:, self.layout2.degree]  # [C or 1, D2]
-        scale_out = self.weight_out[:, self.layout_out.degree]  # [C, D_out]
         batch = x1.shape[:-1]
         x1, x2 = x1.reshape(-1, x1.shape[-1]), x2.reshape(-1, x2.shape[-1])
-        if self.backend == "triton":
-            (s1, _), (s2, _), (_, a_out) = (
-                _matrices(_full_grid_transforms, degrees, self.band_limit, dtype=x1.dtype, device=x1.device)
-                for degrees in (self.degrees1, self.degrees2, self.degrees_out)
-            )
-            out = self._triton_product(self.layout1.split(x1) * scale1, self.layout2.split(x2) * scale2, s1, s2, a_out)
-            out = self.layout_out.merge(out * scale_out)
-        else:
-            layouts = (self.layout1, self.layout2, self.layout_out)
-            out = _GauntProduct.apply(x1, x2, scale1, scale2, scale_out, layouts, self.method)
+        outs = []
+        for part in self.parts:
+            scale_out = self.weight_out[:, part.weight_index]  # [C, D_part]
+            if self.backend == "triton":
+                out = self._on_kernel(self.layout1.split(x1) * scale1, self.layout2.split(x2) * scale2, part)
+                outs.append(part.layout.merge(out * scale_out))
+            else:
+                layouts = (self.layout1, self.layout2, part.layout)
+                outs.append(_GauntProduct.apply(x1, x2, scale1, scale2, scale_out, layouts, self.method, part.bracket))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1).index_select(-1, self.order)
         return out.view(*batch, self.irreps_out.dim)
+
+    def _on_kernel(self, a: torch.Tensor, b: torch.Tensor, part: _OutputPart) -> torch.Tensor:
+        """``a [N, C, D1]``, ``b [N, C or 1, D2]`` (weighted) → ``[N, C, D_part]`` on the grid kernel; the
+        bracket as the sum of the three products ``(r x grad f1)_j d_j f2``, with ``j`` folded into the channels."""
+
+        def matrices(builder, *args):
+            return _matrices(builder, *args, dtype=a.dtype, device=a.device)
+
+        degrees2 = self.degrees2
+        if part.bracket:
+            a = (a @ matrices(_bracket_matrices, self.degrees1)[0]).unflatten(-1, (3, -1))  # [N, C, 3, D1]
+            b = (b @ matrices(_bracket_matrices, degrees2)[1]).unflatten(-1, (3, -1))
+            a, b, degrees2 = a.flatten(1, 2), b.expand(-1, self.channels, -1, -1).flatten(1, 2), _lowered(degrees2)
+        (s1, _), (s2, _), (_, a3) = (
+            matrices(_full_grid_transforms, degrees, self.band_limit) for degrees in (self.degrees1, degrees2, part.layout.degrees)
+        )
+        out = self._triton_product(a, b, s1, s2, a3)
+        return out.unflatten(1, (-1, 3)).sum(2) if part.bracket else out
+
+    @staticmethod
+    def _reachable(gaunt: set[int], bracket: set[int], sign: int) -> str:
+        """The irreps the product can make, e.g. ``0e+1o+1e+2e+2o``."""
+        irreps = [o3.Irrep(L, sign * (-1) ** L) for L in gaunt] + [o3.Irrep(L, -sign * (-1) ** L) for L in bracket]
+        return "+".join(str(ir) for ir in sorted(irreps, key=lambda ir: (ir.l, -ir.p * (-1) ** ir.l)))
 
     def extra_repr(self) -> str:
         return f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, method={self.method!r}, backend={self.backend!r}"

@@ -1,7 +1,9 @@
 """Gaunt tensor products (sphere grid and 2D FFT) and the Gaunt many-body product against
-dense references built from Gaunt coefficients; equivariance, parity, gradients."""
+dense references built from Gaunt coefficients (and, for the odd paths, from integrals of
+the bracket of two harmonics); equivariance, parity, gradients."""
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import pytest
@@ -12,16 +14,44 @@ from equinet.ops import GauntManyBodyProduct, GauntTensorProduct, gaunt, gaunt_c
 from equinet.testing import assert_equivariant, assert_float32_matches_float64
 
 
-def _quadrature_gaunt(l1, l2, l3):
-    """int Y Y Y by a plain midpoint rule in phi and Gauss–Legendre in z (polar axis z here)."""
+def _z_polar_grid():
+    """A plain rule (polar axis z here, unlike the module's y): Gauss–Legendre in z, uniform in
+    phi; exact for polynomials of degree <= 39 on the sphere."""
     z, w = np.polynomial.legendre.leggauss(20)
     phi = np.arange(41) * 2 * np.pi / 41
     rho = np.sqrt(1 - z**2)
     points = np.stack(np.broadcast_arrays(rho[:, None] * np.cos(phi), rho[:, None] * np.sin(phi), z[:, None]), -1)
-    y = spherical_harmonics(max(l1, l2, l3), torch.from_numpy(points.reshape(-1, 3))).numpy()
-    weights = np.repeat(w, 41) * 2 * np.pi / 41
+    return torch.from_numpy(points.reshape(-1, 3)), torch.from_numpy(np.repeat(w, 41) * 2 * np.pi / 41)
+
+
+def _quadrature_gaunt(l1, l2, l3):
+    """int Y Y Y by quadrature."""
+    points, weights = _z_polar_grid()
+    y = spherical_harmonics(max(l1, l2, l3), points).numpy()
     y1, y2, y3 = (y[:, l * l : (l + 1) ** 2] for l in (l1, l2, l3))
-    return np.einsum("p,pa,pb,pc->abc", weights, y1, y2, y3)
+    return np.einsum("p,pa,pb,pc->abc", weights.numpy(), y1, y2, y3)
+
+
+@lru_cache(maxsize=None)
+def _bracket_integrals(l_max):
+    """``B[i, j, k] = int r . (grad Y_i x grad Y_j) Y_k`` over all components up to l_max (e3nn order),
+    with ``Y`` extended off the sphere as homogeneous polynomials, by quadrature."""
+    points, weights = _z_polar_grid()
+    gradients = torch.func.vmap(torch.func.jacrev(lambda r: spherical_harmonics(l_max, r, normalize=False)))(points)
+    brackets = torch.einsum("pa,pib,pjc,abc->pij", points, gradients, gradients, _levi_civita())
+    return torch.einsum("p,pij,pk->ijk", weights, brackets, spherical_harmonics(l_max, points))
+
+
+def _levi_civita():
+    eps = torch.zeros(3, 3, 3, dtype=torch.float64)
+    for a, b, c in [(0, 1, 2), (1, 2, 0), (2, 0, 1)]:
+        eps[a, b, c], eps[a, c, b] = 1.0, -1.0
+    return eps
+
+
+def _bracket_coefficients(l1, l2, l3):
+    block = [slice(l * l, (l + 1) ** 2) for l in (l1, l2, l3)]
+    return _bracket_integrals(max(l1, l2, l3))[block[0], block[1], block[2]]
 
 
 @pytest.mark.parametrize("degrees", [(0, 2, 2), (1, 1, 2), (1, 1, 1), (2, 3, 3), (3, 4, 5), (2, 2, 6), (4, 4, 4)])
@@ -33,31 +63,57 @@ def test_gaunt_coefficients_are_integrals_of_three_harmonics(degrees):
     torch.testing.assert_close(gaunt_coefficients(l3, l2, l1), gaunt_coefficients(l1, l2, l3).permute(2, 1, 0))
 
 
+def test_the_bracket_couples_exactly_the_odd_paths():
+    """int {Y_l1, Y_l2} Y_l3 is a nonzero multiple of the Wigner-3j symbol when l1 + l2 + l3 is odd
+    and the triangle holds (one invariant per odd path), and zero otherwise."""
+    for l1 in range(5):
+        for l2 in range(5):
+            for l3 in range(5):
+                b = _bracket_coefficients(l1, l2, l3)
+                if (l1 + l2 + l3) % 2 == 0 or not abs(l1 - l2) <= l3 <= l1 + l2:
+                    assert b.abs().max() < 1e-10, (l1, l2, l3)
+                    continue
+                c = o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
+                alpha = (b * c).sum() / c.square().sum()
+                assert abs(alpha) > 0.1, (l1, l2, l3)
+                torch.testing.assert_close(b, alpha * c, atol=1e-10, rtol=0)
+
+
 def _functions(irreps, x, weights):
     """``{l: [n, C, 2l+1]}``: the weighted coefficients of each degree, from e3nn's layout."""
     n = x.shape[0]
     return {ir.l: x[:, s].view(n, mul, ir.dim) * weights[:, i, None] for i, ((mul, ir), s) in enumerate(zip(irreps, irreps.slices()))}
 
 
-def _dense_product(a, b, degrees_out):
-    """``{L: (1/4pi) sum G(l1, l2, L) a_l1 b_l2}`` for L in degrees_out, explicit sums over the
-    paths (skipping those that the selection rule zeroes, which the quadrature test covers)."""
+def _dense_product(a, b, degrees_out, odd=False):
+    """``{L: (1/4pi) sum G(l1, l2, L) a_l1 b_l2}`` for L in degrees_out (with ``odd``, the bracket
+    integrals of the paths with ``l1 + l2 + L`` odd instead), explicit sums over the paths
+    (skipping those that the selection rule zeroes, which the quadrature tests cover)."""
+    coefficients = _bracket_coefficients if odd else gaunt_coefficients
     out = {}
     for L in degrees_out:
         out[L] = sum(
-            torch.einsum("ijk,nci,ncj->nck", gaunt_coefficients(l1, l2, L).to(x1.dtype) / (4 * math.pi), x1, x2)
+            torch.einsum("ijk,nci,ncj->nck", coefficients(l1, l2, L).to(x1.dtype) / (4 * math.pi), x1, x2)
             for l1, x1 in a.items()
             for l2, x2 in b.items()
-            if (l1 + l2 + L) % 2 == 0 and abs(l1 - l2) <= L <= l1 + l2
+            if (l1 + l2 + L) % 2 == int(odd) and abs(l1 - l2) <= L <= l1 + l2
         )
     return out
+
+
+def _sign(irreps):
+    return irreps[0].ir.p * (-1) ** irreps[0].ir.l
 
 
 def _dense_tensor_product(tp, x1, x2):
     a = _functions(tp.irreps_in1, x1, tp.weight_in1)
     b = _functions(tp.irreps_in2, x2, tp.weight_in2)
-    out = _dense_product(a, b, [ir.l for _, ir in tp.irreps_out])
-    return torch.cat([(out[ir.l] * tp.weight_out[:, i, None]).flatten(1) for i, (_, ir) in enumerate(tp.irreps_out)], dim=1)
+    sign = _sign(tp.irreps_in1) * _sign(tp.irreps_in2)
+    outs = []
+    for i, (_, ir) in enumerate(tp.irreps_out):
+        odd = ir.p != sign * (-1) ** ir.l
+        outs.append((_dense_product(a, b, [ir.l], odd)[ir.l] * tp.weight_out[:, i, None]).flatten(1))
+    return torch.cat(outs, dim=1)
 
 
 def _randomize(module):
@@ -76,7 +132,17 @@ CASES = {
     "full": lambda L: (_sh_irreps(3, range(L + 1)), _sh_irreps(3, range(L + 1)), _sh_irreps(3, range(L + 1))),
     "shared": lambda L: (_sh_irreps(3, range(L + 1)), _sh_irreps(1, range(L + 1)), _sh_irreps(3, range(min(2 * L, L + 2) + 1))),
     "mixed": lambda L: _mixed(L, range(L, -1, -2), sorted({1, (L + 1) // 2})),
+    "all parities": lambda L: _all_parities(L, range(L + 1), sorted({1, L})),
 }
+
+
+def _all_parities(l_max, degrees1, degrees2):
+    """Every output up to l_max in both parities that the Gaunt product or the bracket reaches."""
+    irreps = []
+    for L in range(l_max + 1):
+        paths = {(l1 + l2 + L) % 2 for l1 in degrees1 for l2 in degrees2 if abs(l1 - l2) <= L <= l1 + l2}
+        irreps += [(2, (L, (-1) ** (L + odd))) for odd in sorted(paths)]
+    return _sh_irreps(2, degrees1), _sh_irreps(2, degrees2), o3.Irreps(irreps)
 
 
 def _mixed(l_max, degrees1, degrees2):
@@ -120,6 +186,9 @@ def test_leading_dimensions_and_empty_batches(float64, method):
         ("4x0e+4x1o+4x2e+4x3o", "0e+1o+2e+3o", "4x0e+4x1o+4x2e+4x3o+4x4e"),  # spherical-harmonic parity kept
         ("2x0o+2x1e+2x2o", "2x0e+2x1o+2x2e", "2x0o+2x1e+2x2o+2x3e"),  # s = -1 times s = +1: parity -(-1)^L
         ("2x0o+2x1e+2x2o", "0o+1e", "2x0e+2x1o+2x2e+2x3o"),  # s = -1 twice: (-1)^L again
+        ("3x0e+3x1o+3x2e", "3x1o+3x2e", "3x0e+3x1e+3x1o+3x2o+3x2e+3x3e+3x3o"),  # both parities: bracket too
+        ("2x0o+2x1e+2x2o", "2x0e+2x1o", "2x0o+2x1o+2x1e+2x2e+2x2o+2x3e"),  # the bracket of s = -1 and s = +1
+        ("2x1o+2x2e", "1o+2e", "2x1e+2x2o+2x3e"),  # the bracket alone, shared second input
     ],
 )
 def test_tensor_product_is_equivariant(float64, method, irreps):
@@ -130,7 +199,8 @@ def test_tensor_product_is_equivariant(float64, method, irreps):
 
 
 def test_the_methods_agree_in_float32(float64):
-    grid = _randomize(GauntTensorProduct("8x0e+8x1o+8x2e+8x3o", "8x0e+8x1o+8x2e+8x3o", "8x0e+8x1o+8x2e+8x3o"))
+    irreps = "8x0e+8x1o+8x2e+8x3o"
+    grid = _randomize(GauntTensorProduct(irreps, irreps, "8x0e+8x1o+8x1e+8x2e+8x2o+8x3o+8x3e"))
     fft = GauntTensorProduct(grid.irreps_in1, grid.irreps_in2, grid.irreps_out, method="fft")
     fft.load_state_dict(grid.state_dict())
     x1, x2 = grid.irreps_in1.randn(20, -1), grid.irreps_in2.randn(20, -1)
@@ -141,9 +211,10 @@ def test_the_methods_agree_in_float32(float64):
 
 @pytest.mark.parametrize("method", ["grid", "fft"])
 @pytest.mark.parametrize("in2", ["2x0e+2x1o", "0e+1o"])  # channel-wise and shared by all channels
-def test_gradients_twice(float64, method, in2, monkeypatch):
+@pytest.mark.parametrize("out", ["2x0e+2x1o+2x2e+2x3o", "2x0e+2x1e+2x1o+2x2o"])  # Gaunt paths; with the bracket
+def test_gradients_twice(float64, method, in2, out, monkeypatch):
     monkeypatch.setattr(gaunt, "_CHUNK_VALUES", 1)  # one row per chunk: the chunks must join up
-    tp = _randomize(GauntTensorProduct("2x0e+2x1o+2x2e", in2, "2x0e+2x1o+2x2e+2x3o", method=method))
+    tp = _randomize(GauntTensorProduct("2x0e+2x1o+2x2e", in2, out, method=method))
     names = [name for name, _ in tp.named_parameters()]
 
     def fn(x1, x2, *weights):
@@ -175,14 +246,17 @@ def test_one_pass_and_composed_gradients_agree(float64, method):
 
 
 def test_unreachable_or_malformed_irreps_are_named():
-    with pytest.raises(ValueError, match=r"irreps_out has 1e, .* does not reach: degree L comes with parity \(-1\)\^L .*; use 1o"):
-        GauntTensorProduct("4x0e+4x1o", "4x0e+4x1o", "4x1e")
-    with pytest.raises(ValueError, match=r"irreps_out has 3o, .* does not reach"):
+    odd = r"\|l1 - l2\| < L < l1 \+ l2 with l1 \+ l2 \+ L odd; reachable: 0e\+1o\+1e\+2e$"
+    with pytest.raises(ValueError, match=r"^irreps_out has 0o, which the product of '4x0e\+4x1o' and '4x0e\+4x1o' .*" + odd):
+        GauntTensorProduct("4x0e+4x1o", "4x0e+4x1o", "4x0o")
+    with pytest.raises(ValueError, match=r"irreps_out has 3o, .* does not reach: .* even; reachable: 0e\+1o\+1e\+2e$"):
         GauntTensorProduct("4x0e+4x1o", "4x1o", "4x3o")
     with pytest.raises(ValueError, match="mixes parities"):
         GauntTensorProduct("4x0e+4x1e", "4x0e", "4x0e")
     with pytest.raises(ValueError, match="each degree once"):
         GauntTensorProduct("4x0e+4x1o+4x1o", "4x0e", "4x0e")
+    with pytest.raises(ValueError, match=r"irreps_out '4x1e\+4x1e' must have one multiplicity C for every irrep and each degree once"):
+        GauntTensorProduct("4x1o", "4x1o", "4x1e+4x1e")
     with pytest.raises(ValueError, match="must have multiplicity 4 .* or 1"):
         GauntTensorProduct("4x0e+4x1o", "2x0e+2x1o", "4x0e")
     with pytest.raises(ValueError, match="method must be one of grid, fft"):

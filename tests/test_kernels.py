@@ -356,11 +356,14 @@ def _assert_gaunt_same(triton, reference, leading, dtype):
         _assert_matches(got, want, dtype)
 
 
-# Channel-wise and shared second inputs, pseudo-parity inputs, outputs of some degrees only.
+# Channel-wise and shared second inputs, pseudo-parity inputs, outputs of some degrees only,
+# outputs of both parities (the odd ones by the bracket, three kernel products).
 GAUNT_CASES = [
     ("4x0e+4x1o+4x2e", "0e+1o+2e", "4x0e+4x1o+4x2e"),
     ("3x0e+3x1o", "3x0e+3x1o+3x2e+3x3o", "3x1o+3x2e"),
     ("2x0o+2x1e", "1x0e+1x1o", "2x0o+2x1e+2x2o"),
+    ("3x0e+3x1o+3x2e", "1x1o+1x2e", "3x0e+3x1e+3x1o+3x2o+3x3e"),
+    ("2x1o+2x2e", "2x1o", "2x1e+2x2o"),
 ]
 
 
