@@ -21,7 +21,12 @@ FORMAT = "equinet-model"
 # a model file written before they existed (its config lacks the key) was made with.
 EARLIER_DEFAULTS = {"escn": {"nonlinearity": "gate"}}
 
-__all__ = ["load_model", "model_to_dict", "save_model"]
+__all__ = ["load_model", "model_to_dict", "save_model", "with_earlier_defaults"]
+
+
+def with_earlier_defaults(config: dict) -> dict:
+    """A saved model config with :data:`EARLIER_DEFAULTS` for the keys that its version lacked."""
+    return {**EARLIER_DEFAULTS.get(config.get("name"), {}), **config}
 
 
 def model_to_dict(model: Potential) -> dict:
@@ -62,7 +67,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Potentia
     different = {key: value for key, value in data["conventions"].items() if CONVENTIONS.get(key) != value}
     if different:
         raise ValueError(f"{path}: made under other conventions than this equinet's ({different}); use the equinet version it names ({data['equinet_version']})")
-    config = {**EARLIER_DEFAULTS.get(data["config"].get("name"), {}), **data["config"]}
-    model = build_model(config, data["statistics"])
+    model = build_model(with_earlier_defaults(data["config"]), data["statistics"])
     model.load_state_dict(data["state_dict"])
     return model.to(device).eval()

@@ -39,7 +39,7 @@ from equinet.datasets import (
     split_dataset,
 )
 from equinet.evaluation import compute_metrics, format_metrics, parity_plots, predict
-from equinet.model_io import save_model
+from equinet.model_io import save_model, with_earlier_defaults
 from equinet.potentials import Potential, build_model
 from equinet.potentials.registry import DTYPES
 
@@ -331,6 +331,24 @@ def _check_output(output: Path, resume: bool, overwrite: bool) -> Path | None:
     return None
 
 
+def _resumed_model_config(model_config: dict, checkpoint: Path) -> dict:
+    """The model a resumed run continues: the one its checkpoint holds (every setting, as resolved
+    when the run began, with the earlier defaults for settings its version lacked), after checking
+    that the config sets none of them differently."""
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["equinet"]["config"]
+    except Exception as error:
+        raise ConfigError(f"--resume: cannot read the model settings in {checkpoint} ({str(error).splitlines()[0]})") from None
+    saved = with_earlier_defaults(saved)
+    for key, value in model_config.items():
+        if key in saved and saved[key] != value:
+            raise ConfigError(
+                f"--resume: {checkpoint} holds a model with model.{key}: {saved[key]!r}, but the config sets {value!r}; "
+                "resume with the run's model settings or start a new run"
+            )
+    return saved
+
+
 def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
     """Train as ``config`` says; returns the exit code (1 if a non-finite loss stopped it)."""
     output = Path(config.output)
@@ -339,8 +357,9 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     else:  # a DDP worker re-running the command: the launching process has checked
         checkpoint = output / "last.ckpt" if resume else None
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    dtype = DTYPES[config.model.get("dtype", "float32")]
-    cutoff = float(config.model.get("cutoff", 5.0))
+    model_config = config.model if checkpoint is None else _resumed_model_config(config.model, checkpoint)
+    dtype = DTYPES[model_config.get("dtype", "float32")]
+    cutoff = float(model_config.get("cutoff", 5.0))
 
     sets = prepare_data(config, cutoff, dtype)
     atomic_energies = config.data.atomic_energies
@@ -349,7 +368,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     statistics = compute_statistics(sets["train"], atomic_energies)
     for name in ("valid", "test"):
         check_elements(sets[name], statistics["elements"], source=f"{name} set")
-    model = build_model(config.model, statistics)
+    model = build_model(model_config, statistics)
     module = PotentialModule(model, config)
 
     trainer_config = config.trainer
