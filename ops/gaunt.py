@@ -317,6 +317,31 @@ def _degree_selection(degrees_from: tuple[int, ...], degrees_to: tuple[int, ...]
     return (selection,)
 
 
+# Whether ``(r x grad)_j`` and ``d_j`` (j = x, y, z) keep a function's parity under the mirror
+# ``y -> -y`` (the rotation about y and the derivatives along x and z do) or flip it.
+_KEEPS_MIRROR_PARITY = {"rotation": (False, True, False), "gradient": (True, False, True)}
+
+
+@lru_cache(maxsize=None)
+def _bracket_synthesis(degrees: tuple[int, ...], band_limit: int, role: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(M_even [De, 3 P/2], M_odd [Do, 3 P/2])``: the coefficients of ``f`` with ``l + m`` even
+    (odd) → values on the northern half of the three ``(r x grad f)_j`` (``role="rotation"``) or
+    ``d_j f`` (``"gradient"``): :func:`_bracket_matrices` composed with :func:`_grid_synthesis`.
+
+    Each operator keeps or flips the mirror parity, so for each ``j`` one parity of coefficients
+    makes the even part of the result and the other parity its odd part: ``M_even`` holds the even
+    part where the operator keeps the parity and the odd part where it flips it, ``M_odd`` the other."""
+    rotation, gradient = _bracket_matrices(degrees)
+    matrix, degrees_to = (rotation, degrees) if role == "rotation" else (gradient, _lowered(degrees))
+    matrix = matrix.unflatten(1, (3, -1))  # [D, 3, D_to]
+    y_even, y_odd = _grid_synthesis(degrees_to, band_limit)
+    even, odd = matrix[..., : y_even.shape[0]] @ y_even, matrix[..., y_even.shape[0] :] @ y_odd  # [D, 3, P/2]
+    n_even, keep = _components(degrees)[1], torch.tensor(_KEEPS_MIRROR_PARITY[role])[:, None]
+    from_even = torch.where(keep, even[:n_even], odd[:n_even])
+    from_odd = torch.where(keep, odd[n_even:], even[n_even:])
+    return from_even.flatten(1), from_odd.flatten(1)
+
+
 def _matrices(builder, *args, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
     """``builder(*args)`` (exact, float64) cast to ``dtype`` on ``device``, computed once."""
     key = (builder.__name__, args, dtype, device)
@@ -434,9 +459,14 @@ def _analysis(values, degrees, method: str, size) -> torch.Tensor:
 
 def _factor(x: torch.Tensor, degrees, method: str, size, role: str | None):
     """The values of ``f`` (``role=None``), or of the three ``(r x grad f)_j`` (``"rotation"``) or
-    ``d_j f`` (``"gradient"``), from ``x [..., D]``; a new dim of 3 before the points."""
+    ``d_j f`` (``"gradient"``), from ``x [..., D]``, with a new dim of 3 before the points; on the
+    grid, as the two parts of :func:`_bracket_synthesis`."""
     if role is None:
         return _synthesis(x, degrees, method, size)
+    if method == "grid":  # not halves: the parts that each parity of coefficients makes
+        from_even, from_odd = _matrices(_bracket_synthesis, degrees, size, role, dtype=x.dtype, device=x.device)
+        n_even = from_even.shape[0]
+        return (x[..., :n_even] @ from_even).unflatten(-1, (3, -1)), (x[..., n_even:] @ from_odd).unflatten(-1, (3, -1))
     rotation, gradient = _matrices(_bracket_matrices, degrees, dtype=x.dtype, device=x.device)
     if role == "rotation":
         return _synthesis((x @ rotation).unflatten(-1, (3, -1)), degrees, method, size)
@@ -445,13 +475,15 @@ def _factor(x: torch.Tensor, degrees, method: str, size, role: str | None):
 
 def _combine(f, g, method: str, bracket: bool):
     """``f g``, or the bracket ``{f, g} = sum_j (r x grad f)_j d_j g`` from the factors' values."""
-    h = _pointwise(f, g, method)
     if not bracket:
-        return h
+        return _pointwise(f, g, method)
     if method == "fft":
-        return h.sum(-3)
-    even, odd = h
-    return even.sum(-2), None if odd is None else odd.sum(-2)
+        return (f * g).sum(-3)
+    # Component j of f has halves (a_j, b_j) where the rotation keeps the mirror parity and
+    # (b_j, a_j) where it flips it; the derivative of g keeps it exactly where the rotation
+    # flips it, so the halves of sum_j f_j g_j come out the same for every j.
+    (a, b), (a_g, b_g) = f, g
+    return torch.addcmul(a * b_g, b, a_g).sum(-2), torch.addcmul(a * a_g, b, b_g).sum(-2)
 
 
 def _channel_sum(values: torch.Tensor, layout: _Layout) -> torch.Tensor:
@@ -514,10 +546,8 @@ class _GauntProduct(torch.autograd.Function):
     def backward(ctx, grad):
         x_a, x_b, s_a, s_b, s_o = ctx.saved_tensors
         needs = ctx.needs_input_grad[:5]
-        if torch.is_grad_enabled() or ctx.bracket:  # create_graph: gradients autograd can differentiate again
-            grads = _composed_backward(x_a, x_b, s_a, s_b, s_o, grad.contiguous(), ctx.layouts, ctx.method, ctx.bracket, needs)
-        else:
-            grads = _fused_backward(x_a, x_b, s_a, s_b, s_o, grad.contiguous(), ctx.layouts, ctx.method, needs)
+        backward = _composed_backward if torch.is_grad_enabled() else _fused_backward  # create_graph: differentiable
+        grads = backward(x_a, x_b, s_a, s_b, s_o, grad.contiguous(), ctx.layouts, ctx.method, ctx.bracket, needs)
         return (*grads, None, None, None)
 
 
@@ -544,25 +574,33 @@ def _composed_backward(x_a, x_b, s_a, s_b, s_o, grad, layouts, method, bracket, 
     return grads
 
 
-def _fused_backward(x_a, x_b, s_a, s_b, s_o, grad, layouts, method, needs) -> list:
-    """The gradients of :class:`_GauntProduct` in one pass over the batch, no graph."""
+def _fused_backward(x_a, x_b, s_a, s_b, s_o, grad, layouts, method, bracket, needs) -> list:
+    """The gradients of :class:`_GauntProduct` in one pass over the batch, no graph. For the
+    bracket, ``d/dx_a = {f_b, h}``, ``d/dx_b = -{f_a, h}`` and ``d/ds_o = {f_a, f_b}`` (read on
+    the degrees of each), so ``f_a`` and ``f_b`` are needed as rotations, ``h`` (and ``f_b``,
+    for ``s_o``) as gradients."""
     a, b, o = layouts
     size = _transform_size(method, a.degrees, b.degrees, o.degrees)
     grad_x_a = torch.empty_like(x_a, memory_format=torch.contiguous_format) if needs[0] else None
     grad_x_b = torch.empty_like(x_b, memory_format=torch.contiguous_format) if needs[1] else None
     grad_s = [torch.zeros_like(s) if need else None for s, need in zip((s_a, s_b, s_o), needs[2:])]
-    channels = max(a.channels, b.channels)
+    wanted = [grad_x is not None or grad_s[i] is not None for i, grad_x in enumerate((grad_x_a, grad_x_b, None))]
+    channels = max(a.channels, b.channels) * (3 if bracket else 1)
+    first, second = ("rotation", "gradient") if bracket else (None, None)
     for rows in _row_chunks(x_a.shape[0], channels, _points(method, size), x_a.device):
         raw_a, raw_b, raw_o = a.split(x_a[rows]), b.split(x_b[rows]), o.split(grad[rows])
-        f_a = _synthesis(raw_a * s_a, a.degrees, method, size)
-        f_b = _synthesis(raw_b * s_b, b.degrees, method, size)
-        f_o = _synthesis(raw_o * s_o, o.degrees, method, size)
-        for i, (raw, s, layout, f, g, grad_x) in enumerate(
-            ((raw_a, s_a, a, f_b, f_o, grad_x_a), (raw_b, s_b, b, f_a, f_o, grad_x_b), (raw_o, s_o, o, f_a, f_b, None))
+        f_a = _factor(raw_a * s_a, a.degrees, method, size, first) if wanted[1] or wanted[2] else None
+        f_b = _factor(raw_b * s_b, b.degrees, method, size, first) if wanted[0] or not bracket else None
+        g_b = _factor(raw_b * s_b, b.degrees, method, size, second) if bracket and wanted[2] else f_b
+        g_o = _factor(raw_o * s_o, o.degrees, method, size, second) if wanted[0] or wanted[1] else None
+        for i, (raw, s, layout, f, g, sign, grad_x) in enumerate(
+            ((raw_a, s_a, a, f_b, g_o, 1, grad_x_a), (raw_b, s_b, b, f_a, g_o, -1 if bracket else 1, grad_x_b),
+             (raw_o, s_o, o, f_a, g_b, 1, None))
         ):
-            if grad_x is None and grad_s[i] is None:
+            if not wanted[i]:
                 continue
-            u = _channel_sum(_analysis(_pointwise(f, g, method), layout.degrees, method, size), layout)
+            u = _channel_sum(_analysis(_combine(f, g, method, bracket), layout.degrees, method, size), layout)
+            u = -u if sign < 0 else u
             if grad_x is not None:
                 _write(u * s, layout, grad_x[rows])
             if grad_s[i] is not None:

@@ -47,7 +47,10 @@ def _scaling_exponent(l_values: list[int], times: list[float]) -> float:
     return sum((a - mx) * (b - my) for a, b in zip(x, y)) / sum((a - mx) ** 2 for a in x)
 
 
-def gaunt_benchmark(batch: int, channels: list[int], l_values: list[int], repeats: int, device: str = "cpu", triton: bool = False) -> None:
+def gaunt_benchmark(
+    batch: int, channels: list[int], l_values: list[int], repeats: int, device: str = "cpu", triton: bool = False,
+    all_parities: bool = False,
+) -> None:
     """Gaunt TP (grid, FFT) against e3nn's full CG product, forward and forward + backward.
 
     Inputs are ``C x (0e+1o+...+L)`` twice (channel-wise), outputs ``C x (0e+1o+...+L)``.
@@ -59,14 +62,17 @@ def gaunt_benchmark(batch: int, channels: list[int], l_values: list[int], repeat
     ``repeats`` runs is reported (the least disturbed one on a shared machine). The Gaunt
     products' weights are frozen, so that both codes compute the same gradients. On a GPU each
     timed call ends with a synchronisation; ``triton`` adds the grid product on its kernel,
-    printed under each row with its speed-up over the torch grid.
+    printed under each row with its speed-up over the torch grid. ``all_parities`` asks both
+    codes for the outputs of both parities up to L (``0e+1o+1e+2e+2o+...``, every CG path;
+    the Gaunt product makes the odd ones by its bracket).
     """
     labels = ("grid", "fft", "e3nn")
     synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     results: dict[tuple[int, int], dict[str, tuple[float, float]]] = {}
-    print(f"Gaunt TP: C x (0e+1o+...+L) (x) C x (0e+1o+...+L) -> C x (0e+1o+...+L), channel-wise, batch {batch}, "
+    outputs = "0e+1o+1e+...+Le+Lo" if all_parities else "0e+1o+...+L"
+    print(f"Gaunt TP: C x (0e+1o+...+L) (x) C x (0e+1o+...+L) -> C x ({outputs}), channel-wise, batch {batch}, "
           f"{torch.get_default_dtype()}, best of {repeats}")
-    print("e3nn: o3.FullTensorProduct on 1 channel, channels folded into the batch, filter_ir_out = 0e+1o+...+L")
+    print(f"e3nn: o3.FullTensorProduct on 1 channel, channels folded into the batch, filter_ir_out = {outputs}")
     header = (f"{'C':>3}{'L':>3}{'grid pts':>10}{'fft size':>10} |{'grid':>9}{'fft':>9}{'e3nn':>10} |"
               f"{'grid':>9}{'fft':>9}{'e3nn':>10} |{'e3nn/grid':>10}{'fft/grid':>9}")
     print(f"{'':26} |{'forward (ms)':^28} |{'forward+backward (ms)':^28} |{'speed-up (f+b)':^19}")
@@ -75,14 +81,20 @@ def gaunt_benchmark(batch: int, channels: list[int], l_values: list[int], repeat
         for l_max in l_values:
             irreps_sh = o3.Irreps.spherical_harmonics(l_max)
             irreps = o3.Irreps([(c, ir) for _, ir in irreps_sh])
+            out_irs = [ir for _, ir in irreps_sh]
+            if all_parities:
+                out_irs = sorted(out_irs + [o3.Irrep(ir.l, -ir.p) for ir in out_irs[1:]], key=lambda ir: (ir.l, -ir.p * (-1) ** ir.l))
+            irreps_out = o3.Irreps([(c, ir) for ir in out_irs])
             # Weights frozen: gradients for the two inputs only, as e3nn's weightless product gets.
-            modules = {method: GauntTensorProduct(irreps, irreps, irreps, method=method).requires_grad_(False) for method in ("grid", "fft")}
-            modules["e3nn"] = o3.FullTensorProduct(irreps_sh, irreps_sh, filter_ir_out=[ir for _, ir in irreps_sh])
+            modules = {
+                method: GauntTensorProduct(irreps, irreps, irreps_out, method=method).requires_grad_(False) for method in ("grid", "fft")
+            }
+            modules["e3nn"] = o3.FullTensorProduct(irreps_sh, irreps_sh, filter_ir_out=out_irs)
             x1, x2 = irreps.randn(batch, -1, device=device), irreps.randn(batch, -1, device=device)
             inputs = {"grid": (x1, x2), "fft": (x1, x2)}
             inputs["e3nn"] = tuple(irreps_sh.randn(batch * c, -1, device=device) for _ in range(2))
             if triton:
-                modules["triton"] = GauntTensorProduct(irreps, irreps, irreps, backend="triton").requires_grad_(False)
+                modules["triton"] = GauntTensorProduct(irreps, irreps, irreps_out, backend="triton").requires_grad_(False)
                 inputs["triton"] = (x1, x2)
             row = {}
             for label in (*labels, "triton") if triton else labels:
@@ -160,6 +172,7 @@ def main() -> None:
     gaunt.add_argument("--lmax-range", type=_int_list, default=list(range(1, 9)), help="degrees, e.g. 1-8 or 2,4,6")
     gaunt.add_argument("--device", default="cpu")
     gaunt.add_argument("--triton", action="store_true", help="add the grid product on its Triton kernel")
+    gaunt.add_argument("--all-parities", action="store_true", help="outputs of both parities (the odd CG paths too)")
     args = parser.parse_args()
 
     if args.threads:
@@ -168,7 +181,7 @@ def main() -> None:
     torch.manual_seed(0)
     if args.gaunt:
         print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-        gaunt_benchmark(args.batch, args.channels, args.lmax_range, args.repeats or 3, args.device, args.triton)
+        gaunt_benchmark(args.batch, args.channels, args.lmax_range, args.repeats or 3, args.device, args.triton, args.all_parities)
         return
     args.repeats = args.repeats or 10
     irreps = o3.Irreps(args.irreps)
