@@ -739,7 +739,7 @@ class GauntTensorProduct(torch.nn.Module):
     ``weight_in2 [C or 1, n2]``, ``weight_out [C, n_out]`` (one per irrep, in irreps order)
     start at 1, so a fresh module is the plain Gaunt product. ``band_limit`` is
     ``l1_max + l2_max + L_max``; ``grid_size`` (grid) or ``fft_size`` (fft) the points used.
-    The bracket costs about three times the Gaunt product (three derivatives of each input).
+    The bracket costs about twice the Gaunt product (three derivatives of each input on the grid).
 
     Example:
         >>> tp = GauntTensorProduct("8x0e+8x1o+8x2e", "0e+1o+2e", "8x0e+8x1o+8x2e")
@@ -784,10 +784,10 @@ class GauntTensorProduct(torch.nn.Module):
             positions[odd].append(i)
         self.parts = torch.nn.ModuleList(_OutputPart(self.irreps_out, p, odd) for odd, p in positions.items() if p)
         # The parts' outputs side by side → e3nn's order of irreps_out.
-        offsets, starts = 0, {}
-        for part_positions in (p for p in positions.values() if p):
+        offset, starts = 0, {}
+        for part_positions in positions.values():
             for i in part_positions:
-                starts[i], offsets = offsets, offsets + self.irreps_out[i].dim
+                starts[i], offset = offset, offset + self.irreps_out[i].dim
         order = torch.cat([torch.arange(starts[i], starts[i] + self.irreps_out[i].dim) for i in range(len(self.irreps_out))])
         self.register_buffer("order", order, persistent=False)
         self.channels = channels
