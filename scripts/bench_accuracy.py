@@ -1,7 +1,8 @@
 """Accuracy on rMD17 at equal hyper-parameters and epochs: `equinet train` against mace-torch's `mace_run_train`.
 
     python scripts/bench_accuracy.py DATA_DIR [--epochs 40 --molecules ethanol uracil --threads 2 --skip-mace
-                                              --families mace mace-gaunt tensornet nequip escn escn-gate]
+                                              --families mace mace-gaunt tensornet nequip escn escn-gate
+                                              --set optimizer.lr=0.005 ...]
 
 DATA_DIR holds ``ethanol/train.xyz`` and ``ethanol/test_MD.xyz`` (extended XYZ, eV) and
 ``rmd17/rmd17_uracil_{train,test}_01.npz`` (rMD17 .npz, kcal/mol). Both are read with
@@ -24,7 +25,8 @@ reports them. s/epoch is the training command's wall time divided by the epochs
 
 ``--families`` trains equinet's other model families too (MACE with the Gaunt many-body
 product, TensorNet, NequIP, eSCN with its S2 activation or a gate; sizes in ``FAMILIES``) on the same recipe, replacing only
-its model; mace-torch is compared with the MACE one.
+its model; mace-torch is compared with the MACE one. ``--set KEY=VALUE`` changes the recipe
+for every run, both codes (e.g. a learning rate to try).
 
 mace-torch runs in its own virtual environment (``.bench/mace-venv``, created on first
 use). Never run by the test suite: the data are not part of the project.
@@ -128,10 +130,10 @@ def stage_two_start(epochs: int) -> int:
     return max(1, epochs // 4 * 3)
 
 
-def recipe(data: Path, epochs: int, output: Path, seed: int, model: dict | None = None) -> tuple[list[str], dict]:
+def recipe(data: Path, epochs: int, output: Path, seed: int, model: dict | None = None, extra: list[str] = ()) -> tuple[list[str], dict]:
     """The ``--set`` overrides of ``examples/rmd17.yaml`` for this benchmark (``model``
-    replacing its model), and the resulting training config with every default filled in
-    (what mace-torch mirrors)."""
+    replacing its model, then the ``extra`` ones), and the resulting training config with every
+    default filled in (what mace-torch mirrors)."""
     from equinet.config import load_config
 
     overrides = {
@@ -143,7 +145,7 @@ def recipe(data: Path, epochs: int, output: Path, seed: int, model: dict | None 
     }  # fmt: skip
     if model is not None:
         overrides["model"] = json.dumps(model)  # JSON is YAML: --set reads it as a mapping
-    assignments = [f"{key}={value}" for key, value in overrides.items()]
+    assignments = [f"{key}={value}" for key, value in overrides.items()] + list(extra)
     return assignments, load_config(RECIPE, assignments).model_dump(mode="json")
 
 
@@ -189,6 +191,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed of both codes (the split stays fixed)")
     parser.add_argument("--skip-mace", action="store_true", help="train equinet only")
     parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=["mace"], help="equinet model families to train")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change the recipe for both codes (repeatable)")
     parser.add_argument("--worker", choices=("equinet", "mace"), help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -205,13 +208,13 @@ def main() -> None:
         result = {}
         for family in args.families:
             code = "equinet" if family == "mace" else f"equinet-{family}"
-            assignments, _ = recipe(data, args.epochs, WORK / molecule / code, args.seed, FAMILIES[family])
+            assignments, _ = recipe(data, args.epochs, WORK / molecule / code, args.seed, FAMILIES[family], args.set)
             seconds = run(equinet_command(assignments), WORK / molecule, env)
             errors = evaluate(Path(sys.executable), "equinet", WORK / molecule / code / "model.pt", data / "test.extxyz", env)
             result[code] = {**errors, "seconds": seconds}
             print(f"{molecule}: {code} trained in {seconds:.0f} s", flush=True)
         if mace:
-            _, config = recipe(data, args.epochs, WORK / molecule / "equinet", args.seed)
+            _, config = recipe(data, args.epochs, WORK / molecule / "equinet", args.seed, extra=args.set)
             folder = WORK / molecule / "mace"
             seconds = run(mace_command(config, data, args.epochs, mace, args.seed), folder, env)
             model = folder / "mace_stagetwo.model"  # its second-stage model, when that stage ran
@@ -221,7 +224,8 @@ def main() -> None:
         rows.append((molecule, result))
 
     print(f"machine: {machine(args.threads)}")
-    print(f"rMD17, {NUM_TRAIN} train / {NUM_VALID} valid, recipe examples/rmd17.yaml, {args.epochs} epochs, seed {args.seed}; peer {MACE_TORCH}")
+    changes = f" with {', '.join(args.set)}" if args.set else ""
+    print(f"rMD17, {NUM_TRAIN} train / {NUM_VALID} valid, recipe examples/rmd17.yaml{changes}, {args.epochs} epochs, seed {args.seed}; peer {MACE_TORCH}")
     print(f"{'molecule':10}{'code':18}{'E MAE':>8}{'E RMSE':>8}{'F MAE':>8}{'F RMSE':>8}{'s/epoch':>9}   (meV, meV/Å)")
     for molecule, result in rows:
         for code, r in result.items():
