@@ -51,6 +51,16 @@ __all__ = ["SO2Convolution", "so2_weights_from_cg"]
 BACKENDS = ("torch", "triton")
 
 
+def _node_irreps(irreps, name: str) -> o3.Irreps:
+    """e3nn irreps, or ``(l_max, channels)`` for ``channels x (0e + 1o + 2e + ... up to l_max)``."""
+    if isinstance(irreps, tuple) and len(irreps) == 2 and all(isinstance(n, int) and not isinstance(n, bool) for n in irreps):
+        l_max, channels = irreps
+        if l_max < 0 or channels < 1:
+            raise ValueError(f"{name} as (l_max, channels) needs l_max >= 0 and channels >= 1, got {irreps!r}")
+        return o3.Irreps([(channels, (l, (-1) ** l)) for l in range(l_max + 1)])
+    return _as_irreps(irreps, name)
+
+
 def _class(ir: o3.Irrep) -> int:
     """``+1`` for irreps with the parity of Y^l (``0e, 1o, 2e, ..``), ``-1`` for the others."""
     return ir.p * (-1) ** ir.l
@@ -62,8 +72,10 @@ class SO2Convolution(torch.nn.Module):
 
     Args:
         irreps_in: irreps of the node features; every segment has the same multiplicity
-            (the channels), any degrees and parities (e.g. ``32x0e+32x1o+32x2e``).
-        irreps_out: irreps of the output, same multiplicity as ``irreps_in``.
+            (the channels), any degrees and parities (e.g. ``32x0e+32x1o+32x2e``), or
+            ``(l_max, channels)`` for ``channels x (0e + 1o + 2e + ...)`` up to ``l_max``.
+        irreps_out: irreps of the output (same forms), same multiplicity as ``irreps_in``;
+            ``None`` (the default) for ``irreps_in``.
         m_max: highest ``|m|`` kept in the edge frame; ``None`` keeps all (the exact
             equivalent of a CG convolution, see :func:`so2_weights_from_cg`).
         backend: ``"torch"`` (plain PyTorch) or ``"triton"`` (the CG convolution's GPU
@@ -81,17 +93,18 @@ class SO2Convolution(torch.nn.Module):
     receivers) → ``[N, irreps_out.dim]``.
 
     Example:
+        >>> conv = SO2Convolution((6, 32), m_max=2)   # 32x0e+32x1o+...+32x6e in and out, eSCN's truncation
         >>> conv = SO2Convolution("8x0e+8x1o+8x2e", "8x0e+8x1o+8x2e", m_max=1)
         >>> out = conv(x, edge_vec, radial(edge_length), edge_index)   # radial: [E] → [E, conv.weight_numel]
     """
 
-    def __init__(self, irreps_in, irreps_out, m_max: int | None = None, backend: str = "torch"):
+    def __init__(self, irreps_in, irreps_out=None, m_max: int | None = None, backend: str = "torch"):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
-        self.irreps_in = _as_irreps(irreps_in, "irreps_in")
-        self.irreps_out = _as_irreps(irreps_out, "irreps_out")
+        self.irreps_in = _node_irreps(irreps_in, "irreps_in")
+        self.irreps_out = self.irreps_in if irreps_out is None else _node_irreps(irreps_out, "irreps_out")
         multiplicities = {mul for mul, _ in self.irreps_in} | {mul for mul, _ in self.irreps_out}
         if len(multiplicities) != 1:
             raise ValueError(

@@ -157,6 +157,14 @@ def test_weight_layout_and_isolated_nodes():
     assert no_edges.shape == (5, conv.irreps_out.dim) and no_edges.abs().max() == 0
 
 
+def test_degree_and_channel_shorthand():
+    conv = SO2Convolution((3, 4), m_max=2)
+    assert conv.irreps_in == conv.irreps_out == o3.Irreps("4x0e+4x1o+4x2e+4x3o") and conv.m_max == 2
+    assert SO2Convolution((2, 4), "4x0e+4x1o").irreps_out == o3.Irreps("4x0e+4x1o")
+    with pytest.raises(ValueError, match=r"irreps_in as \(l_max, channels\) needs l_max >= 0 and channels >= 1, got \(2, 0\)"):
+        SO2Convolution((2, 0))
+
+
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match="same multiplicity"):
         SO2Convolution("4x0e+2x1o", "4x0e+4x1o")
