@@ -331,22 +331,30 @@ def _check_output(output: Path, resume: bool, overwrite: bool) -> Path | None:
     return None
 
 
-def _resumed_model_config(model_config: dict, checkpoint: Path) -> dict:
-    """The model a resumed run continues: the one its checkpoint holds (every setting, as resolved
-    when the run began, with the earlier defaults for settings its version lacked), after checking
-    that the config sets none of them differently."""
+def _resumed_model(model_config: dict, checkpoint: Path) -> tuple[dict, dict]:
+    """The model settings of a resumed run and the weight shapes its checkpoint holds: the
+    settings the run began with (every one, as resolved then, with the earlier defaults for those
+    its version lacked, so that a default changed since does not apply), overridden by those the
+    config sets (a backend, say)."""
     try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["equinet"]["config"]
+        data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        saved = data["equinet"]["config"]
+        shapes = {key.removeprefix("model."): tuple(value.shape) for key, value in data["state_dict"].items() if key.startswith("model.")}
     except Exception as error:
-        raise ConfigError(f"--resume: cannot read the model settings in {checkpoint} ({str(error).splitlines()[0]})") from None
-    saved = with_earlier_defaults(saved)
-    for key, value in model_config.items():
-        if key in saved and saved[key] != value:
-            raise ConfigError(
-                f"--resume: {checkpoint} holds a model with model.{key}: {saved[key]!r}, but the config sets {value!r}; "
-                "resume with the run's model settings or start a new run"
-            )
-    return saved
+        raise ConfigError(f"--resume: cannot read the model in {checkpoint} ({str(error).splitlines()[0]})") from None
+    return {**with_earlier_defaults(saved), **model_config}, shapes
+
+
+def _check_resumable(model: Potential, shapes: dict, checkpoint: Path) -> None:
+    """One line, instead of the loader's traceback, when the config builds other weights."""
+    own = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    if own != shapes:
+        key = sorted(set(own) ^ set(shapes))[0] if set(own) != set(shapes) else next(k for k in own if own[k] != shapes[k])
+        raise ConfigError(
+            f"--resume: {checkpoint} holds a model that the config's model: settings do not build ({key}: "
+            f"{list(shapes[key]) if key in shapes else 'absent'} there, {list(own[key]) if key in own else 'absent'} here); "
+            "resume with the run's model settings or start a new run"
+        )
 
 
 def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
@@ -357,7 +365,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     else:  # a DDP worker re-running the command: the launching process has checked
         checkpoint = output / "last.ckpt" if resume else None
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    model_config = config.model if checkpoint is None else _resumed_model_config(config.model, checkpoint)
+    model_config, shapes = (config.model, None) if checkpoint is None else _resumed_model(config.model, checkpoint)
     dtype = DTYPES[model_config.get("dtype", "float32")]
     cutoff = float(model_config.get("cutoff", 5.0))
 
@@ -369,6 +377,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     for name in ("valid", "test"):
         check_elements(sets[name], statistics["elements"], source=f"{name} set")
     model = build_model(model_config, statistics)
+    if checkpoint is not None:
+        _check_resumable(model, shapes, checkpoint)
     module = PotentialModule(model, config)
 
     trainer_config = config.trainer

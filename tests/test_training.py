@@ -339,7 +339,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path, data_file):
 
 def test_a_resumed_run_keeps_the_model_its_checkpoint_was_made_with(tmp_path, data_file, monkeypatch, capsys):
     """A setting whose default changed after the run began (EARLIER_DEFAULTS) keeps the run's
-    value; a config that sets a model setting differently is refused in one line."""
+    value, a backend may change, and a config that builds other weights is refused in one line."""
     config = _config(tmp_path, data_file, trainer={"max_epochs": 1})
     assert main(["train", str(config)]) == 0
     last = tmp_path / "run" / "last.ckpt"
@@ -353,14 +353,16 @@ def test_a_resumed_run_keeps_the_model_its_checkpoint_was_made_with(tmp_path, da
     changed = _config(tmp_path, data_file, trainer={"max_epochs": 2}, model={"num_interactions": 1})
     assert main(["train", str(changed), "--resume"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "last.ckpt holds a model with model.num_interactions: 2, but the config sets 1" in err, err
+    assert err.count("\n") == 1 and "last.ckpt holds a model that the config's model: settings do not build (" in err, err
+    assert "there, absent here); resume with the run's model settings or start a new run" in err, err
 
-    config = yaml.safe_load(_config(tmp_path, data_file, trainer={"max_epochs": 2}).read_text())
+    config = yaml.safe_load(_config(tmp_path, data_file, trainer={"max_epochs": 2}, model={"conv_backend": "e3nn"}).read_text())
     del config["model"]["correlation"]  # the default is now 3: the run's weights have correlation 2
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     assert main(["train", str(tmp_path / "config.yaml"), "--resume"]) == 0
     saved = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
-    assert saved["config"]["correlation"] == 2 and torch.load(last, weights_only=True)["epoch"] == 1
+    assert saved["config"]["correlation"] == 2 and saved["config"]["conv_backend"] == "e3nn"
+    assert torch.load(last, weights_only=True)["epoch"] == 1
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_finite_weights(tmp_path, data_file, monkeypatch, capsys):
