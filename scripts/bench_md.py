@@ -1,6 +1,6 @@
 """MD-step throughput (energy + forces) of equinet's models against their peers, on CPU.
 
-    python scripts/bench_md.py [--model mace|mace-gaunt|tensornet --repeats 5 --sizes 3 5 --threads 2 --skip-peer]
+    python scripts/bench_md.py [--model mace|mace-gaunt|tensornet|escn --repeats 5 --sizes 3 5 --threads 2 --skip-peer]
 
 For rattled fcc Cu supercells (``bulk("Cu", "fcc", a=3.61, cubic=True) * (k, k, k)``,
 108 atoms for k=3, 500 for k=5), both codes build the same model with random weights
@@ -15,6 +15,8 @@ in float32 and time one energy + forces evaluation: atom-steps/s from the median
 * ``--model tensornet`` against torchmd-net's TensorNet: 128 channels, 2 layers, 32
   expnorm radial functions, r_cut 5 Å, O(3). torchmd-net builds its neighbor list
   inside the model (periodic box), so equinet's time includes building the graph too.
+* ``--model escn``: equinet's eSCN (32 channels, l_max 6, m_max 2, 2 layers, S2 activation,
+  r_cut 5 Å), alone: no peer runs on this machine (``--skip-peer`` is implied).
 
 equinet's ASE calculator is timed too, alternating with model-only calls in one
 process, to report its overhead over the model alone (the calculator rebuilds the
@@ -50,6 +52,7 @@ PEERS = {
     "mace": ("mace", MACE_TORCH, mace_python),
     "mace-gaunt": ("mace", MACE_TORCH, mace_python),
     "tensornet": ("torchmd-net", TORCHMD_NET, torchmd_net_python),
+    "escn": (None, None, None),
 }
 WARMUP = 2  # calls before timing: e3nn builds its code on the first ones
 QUIET = 0.1  # a timed round counts if other processes used < 10% of the CPUs meanwhile
@@ -117,6 +120,7 @@ EQUINET_CONFIGS = {
         "name": "tensornet", "dtype": "float32", "cutoff": CUTOFF, "hidden_channels": 128, "num_layers": 2,
         "num_rbf": 32, "radial_basis": "expnorm",
     },
+    "escn": {"name": "escn", "dtype": "float32", "cutoff": CUTOFF, "num_channels": 32, "l_max": 6, "m_max": 2, "num_layers": 2},
 }  # fmt: skip
 
 
@@ -283,7 +287,7 @@ def main() -> None:
         return
 
     peer, peer_version, peer_python = PEERS[args.model]
-    peer_interpreter = None if args.skip_peer else peer_python()
+    peer_interpreter = None if args.skip_peer or peer is None else peer_python()
     rows = []
     for size in args.sizes:
         avg = _avg_num_neighbors(size)
