@@ -349,11 +349,14 @@ def _check_resumable(model: Potential, shapes: dict, checkpoint: Path) -> None:
     """One line, instead of the loader's traceback, when the config builds other weights."""
     own = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     if own != shapes:
-        key = sorted(set(own) ^ set(shapes))[0] if set(own) != set(shapes) else next(k for k in own if own[k] != shapes[k])
+        key = (sorted(own.keys() ^ shapes.keys()) or [k for k in own if own[k] != shapes[k]])[0]  # a missing weight first
+
+        def shape(weights):
+            return list(weights[key]) if key in weights else "absent"
+
         raise ConfigError(
             f"--resume: {checkpoint} holds a model that the config's model: settings do not build ({key}: "
-            f"{list(shapes[key]) if key in shapes else 'absent'} there, {list(own[key]) if key in own else 'absent'} here); "
-            "resume with the run's model settings or start a new run"
+            f"{shape(shapes)} there, {shape(own)} here); resume with the run's model settings or start a new run"
         )
 
 

@@ -590,8 +590,8 @@ def _fused_backward(x_a, x_b, s_a, s_b, s_o, grad, layouts, method, bracket, nee
     for rows in _row_chunks(x_a.shape[0], channels, _points(method, size), x_a.device):
         raw_a, raw_b, raw_o = a.split(x_a[rows]), b.split(x_b[rows]), o.split(grad[rows])
         f_a = _factor(raw_a * s_a, a.degrees, method, size, first) if wanted[1] or wanted[2] else None
-        f_b = _factor(raw_b * s_b, b.degrees, method, size, first) if wanted[0] or not bracket else None
-        g_b = _factor(raw_b * s_b, b.degrees, method, size, second) if bracket and wanted[2] else f_b
+        f_b = _factor(raw_b * s_b, b.degrees, method, size, first) if wanted[0] or (wanted[2] and not bracket) else None
+        g_b = _factor(raw_b * s_b, b.degrees, method, size, second) if bracket and wanted[2] else f_b  # the product: f_b
         g_o = _factor(raw_o * s_o, o.degrees, method, size, second) if wanted[0] or wanted[1] else None
         for i, (raw, s, layout, f, g, sign, grad_x) in enumerate(
             ((raw_a, s_a, a, f_b, g_o, 1, grad_x_a), (raw_b, s_b, b, f_a, g_o, -1 if bracket else 1, grad_x_b),

@@ -55,9 +55,8 @@ FAMILIES = {
     "tensornet": {"name": "tensornet", "dtype": "float64", "cutoff": 5.0, "hidden_channels": 64, "num_layers": 2, "num_rbf": 32},
     "nequip": {"name": "nequip", "dtype": "float64", "cutoff": 5.0, "num_channels": 32, "l_max": 2, "num_layers": 4},
     "escn": {"name": "escn", "dtype": "float64", "cutoff": 5.0, "num_channels": 32, "l_max": 4, "m_max": 2, "num_layers": 2},
-    "escn-gate": {"name": "escn", "nonlinearity": "gate", "dtype": "float64", "cutoff": 5.0, "num_channels": 32, "l_max": 4,
-                  "m_max": 2, "num_layers": 2},
 }
+FAMILIES["escn-gate"] = {**FAMILIES["escn"], "nonlinearity": "gate"}
 MOLECULES = {
     "ethanol": ("ethanol/train.xyz", "ethanol/test_MD.xyz", "eV"),
     "uracil": ("rmd17/rmd17_uracil_train_01.npz", "rmd17/rmd17_uracil_test_01.npz", "kcal/mol"),

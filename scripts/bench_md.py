@@ -111,17 +111,13 @@ EQUINET_CONFIGS = {
         "name": "mace", "dtype": "float32", "cutoff": CUTOFF, "hidden_irreps": "64x0e+64x1o", "max_ell": 3,
         "correlation": 3, "num_interactions": 2, "num_basis": 8, "envelope_p": 5, "radial_hidden": [64, 64, 64],
     },
-    "mace-gaunt": {
-        "name": "mace", "product": "gaunt", "dtype": "float32", "cutoff": CUTOFF, "hidden_irreps": "64x0e+64x1o",
-        "max_ell": 3, "correlation": 3, "num_interactions": 2, "num_basis": 8, "envelope_p": 5,
-        "radial_hidden": [64, 64, 64],
-    },
     "tensornet": {
         "name": "tensornet", "dtype": "float32", "cutoff": CUTOFF, "hidden_channels": 128, "num_layers": 2,
         "num_rbf": 32, "radial_basis": "expnorm",
     },
     "escn": {"name": "escn", "dtype": "float32", "cutoff": CUTOFF, "num_channels": 32, "l_max": 6, "m_max": 2, "num_layers": 2},
 }  # fmt: skip
+EQUINET_CONFIGS["mace-gaunt"] = {**EQUINET_CONFIGS["mace"], "product": "gaunt"}
 
 
 def _equinet_model(name: str, avg_num_neighbors: float):

@@ -27,9 +27,9 @@ SMALL = {
     "mace": {"name": "mace", "hidden_irreps": "4x0e+4x1o", "max_ell": 2, "correlation": 3, "radial_hidden": [8]},
     "tensornet": {"name": "tensornet", "hidden_channels": 8, "num_layers": 2, "num_rbf": 8},
     "escn": {"name": "escn", "num_channels": 4, "l_max": 3, "m_max": 2, "num_layers": 2, "radial_hidden": [8]},
-    "escn-gate": {"name": "escn", "nonlinearity": "gate", "num_channels": 4, "l_max": 3, "m_max": 2, "num_layers": 2, "radial_hidden": [8]},
-    "mace-gaunt": {"name": "mace", "product": "gaunt", "hidden_irreps": "4x0e+4x1o", "max_ell": 2, "correlation": 3, "radial_hidden": [8]},
 }
+SMALL["mace-gaunt"] = {**SMALL["mace"], "product": "gaunt"}
+SMALL["escn-gate"] = {**SMALL["escn"], "nonlinearity": "gate"}
 
 
 def _model(variant):
