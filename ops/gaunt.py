@@ -69,7 +69,7 @@ from .sh import spherical_harmonics
 __all__ = ["GauntManyBodyProduct", "GauntTensorProduct", "METHODS", "gaunt_coefficients"]
 
 METHODS = ("grid", "fft")
-BACKENDS = ("torch", "triton")
+BACKENDS = ("torch", "triton", "cpp")
 
 
 # ----------------------------------------------------------------------------- coefficients
@@ -528,12 +528,17 @@ class _GauntProduct(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x_a, x_b, s_a, s_b, s_o, layouts: tuple[_Layout, _Layout, _Layout], method: str, bracket: bool):
+    def forward(ctx, x_a, x_b, s_a, s_b, s_o, layouts: tuple[_Layout, _Layout, _Layout], method: str, bracket: bool,
+                backend: str = "torch"):
         ctx.save_for_backward(x_a, x_b, s_a, s_b, s_o)
-        ctx.layouts, ctx.method, ctx.bracket = layouts, method, bracket
+        ctx.layouts, ctx.method, ctx.bracket, ctx.backend = layouts, method, bracket, backend
         a, b, o = layouts
         size = _transform_size(method, a.degrees, b.degrees, o.degrees)
-        out = x_a.new_empty(x_a.shape[0], o.channels * s_o.shape[1])
+        out = torch.empty(x_a.shape[0], o.channels * s_o.shape[1], dtype=x_a.dtype, device=x_a.device)
+        if backend == "cpp":
+            first, second = ("rotation", "gradient") if bracket else (None, None)
+            _cpp_pass([(x_a, s_a, a, first), (x_b, s_b, b, second)], [(0, 1, (s_o, o), 1.0, out, None)], size, bracket)
+            return out
         channels = max(a.channels, b.channels) * (3 if bracket else 1)
         first, second = ("rotation", "gradient") if bracket else (None, None)
         for rows in _row_chunks(x_a.shape[0], channels, _points(method, size), x_a.device):
@@ -546,12 +551,15 @@ class _GauntProduct(torch.autograd.Function):
     def backward(ctx, grad):
         x_a, x_b, s_a, s_b, s_o = ctx.saved_tensors
         needs = ctx.needs_input_grad[:5]
-        backward = _composed_backward if torch.is_grad_enabled() else _fused_backward  # create_graph: differentiable
-        grads = backward(x_a, x_b, s_a, s_b, s_o, grad.contiguous(), ctx.layouts, ctx.method, ctx.bracket, needs)
-        return (*grads, None, None, None)
+        args = (x_a, x_b, s_a, s_b, s_o, grad.contiguous(), ctx.layouts, ctx.method, ctx.bracket)
+        if torch.is_grad_enabled():  # create_graph: differentiable
+            grads = _composed_backward(*args, needs, ctx.backend)
+        else:
+            grads = (_cpp_fused_backward if ctx.backend == "cpp" else _fused_backward)(*args, needs)
+        return (*grads, None, None, None, None)
 
 
-def _composed_backward(x_a, x_b, s_a, s_b, s_o, grad, layouts, method, bracket, needs) -> list:
+def _composed_backward(x_a, x_b, s_a, s_b, s_o, grad, layouts, method, bracket, needs, backend) -> list:
     """The gradients of :class:`_GauntProduct` as Gaunt products (or brackets) again, differentiable."""
     a, b, o = layouts
     grads = [None] * 5
@@ -560,16 +568,16 @@ def _composed_backward(x_a, x_b, s_a, s_b, s_o, grad, layouts, method, bracket, 
         return layout.split((x * u).sum(0))
 
     if needs[0] or needs[2]:
-        u_a = _GauntProduct.apply(x_b, grad, s_b, s_o, torch.ones_like(s_a), (b, o, a), method, bracket)
+        u_a = _GauntProduct.apply(x_b, grad, s_b, s_o, torch.ones_like(s_a), (b, o, a), method, bracket, backend)
         grads[0] = u_a * s_a.flatten().index_select(0, a.scatter) if needs[0] else None
         grads[2] = weight_gradient(x_a, u_a, a) if needs[2] else None
     if needs[1] or needs[3]:
-        u_b = _GauntProduct.apply(x_a, grad, s_a, s_o, torch.ones_like(s_b), (a, o, b), method, bracket)
+        u_b = _GauntProduct.apply(x_a, grad, s_a, s_o, torch.ones_like(s_b), (a, o, b), method, bracket, backend)
         u_b = -u_b if bracket else u_b
         grads[1] = u_b * s_b.flatten().index_select(0, b.scatter) if needs[1] else None
         grads[3] = weight_gradient(x_b, u_b, b) if needs[3] else None
     if needs[4]:
-        forward = _GauntProduct.apply(x_a, x_b, s_a, s_b, torch.ones_like(s_o), layouts, method, bracket)
+        forward = _GauntProduct.apply(x_a, x_b, s_a, s_b, torch.ones_like(s_o), layouts, method, bracket, backend)
         grads[4] = weight_gradient(grad, forward, o)
     return grads
 
@@ -606,6 +614,94 @@ def _fused_backward(x_a, x_b, s_a, s_b, s_o, grad, layouts, method, bracket, nee
             if grad_s[i] is not None:
                 grad_s[i] += (raw * u).sum(0)
     return [grad_x_a, grad_x_b, *grad_s]
+
+
+def _padded(matrix: torch.Tensor) -> torch.Tensor:
+    """``matrix`` with zero columns appended to a multiple of 32 (the C++ kernel's tile width)."""
+    return torch.nn.functional.pad(matrix, (0, -matrix.shape[1] % 32))
+
+
+@lru_cache(maxsize=None)
+def _cpp_synthesis(degrees: tuple[int, ...], band_limit: int, role: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The synthesis matrices of :func:`_factor` on the grid (even, odd components), padded."""
+    if role is None:
+        return tuple(_padded(m) for m in _grid_synthesis(degrees, band_limit))
+    return tuple(_padded(m) for m in _bracket_synthesis(degrees, band_limit, role))
+
+
+@lru_cache(maxsize=None)
+def _cpp_analysis(degrees: tuple[int, ...], band_limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The analysis matrices of :func:`_from_grid` (even, odd components), padded."""
+    return tuple(_padded(m) for m in _grid_analysis(degrees, band_limit))
+
+
+def _cpp_tables(layout: _Layout, s: torch.Tensor, matrices: tuple[torch.Tensor, torch.Tensor], swap: bool = False):
+    """A feature's description for the C++ kernel, ``[positions, matrix, scales]`` per half (even,
+    then odd components; ``swap`` exchanges them): the positions ``[channels, K]`` of its components
+    in a row of e3nn's layout, the half's matrix, its scales ``[channels or 1, K]``."""
+    n_even = _components(layout.degrees)[1]
+    halves = [slice(0, n_even), slice(n_even, None)]
+    if swap:
+        matrices, halves = matrices[::-1], halves[::-1]
+    positions = layout.gather.view(layout.channels, layout.dim)
+    return [t for half, m in zip(halves, matrices) for t in (positions[:, half].contiguous(), m, s[:, half].contiguous())]
+
+
+def _cpp_pass(factors: list, products: list, size: int, bracket: bool) -> list:
+    """One pass of the C++ kernel over the batch.
+
+    ``factors``: ``(x [N, dim], s [C or 1, D], layout, role)``, the functions taken to the grid
+    (``role`` as in :func:`_factor`); ``products``: ``(first, second, (s, layout), sign, out, raw)``,
+    each writing ``out = sign * s * G(f_first, f_second)`` in the layout (``G`` the Gaunt product, or
+    the bracket with ``f_first`` as rotations and ``f_second`` as gradients; summed over the channels
+    for a one-channel layout) if ``out`` is given. Returns, per product, the gradient of its scales
+    ``sum_n raw * sign * G`` ``[channels, D]`` if ``raw`` is given, else None."""
+    from .kernels import cpp_gaunt_product
+
+    x_0 = factors[0][0]
+    empty = x_0.new_empty(0)
+    factor_tables = []
+    for x, s, layout, role in factors:
+        matrices = _matrices(_cpp_synthesis, layout.degrees, size, role, dtype=x.dtype, device=x.device)
+        # The bracket's halves (a_j, b_j) of f_first meet (b_j, a_j) of f_second (see _combine).
+        factor_tables.append([x.contiguous(), *_cpp_tables(layout, s, matrices, swap=role == "gradient")])
+    product_tables, weight_grads = [], []
+    for _, _, (s, layout), _, out, raw in products:
+        tables = _cpp_tables(layout, s, _matrices(_cpp_analysis, layout.degrees, size, dtype=s.dtype, device=s.device))
+        grads = [tables[2].new_zeros(tables[2].shape), tables[5].new_zeros(tables[5].shape)] if raw is not None else None
+        weight_grads.append(grads)
+        raw = empty if raw is None else raw.contiguous()
+        product_tables.append([*tables, empty if out is None else out, raw, *(grads or (empty, empty))])
+    channels = max(layout.channels for _, _, layout, _ in factors)
+    cpp_gaunt_product()(
+        factor_tables, product_tables, [p[0] for p in products], [p[1] for p in products], [float(p[3]) for p in products],
+        channels, 3 if bracket else 1, _points("grid", size),
+    )  # fmt: skip
+    return [None if grads is None else torch.cat(grads, dim=1) for grads in weight_grads]
+
+
+def _cpp_fused_backward(x_a, x_b, s_a, s_b, s_o, grad, layouts, method, bracket, needs) -> list:
+    """The gradients of :class:`_GauntProduct` in one pass of the C++ kernel (as :func:`_fused_backward`), no graph."""
+    a, b, o = layouts
+    first, second = ("rotation", "gradient") if bracket else (None, None)
+    functions = {"f_a": (x_a, s_a, a, first), "f_b": (x_b, s_b, b, first), "g_o": (grad, s_o, o, second)}
+    functions["g_b"] = (x_b, s_b, b, second) if bracket else functions["f_b"]  # the product: f_b
+    names, products, grads, wanted = [], [], [None] * 5, []
+    for i, (f, g, output, x, sign) in enumerate(
+        (("f_b", "g_o", (s_a, a), x_a, 1.0), ("f_a", "g_o", (s_b, b), x_b, -1.0 if bracket else 1.0),
+         ("f_a", "g_b", (s_o, o), grad, 1.0))
+    ):  # fmt: skip
+        needs_x, needs_s = i < 2 and needs[i], needs[i + 2]
+        if not (needs_x or needs_s):
+            continue
+        names += [name for name in (f, g) if name not in names]
+        grads[i] = torch.empty(x.shape, dtype=x.dtype, device=x.device) if needs_x else None
+        products.append((names.index(f), names.index(g), output, sign, grads[i], x if needs_s else None))
+        wanted.append(i)
+    size = _transform_size(method, a.degrees, b.degrees, o.degrees)
+    for i, weight_grad in zip(wanted, _cpp_pass([functions[name] for name in names], products, size, bracket)):
+        grads[i + 2] = weight_grad
+    return grads
 
 
 # ----------------------------------------------------------------------------- irreps checks
@@ -731,8 +827,9 @@ class GauntTensorProduct(torch.nn.Module):
             docstring).
         method: ``"grid"`` (sphere grid, default, faster) or ``"fft"`` (2D Fourier basis).
         backend: ``"torch"`` or, with ``method="grid"``, ``"triton"`` (one fused GPU kernel,
-            :mod:`equinet.ops.kernels.gaunt_grid`; the bracket as three of its products); same
-            weights, same result.
+            :mod:`equinet.ops.kernels.gaunt_grid`; the bracket as three of its products) or
+            ``"cpp"`` (one fused CPU kernel, compiled on first use,
+            :mod:`equinet.ops.kernels.gaunt_cpp`); same weights, same result.
 
     Shapes: ``x1: [..., irreps_in1.dim]``, ``x2: [..., irreps_in2.dim]`` (same leading
     shape) → ``[..., irreps_out.dim]``, in e3nn's layout. Weights ``weight_in1 [C, n1]``,
@@ -753,8 +850,8 @@ class GauntTensorProduct(torch.nn.Module):
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if backend == "triton" and method != "grid":
-            raise ValueError(f"backend='triton' runs the sphere grid: it needs method='grid', not {method!r}")
+        if backend != "torch" and method != "grid":
+            raise ValueError(f"backend={backend!r} runs the sphere grid: it needs method='grid', not {method!r}")
         self.method, self.backend = method, backend
         if backend == "triton":
             from .kernels import triton_gaunt_grid_product
@@ -809,6 +906,8 @@ class GauntTensorProduct(torch.nn.Module):
             )
         if x1.shape[:-1] != x2.shape[:-1]:
             raise ValueError(f"x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)} must have the same leading shape")
+        if self.backend == "cpp" and (x1.device.type != "cpu" or x2.device.type != "cpu"):
+            raise ValueError(f"backend='cpp' runs on the CPU, but the inputs are on {x1.device}; use backend='triton' on a GPU")
         scale1 = self.weight_in1[:, self.layout1.degree]  # [C, D1], per component
         scale2 = self.weight_in2[:, self.layout2.degree]  # [C or 1, D2]
         batch = x1.shape[:-1]
@@ -821,7 +920,9 @@ class GauntTensorProduct(torch.nn.Module):
                 outs.append(part.layout.merge(out * scale_out))
             else:
                 layouts = (self.layout1, self.layout2, part.layout)
-                outs.append(_GauntProduct.apply(x1, x2, scale1, scale2, scale_out, layouts, self.method, part.bracket))
+                outs.append(
+                    _GauntProduct.apply(x1, x2, scale1, scale2, scale_out, layouts, self.method, part.bracket, self.backend)
+                )
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1).index_select(-1, self.order)
         return out.view(*batch, self.irreps_out.dim)
 

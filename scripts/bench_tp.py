@@ -12,7 +12,8 @@ and weights, as in force training). Prints milliseconds and the e3nn/equinet rat
 times the Gaunt tensor product (sphere grid and 2D FFT) against e3nn's
 ``FullTensorProduct``, the Clebsch–Gordan product it replaces, for inputs
 ``C x (0e + 1o + ... + L)`` and outputs up to the same L: see :func:`gaunt_benchmark`.
-``--device cuda --triton`` adds the grid product on its Triton kernel (``backend="triton"``).
+``--device cuda --triton`` adds the grid product on its Triton kernel (``backend="triton"``),
+``--cpp`` on its C++ CPU kernel (``backend="cpp"``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _scaling_exponent(l_values: list[int], times: list[float]) -> float:
 
 def gaunt_benchmark(
     batch: int, channels: list[int], l_values: list[int], repeats: int, device: str = "cpu", triton: bool = False,
-    all_parities: bool = False,
+    all_parities: bool = False, cpp: bool = False,
 ) -> None:
     """Gaunt TP (grid, FFT) against e3nn's full CG product, forward and forward + backward.
 
@@ -61,8 +62,8 @@ def gaunt_benchmark(
     gradients of ``out.sum()`` for both inputs. Each method is warmed up, then the best of
     ``repeats`` runs is reported (the least disturbed one on a shared machine). The Gaunt
     products' weights are frozen, so that both codes compute the same gradients. On a GPU each
-    timed call ends with a synchronisation; ``triton`` adds the grid product on its kernel,
-    printed under each row with its speed-up over the torch grid. ``all_parities`` asks both
+    timed call ends with a synchronisation; ``triton`` (GPU) and ``cpp`` (CPU) add the grid product
+    on those kernels, printed under each row with their speed-ups over the torch grid and e3nn. ``all_parities`` asks both
     codes for the outputs of both parities up to L (``0e+1o+1e+2e+2o+...``, every CG path;
     the Gaunt product makes the odd ones by its bracket).
     """
@@ -93,11 +94,12 @@ def gaunt_benchmark(
             x1, x2 = irreps.randn(batch, -1, device=device), irreps.randn(batch, -1, device=device)
             inputs = {"grid": (x1, x2), "fft": (x1, x2)}
             inputs["e3nn"] = tuple(irreps_sh.randn(batch * c, -1, device=device) for _ in range(2))
-            if triton:
-                modules["triton"] = GauntTensorProduct(irreps, irreps, irreps_out, backend="triton").requires_grad_(False)
-                inputs["triton"] = (x1, x2)
+            kernels = [backend for backend, wanted in (("triton", triton), ("cpp", cpp)) if wanted]
+            for backend in kernels:
+                modules[backend] = GauntTensorProduct(irreps, irreps, irreps_out, backend=backend).requires_grad_(False)
+                inputs[backend] = (x1, x2)
             row = {}
-            for label in (*labels, "triton") if triton else labels:
+            for label in (*labels, *kernels):
                 module, leaves = modules[label].to(device), inputs[label]
 
                 def forward(module=module, leaves=leaves):
@@ -122,11 +124,11 @@ def gaunt_benchmark(
                 + f" |{row['e3nn'][1] / row['grid'][1]:9.1f}x{row['fft'][1] / row['grid'][1]:8.2f}x",
                 flush=True,
             )
-            if triton:
+            for backend in kernels:
                 print(
-                    f"{'':26} | grid on the Triton kernel: forward {row['triton'][0]:.2f} ms, forward+backward "
-                    f"{row['triton'][1]:.2f} ms ({row['grid'][1] / row['triton'][1]:.2f}x the torch grid, "
-                    f"{row['e3nn'][1] / row['triton'][1]:.1f}x e3nn)",
+                    f"{'':26} | grid on the {backend} kernel: forward {row[backend][0]:.2f} ms, forward+backward "
+                    f"{row[backend][1]:.2f} ms ({row['grid'][1] / row[backend][1]:.2f}x the torch grid, "
+                    f"{row['e3nn'][1] / row[backend][1]:.1f}x e3nn)",
                     flush=True,
                 )
     fitted = [l for l in l_values if l >= 2] or l_values
@@ -172,6 +174,7 @@ def main() -> None:
     gaunt.add_argument("--lmax-range", type=_int_list, default=list(range(1, 9)), help="degrees, e.g. 1-8 or 2,4,6")
     gaunt.add_argument("--device", default="cpu")
     gaunt.add_argument("--triton", action="store_true", help="add the grid product on its Triton kernel")
+    gaunt.add_argument("--cpp", action="store_true", help="add the grid product on its C++ CPU kernel")
     gaunt.add_argument("--all-parities", action="store_true", help="outputs of both parities (the odd CG paths too)")
     args = parser.parse_args()
 
@@ -181,7 +184,9 @@ def main() -> None:
     torch.manual_seed(0)
     if args.gaunt:
         print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-        gaunt_benchmark(args.batch, args.channels, args.lmax_range, args.repeats or 3, args.device, args.triton, args.all_parities)
+        gaunt_benchmark(
+            args.batch, args.channels, args.lmax_range, args.repeats or 3, args.device, args.triton, args.all_parities, args.cpp
+        )
         return
     args.repeats = args.repeats or 10
     irreps = o3.Irreps(args.irreps)

@@ -151,6 +151,10 @@ def _mixed(l_max, degrees1, degrees2):
     return _sh_irreps(2, degrees1), _sh_irreps(2, degrees2), _sh_irreps(2, sorted(L for L in reachable if L <= l_max + 1))
 
 
+# The torch methods, and the grid on the C++ kernel (compiled on first use).
+METHODS_AND_BACKENDS = [("grid", "torch"), ("fft", "torch"), ("grid", "cpp")]
+
+
 @pytest.mark.parametrize("method", ["grid", "fft"])
 @pytest.mark.parametrize("l_max", range(1, 9))
 def test_tensor_product_matches_the_dense_reference(float64, method, l_max):
@@ -162,9 +166,9 @@ def test_tensor_product_matches_the_dense_reference(float64, method, l_max):
         assert error < 1e-10, f"{case}: relative error {error:.1e}"
 
 
-@pytest.mark.parametrize("method", ["grid", "fft"])
-def test_leading_dimensions_and_empty_batches(float64, method):
-    tp = _randomize(GauntTensorProduct("2x0e+2x1o", "2x0e+2x1o", "2x0e+2x1o+2x2e", method=method))
+@pytest.mark.parametrize("method, backend", METHODS_AND_BACKENDS)
+def test_leading_dimensions_and_empty_batches(float64, method, backend):
+    tp = _randomize(GauntTensorProduct("2x0e+2x1o", "2x0e+2x1o", "2x0e+2x1o+2x2e", method=method, backend=backend))
     x1, x2 = tp.irreps_in1.randn(3, 4, -1), tp.irreps_in2.randn(3, 4, -1)
     torch.testing.assert_close(tp(x1, x2), tp(x1.flatten(0, 1), x2.flatten(0, 1)).view(3, 4, -1))
     assert tp(x1[:0, 0], x2[:0, 0]).shape == (0, tp.irreps_out.dim)
@@ -209,12 +213,12 @@ def test_the_methods_agree_in_float32(float64):
     assert_float32_matches_float64(fft, [x1, x2], rtol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["grid", "fft"])
+@pytest.mark.parametrize("method, backend", METHODS_AND_BACKENDS)
 @pytest.mark.parametrize("in2", ["2x0e+2x1o", "0e+1o"])  # channel-wise and shared by all channels
 @pytest.mark.parametrize("out", ["2x0e+2x1o+2x2e+2x3o", "2x0e+2x1e+2x1o+2x2o"])  # Gaunt paths; with the bracket
-def test_gradients_twice(float64, method, in2, out, monkeypatch):
+def test_gradients_twice(float64, method, backend, in2, out, monkeypatch):
     monkeypatch.setattr(gaunt, "_CHUNK_VALUES", 1)  # one row per chunk: the chunks must join up
-    tp = _randomize(GauntTensorProduct("2x0e+2x1o+2x2e", in2, out, method=method))
+    tp = _randomize(GauntTensorProduct("2x0e+2x1o+2x2e", in2, out, method=method, backend=backend))
     names = [name for name, _ in tp.named_parameters()]
 
     def fn(x1, x2, *weights):
@@ -226,12 +230,12 @@ def test_gradients_twice(float64, method, in2, out, monkeypatch):
     assert torch.autograd.gradgradcheck(fn, inputs)
 
 
-@pytest.mark.parametrize("method", ["grid", "fft"])
+@pytest.mark.parametrize("method, backend", METHODS_AND_BACKENDS)
 @pytest.mark.parametrize("in2", ["0e+1o+2e", "3x1o+3x2e"])
 @pytest.mark.parametrize("out", ["3x0e+3x1o+3x2e", "3x0e+3x1o+3x1e+3x2e+3x2o"])  # Gaunt paths; with the bracket
-def test_one_pass_and_composed_gradients_agree(float64, method, in2, out):
+def test_one_pass_and_composed_gradients_agree(float64, method, backend, in2, out):
     """A backward pass without a graph runs fused; with create_graph, as Gaunt products (brackets) again."""
-    tp = _randomize(GauntTensorProduct("3x0e+3x1o+3x2e+3x3o", in2, out, method=method))
+    tp = _randomize(GauntTensorProduct("3x0e+3x1o+3x2e+3x3o", in2, out, method=method, backend=backend))
     x1 = tp.irreps_in1.randn(7, -1).requires_grad_()
     x2 = tp.irreps_in2.randn(7, -1).requires_grad_()
     out = tp(x1, x2)
@@ -247,6 +251,101 @@ def test_one_pass_and_composed_gradients_agree(float64, method, in2, out):
     for index in range(len(inputs)):
         (alone,) = torch.autograd.grad(tp(x1, x2), inputs[index], probe)
         torch.testing.assert_close(alone, fused[index], atol=1e-12, rtol=1e-10)
+
+
+@pytest.fixture
+def poisoned_empty(monkeypatch):
+    """Every floating ``torch.empty`` (how the products allocate their outputs) comes back filled
+    with NaN, so an element that the C++ kernel does not write shows up."""
+    empty = torch.empty
+
+    def poisoned(*args, **kwargs):
+        out = empty(*args, **kwargs)
+        return out.fill_(float("nan")) if out.is_floating_point() else out
+
+    monkeypatch.setattr(torch, "empty", poisoned)
+
+
+def _on_cpp(tp):
+    """``tp`` on the C++ kernel, with its weights."""
+    twin = GauntTensorProduct(tp.irreps_in1, tp.irreps_in2, tp.irreps_out, backend="cpp").to(tp.weight_in1.dtype)
+    twin.load_state_dict(tp.state_dict())
+    return twin
+
+
+def _values_and_gradients(tp, x1, x2, probe):
+    """The output and the gradients of ``<probe, out>`` for both inputs and every weight."""
+    leaves = [x1.clone().requires_grad_(), x2.clone().requires_grad_()]
+    out = tp(*leaves)
+    return [out.detach(), *torch.autograd.grad(out, [*leaves, *tp.parameters()], probe)]
+
+
+CPP_CASES = {
+    **CASES,
+    # Channel blocks of 4 with a partial one, channel-wise and shared second inputs, both parities.
+    "six channels": lambda L: tuple(_sh_irreps(6, range(L + 1)) for _ in range(3)),
+    "five, shared": lambda L: (
+        _sh_irreps(5, range(L + 1)),
+        _sh_irreps(1, range(L + 1)),
+        o3.Irreps([(5, ir) for _, ir in _all_parities(L, range(L + 1), range(L + 1))[2]]),
+    ),
+}
+
+
+@pytest.mark.parametrize("l_max", range(1, 9))
+def test_cpp_kernel_matches_the_torch_product(float64, poisoned_empty, l_max):
+    for case, irreps in CPP_CASES.items():
+        tp = _randomize(GauntTensorProduct(*irreps(l_max)))
+        x1, x2 = tp.irreps_in1.randn(9, -1), tp.irreps_in2.randn(9, -1)
+        probe = tp.irreps_out.randn(9, -1)
+        for name, got, want in zip(
+            ["out", "x1", "x2", "weight_in1", "weight_in2", "weight_out"],
+            _values_and_gradients(_on_cpp(tp), x1, x2, probe),
+            _values_and_gradients(tp, x1, x2, probe),
+        ):
+            error = (got - want).abs().max() / want.abs().max()
+            assert error < 1e-10, f"{case}, {name}: relative error {error:.1e}"
+
+
+def test_cpp_kernel_in_float32_on_two_threads(float64):
+    """MACE-like sizes (several vector tiles per matrix), rows split between threads (the
+    weight gradients are summed over them), float32 against the float64 result."""
+    irreps = _sh_irreps(32, range(7))
+    tp = _randomize(GauntTensorProduct(irreps, irreps, irreps))
+    x1, x2, probe = irreps.randn(40, -1), irreps.randn(40, -1), irreps.randn(40, -1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        want = _values_and_gradients(tp, x1, x2, probe)
+        got = _values_and_gradients(_on_cpp(tp).float(), x1.float(), x2.float(), probe.float())
+    finally:
+        torch.set_num_threads(threads)
+    for got, want in zip(got, want):
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+def test_cpp_backend_errors_are_one_line(float64, monkeypatch):
+    with pytest.raises(ValueError, match="backend='cpp' runs the sphere grid: it needs method='grid'"):
+        GauntTensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", method="fft", backend="cpp")
+    tp = GauntTensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend="cpp")
+    with pytest.raises(ValueError, match="backend='cpp' runs on the CPU, but the inputs are on meta"):
+        tp(torch.empty(3, 8, device="meta"), torch.empty(3, 4, device="meta"))
+    # A machine where the kernel does not build: the compiler's error in one line, and the way out.
+    from torch.utils import cpp_extension
+
+    from equinet.ops.kernels import gaunt_cpp
+
+    def no_compiler(**kwargs):
+        raise RuntimeError("Error building extension 'equinet_gaunt_cpp'\n... long build log ...\ng++: not found")
+
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    gaunt_cpp.gaunt_cpp.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match=r"^backend='cpp' compiles gaunt_cpp.cpp on first use, which failed "
+                           r"\(g\+\+: not found\); it needs g\+\+ and ninja \(pip install ninja\), or use backend='torch'$"):
+            tp(tp.irreps_in1.randn(3, -1), tp.irreps_in2.randn(3, -1))
+    finally:
+        gaunt_cpp.gaunt_cpp.cache_clear()
 
 
 def test_unreachable_or_malformed_irreps_are_named():

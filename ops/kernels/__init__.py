@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from e3nn import o3
 
-__all__ = ["cueq_channelwise", "cueq_symmetric_contraction", "triton_channelwise", "triton_gaunt_grid_product", "triton_so2"]
+__all__ = ["cpp_gaunt_product", "cueq_channelwise", "cueq_symmetric_contraction", "triton_channelwise", "triton_gaunt_grid_product", "triton_so2"]
 
 
 def _require_triton() -> None:
@@ -73,6 +73,18 @@ def triton_gaunt_grid_product():
     from .gaunt_grid import gaunt_grid_product
 
     return gaunt_grid_product
+
+
+def cpp_gaunt_product():
+    """The ``backend="cpp"`` Gaunt sphere-grid product: the compiled function ``gaunt_product`` of
+    :mod:`.gaunt_cpp` (built on first use).
+
+    Raises:
+        RuntimeError: the kernel does not compile here (one line naming what is needed).
+    """
+    from .gaunt_cpp import gaunt_cpp
+
+    return gaunt_cpp().gaunt_product
 
 
 def _cueq():
