@@ -535,12 +535,11 @@ class _GauntProduct(torch.autograd.Function):
         a, b, o = layouts
         size = _transform_size(method, a.degrees, b.degrees, o.degrees)
         out = torch.empty(x_a.shape[0], o.channels * s_o.shape[1], dtype=x_a.dtype, device=x_a.device)
+        first, second = ("rotation", "gradient") if bracket else (None, None)
         if backend == "cpp":
-            first, second = ("rotation", "gradient") if bracket else (None, None)
             _cpp_pass([(x_a, s_a, a, first), (x_b, s_b, b, second)], [(0, 1, (s_o, o), 1.0, out, None)], size, bracket)
             return out
         channels = max(a.channels, b.channels) * (3 if bracket else 1)
-        first, second = ("rotation", "gradient") if bracket else (None, None)
         for rows in _row_chunks(x_a.shape[0], channels, _points(method, size), x_a.device):
             f_a = _factor(a.split(x_a[rows]) * s_a, a.degrees, method, size, first)
             f_b = _factor(b.split(x_b[rows]) * s_b, b.degrees, method, size, second)
@@ -617,8 +616,8 @@ def _fused_backward(x_a, x_b, s_a, s_b, s_o, grad, layouts, method, bracket, nee
 
 
 def _padded(matrix: torch.Tensor) -> torch.Tensor:
-    """``matrix`` with zero columns appended to a multiple of 32 (the C++ kernel's tile width)."""
-    return torch.nn.functional.pad(matrix, (0, -matrix.shape[1] % 32))
+    """``matrix`` with zero columns appended to a multiple of 16 (one vector of the C++ kernel)."""
+    return torch.nn.functional.pad(matrix, (0, -matrix.shape[1] % 16))
 
 
 @lru_cache(maxsize=None)
@@ -658,8 +657,7 @@ def _cpp_pass(factors: list, products: list, size: int, bracket: bool) -> list:
     ``sum_n raw * sign * G`` ``[channels, D]`` if ``raw`` is given, else None."""
     from .kernels import cpp_gaunt_product
 
-    x_0 = factors[0][0]
-    empty = x_0.new_empty(0)
+    empty = factors[0][0].new_empty(0)
     factor_tables = []
     for x, s, layout, role in factors:
         matrices = _matrices(_cpp_synthesis, layout.degrees, size, role, dtype=x.dtype, device=x.device)
@@ -906,8 +904,8 @@ class GauntTensorProduct(torch.nn.Module):
             )
         if x1.shape[:-1] != x2.shape[:-1]:
             raise ValueError(f"x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)} must have the same leading shape")
-        if self.backend == "cpp" and (x1.device.type != "cpu" or x2.device.type != "cpu"):
-            raise ValueError(f"backend='cpp' runs on the CPU, but the inputs are on {x1.device}; use backend='triton' on a GPU")
+        if self.backend == "cpp":
+            self._check_cpp_inputs(x1, x2)
         scale1 = self.weight_in1[:, self.layout1.degree]  # [C, D1], per component
         scale2 = self.weight_in2[:, self.layout2.degree]  # [C or 1, D2]
         batch = x1.shape[:-1]
@@ -925,6 +923,17 @@ class GauntTensorProduct(torch.nn.Module):
                 )
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1).index_select(-1, self.order)
         return out.view(*batch, self.irreps_out.dim)
+
+    def _check_cpp_inputs(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
+        """One-line errors for inputs that the C++ kernel cannot take."""
+        if x1.device.type != "cpu" or x2.device.type != "cpu":
+            raise ValueError(f"backend='cpp' runs on the CPU, but the inputs are on {x1.device}; use backend='triton' on a GPU")
+        dtype = self.weight_in1.dtype
+        if dtype not in (torch.float32, torch.float64) or not x1.dtype == x2.dtype == dtype:
+            raise ValueError(
+                f"backend='cpp' needs float32 or float64 inputs of the weights' dtype, got {x1.dtype} and {x2.dtype} "
+                f"with {dtype} weights; cast the inputs or the module (module.to(dtype))"
+            )
 
     def _on_kernel(self, a: torch.Tensor, b: torch.Tensor, part: _OutputPart) -> torch.Tensor:
         """``a [N, C, D1]``, ``b [N, C or 1, D2]`` (weighted) → ``[N, C, D_part]`` on the grid kernel; the

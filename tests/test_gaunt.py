@@ -330,6 +330,8 @@ def test_cpp_backend_errors_are_one_line(float64, monkeypatch):
     tp = GauntTensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend="cpp")
     with pytest.raises(ValueError, match="backend='cpp' runs on the CPU, but the inputs are on meta"):
         tp(torch.empty(3, 8, device="meta"), torch.empty(3, 4, device="meta"))
+    with pytest.raises(ValueError, match="needs float32 or float64 inputs of the weights' dtype, got torch.float32 and"):
+        tp(torch.randn(3, 8, dtype=torch.float32), torch.randn(3, 4))
     # A machine where the kernel does not build: the compiler's error in one line, and the way out.
     from torch.utils import cpp_extension
 

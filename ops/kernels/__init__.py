@@ -1,6 +1,6 @@
 """The faster backends of equinet's operators (``equinet.ops.kernels``), chosen with
-``backend=``: Triton kernels registered with ``torch.library`` (``backend="triton"``) and
-cuEquivariance (``backend="cueq"``).
+``backend=``: Triton kernels registered with ``torch.library`` (``backend="triton"``),
+cuEquivariance (``backend="cueq"``) and a C++ CPU kernel of the Gaunt product (``backend="cpp"``).
 
 * :mod:`.cg_tables` — the sparse Clebsch–Gordan tables that drive the kernels (pure torch).
 * :mod:`.cg_triton` — the kernels of the fused CG convolution (gather → channel-wise CG
@@ -10,6 +10,8 @@ cuEquivariance (``backend="cueq"``).
 * :mod:`.so2_ops` — the SO(2) convolution of eSCN as three passes of those operators.
 * :mod:`.gaunt_grid` — the Gaunt sphere-grid product (synthesis, pointwise product,
   quadrature) as one kernel and operator, closed under differentiation.
+* :mod:`.gaunt_cpp` — the Gaunt sphere-grid product as one fused C++ CPU kernel
+  (``backend="cpp"``), compiled on first use with torch's extension builder.
 * :mod:`.cueq` — equinet's channel-wise product and symmetric contraction as
   cuEquivariance polynomials (``cuequivariance_torch``, the optional extra ``cueq``): its
   CUDA kernels on a GPU with cuequivariance-ops-torch, its PyTorch code elsewhere.

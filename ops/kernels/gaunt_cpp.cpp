@@ -23,28 +23,39 @@ struct Vector {
   typedef T type __attribute__((vector_size(64), aligned(sizeof(T))));
 };
 
-// c[rows][width] = a[rows][k] @ b[k][width] (b's rows `ldb` apart, width a multiple of two vectors).
-template <typename T, int Rows>
-inline void small_matmul(const T* a, int64_t k_size, const T* b, int64_t ldb, int64_t width, T* c) {
+// Columns w0.. (Vectors vectors' worth) of c[rows][width] = a[rows][k] @ b[k][width], b's rows `ldb`
+// apart. Fewer than 4 rows split the sum over k between accumulators, to keep multiply-adds in flight.
+template <typename T, int Rows, int Vectors>
+inline void matmul_tile(const T* a, int64_t k_size, const T* b, int64_t ldb, int64_t width, int64_t w0, T* c) {
   using V = typename Vector<T>::type;
-  constexpr int kLanes = 64 / sizeof(T);
-  for (int64_t w0 = 0; w0 < width; w0 += 2 * kLanes) {
-    V acc[Rows][2] = {};
-    for (int64_t k = 0; k < k_size; ++k) {
+  constexpr int kSplit = Rows >= 4 ? 1 : 4 / Rows;
+  V acc[kSplit][Rows][Vectors] = {};
+  for (int64_t k0 = 0; k0 < k_size; k0 += kSplit) {
+    for (int s = 0; s < kSplit && k0 + s < k_size; ++s) {
+      const int64_t k = k0 + s;
       const V* row = reinterpret_cast<const V*>(b + k * ldb + w0);
-      const V left = row[0], right = row[1];
       for (int i = 0; i < Rows; ++i) {
         const T value = a[i * k_size + k];
-        acc[i][0] += value * left;
-        acc[i][1] += value * right;
+        for (int v = 0; v < Vectors; ++v) acc[s][i][v] += value * row[v];
       }
     }
-    for (int i = 0; i < Rows; ++i) {
-      V* out = reinterpret_cast<V*>(c + i * width + w0);
-      out[0] = acc[i][0];
-      out[1] = acc[i][1];
+  }
+  for (int i = 0; i < Rows; ++i) {
+    V* out = reinterpret_cast<V*>(c + i * width + w0);
+    for (int v = 0; v < Vectors; ++v) {
+      for (int s = 1; s < kSplit; ++s) acc[0][i][v] += acc[s][i][v];
+      out[v] = acc[0][i][v];
     }
   }
+}
+
+// c[rows][width] = a[rows][k] @ b[k][width] (width a multiple of one vector), two vectors at a time.
+template <typename T, int Rows>
+inline void small_matmul(const T* a, int64_t k_size, const T* b, int64_t ldb, int64_t width, T* c) {
+  constexpr int kLanes = 64 / sizeof(T);
+  int64_t w0 = 0;
+  for (; w0 + 2 * kLanes <= width; w0 += 2 * kLanes) matmul_tile<T, Rows, 2>(a, k_size, b, ldb, width, w0, c);
+  if (w0 < width) matmul_tile<T, Rows, 1>(a, k_size, b, ldb, width, w0, c);
 }
 
 // Asks for the `width` values at `row` to be brought into the cache.
