@@ -69,7 +69,8 @@ from .sh import spherical_harmonics
 __all__ = ["GauntManyBodyProduct", "GauntTensorProduct", "METHODS", "gaunt_coefficients"]
 
 METHODS = ("grid", "fft")
-BACKENDS = ("torch", "triton", "cpp")
+BACKENDS = ("torch", "triton", "cpp")  # of GauntTensorProduct
+MANY_BODY_BACKENDS = ("torch", "triton")  # of GauntManyBodyProduct
 
 
 # ----------------------------------------------------------------------------- coefficients
@@ -1025,8 +1026,8 @@ class GauntManyBodyProduct(torch.nn.Module):
 
     def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int, backend: str = "torch"):
         super().__init__()
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend not in MANY_BODY_BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(MANY_BODY_BACKENDS)}, got {backend!r}")
         self.backend = backend
         if backend == "triton":
             from .kernels import triton_gaunt_grid_product

@@ -29,7 +29,7 @@ from equinet.ops import (
     spherical_harmonics,
 )
 from equinet.ops.cg import BACKENDS as CONV_BACKENDS
-from equinet.ops.gaunt import BACKENDS as GAUNT_BACKENDS
+from equinet.ops.gaunt import MANY_BODY_BACKENDS as GAUNT_BACKENDS
 from equinet.ops.symmetric_contraction import BACKENDS as CONTRACTION_BACKENDS
 
 from .base import Potential

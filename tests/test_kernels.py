@@ -440,8 +440,10 @@ def test_gaunt_many_body_product_on_the_kernel_differentiates_twice(float64):
 def test_gaunt_triton_backend_needs_the_grid():
     with pytest.raises(ValueError, match=r"^backend='triton' runs the sphere grid: it needs method='grid', not 'fft'$"):
         GauntTensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", method="fft", backend="triton")
-    with pytest.raises(ValueError, match=r"^backend must be one of torch, triton, got 'cuda'$"):
+    with pytest.raises(ValueError, match=r"^backend must be one of torch, triton, cpp, got 'cuda'$"):
         GauntTensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend="cuda")
+    with pytest.raises(ValueError, match=r"^backend must be one of torch, triton, got 'cpp'$"):  # not the many-body product
+        GauntManyBodyProduct("2x0e+2x1o", "2x0e+2x1o", correlation=2, num_elements=1, backend="cpp")
 
 
 # Every model with a triton convolution, and MACE-Gaunt with its product on the kernel.
