@@ -312,7 +312,7 @@ def test_cpp_kernel_in_float32_on_two_threads(float64):
     weight gradients are summed over them), float32 against the float64 result."""
     irreps = _sh_irreps(32, range(7))
     tp = _randomize(GauntTensorProduct(irreps, irreps, irreps))
-    x1, x2, probe = irreps.randn(40, -1), irreps.randn(40, -1), irreps.randn(40, -1)
+    x1, x2, probe = irreps.randn(150, -1), irreps.randn(150, -1), irreps.randn(150, -1)  # >= 64 rows per thread
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -170,7 +171,7 @@ void run(const std::vector<Factor<T>>& factors, const std::vector<Product<T>>& p
   }
   for (const auto& p : products) padded_max = std::max({padded_max, p.halves[0].width, p.halves[1].width});
   std::mutex lock;
-  at::parallel_for(0, num, 1, [&](int64_t begin, int64_t end) {
+  auto rows = [&](int64_t begin, int64_t end) {
     std::vector<T> gathered(kBlock * k_max), values(values_size), halves(2 * kBlock * points);
     std::vector<T> projected(kBlock * padded_max);
     std::vector<std::vector<T>> sums(products.size()), grads(2 * products.size());
@@ -238,7 +239,18 @@ void run(const std::vector<Factor<T>>& factors, const std::vector<Product<T>>& p
     for (size_t q = 0; q < products.size(); ++q)
       for (int h = 0; h < 2; ++h)
         for (size_t i = 0; i < grads[2 * q + h].size(); ++i) products[q].weight_grad[h][i] += grads[2 * q + h][i];
-  });
+  };
+  // torch's thread count, as std::threads over row ranges: at::parallel_for would need this
+  // extension built with OpenMP, a second OpenMP runtime beside torch's.
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), num / 64));
+  if (threads == 1) {
+    rows(0, num);
+    return;
+  }
+  std::vector<std::thread> pool;
+  const int64_t step = (num + threads - 1) / threads;
+  for (int64_t begin = 0; begin < num; begin += step) pool.emplace_back(rows, begin, std::min(num, begin + step));
+  for (auto& thread : pool) thread.join();
 }
 
 }  // namespace
