@@ -63,9 +63,9 @@ def gaunt_benchmark(
     ``repeats`` runs is reported (the least disturbed one on a shared machine). The Gaunt
     products' weights are frozen, so that both codes compute the same gradients. On a GPU each
     timed call ends with a synchronisation; ``triton`` (GPU) and ``cpp`` (CPU) add the grid product
-    on those kernels, printed under each row with their speed-ups over the torch grid and e3nn. ``all_parities`` asks both
-    codes for the outputs of both parities up to L (``0e+1o+1e+2e+2o+...``, every CG path;
-    the Gaunt product makes the odd ones by its bracket).
+    on those kernels, printed under each row with their speed-ups over the torch grid and e3nn.
+    ``all_parities`` asks both codes for the outputs of both parities up to L
+    (``0e+1o+1e+2e+2o+...``, every CG path; the Gaunt product makes the odd ones by its bracket).
     """
     labels = ("grid", "fft", "e3nn")
     synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)

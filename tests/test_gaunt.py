@@ -316,11 +316,11 @@ def test_cpp_kernel_in_float32_on_two_threads(float64):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        want = _values_and_gradients(tp, x1, x2, probe)
-        got = _values_and_gradients(_on_cpp(tp).float(), x1.float(), x2.float(), probe.float())
+        expected = _values_and_gradients(tp, x1, x2, probe)
+        results = _values_and_gradients(_on_cpp(tp).float(), x1.float(), x2.float(), probe.float())
     finally:
         torch.set_num_threads(threads)
-    for got, want in zip(got, want):
+    for got, want in zip(results, expected):
         torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
 
 

@@ -3,12 +3,13 @@
 :func:`torch.utils.cpp_extension.load` (g++ and ninja; about 30 s, cached afterwards in
 torch's extension folder, ``TORCH_EXTENSIONS_DIR``).
 
-Per sample, the kernel reads both features in e3nn's layout through offset tables, takes
-four channels at a time to the northern half of the grid (mirror-even and mirror-odd parts
-as in the torch path), multiplies pointwise, projects back and writes e3nn's layout, so no
-grid value and no permuted copy of a feature ever reaches memory. The same kernel, with other
-tables, gives the gradients (see :class:`~equinet.ops.gaunt._GauntProduct`); it is not itself
-differentiable, so a backward pass that builds a graph goes through compositions of it.
+Per sample, the kernel reads the features in e3nn's layout through index tables, takes four
+channels at a time to the northern half of the grid (mirror-even and mirror-odd parts, as the
+torch path does), multiplies pairs of them pointwise, projects back and writes e3nn's layout, so
+no grid value and no permuted copy of a feature ever reaches memory. It runs on torch's number
+of threads. The same kernel, with other tables, gives the gradients in one pass (see
+:class:`~equinet.ops.gaunt._GauntProduct`); it is not itself differentiable, so a backward pass
+that builds a graph goes through compositions of it.
 """
 
 from __future__ import annotations
