@@ -199,8 +199,9 @@ void run(const std::vector<Factor<T>>& factors, const std::vector<Product<T>>& p
         for (size_t q = 0; q < products.size(); ++q) {
           const Product<T>& p = products[q];
           const Factor<T>&a = factors[p.first], &b = factors[p.second];
-          multiply<T, kBlock>(&values[values_at[p.first]], a.channels == 1 ? 1 : kBlock, a.width, &values[values_at[p.second]],
-                   b.channels == 1 ? 1 : kBlock, b.width, groups, points, halves.data());
+          multiply<T, kBlock>(&values[values_at[p.first]], a.channels == 1 ? 1 : kBlock, a.width,
+                              &values[values_at[p.second]], b.channels == 1 ? 1 : kBlock, b.width, groups, points,
+                              halves.data());
           const bool channel_sum = p.channels == 1 && channels > 1;
           for (int h = 0; h < 2; ++h) {
             const Half<T>& part = p.halves[h];
@@ -277,4 +278,7 @@ void gaunt_product(const std::vector<std::vector<torch::Tensor>>& factors,
   });
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("gaunt_product", &gaunt_product, "Gaunt sphere-grid products (CPU)"); }
+// Other Python threads may run meanwhile: the kernel touches no Python object.
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("gaunt_product", &gaunt_product, "Gaunt sphere-grid products (CPU)", py::call_guard<py::gil_scoped_release>());
+}
