@@ -828,7 +828,7 @@ class GauntTensorProduct(torch.nn.Module):
         backend: ``"torch"`` or, with ``method="grid"``, ``"triton"`` (one fused GPU kernel,
             :mod:`equinet.ops.kernels.gaunt_grid`; the bracket as three of its products) or
             ``"cpp"`` (one fused CPU kernel, compiled on first use,
-            :mod:`equinet.ops.kernels.gaunt_cpp`); same weights, same result.
+            :mod:`equinet.ops.kernels.cpp_build`); same weights, same result.
 
     Shapes: ``x1: [..., irreps_in1.dim]``, ``x2: [..., irreps_in2.dim]`` (same leading
     shape) → ``[..., irreps_out.dim]``, in e3nn's layout. Weights ``weight_in1 [C, n1]``,

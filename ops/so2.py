@@ -38,6 +38,7 @@ product; with a fixed ``m_max`` it is O(m_max l_max^2).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -48,7 +49,7 @@ from .wigner import edge_wigner_D
 
 __all__ = ["SO2Convolution", "so2_weights_from_cg"]
 
-BACKENDS = ("torch", "triton")
+BACKENDS = ("torch", "triton", "cpp")
 
 
 def _node_irreps(irreps, name: str) -> o3.Irreps:
@@ -78,8 +79,10 @@ class SO2Convolution(torch.nn.Module):
             ``None`` (the default) for ``irreps_in``.
         m_max: highest ``|m|`` kept in the edge frame; ``None`` keeps all (the exact
             equivalent of a CG convolution, see :func:`so2_weights_from_cg`).
-        backend: ``"torch"`` (plain PyTorch) or ``"triton"`` (the CG convolution's GPU
-            kernels, :mod:`equinet.ops.kernels.so2_ops`); same weights, same result.
+        backend: ``"torch"`` (plain PyTorch), ``"triton"`` (the CG convolution's GPU
+            kernels, :mod:`equinet.ops.kernels.so2_ops`) or ``"cpp"`` (one fused CPU kernel,
+            compiled on first use, :mod:`equinet.ops.kernels.cpp_build`); same weights, same
+            result.
 
     Attributes:
         weight_numel: per-edge weights per row, laid out ``[block, output irrep, input
@@ -146,6 +149,7 @@ class SO2Convolution(torch.nn.Module):
         # (-1: none, an input that no output needs).
         self._k_in = [max((m for m, _, i in self.blocks if j in i), default=-1) for j in range(len(ins))]
         self._k_out = [max((m for m, o, _ in self.blocks if j in o), default=-1) for j in range(len(outs))]
+        self._used = [j for j, k in enumerate(self._k_in) if k >= 0]
         self._block_sizes = [(len(o), len(i), 1 if m == 0 else 2) for m, o, i in self.blocks]
         scales = {(m, j): 1.0 / math.sqrt(len(i)) for m, _, i in self.blocks for j in i}
         # In the edge frame a segment's rows are m = 0, +1, -1, +2, -2, .. (each m contiguous),
@@ -163,6 +167,8 @@ class SO2Convolution(torch.nn.Module):
             from .kernels import triton_so2
 
             self.kernels = triton_so2(self)
+        if backend == "cpp":
+            self._cpp_tables = self._kernel_tables()
 
     def _frame_rotations(self, wigner: list[torch.Tensor], irreps: o3.Irreps, rows) -> list[torch.Tensor | None]:
         """Per segment ``[E, 2k+1, 2l+1]``: rows of D^l in edge-frame order, with their factors."""
@@ -197,20 +203,28 @@ class SO2Convolution(torch.nn.Module):
         # Edge work runs channels-last, [E, component, C]: rotations are then plain batched
         # products and regrouping rows moves whole channel vectors. The layout changes at the
         # nodes, where it is cheap.
-        used = [j for j, k in enumerate(self._k_in) if k >= 0]
-        x = _channels_last(node_feats, self.irreps_in, used)
-        out = x.new_zeros(node_feats.shape[0], self.irreps_out.dim)
+        x = _channels_last(node_feats, self.irreps_in, self._used)
+        if self.backend == "cpp":
+            self._check_cpp(node_feats, edge_weights, wigner)
+            out = _SO2Kernel.apply(self, x, self._wigner_entries(wigner), edge_weights.contiguous(), edge_index.contiguous(), node_feats.shape[0])
+        else:
+            out = self._summed_messages(x, edge_index, edge_weights, wigner[: self.l_max + 1], node_feats.shape[0])
+        return _channels_first(out, self.irreps_out)
+
+    def _summed_messages(self, x, edge_index, edge_weights, wigner, num_nodes) -> torch.Tensor:
+        """The torch path: ``[N, sum of 2l+1 over irreps_out, C]`` flattened, from channels-last ``x``."""
+        out = x.new_zeros(num_nodes, self.irreps_out.dim)
         # On the CPU the edges go in chunks small enough for their intermediates to stay in
         # cache (3x faster at l_max = 6); split, not sliced, so that backward stays one pass.
         # On the GPU, and when traced with symbolic sizes for export, all edges go at once.
-        if node_feats.is_cuda or isinstance(edge_vec.shape[0], torch.SymInt):
-            chunks = [(edge_index, edge_weights, *wigner[: self.l_max + 1])]
+        if x.is_cuda or isinstance(edge_index.shape[1], torch.SymInt):
+            chunks = [(edge_index, edge_weights, *wigner)]
         else:
             chunk = self._edge_chunk
-            chunks = zip(edge_index.split(chunk, dim=1), edge_weights.split(chunk), *(d.split(chunk) for d in wigner[: self.l_max + 1]))
+            chunks = zip(edge_index.split(chunk, dim=1), edge_weights.split(chunk), *(d.split(chunk) for d in wigner))
         for (sender, receiver), weights, *wigner_chunk in chunks:
-            out.index_add_(0, receiver, self._messages(x, used, sender, weights, wigner_chunk))
-        return _channels_first(out, self.irreps_out)
+            out.index_add_(0, receiver, self._messages(x, self._used, sender, weights, wigner_chunk))
+        return out
 
     def _messages(self, x, used, sender, edge_weights, wigner) -> torch.Tensor:
         """Messages of a chunk of edges, channels-last ``[E, sum of 2l+1 over irreps_out, C]`` flattened."""
@@ -241,6 +255,70 @@ class SO2Convolution(torch.nn.Module):
             messages.append(rotation.transpose(1, 2) @ y)  # [E, 2l+1, C]
         return torch.cat(messages, dim=1).view(num_edges, self.irreps_out.dim)
 
+    def _kernel_tables(self) -> list[torch.Tensor]:
+        """The tables of ``so2_cpp.cpp``: ``rows_in, factors_in, terms, rows_out, factors_out``.
+
+        Rows are ``(first component, 2l+1, first Wigner entry)``: components of the channels-last
+        features (used input segments) or output, entries of :meth:`_wigner_entries`; terms are
+        ``(row of ỹ, row of x̃, weight column)``. Output rows that no block writes get factor 0.
+        """
+        dims = [2 * l + 1 for l in range(self.l_max + 1)]
+        kept = [min(l, self.m_max) for l in range(self.l_max + 1)]
+        entry_start = [sum((2 * k + 1) * d for k, d in zip(kept[:l], dims[:l])) for l in range(self.l_max + 1)]
+
+        def rows(irreps, segments, frame_rows, first_of):
+            table, factors, row_of = [], [], {}
+            for j in segments:
+                l = irreps[j].ir.l
+                for t, (offset, factor) in enumerate(zip(*frame_rows[j])):
+                    row_of[j, t] = len(table)
+                    table.append((first_of[j], dims[l], entry_start[l] + (kept[l] + offset) * dims[l]))
+                    factors.append(factor)
+            return table, factors, row_of
+
+        first_in = dict(zip(self._used, itertools.accumulate([self.irreps_in[j].ir.dim for j in self._used], initial=0)))
+        first_out = dict(enumerate(itertools.accumulate([ir.dim for _, ir in self.irreps_out], initial=0)))
+        rows_in, factors_in, row_in = rows(self.irreps_in, self._used, self._rows_in, first_in)
+        rows_out, factors_out, row_out = rows(self.irreps_out, range(len(self.irreps_out)), self._rows_out, first_out)
+        terms, column = [], 0
+        for m, outputs, inputs in self.blocks:
+            for j_out in outputs:
+                for j_in in inputs:
+                    for t in [0] if m == 0 else [2 * m - 1, 2 * m]:
+                        terms.append((row_out[j_out, t], row_in[j_in, t], column))
+                    column += 1
+        written = {term[0] for term in terms}
+        factors_out = [f if t in written else 0.0 for t, f in enumerate(factors_out)]
+        as_long = lambda table: torch.tensor(table, dtype=torch.long).view(-1, 3)
+        as_double = lambda values: torch.tensor(values, dtype=torch.float64)
+        return [as_long(rows_in), as_double(factors_in), as_long(terms), as_long(rows_out), as_double(factors_out)]
+
+    def _wigner_entries(self, wigner: list[torch.Tensor]) -> torch.Tensor:
+        """``[E, W]``: rows ``|m| <= min(l, m_max)`` of ``D^l``, flattened, for l = 0 .. l_max."""
+        pieces = []
+        for l, d in enumerate(wigner[: self.l_max + 1]):
+            k = min(l, self.m_max)
+            pieces.append(d.narrow(1, (d.shape[1] - 1) // 2 - k, 2 * k + 1).flatten(1))
+        return torch.cat(pieces, dim=1)
+
+    def _wigner_from_entries(self, entries: torch.Tensor) -> list[torch.Tensor]:
+        """The inverse of :meth:`_wigner_entries`: ``[E, 2k+1, 2l+1]`` for l = 0 .. l_max."""
+        shapes = [(2 * min(l, self.m_max) + 1, 2 * l + 1) for l in range(self.l_max + 1)]
+        pieces = entries.split([rows * columns for rows, columns in shapes], dim=1)
+        return [piece.view(-1, *shape) for piece, shape in zip(pieces, shapes)]
+
+    def _check_cpp(self, node_feats, edge_weights, wigner) -> None:
+        tensors = {"node_feats": node_feats, "edge_weights": edge_weights, "edge_vec": wigner[0]}
+        off_cpu = [f"{name} on {t.device}" for name, t in tensors.items() if t.device.type != "cpu"]
+        if off_cpu:
+            raise ValueError(f"backend='cpp' runs on the CPU, but got {', '.join(off_cpu)}; use backend='torch' or 'triton' there")
+        dtypes = {t.dtype for t in tensors.values()}
+        if len(dtypes) != 1 or dtypes.pop() not in (torch.float32, torch.float64):
+            raise ValueError(
+                "backend='cpp' needs float32 or float64 inputs of one dtype, got "
+                + ", ".join(f"{t.dtype} ({name})" for name, t in tensors.items())
+            )
+
     def _check(self, node_feats, edge_vec, edge_weights, edge_index, wigner) -> None:
         if node_feats.shape[-1] != self.irreps_in.dim:
             raise ValueError(
@@ -270,6 +348,51 @@ class SO2Convolution(torch.nn.Module):
             f"'{self.irreps_in}' -> '{self.irreps_out}', m_max={self.m_max}, weight_numel={self.weight_numel}, "
             f"backend={self.backend!r}"
         )
+
+
+class _SO2Kernel(torch.autograd.Function):
+    """``backend="cpp"``: the fused C++ kernel (``so2_cpp.cpp``) of ``conv``, from channels-last
+    features ``x [N_in, components, C]``, Wigner entries ``[E, W]`` (``conv._wigner_entries``)
+    and edge weights to ``[N, sum of 2l+1 over irreps_out, C]``.
+
+    The backward pass is one sweep of the kernel over the edges in sender order. A backward
+    pass that builds a graph (force training differentiates twice) differentiates the torch
+    path on the same inputs instead, so every order of derivative exists.
+    """
+
+    @staticmethod
+    def forward(ctx, conv, x, entries, edge_weights, edge_index, num_nodes):
+        from .kernels import cpp_so2
+
+        sender, receiver = edge_index
+        out = x.new_zeros(num_nodes, conv.irreps_out.dim // conv.channels, conv.channels)
+        cpp_so2().so2_forward(x, entries, edge_weights, sender, receiver, torch.argsort(receiver), *conv._cpp_tables, out)
+        ctx.conv = conv
+        ctx.save_for_backward(x, entries, edge_weights, edge_index)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        from .kernels import cpp_so2
+
+        conv, (x, entries, edge_weights, edge_index) = ctx.conv, ctx.saved_tensors
+        wanted = ctx.needs_input_grad[1:4]
+        if torch.is_grad_enabled():
+            inputs = [t for t, want in zip((x, entries, edge_weights), wanted) if want]
+            with torch.enable_grad():
+                wigner = conv._wigner_from_entries(entries)
+                out = conv._summed_messages(x, edge_index, edge_weights, wigner, grad_out.shape[0])
+            grads = iter(torch.autograd.grad(out, inputs, grad_out.reshape(out.shape), create_graph=True))
+            return None, *(next(grads) if want else None for want in wanted), None, None
+        grad_x = torch.zeros_like(x) if wanted[0] else x.new_empty(0)
+        grad_entries = torch.empty_like(entries) if wanted[1] else x.new_empty(0)
+        grad_weights = torch.empty_like(edge_weights) if wanted[2] else x.new_empty(0)
+        sender, receiver = edge_index
+        cpp_so2().so2_backward(
+            x, entries, edge_weights, sender, receiver, torch.argsort(sender), *conv._cpp_tables, grad_out.contiguous(),
+            grad_x, grad_entries, grad_weights,
+        )
+        return None, *(g if want else None for g, want in zip((grad_x, grad_entries, grad_weights), wanted)), None, None
 
 
 def _frame_rows(ir: o3.Irrep, k: int, factor_of_m) -> tuple[list[int], list[float]] | None:

@@ -335,19 +335,19 @@ def test_cpp_backend_errors_are_one_line(float64, monkeypatch):
     # A machine where the kernel does not build: the compiler's error in one line, and the way out.
     from torch.utils import cpp_extension
 
-    from equinet.ops.kernels import gaunt_cpp
+    from equinet.ops.kernels import cpp_build
 
     def no_compiler(**kwargs):
         raise RuntimeError("Error building extension 'equinet_gaunt_cpp'\n... long build log ...\ng++: not found")
 
     monkeypatch.setattr(cpp_extension, "load", no_compiler)
-    gaunt_cpp.gaunt_cpp.cache_clear()
+    cpp_build.load_cpp.cache_clear()
     try:
         with pytest.raises(RuntimeError, match=r"^backend='cpp' compiles gaunt_cpp.cpp on first use, which failed "
                            r"\(g\+\+: not found\); it needs g\+\+ and ninja \(pip install ninja\), or use backend='torch'$"):
             tp(tp.irreps_in1.randn(3, -1), tp.irreps_in2.randn(3, -1))
     finally:
-        gaunt_cpp.gaunt_cpp.cache_clear()
+        cpp_build.load_cpp.cache_clear()
 
 
 def test_unreachable_or_malformed_irreps_are_named():

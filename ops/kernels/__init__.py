@@ -1,6 +1,7 @@
 """The faster backends of equinet's operators (``equinet.ops.kernels``), chosen with
 ``backend=``: Triton kernels registered with ``torch.library`` (``backend="triton"``),
-cuEquivariance (``backend="cueq"``) and a C++ CPU kernel of the Gaunt product (``backend="cpp"``).
+cuEquivariance (``backend="cueq"``) and C++ CPU kernels of the Gaunt product and the SO(2)
+convolution (``backend="cpp"``).
 
 * :mod:`.cg_tables` — the sparse Clebsch–Gordan tables that drive the kernels (pure torch).
 * :mod:`.cg_triton` — the kernels of the fused CG convolution (gather → channel-wise CG
@@ -10,8 +11,8 @@ cuEquivariance (``backend="cueq"``) and a C++ CPU kernel of the Gaunt product (`
 * :mod:`.so2_ops` — the SO(2) convolution of eSCN as three passes of those operators.
 * :mod:`.gaunt_grid` — the Gaunt sphere-grid product (synthesis, pointwise product,
   quadrature) as one kernel and operator, closed under differentiation.
-* :mod:`.gaunt_cpp` — the Gaunt sphere-grid product as one fused C++ CPU kernel
-  (``backend="cpp"``), compiled on first use with torch's extension builder.
+* :mod:`.cpp_build` — the Gaunt sphere-grid product and the SO(2) convolution as fused C++
+  CPU kernels (``backend="cpp"``), compiled on first use with torch's extension builder.
 * :mod:`.cueq` — equinet's channel-wise product and symmetric contraction as
   cuEquivariance polynomials (``cuequivariance_torch``, the optional extra ``cueq``): its
   CUDA kernels on a GPU with cuequivariance-ops-torch, its PyTorch code elsewhere.
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from e3nn import o3
 
-__all__ = ["cpp_gaunt_product", "cueq_channelwise", "cueq_symmetric_contraction", "triton_channelwise", "triton_gaunt_grid_product", "triton_so2"]
+__all__ = ["cpp_gaunt_product", "cpp_so2", "cueq_channelwise", "cueq_symmetric_contraction", "triton_channelwise", "triton_gaunt_grid_product", "triton_so2"]
 
 
 def _require_triton() -> None:
@@ -79,14 +80,26 @@ def triton_gaunt_grid_product():
 
 def cpp_gaunt_product():
     """The ``backend="cpp"`` Gaunt sphere-grid product: the compiled function ``gaunt_product`` of
-    :mod:`.gaunt_cpp` (built on first use).
+    ``gaunt_cpp.cpp`` (:mod:`.cpp_build`, built on first use).
 
     Raises:
         RuntimeError: the kernel does not compile here (one line naming what is needed).
     """
-    from .gaunt_cpp import gaunt_cpp
+    from .cpp_build import load_cpp
 
-    return gaunt_cpp().gaunt_product
+    return load_cpp("gaunt_cpp").gaunt_product
+
+
+def cpp_so2():
+    """The ``backend="cpp"`` SO(2) convolution: the compiled module of ``so2_cpp.cpp``
+    (:mod:`.cpp_build`, built on first use), with functions ``so2_forward`` and ``so2_backward``.
+
+    Raises:
+        RuntimeError: the kernel does not compile here (one line naming what is needed).
+    """
+    from .cpp_build import load_cpp
+
+    return load_cpp("so2_cpp")
 
 
 def _cueq():

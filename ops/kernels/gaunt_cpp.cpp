@@ -1,6 +1,6 @@
 // The Gaunt sphere-grid product on a CPU, fused per sample: read features in e3nn's layout,
 // take them to the northern half of the grid (mirror-even and mirror-odd parts), multiply
-// pairs of them pointwise and project back, writing e3nn's layout. See gaunt_cpp.py.
+// pairs of them pointwise and project back, writing e3nn's layout. See cpp_build.py.
 //
 // For a block of 4 channels at a time (1 for fewer than 4), the values on the grid are small matrix products
 // [4, K] x [K, W] whose accumulators stay in vector registers; inputs are read straight
