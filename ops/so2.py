@@ -206,14 +206,21 @@ class SO2Convolution(torch.nn.Module):
         x = _channels_last(node_feats, self.irreps_in, self._used)
         if self.backend == "cpp":
             self._check_cpp(node_feats, edge_weights, wigner)
-            out = _SO2Kernel.apply(self, x, self._wigner_entries(wigner), edge_weights.contiguous(), edge_index.contiguous(), node_feats.shape[0])
+            # The kernel works on whole 64-byte vectors of channels: pad them with zeros.
+            pad = -self.channels % (64 // x.element_size())
+            if pad:
+                x = torch.nn.functional.pad(x, (0, pad))
+                edge_weights = torch.nn.functional.pad(edge_weights.view(len(edge_weights), -1, self.channels), (0, pad)).flatten(1)
+            entries = self._wigner_entries(wigner)
+            out = _SO2Kernel.apply(self, x, entries, edge_weights.contiguous(), edge_index.contiguous(), node_feats.shape[0])
+            out = out[..., : self.channels]
         else:
             out = self._summed_messages(x, edge_index, edge_weights, wigner[: self.l_max + 1], node_feats.shape[0])
         return _channels_first(out, self.irreps_out)
 
     def _summed_messages(self, x, edge_index, edge_weights, wigner, num_nodes) -> torch.Tensor:
         """The torch path: ``[N, sum of 2l+1 over irreps_out, C]`` flattened, from channels-last ``x``."""
-        out = x.new_zeros(num_nodes, self.irreps_out.dim)
+        out = x.new_zeros(num_nodes, self.irreps_out.dim // self.channels * x.shape[-1])
         # On the CPU the edges go in chunks small enough for their intermediates to stay in
         # cache (3x faster at l_max = 6); split, not sliced, so that backward stays one pass.
         # On the GPU, and when traced with symbolic sizes for export, all edges go at once.
@@ -228,7 +235,7 @@ class SO2Convolution(torch.nn.Module):
 
     def _messages(self, x, used, sender, edge_weights, wigner) -> torch.Tensor:
         """Messages of a chunk of edges, channels-last ``[E, sum of 2l+1 over irreps_out, C]`` flattened."""
-        num_edges, channels = sender.shape[0], self.channels
+        num_edges, channels = sender.shape[0], x.shape[-1]  # the channels, or more when the cpp path pads them
         x = dict(zip(used, x.index_select(0, sender).split([self.irreps_in[j].ir.dim for j in used], dim=1)))
 
         # Into the edge frame: per input segment, [E, 2k+1, C] split into m = 0, ±1, ±2, ..
@@ -365,7 +372,7 @@ class _SO2Kernel(torch.autograd.Function):
         from .kernels import cpp_so2
 
         sender, receiver = edge_index
-        out = x.new_zeros(num_nodes, conv.irreps_out.dim // conv.channels, conv.channels)
+        out = x.new_zeros(num_nodes, conv.irreps_out.dim // conv.channels, x.shape[-1])
         cpp_so2().so2_forward(x, entries, edge_weights, sender, receiver, torch.argsort(receiver), *conv._cpp_tables, out)
         ctx.conv = conv
         ctx.save_for_backward(x, entries, edge_weights, edge_index)
@@ -423,7 +430,7 @@ def _channels_last(x: torch.Tensor, irreps: o3.Irreps, used: list[int]) -> torch
 
 def _channels_first(x: torch.Tensor, irreps: o3.Irreps) -> torch.Tensor:
     """``[N, sum of 2l+1, C]`` flattened to ``[N, -1]`` → e3nn layout ``[N, irreps.dim]``."""
-    pieces = x.view(x.shape[0], -1, irreps[0].mul).split([ir.dim for _, ir in irreps], dim=1)
+    pieces = x.reshape(x.shape[0], -1, irreps[0].mul).split([ir.dim for _, ir in irreps], dim=1)
     return torch.cat([p.transpose(1, 2).reshape(x.shape[0], -1) for p in pieces], dim=1)
 
 

@@ -12,6 +12,8 @@ edges four ways, on identical inputs:
   that CG convolution exactly (weights converted by ``so2_weights_from_cg``, paths to one
   irrep summed; checked on a few edges before timing), Wigner matrices included.
 * ``SO(2) m<=2``: the same with eSCN's truncation ``m_max = 2`` (no longer equivalent).
+* with ``--cpp``, ``SO(2) cpp`` and ``SO(2) m<=2 cpp``: the same two on the fused C++ CPU
+  kernel (``backend="cpp"``, compiled on first use).
 * with ``--triton``, ``SO(2) triton`` and ``SO(2) m<=2 triton``: the same two on the GPU
   kernels (``backend="triton"``), for ``--device cuda``.
 
@@ -21,7 +23,7 @@ edge vectors and weights, as in force training); the median is reported. Runs sl
 ``--budget`` seconds are repeated fewer times (at least once). The CG convolutions process
 the edges in chunks (``--chunk-mb``) so that their per-path messages fit in memory; the
 sum is the same and the chunking costs them nothing. Prints milliseconds, the ratios
-SO(3)/SO(2) (and torch/triton for the SO(2) backends) and the exponent k of a
+SO(3)/SO(2) (and torch/cpp, torch/triton for the SO(2) backends) and the exponent k of a
 least-squares fit ``time ∝ l_max^k``. On a GPU every timed call is synchronised.
 """
 
@@ -39,6 +41,7 @@ from e3nn import o3
 from equinet.ops import CGConvolution, SO2Convolution, so2_weights_from_cg, spherical_harmonics
 
 METHODS = ("e3nn CG", "torch CG", "SO(2)", "SO(2) m<=2")
+CPP_METHODS = ("SO(2) cpp", "SO(2) m<=2 cpp")
 TRITON_METHODS = ("SO(2) triton", "SO(2) m<=2 triton")
 
 
@@ -124,10 +127,11 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cpp", action="store_true", help="add the SO(2) convolutions on the C++ CPU kernel")
     parser.add_argument("--triton", action="store_true", help="add the SO(2) convolutions on the GPU kernels")
     args = parser.parse_args()
     device = torch.device(args.device)
-    methods = METHODS + (TRITON_METHODS if args.triton else ())
+    methods = METHODS + (CPP_METHODS if args.cpp else ()) + (TRITON_METHODS if args.triton else ())
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -148,6 +152,9 @@ def main() -> None:
             "SO(2)": SO2Convolution(irreps, irreps),
             "SO(2) m<=2": SO2Convolution(irreps, irreps, m_max=2),
         }
+        if args.cpp:
+            convs["SO(2) cpp"] = SO2Convolution(irreps, irreps, backend="cpp")
+            convs["SO(2) m<=2 cpp"] = SO2Convolution(irreps, irreps, m_max=2, backend="cpp")
         if args.triton:
             convs["SO(2) triton"] = SO2Convolution(irreps, irreps, backend="triton")
             convs["SO(2) m<=2 triton"] = SO2Convolution(irreps, irreps, m_max=2, backend="triton")
@@ -193,6 +200,9 @@ def main() -> None:
     for index, label in enumerate(["forward", "forward+backward"]):
         print(f"\n{label} (ms)")
         ratios = {"e3nn/SO(2)": ("e3nn CG", "SO(2)"), "torch/SO(2)": ("torch CG", "SO(2)"), "torch/m<=2": ("torch CG", "SO(2) m<=2")}
+        if args.cpp:
+            ratios |= {"torch/cpp": ("torch CG", "SO(2) cpp"), "torch/m<=2 cpp": ("torch CG", "SO(2) m<=2 cpp"),
+                       "m<=2/m<=2 cpp": ("SO(2) m<=2", "SO(2) m<=2 cpp")}
         if args.triton:
             ratios |= {"SO(2)/triton": ("SO(2)", "SO(2) triton"), "m<=2/triton": ("SO(2) m<=2", "SO(2) m<=2 triton")}
         print(f"{'l_max':>5}" + "".join(f"{m:>19}" for m in methods) + "".join(f"{r:>14}" for r in ratios))
