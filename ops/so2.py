@@ -210,7 +210,8 @@ class SO2Convolution(torch.nn.Module):
             pad = -self.channels % (64 // x.element_size())
             if pad:
                 x = torch.nn.functional.pad(x, (0, pad))
-                edge_weights = torch.nn.functional.pad(edge_weights.view(len(edge_weights), -1, self.channels), (0, pad)).flatten(1)
+                columns = edge_weights.reshape(len(edge_weights), self.weight_numel // self.channels, self.channels)
+                edge_weights = torch.nn.functional.pad(columns, (0, pad)).flatten(1)
             entries = self._wigner_entries(wigner)
             out = _SO2Kernel.apply(self, x, entries, edge_weights.contiguous(), edge_index.contiguous(), node_feats.shape[0])
             out = out[..., : self.channels]
@@ -260,7 +261,7 @@ class SO2Convolution(torch.nn.Module):
         for rotation, sources in zip(rotations, self._output_sources):
             y = torch.cat([zero if source is None else results[source[0]][source[1]] for source in sources], dim=1)
             messages.append(rotation.transpose(1, 2) @ y)  # [E, 2l+1, C]
-        return torch.cat(messages, dim=1).view(num_edges, self.irreps_out.dim)
+        return torch.cat(messages, dim=1).flatten(1)
 
     def _kernel_tables(self) -> list[torch.Tensor]:
         """The tables of ``so2_cpp.cpp``: ``rows_in, factors_in, terms, rows_out, factors_out``.
@@ -392,8 +393,8 @@ class _SO2Kernel(torch.autograd.Function):
             grads = iter(torch.autograd.grad(out, inputs, grad_out.reshape(out.shape), create_graph=True))
             return None, *(next(grads) if want else None for want in wanted), None, None
         grad_x = torch.zeros_like(x) if wanted[0] else x.new_empty(0)
-        grad_entries = torch.empty_like(entries) if wanted[1] else x.new_empty(0)
-        grad_weights = torch.empty_like(edge_weights) if wanted[2] else x.new_empty(0)
+        grad_entries = torch.empty(entries.shape, dtype=x.dtype) if wanted[1] else x.new_empty(0)  # written whole
+        grad_weights = torch.empty(edge_weights.shape, dtype=x.dtype) if wanted[2] else x.new_empty(0)
         sender, receiver = edge_index
         cpp_so2().so2_backward(
             x, entries, edge_weights, sender, receiver, torch.argsort(sender), *conv._cpp_tables, grad_out.contiguous(),

@@ -205,10 +205,10 @@ def main() -> None:
                        "m<=2/m<=2 cpp": ("SO(2) m<=2", "SO(2) m<=2 cpp")}
         if args.triton:
             ratios |= {"SO(2)/triton": ("SO(2)", "SO(2) triton"), "m<=2/triton": ("SO(2) m<=2", "SO(2) m<=2 triton")}
-        print(f"{'l_max':>5}" + "".join(f"{m:>19}" for m in methods) + "".join(f"{r:>14}" for r in ratios))
+        print(f"{'l_max':>5}" + "".join(f"{m:>19}" for m in methods) + "".join(f"{r:>16}" for r in ratios))
         for l_max in args.lmax:
             t = {m: table[m][l_max][index] for m in methods}
-            print(f"{l_max:>5}" + "".join(f"{t[m]:>19.1f}" for m in methods) + "".join(f"{t[a] / t[b]:>13.1f}x" for a, b in ratios.values()))
+            print(f"{l_max:>5}" + "".join(f"{t[m]:>19.1f}" for m in methods) + "".join(f"{t[a] / t[b]:>15.1f}x" for a, b in ratios.values()))
         if len(args.lmax) > 1:
             exponents = ", ".join(
                 f"{m} {_fit_exponent(args.lmax, [table[m][l][index] for l in args.lmax]):.1f}" for m in methods

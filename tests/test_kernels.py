@@ -326,7 +326,7 @@ def test_so2_conv_gradcheck_and_gradgradcheck(float64):
 
 
 def test_so2_backend_must_be_known():
-    with pytest.raises(ValueError, match=r"^backend must be one of \('torch', 'triton'\), got 'cuda'$"):
+    with pytest.raises(ValueError, match=r"^backend must be one of \('torch', 'triton', 'cpp'\), got 'cuda'$"):
         SO2Convolution("2x0e", "2x0e", backend="cuda")
 
 
