@@ -104,8 +104,9 @@ class ESCN(Potential):
         envelope_p: exponent of the polynomial cutoff envelope.
         radial_hidden: hidden widths of the radial MLP.
         readout_hidden: width of the scalar readout MLP.
-        conv_backend: ``"torch"`` or ``"triton"`` (GPU kernels) for the SO(2) convolutions;
-            the backends share one set of weights.
+        conv_backend: ``"torch"``, ``"triton"`` (GPU kernels) or ``"cpp"`` (a fused CPU
+            kernel, compiled on first use) for the SO(2) convolutions; the backends share one
+            set of weights.
         nonlinearity: ``"s2"``, the exact polynomial S2 activation (see the module docstring),
             or ``"gate"`` (SiLU on the scalars, sigmoid gates on the other degrees), the only
             one before this key was added (model files without the key load with it).

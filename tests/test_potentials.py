@@ -228,6 +228,21 @@ def test_conv_backends_give_the_same_model(float64):
         torch.testing.assert_close(b["forces"], a["forces"], atol=1e-10, rtol=0)
 
 
+def test_escn_on_the_cpp_kernel_is_the_same_model(float64):
+    # Energy, forces and stress for MD, and a force loss's parameter gradients for training
+    # (the kernel's backward builds no graph; force training differentiates the torch path).
+    batch = Batch.from_data_list([atoms_to_graph(_alloy(), CUTOFF)])
+    reference, ours = _model("escn").train(), _model("escn", conv_backend="cpp").train()
+    ours.load_state_dict(reference.state_dict())
+    a, b = reference(batch, stress=True), ours(batch, stress=True)
+    for key in ("energy", "forces", "stress"):
+        torch.testing.assert_close(b[key], a[key], atol=1e-10, rtol=0)
+    a["forces"].square().sum().backward()
+    b["forces"].square().sum().backward()
+    for (name, p), q in zip(reference.named_parameters(), ours.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-10, rtol=0, msg=name)
+
+
 def test_training_mode_keeps_the_graph_for_force_losses():
     model = _model("mace", "float32").train()
     batch = Batch.from_data_list([atoms_to_graph(_alloy(), CUTOFF, dtype=torch.float32)])
