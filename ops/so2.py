@@ -213,7 +213,7 @@ class SO2Convolution(torch.nn.Module):
                 columns = edge_weights.reshape(len(edge_weights), self.weight_numel // self.channels, self.channels)
                 edge_weights = torch.nn.functional.pad(columns, (0, pad)).flatten(1)
             entries = self._wigner_entries(wigner)
-            out = _SO2Kernel.apply(self, x, entries, edge_weights.contiguous(), edge_index.contiguous(), node_feats.shape[0])
+            out = _SO2Kernel.apply(self, x, entries, edge_weights.contiguous(), edge_index.long().contiguous(), node_feats.shape[0])
             out = out[..., : self.channels]
         else:
             out = self._summed_messages(x, edge_index, edge_weights, wigner[: self.l_max + 1], node_feats.shape[0])

@@ -1,6 +1,6 @@
 """MD-step throughput (energy + forces) of equinet's models against their peers, on CPU.
 
-    python scripts/bench_md.py [--model mace|mace-gaunt|tensornet|escn --repeats 5 --sizes 3 5 --threads 2 --skip-peer]
+    python scripts/bench_md.py [--model mace|mace-gaunt|tensornet|escn|escn-cpp --repeats 5 --sizes 3 5 --threads 2 --skip-peer]
 
 For rattled fcc Cu supercells (``bulk("Cu", "fcc", a=3.61, cubic=True) * (k, k, k)``,
 108 atoms for k=3, 500 for k=5), both codes build the same model with random weights
@@ -17,6 +17,7 @@ in float32 and time one energy + forces evaluation: atom-steps/s from the median
   inside the model (periodic box), so equinet's time includes building the graph too.
 * ``--model escn``: equinet's eSCN (32 channels, l_max 6, m_max 2, 2 layers, S2 activation,
   r_cut 5 Å), alone: no peer runs on this machine (``--skip-peer`` is implied).
+  ``--model escn-cpp``: the same on the fused C++ SO(2) kernel (``conv_backend: cpp``).
 
 equinet's ASE calculator is timed too, alternating with model-only calls in one
 process, to report its overhead over the model alone (the calculator rebuilds the
@@ -53,6 +54,7 @@ PEERS = {
     "mace-gaunt": ("mace", MACE_TORCH, mace_python),
     "tensornet": ("torchmd-net", TORCHMD_NET, torchmd_net_python),
     "escn": (None, None, None),
+    "escn-cpp": (None, None, None),
 }
 WARMUP = 2  # calls before timing: e3nn builds its code on the first ones
 QUIET = 0.1  # a timed round counts if other processes used < 10% of the CPUs meanwhile
@@ -118,6 +120,7 @@ EQUINET_CONFIGS = {
     "escn": {"name": "escn", "dtype": "float32", "cutoff": CUTOFF, "num_channels": 32, "l_max": 6, "m_max": 2, "num_layers": 2},
 }  # fmt: skip
 EQUINET_CONFIGS["mace-gaunt"] = {**EQUINET_CONFIGS["mace"], "product": "gaunt"}
+EQUINET_CONFIGS["escn-cpp"] = {**EQUINET_CONFIGS["escn"], "conv_backend": "cpp"}
 
 
 def _equinet_model(name: str, avg_num_neighbors: float):

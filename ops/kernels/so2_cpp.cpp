@@ -12,6 +12,9 @@
 //                        out[receiver, first + a] += factor_out[t] * D[entry + a] * ỹ[t]
 // The backward pass runs the same tables the other way round.
 //
+// Channels come in whole 64-byte vectors (Python pads them). An edge is done one slab of 1, 2
+// or 4 vectors of channels at a time, every sum of the slab held in registers until it is stored.
+//
 // Threads take ranges of edges sorted by the node they write (receivers forward, senders
 // backward), split where that node changes, so no two threads write one row.
 
