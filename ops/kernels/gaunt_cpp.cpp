@@ -8,21 +8,14 @@
 // of a row), so nothing is permuted in memory. One pass may make several products of the
 // same functions (the two input gradients share the output gradient's values).
 
-#include <torch/extension.h>
-#include <ATen/Parallel.h>
+#include "cpu_kernels.h"
 
-#include <algorithm>
 #include <mutex>
-#include <thread>
-#include <vector>
 
 namespace {
 
-// 64 bytes of T (GCC's vector extension: one AVX-512 register, or two AVX2 ones), unaligned.
-template <typename T>
-struct Vector {
-  typedef T type __attribute__((vector_size(64), aligned(sizeof(T))));
-};
+using equinet::prefetch_row;
+using equinet::Vector;
 
 // Columns w0.. (Vectors vectors' worth) of c[rows][width] = a[rows][k] @ b[k][width], b's rows `ldb`
 // apart. Fewer than 4 rows split the sum over k between accumulators, to keep multiply-adds in flight.
@@ -57,12 +50,6 @@ inline void small_matmul(const T* a, int64_t k_size, const T* b, int64_t ldb, in
   int64_t w0 = 0;
   for (; w0 + 2 * kLanes <= width; w0 += 2 * kLanes) matmul_tile<T, Rows, 2>(a, k_size, b, ldb, width, w0, c);
   if (w0 < width) matmul_tile<T, Rows, 1>(a, k_size, b, ldb, width, w0, c);
-}
-
-// Asks for the `width` values at `row` to be brought into the cache.
-template <typename T>
-inline void prefetch_row(const T* row, int64_t width) {
-  for (int64_t i = 0; i < width; i += 64 / sizeof(T)) __builtin_prefetch(row + i);
 }
 
 // One half (mirror-even or mirror-odd components) of a feature's tables: positions in a row of
@@ -241,17 +228,10 @@ void run(const std::vector<Factor<T>>& factors, const std::vector<Product<T>>& p
       for (int h = 0; h < 2; ++h)
         for (size_t i = 0; i < grads[2 * q + h].size(); ++i) products[q].weight_grad[h][i] += grads[2 * q + h][i];
   };
-  // torch's thread count, as std::threads over row ranges: at::parallel_for would need this
-  // extension built with OpenMP, a second OpenMP runtime beside torch's.
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), num / 64));
-  if (threads == 1) {
-    rows(0, num);
-    return;
-  }
-  std::vector<std::thread> pool;
-  const int64_t step = (num + threads - 1) / threads;
-  for (int64_t begin = 0; begin < num; begin += step) pool.emplace_back(rows, begin, std::min(num, begin + step));
-  for (auto& thread : pool) thread.join();
+  const int64_t threads = equinet::thread_count(num);
+  std::vector<int64_t> bounds;
+  for (int64_t i = 0; i <= threads; ++i) bounds.push_back(i * num / threads);
+  equinet::run_ranges(bounds, rows);
 }
 
 }  // namespace

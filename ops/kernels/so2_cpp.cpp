@@ -18,24 +18,16 @@
 // Threads take ranges of edges sorted by the node they write (receivers forward, senders
 // backward), split where that node changes, so no two threads write one row.
 
-#include <torch/extension.h>
-#include <ATen/Parallel.h>
+#include "cpu_kernels.h"
 
 #include <sys/mman.h>
 
-#include <algorithm>
 #include <cstring>
-#include <thread>
-#include <vector>
 
 namespace {
 
-// 64 bytes of T (GCC's vector extension: one AVX-512 register, or two AVX2 ones), unaligned.
-template <typename T>
-struct Vector {
-  typedef T type __attribute__((vector_size(64), aligned(sizeof(T))));
-  static constexpr int64_t kLanes = 64 / sizeof(T);
-};
+using equinet::prefetch_row;
+using equinet::Vector;
 
 // A slab of NV vectors: channels c0 .. c0 + NV * kLanes of one row, kept in registers while it
 // accumulates, so that each sum reaches memory once.
@@ -78,11 +70,6 @@ inline T dot(const T* a, const T* b) {
   T total = 0;
   for (size_t i = 0; i < sizeof(Quarter) / sizeof(T); ++i) total += quarter[i];
   return total;
-}
-
-template <typename T>
-inline void prefetch(const T* row, int64_t width) {
-  for (int64_t i = 0; i < width; i += Vector<T>::kLanes) __builtin_prefetch(row + i);
 }
 
 // An edge-frame row: its segment's first component (in x or out) and count (2l+1), its first
@@ -174,16 +161,11 @@ struct SO2 {
   }
 };
 
-// Runs body(begin, end) on torch's thread count over positions of `order` (edges sorted by
-// target[edge]), each range ending where the target changes. (at::parallel_for would need this
-// extension built with OpenMP, a second OpenMP runtime beside torch's.)
+// Runs body(begin, end) over positions of `order` (edges sorted by target[edge]) on torch's
+// thread count, each range ending where the target changes.
 template <typename F>
 void over_targets(const int64_t* order, const int64_t* target, int64_t num, F&& body) {
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), num / 64));
-  if (threads == 1) {
-    body(0, num);
-    return;
-  }
+  const int64_t threads = equinet::thread_count(num);
   std::vector<int64_t> bounds{0};
   for (int64_t i = 1; i < threads; ++i) {
     int64_t b = std::max(bounds.back(), i * num / threads);
@@ -191,10 +173,7 @@ void over_targets(const int64_t* order, const int64_t* target, int64_t num, F&& 
     bounds.push_back(b);
   }
   bounds.push_back(num);
-  std::vector<std::thread> pool;
-  for (int64_t i = 0; i < threads; ++i)
-    if (bounds[i] < bounds[i + 1]) pool.emplace_back(body, bounds[i], bounds[i + 1]);
-  for (auto& thread : pool) thread.join();
+  equinet::run_ranges(bounds, body);
 }
 
 template <typename T, int NV>
@@ -206,8 +185,8 @@ void forward(const SO2<T>& so2, const int64_t* order, int64_t num_edges, T* out)
       const int64_t e = order[i];
       if (i + 1 < end) {  // edges are visited in scattered order: fetch the next one's rows meanwhile
         const int64_t next = order[i + 1];
-        prefetch(so2.x + so2.sender[next] * so2.x_width, so2.x_width);
-        prefetch(so2.weights + next * so2.num_weights, so2.num_weights);
+        prefetch_row(so2.x + so2.sender[next] * so2.x_width, so2.x_width);
+        prefetch_row(so2.weights + next * so2.num_weights, so2.num_weights);
       }
       const T* d = so2.entries + e * so2.num_entries;
       for (int64_t c0 = 0; c0 < so2.channels; c0 += S) {
@@ -242,8 +221,8 @@ void backward(const SO2<T>& so2, const int64_t* order, int64_t num_edges, const 
       const int64_t e = order[i];
       if (i + 1 < end) {
         const int64_t next = order[i + 1];
-        prefetch(grad_out + so2.receiver[next] * so2.out_width, so2.out_width);
-        prefetch(so2.weights + next * so2.num_weights, so2.num_weights);
+        prefetch_row(grad_out + so2.receiver[next] * so2.out_width, so2.out_width);
+        prefetch_row(so2.weights + next * so2.num_weights, so2.num_weights);
       }
       const T* d = so2.entries + e * so2.num_entries;
       T* gd = grad_entries ? grad_entries + e * so2.num_entries : nullptr;
