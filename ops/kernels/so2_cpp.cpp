@@ -94,7 +94,7 @@ struct Term {
 template <typename T>
 struct SO2 {
   std::vector<Row<T>> rows_in, rows_out;
-  std::vector<Segment> segments_out;
+  std::vector<Segment> segments_in, segments_out;
   std::vector<std::vector<Term>> by_out, by_in, by_column;
   const T *x, *entries, *weights;
   const int64_t *sender, *receiver;
@@ -109,11 +109,8 @@ struct SO2 {
         sender(sender_.data_ptr<int64_t>()), receiver(receiver_.data_ptr<int64_t>()), channels(x_.size(2)),
         x_width(x_.size(1) * x_.size(2)), out_width(out_components * x_.size(2)), num_entries(entries_.size(1)),
         num_weights(weights_.size(1)) {
-    for (size_t t = 0; t < rows_out.size(); ++t) {
-      if (t == 0 || rows_out[t].first != rows_out[t - 1].first)
-        segments_out.push_back({rows_out[t].first, rows_out[t].size, int64_t(t), int64_t(t)});
-      segments_out.back().end = t + 1;
-    }
+    segments_in = segments_of(rows_in);
+    segments_out = segments_of(rows_out);
     by_out.resize(rows_out.size());
     by_in.resize(rows_in.size());
     by_column.resize(num_weights / channels);
@@ -133,6 +130,33 @@ struct SO2 {
     for (int64_t i = 0; i < table.size(0); ++i)
       rows.push_back({t[3 * i], t[3 * i + 1], t[3 * i + 2], static_cast<T>(f[i])});
     return rows;
+  }
+
+  // Consecutive rows of one segment (same first component) grouped.
+  static std::vector<Segment> segments_of(const std::vector<Row<T>>& rows) {
+    std::vector<Segment> segments;
+    for (size_t t = 0; t < rows.size(); ++t) {
+      if (t == 0 || rows[t].first != rows[t - 1].first) segments.push_back({rows[t].first, rows[t].size, int64_t(t), int64_t(t)});
+      segments.back().end = t + 1;
+    }
+    return segments;
+  }
+
+  // Adds the rows of a frame [rows][slab] back to a node row [component][C] at channel c0:
+  // node[first + a] += sum over the segment's rows t of factor[t] * D[entry_t + a] * frame[t]
+  // (messages to the receiver with rows_out, the features' gradient at the sender with rows_in).
+  template <int NV>
+  void from_frame(const std::vector<Row<T>>& rows, const std::vector<Segment>& segments, const T* d,
+                  const T* frame, T* node) const {
+    for (const Segment& segment : segments)
+      for (int64_t a = 0; a < segment.size; ++a) {
+        Slab<T, NV> acc;
+        for (int64_t t = segment.begin; t < segment.end; ++t) {
+          const Row<T>& r = rows[t];
+          if (r.factor != T(0)) acc.add(r.factor * d[r.entry + a], frame + t * Slab<T, NV>::kWidth);
+        }
+        acc.add_to(node + (segment.first + a) * channels);
+      }
   }
 
   // Edge-frame rows [rows][slab] of a node row [component][C] at channel c0: x̃ from the
@@ -192,16 +216,8 @@ void forward(const SO2<T>& so2, const int64_t* order, int64_t num_edges, T* out)
       for (int64_t c0 = 0; c0 < so2.channels; c0 += S) {
         so2.template to_frame<NV>(so2.rows_in, d, so2.x + so2.sender[e] * so2.x_width + c0, frame_in.data());
         so2.template map<NV>(so2.weights + e * so2.num_weights + c0, frame_in.data(), frame_out.data());
-        T* target = out + so2.receiver[e] * so2.out_width + c0;
-        for (const Segment& segment : so2.segments_out)
-          for (int64_t a = 0; a < segment.size; ++a) {
-            Slab<T, NV> acc;
-            for (int64_t t = segment.begin; t < segment.end; ++t) {
-              const Row<T>& r = so2.rows_out[t];
-              if (r.factor != T(0)) acc.add(r.factor * d[r.entry + a], &frame_out[t * S]);
-            }
-            acc.add_to(target + (segment.first + a) * so2.channels);
-          }
+        so2.template from_frame<NV>(so2.rows_out, so2.segments_out, d, frame_out.data(),
+                                    out + so2.receiver[e] * so2.out_width + c0);
       }
     }
   });
@@ -260,18 +276,8 @@ void backward(const SO2<T>& so2, const int64_t* order, int64_t num_edges, const 
             for (int64_t a = 0; a < r.size; ++a) gd[r.entry + a] += r.factor * dot<T, NV>(&frame_out[t * S], g + (r.first + a) * C);
           }
         }
-        if (grad_x) {
-          T* gx = grad_x + so2.sender[e] * so2.x_width + c0;
-          for (int64_t t = 0; t < r_in; ++t) {
-            const Row<T>& r = so2.rows_in[t];
-            if (r.factor == T(0)) continue;
-            for (int64_t a = 0; a < r.size; ++a) {
-              Slab<T, NV> acc;
-              acc.add(r.factor * d[r.entry + a], &grad_in[t * S]);
-              acc.add_to(gx + (r.first + a) * C);
-            }
-          }
-        }
+        if (grad_x)
+          so2.template from_frame<NV>(so2.rows_in, so2.segments_in, d, grad_in.data(), grad_x + so2.sender[e] * so2.x_width + c0);
       }
     }
   });
