@@ -142,7 +142,7 @@ struct SO2 {
     return segments;
   }
 
-  // Adds the rows of a frame [rows][slab] back to a node row [component][C] at channel c0:
+  // Adds the rows of a frame [rows][slab] back to a node row [component][C]:
   // node[first + a] += sum over the segment's rows t of factor[t] * D[entry_t + a] * frame[t]
   // (messages to the receiver with rows_out, the features' gradient at the sender with rows_in).
   template <int NV>
@@ -159,7 +159,7 @@ struct SO2 {
       }
   }
 
-  // Edge-frame rows [rows][slab] of a node row [component][C] at channel c0: x̃ from the
+  // Edge-frame rows [rows][slab] of a node row [component][C]: x̃ from the
   // sender's features with rows_in, g_ỹ from the receiver's output gradient with rows_out,
   // frame[t] = factor[t] * sum_a D[entry + a] * row[first + a].
   template <int NV>
@@ -173,7 +173,8 @@ struct SO2 {
     }
   }
 
-  // ỹ [R_out][slab] = the SO(2) map of x̃ with the edge's weights w (at channel c0).
+  // ỹ [R_out][slab] = the SO(2) map of x̃ with the edge's weights w. Node rows and weights
+  // are passed at the slab's first channel.
   template <int NV>
   void map(const T* w, const T* frame_in, T* frame_out) const {
     constexpr int64_t S = Slab<T, NV>::kWidth;
