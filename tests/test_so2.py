@@ -194,7 +194,8 @@ def _forward_and_grads(conv, node_feats, edge_vec, weights, edge_index, wigner_o
 
 # (irreps_in, irreps_out, m_max): both classes, an input no output uses (0o at m_max 0), an
 # output component no block writes (m = 0 of 1e), channels that are and are not whole
-# 64-byte vectors in float64 (8, 32: 1 and 4 vectors; 3, 12: padded).
+# 64-byte vectors in float64 (2, 3 padded to 8 and 8: slabs of 1 vector; 12 padded to 16: 2;
+# 32: 4).
 CPP_CASES = [
     (MIXED, "2x0e+2x1o+2x1e+2x2e+2x0o+2x3e", 2),
     ("3x0e+3x1o+3x2e+3x3o", "3x0e+3x1o+3x2e+3x3o", None),
