@@ -69,7 +69,7 @@ class ExportedForces(torch.nn.Module):
 
 
 def _with_torch_backends(model: Potential) -> Potential:
-    """A copy of ``model`` whose operators run the torch backend: the triton and cueq
+    """A copy of ``model`` whose operators run the torch backend: the triton, cueq and cpp
     kernels are not part of libtorch, and the backends share the weights."""
     config = {**model.config, **{key: "torch" for key in ("conv_backend", "product_backend") if key in model.config}}
     if config == model.config:
