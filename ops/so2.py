@@ -212,7 +212,7 @@ class SO2Convolution(torch.nn.Module):
                 x = torch.nn.functional.pad(x, (0, pad))
                 columns = edge_weights.reshape(len(edge_weights), self.weight_numel // self.channels, self.channels)
                 edge_weights = torch.nn.functional.pad(columns, (0, pad)).flatten(1)
-            entries = self._wigner_entries(wigner)
+            entries = _wigner_entries(wigner, self.l_max, self.m_max)
             out = _SO2Kernel.apply(self, x, entries, edge_weights.contiguous(), edge_index.long().contiguous(), node_feats.shape[0])
             out = out[..., : self.channels]
         else:
@@ -267,12 +267,10 @@ class SO2Convolution(torch.nn.Module):
         """The tables of ``so2_cpp.cpp``: ``rows_in, factors_in, terms, rows_out, factors_out``.
 
         Rows are ``(first component, 2l+1, first Wigner entry)``: components of the channels-last
-        features (used input segments) or output, entries of :meth:`_wigner_entries`; terms are
+        features (used input segments) or output, entries of :func:`_wigner_entries`; terms are
         ``(row of ỹ, row of x̃, weight column)``. Output rows that no block writes get factor 0.
         """
-        dims = [2 * l + 1 for l in range(self.l_max + 1)]
-        kept = [min(l, self.m_max) for l in range(self.l_max + 1)]
-        entry_start = [sum((2 * k + 1) * d for k, d in zip(kept[:l], dims[:l])) for l in range(self.l_max + 1)]
+        starts = _wigner_entry_starts(self.l_max, self.m_max)
 
         def rows(irreps, segments, frame_rows, first_of):
             table, factors, row_of = [], [], {}
@@ -280,7 +278,7 @@ class SO2Convolution(torch.nn.Module):
                 l = irreps[j].ir.l
                 for t, (offset, factor) in enumerate(zip(*frame_rows[j])):
                     row_of[j, t] = len(table)
-                    table.append((first_of[j], dims[l], entry_start[l] + (kept[l] + offset) * dims[l]))
+                    table.append((first_of[j], 2 * l + 1, _wigner_entry(starts, self.m_max, l, offset)))
                     factors.append(factor)
             return table, factors, row_of
 
@@ -301,16 +299,8 @@ class SO2Convolution(torch.nn.Module):
         as_double = lambda values: torch.tensor(values, dtype=torch.float64)
         return [as_long(rows_in), as_double(factors_in), as_long(terms), as_long(rows_out), as_double(factors_out)]
 
-    def _wigner_entries(self, wigner: list[torch.Tensor]) -> torch.Tensor:
-        """``[E, W]``: rows ``|m| <= min(l, m_max)`` of ``D^l``, flattened, for l = 0 .. l_max."""
-        pieces = []
-        for l, d in enumerate(wigner[: self.l_max + 1]):
-            k = min(l, self.m_max)
-            pieces.append(d.narrow(1, (d.shape[1] - 1) // 2 - k, 2 * k + 1).flatten(1))
-        return torch.cat(pieces, dim=1)
-
     def _wigner_from_entries(self, entries: torch.Tensor) -> list[torch.Tensor]:
-        """The inverse of :meth:`_wigner_entries`: ``[E, 2k+1, 2l+1]`` for l = 0 .. l_max."""
+        """The inverse of :func:`_wigner_entries`: ``[E, 2k+1, 2l+1]`` for l = 0 .. l_max."""
         shapes = [(2 * min(l, self.m_max) + 1, 2 * l + 1) for l in range(self.l_max + 1)]
         pieces = entries.split([rows * columns for rows, columns in shapes], dim=1)
         return [piece.view(-1, *shape) for piece, shape in zip(pieces, shapes)]
@@ -360,7 +350,7 @@ class SO2Convolution(torch.nn.Module):
 
 class _SO2Kernel(torch.autograd.Function):
     """``backend="cpp"``: the fused C++ kernel (``so2_cpp.cpp``) of ``conv``, from channels-last
-    features ``x [N_in, components, C]``, Wigner entries ``[E, W]`` (``conv._wigner_entries``)
+    features ``x [N_in, components, C]``, Wigner entries ``[E, W]`` (:func:`_wigner_entries`)
     and edge weights to ``[N, sum of 2l+1 over irreps_out, C]``.
 
     The backward pass is one sweep of the kernel over the edges in sender order. A backward
@@ -401,6 +391,30 @@ class _SO2Kernel(torch.autograd.Function):
             grad_x, grad_entries, grad_weights,
         )
         return None, *(g if want else None for g, want in zip((grad_x, grad_entries, grad_weights), wanted)), None, None
+
+
+def _wigner_entries(wigner: list[torch.Tensor], l_max: int, m_max: int) -> torch.Tensor:
+    """``[E, W]``: the rows ``|m| <= min(l, m_max)`` of ``D^l`` (from ``edge_wigner_D`` with at
+    least those degrees and rows), flattened and concatenated for l = 0 .. l_max; the fused
+    kernels read the rotations from it."""
+    pieces = []
+    for l, d in enumerate(wigner[: l_max + 1]):
+        k = min(l, m_max)
+        pieces.append(d.narrow(1, (d.shape[1] - 1) // 2 - k, 2 * k + 1).flatten(1))
+    return torch.cat(pieces, dim=1)
+
+
+def _wigner_entry_starts(l_max: int, m_max: int) -> list[int]:
+    """Where the rows of ``D^l`` start in :func:`_wigner_entries`, l = 0 .. l_max, then ``W``."""
+    starts = [0]
+    for l in range(l_max + 1):
+        starts.append(starts[-1] + (2 * min(l, m_max) + 1) * (2 * l + 1))
+    return starts
+
+
+def _wigner_entry(starts: list[int], m_max: int, l: int, offset: int) -> int:
+    """The entry of ``D^l[m = offset, 0]`` (its row follows), ``starts`` from :func:`_wigner_entry_starts`."""
+    return starts[l] + (min(l, m_max) + offset) * (2 * l + 1)
 
 
 def _frame_rows(ir: o3.Irrep, k: int, factor_of_m) -> tuple[list[int], list[float]] | None:

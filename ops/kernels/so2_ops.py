@@ -27,7 +27,7 @@ import math
 
 import torch
 
-from ..so2 import _frame_rows
+from ..so2 import _frame_rows, _wigner_entries, _wigner_entry, _wigner_entry_starts
 from .cg_ops import cg_conv, edge_graph
 from .cg_tables import TABLE_NAMES, trilinear_tables
 
@@ -52,14 +52,11 @@ class TritonSO2(torch.nn.Module):
         self.l_max, self.m_max = conv.l_max, conv.m_max
         channels = self.channels = conv.channels
         # The Wigner entries: rows |m| <= min(l, m_max) of D^l, all columns, l = 0 .. l_max.
-        self._wigner_rows = [min(l, self.m_max) for l in range(self.l_max + 1)]
-        wigner_start = [0]
-        for l, k in enumerate(self._wigner_rows):
-            wigner_start.append(wigner_start[-1] + (2 * k + 1) * (2 * l + 1))
+        wigner_start = _wigner_entry_starts(self.l_max, self.m_max)
 
         def wigner_entry(l: int, offset: int, column: int) -> int:
             """Column of the Wigner entries holding ``D^l[m = offset, column]``."""
-            return wigner_start[l] + (self._wigner_rows[l] + offset) * (2 * l + 1) + column
+            return _wigner_entry(wigner_start, self.m_max, l, offset) + column
 
         def node_families(irreps):
             """``(start, stride, mul)`` of every (segment, component) of e3nn's layout, and their index."""
@@ -142,9 +139,7 @@ class TritonSO2(torch.nn.Module):
                 f"{edge_weights.dtype} (edge_weights) and {wigner[0].dtype} (edge vectors)"
             )
         num_edges, num_nodes = sender.shape[0], node_feats.shape[0]
-        entries = torch.cat(
-            [d.narrow(1, (d.shape[1] - 1) // 2 - k, 2 * k + 1).flatten(1) for d, k in zip(wigner, self._wigner_rows)], dim=1
-        )
+        entries = _wigner_entries(wigner, self.l_max, self.m_max)
         ones = node_feats.new_ones(()).expand(num_edges, self.channels)
         # Edge-wise steps read and write row e at edge e; the sender and receiver orders of
         # the convolution's graph serve the first and last steps' sums.
