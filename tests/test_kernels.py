@@ -163,6 +163,40 @@ def test_small_blocks_cover_partial_tiles(poisoned_outputs, cg_triton, monkeypat
     _assert_same(triton, reference, [node_feats, edge_attrs, edge_weights], edge_index, torch.float64)
 
 
+def test_the_gpu_block_sizes_compute_the_same_conv(poisoned_outputs, cg_triton, monkeypatch):
+    # The block sizes a GPU gets (one node per program, one entry at a time, 1024-element
+    # tiles), here in the interpreter: 16 channels make tiles of 64 rows or (edge, row) pairs.
+    def on_a_gpu(blocks):
+        def choose(*args):
+            with monkeypatch.context() as patch:
+                patch.setattr(cg_triton, "INTERPRETED", False)
+                return blocks(*args)
+
+        return choose
+
+    monkeypatch.setattr(cg_triton, "_node_blocks", on_a_gpu(cg_triton._node_blocks))
+    monkeypatch.setattr(cg_triton, "_edge_blocks", on_a_gpu(cg_triton._edge_blocks))
+    irreps = "16x0e+16x1o"
+    triton, reference = _pair(irreps, SH2, "0e+1o+2e")
+    node_feats, edge_attrs, edge_index = _graph(irreps, SH2, num_nodes=6, num_edges=17)
+    edge_weights = _randn(17, triton.weight_numel)
+    _assert_same(triton, reference, [node_feats, edge_attrs, edge_weights], edge_index, torch.float64)
+
+
+def test_the_kernels_compile_for_an_h100_without_spills():
+    # Triton compiles for sm_90 without a GPU (its own ptxas): every launch the CG, SO(2) and
+    # Gaunt operators make at the benchmark sizes, float32 and float64, forward to the
+    # double backward, must compile and keep its values in registers.
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "triton_report.py")
+    result = subprocess.run([sys.executable, script, "--check"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if "_kernel" in line]
+    assert {row.split()[1] for row in rows} == {
+        "gather_product_scatter_kernel", "edge_attrs_kernel", "edge_weights_kernel", "grid_product_kernel"
+    }  # fmt: skip
+    assert {"float32", "float64"} <= {row.split()[2] for row in rows}
+
+
 def test_zero_edges_and_isolated_nodes(poisoned_outputs):
     triton, reference = _pair("4x0e+2x1o", SH2)
     node_feats, edge_attrs, edge_index = _graph("4x0e+2x1o", SH2, num_nodes=5, num_edges=0)

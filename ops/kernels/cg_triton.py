@@ -22,10 +22,14 @@ Tiles: channels ``u`` are the vector axis. A node-kernel program holds
 table tile once and walks the nodes' edges in step (the s-th edge of each node together);
 an edge-kernel program holds ``[BLOCK_P (edge, row) pairs, BLOCK_J, BLOCK_U]``.
 
-Block sizes (:func:`_node_blocks`, :func:`_edge_blocks`): on a GPU one node per program and
-tiles of at most ``_GPU_TILE`` elements (not tuned yet: no GPU measurement so far); in
-Triton's interpreter, where every operation costs a fixed Python overhead whatever its
-size, the whole table and as many nodes or pairs as fit ``2^18`` elements in one tile.
+Block sizes (:func:`_node_blocks`, :func:`_edge_blocks`): on a GPU one node per program, one
+entry at a time (``BLOCK_J = 1``) and tiles of at most ``_GPU_TILE`` elements, the largest
+that compile without register spills for sm_90 at the benchmark sizes, float32 and float64
+(``scripts/triton_report.py``; not timed yet: no GPU measurement so far). Each thread holds
+the per-row values of every row of its tile, so registers grow by about 25 per row and
+element: 4096-element tiles spilled 0.5-5 kB per thread. In Triton's interpreter, where every
+operation costs a fixed Python overhead whatever its size, the whole table and as many nodes
+or pairs as fit ``2^18`` elements in one tile.
 """
 
 from __future__ import annotations
@@ -190,7 +194,7 @@ if INTERPRETED and isinstance(tl.zeros, JITFunction):
     )
 
 
-_GPU_TILE = 4096  # elements per tile on a GPU
+_GPU_TILE = 1024  # elements per tile on a GPU
 _INTERPRETER_TILE = 2**18  # elements per tile in the interpreter (numpy arrays)
 
 
@@ -203,9 +207,8 @@ def _node_blocks(num_nodes: int, entries: torch.Tensor, max_mul: int) -> tuple[i
         block_n = max(1, min(triton.next_power_of_2(num_nodes), _INTERPRETER_TILE // (block_r * block_j * block_u)))
         return block_n, block_r, block_j, block_u
     # On a GPU one node per program: nodes differ in degree, and a block waits for its largest.
-    block_j = min(triton.next_power_of_2(max_entries), 8)
-    block_r = max(1, min(triton.next_power_of_2(num_rows), _GPU_TILE // (block_j * block_u)))
-    return 1, block_r, block_j, block_u
+    block_r = max(1, min(triton.next_power_of_2(num_rows), _GPU_TILE // block_u))
+    return 1, block_r, 1, block_u
 
 
 def _edge_blocks(num_edges: int, entries: torch.Tensor, max_mul: int) -> tuple[int, int, int]:
@@ -216,8 +219,7 @@ def _edge_blocks(num_edges: int, entries: torch.Tensor, max_mul: int) -> tuple[i
     if INTERPRETED:  # every entry, and as many pairs as fit
         block_j = triton.next_power_of_2(max_entries)
         return max(1, min(pairs, _INTERPRETER_TILE // (block_j * block_u))), block_j, block_u
-    block_j = min(triton.next_power_of_2(max_entries), 8)
-    return max(1, min(pairs, _GPU_TILE // (block_j * block_u))), block_j, block_u
+    return max(1, min(pairs, _GPU_TILE // block_u)), 1, block_u
 
 
 def gather_product_scatter(
