@@ -116,8 +116,8 @@ CASES = {"cg": run_cg, "so2": run_so2, "gaunt": run_gaunt}
 
 
 def compile_launch(launch: Launch, target: GPUTarget):
-    """Compile as ``JITFunction.run`` would (same specialization on values and alignment); returns the
-    compiled kernel, its cache key and the ptxas log."""
+    """Compile as ``JITFunction.run`` would (same specialization on values and alignment):
+    ``(compiled kernel, ptxas's log)``."""
     backend = make_backend(target)
     kwargs = dict(launch.kwargs, debug=False)
     binder = create_function_from_signature(launch.kernel.signature, launch.kernel.params, backend)
@@ -130,6 +130,7 @@ def compile_launch(launch: Launch, target: GPUTarget):
 
 
 def resources(ptxas_log: str) -> dict[str, int]:
+    """Registers, spill bytes and stack from ptxas's -v log; -1 where missing (``--check`` fails then)."""
     numbers = {}
     for key, pattern in {
         "registers": r"Used (\d+) registers",

@@ -165,7 +165,7 @@ def test_small_blocks_cover_partial_tiles(poisoned_outputs, cg_triton, monkeypat
 
 def test_the_gpu_block_sizes_compute_the_same_conv(poisoned_outputs, cg_triton, monkeypatch):
     # The block sizes a GPU gets (one node per program, one entry at a time, 1024-element
-    # tiles), here in the interpreter: 16 channels make tiles of 64 rows or (edge, row) pairs.
+    # tiles), here in the interpreter: 16 channels make tiles of up to 64 rows or (edge, row) pairs.
     def on_a_gpu(blocks):
         def choose(*args):
             with monkeypatch.context() as patch:
