@@ -143,10 +143,11 @@ def resources(ptxas_log: str) -> dict[str, int]:
     return numbers
 
 
-def describe(launch: Launch) -> str:
+def describe(launch: Launch) -> tuple[str, str, str]:
+    """(kernel, floating dtypes, block sizes) of a launch."""
     dtypes = {str(a.dtype).removeprefix("torch.") for a in launch.args if isinstance(a, torch.Tensor) and a.is_floating_point()}
     blocks = " ".join(f"{k.removeprefix('BLOCK_')}={v}" for k, v in launch.kwargs.items() if k.startswith("BLOCK_"))
-    return f"{launch.kernel.__name__.strip('_'):32} {'/'.join(sorted(dtypes)):8} {blocks}"
+    return launch.kernel.__name__.strip("_"), "/".join(sorted(dtypes)), blocks
 
 
 def main() -> int:
@@ -161,7 +162,7 @@ def main() -> int:
         parser.error(f"--cases: unknown {', '.join(sorted(unknown))}; choose from {', '.join(CASES)}")
 
     target = GPUTarget("cuda", args.arch, 32)
-    distinct: dict[str, tuple[list[str], Launch]] = {}  # description: (cases that launch it, a launch)
+    distinct: dict[tuple[str, str, str], tuple[list[str], Launch]] = {}  # describe(): (cases that launch it, a launch)
     with recorded_launches() as launches:
         for case in args.cases.split(","):
             for dtype_name in args.dtypes.split(","):
@@ -176,8 +177,7 @@ def main() -> int:
     failures = 0
     with tempfile.TemporaryDirectory() as cache:  # a fresh cache: ptxas runs (and reports) for every kernel
         triton.knobs.cache.dir, triton.knobs.nvidia.dump_ptxas_log = cache, True
-        for name, (cases, launch) in distinct.items():
-            kernel_name, dtype, blocks = name.split(maxsplit=2)
+        for (kernel_name, dtype, blocks), (cases, launch) in distinct.items():
             case = ",".join(cases)
             start = time.perf_counter()
             try:
