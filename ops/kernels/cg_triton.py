@@ -18,18 +18,19 @@ see as plain tensor arguments; the cost is a masked tile over the padded entries
 generated code could unroll exact coefficients.
 
 Tiles: channels ``u`` are the vector axis. A node-kernel program holds
-``[BLOCK_N * BLOCK_R (node, row) pairs, BLOCK_J entries, BLOCK_U channels]``, loads that
-table tile once and walks the nodes' edges in step (the s-th edge of each node together);
-an edge-kernel program holds ``[BLOCK_P (edge, row) pairs, BLOCK_J, BLOCK_U]``.
+``[BLOCK_N * BLOCK_R * BLOCK_J (node, row, entry) triples, BLOCK_U channels]``, loads that
+table tile once and walks the nodes' edges in step (the s-th edge of each node together;
+with one node per program, as on a GPU, the edge is a scalar all threads share); an
+edge-kernel program holds ``[BLOCK_P (edge, row) pairs, BLOCK_J, BLOCK_U]``.
 
 Block sizes (:func:`_node_blocks`, :func:`_edge_blocks`): on a GPU one node per program, one
 entry at a time (``BLOCK_J = 1``) and tiles of at most ``_GPU_TILE`` elements, the largest
 that compile without register spills for sm_90 at the benchmark sizes, float32 and float64
-(``scripts/triton_report.py``; not timed yet: no GPU measurement so far). Each thread holds
-the per-row values of every row of its tile, so registers grow by about 25 per row and
-element: 4096-element tiles spilled 0.5-5 kB per thread. In Triton's interpreter, where every
-operation costs a fixed Python overhead whatever its size, the whole table and as many nodes
-or pairs as fit ``2^18`` elements in one tile.
+(``scripts/triton_report.py``, Triton 3.6 and 3.9; not timed yet: no GPU measurement so far).
+Each thread holds the per-row values (table entries, offsets) of every row of its tile, so
+registers grow with the rows: 4096-element tiles spilled 0.5-5 kB per thread. In Triton's
+interpreter, where every operation costs a fixed Python overhead whatever its size, the
+whole table and as many nodes or pairs as fit ``2^18`` elements in one tile.
 """
 
 from __future__ import annotations
@@ -54,48 +55,65 @@ def _gather_product_scatter_kernel(
     num_nodes, num_rows, max_entries,
     BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_U: tl.constexpr,
 ):
-    # p enumerates this program's (node, row) pairs, row fastest. int64 nodes and edges:
-    # index * stride overflows int32 on large graphs.
-    p = tl.arange(0, BLOCK_N * BLOCK_R)
+    # q enumerates this program's (node, row, entry) triples, entry fastest: tiles are [Q] and
+    # [Q, U]. With one node per program (on a GPU), the node's edge and source indices are
+    # scalars that all threads share: per-row copies cost registers, and Triton 3.6 failed to
+    # compile them (its layout pass). int64 nodes and edges: index * stride overflows int32.
+    q = tl.arange(0, BLOCK_N * BLOCK_R * BLOCK_J)
+    r = tl.program_id(1) * BLOCK_R + (q // BLOCK_J) % BLOCK_R
+    if BLOCK_N == 1:
+        node = tl.program_id(0).to(tl.int64)
+        begin = tl.load(ptr_ptr + node)
+        degree = tl.load(ptr_ptr + node + 1) - begin
+        max_degree = degree
+        q_ok = r < num_rows
+    else:
+        node = tl.program_id(0).to(tl.int64) * BLOCK_N + q // (BLOCK_R * BLOCK_J)
+        q_ok = (node < num_nodes) & (r < num_rows)
+        begin = tl.load(ptr_ptr + node, mask=q_ok, other=0)
+        degree = tl.load(ptr_ptr + node + 1, mask=q_ok, other=0) - begin
+        max_degree = tl.max(degree, axis=0)
+    mul = tl.load(rows_ptr + r * 4 + 2, mask=q_ok, other=0)
+    count = tl.load(rows_ptr + r * 4 + 3, mask=q_ok, other=0)
+    degree_q = tl.broadcast_to(degree, q.shape)  # the interpreter mistypes (scalar mask) & (vector mask)
+    u = tl.arange(0, BLOCK_U)
+    channel_ok = u[None, :] < mul[:, None]  # [Q, U]
+
+    acc = tl.zeros([BLOCK_N * BLOCK_R * BLOCK_J, BLOCK_U], dtype=out_ptr.dtype.element_ty)
+    # Entry chunks outside, edges inside: a chunk's table tile is loaded once per program.
+    for j0 in range(0, max_entries, BLOCK_J):
+        j = j0 + q % BLOCK_J
+        entry_ok = q_ok & (j < count)
+        k = (r * max_entries + j) * 4
+        a_start = tl.load(entries_ptr + k + 0, mask=entry_ok, other=0)
+        a_stride = tl.load(entries_ptr + k + 1, mask=entry_ok, other=0)
+        y_index = tl.load(entries_ptr + k + 2, mask=entry_ok, other=0)
+        w_start = tl.load(entries_ptr + k + 3, mask=entry_ok, other=0)
+        c = tl.load(coeffs_ptr + k // 4, mask=entry_ok, other=0)
+        a_offset = (a_start[:, None] + u[None, :] * a_stride[:, None]) * a_s1
+        w_offset = (w_start[:, None] + u[None, :]) * w_s1
+        y_offset = y_index * y_s1
+        # The s-th edge of every node of the block at once; nodes with fewer edges sit out.
+        for s in range(0, max_degree):
+            has_slot = s < degree
+            edge = tl.load(order_ptr + begin + s, mask=has_slot, other=0)
+            source = tl.load(gather_ptr + edge, mask=has_slot, other=0)
+            edge, source = tl.broadcast_to(edge, q.shape), tl.broadcast_to(source, q.shape)
+            slot_ok = entry_ok & (s < degree_q)
+            ok = slot_ok[:, None] & channel_ok
+            y = tl.load(y_ptr + edge * y_s0 + y_offset, mask=slot_ok, other=0)
+            w = tl.load(w_ptr + edge[:, None] * w_s0 + w_offset, mask=ok, other=0)
+            a = tl.load(a_ptr + source[:, None] * a_s0 + a_offset, mask=ok, other=0)
+            acc += (c * y)[:, None] * w * a
+    total = tl.sum(tl.reshape(acc, [BLOCK_N * BLOCK_R, BLOCK_J, BLOCK_U]), axis=1)
+
+    p = tl.arange(0, BLOCK_N * BLOCK_R)  # (node, row) pairs, row fastest
     node = tl.program_id(0).to(tl.int64) * BLOCK_N + p // BLOCK_R
     r = tl.program_id(1) * BLOCK_R + p % BLOCK_R
     p_ok = (node < num_nodes) & (r < num_rows)
     out_start = tl.load(rows_ptr + r * 4 + 0, mask=p_ok, other=0)
     out_stride = tl.load(rows_ptr + r * 4 + 1, mask=p_ok, other=0)
     mul = tl.load(rows_ptr + r * 4 + 2, mask=p_ok, other=0)
-    count = tl.load(rows_ptr + r * 4 + 3, mask=p_ok, other=0)
-    begin = tl.load(ptr_ptr + node, mask=p_ok, other=0)
-    degree = tl.load(ptr_ptr + node + 1, mask=p_ok, other=0) - begin
-    max_degree = tl.max(degree, axis=0)
-    u = tl.arange(0, BLOCK_U)
-    channel_ok = u[None, None, :] < mul[:, None, None]  # [P, 1, U]
-
-    total = tl.zeros([BLOCK_N * BLOCK_R, BLOCK_U], dtype=out_ptr.dtype.element_ty)
-    # Entry chunks outside, edges inside: a chunk's table tile is loaded once per program.
-    for j0 in range(0, max_entries, BLOCK_J):
-        j = j0 + tl.arange(0, BLOCK_J)
-        entry_ok = p_ok[:, None] & (j[None, :] < count[:, None])  # [P, J]
-        k = (r[:, None] * max_entries + j[None, :]) * 4
-        a_start = tl.load(entries_ptr + k + 0, mask=entry_ok, other=0)
-        a_stride = tl.load(entries_ptr + k + 1, mask=entry_ok, other=0)
-        y_index = tl.load(entries_ptr + k + 2, mask=entry_ok, other=0)
-        w_start = tl.load(entries_ptr + k + 3, mask=entry_ok, other=0)
-        c = tl.load(coeffs_ptr + k // 4, mask=entry_ok, other=0)
-        a_offset = (a_start[:, :, None] + u[None, None, :] * a_stride[:, :, None]) * a_s1
-        w_offset = (w_start[:, :, None] + u[None, None, :]) * w_s1
-        y_offset = y_index * y_s1
-        acc = tl.zeros([BLOCK_N * BLOCK_R, BLOCK_J, BLOCK_U], dtype=out_ptr.dtype.element_ty)
-        # The s-th edge of every node of the block at once; nodes with fewer edges sit out.
-        for s in range(0, max_degree):
-            slot_ok = p_ok & (s < degree)
-            edge = tl.load(order_ptr + begin + s, mask=slot_ok, other=0)
-            source = tl.load(gather_ptr + edge, mask=slot_ok, other=0)
-            ok = (entry_ok & slot_ok[:, None])[:, :, None] & channel_ok
-            y = tl.load(y_ptr + edge[:, None] * y_s0 + y_offset, mask=entry_ok & slot_ok[:, None], other=0)
-            w = tl.load(w_ptr + edge[:, None, None] * w_s0 + w_offset, mask=ok, other=0)
-            a = tl.load(a_ptr + source[:, None, None] * a_s0 + a_offset, mask=ok, other=0)
-            acc += (c * y)[:, :, None] * w * a
-        total += tl.sum(acc, axis=1)
     out_offset = node[:, None] * out_s0 + out_start[:, None] + u[None, :] * out_stride[:, None]
     tl.store(out_ptr + out_offset, total, mask=p_ok[:, None] & (u[None, :] < mul[:, None]))
 
