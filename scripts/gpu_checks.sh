@@ -48,7 +48,7 @@ step() {  # step NAME SECONDS COMMAND...
     echo "$name: exit $? in $((SECONDS - start)) s" >>"$out/steps.log"
 }
 
-step tests 200 "$python" -P -m pytest -q -x -p no:cacheprovider tests/test_kernels.py tests/test_cueq.py
+step tests 200 "$python" -P -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_cueq.py
 step bench_kernels 140 "$python" scripts/bench_kernels.py --device cuda --repeats 10
 step bench_so2 110 "$python" scripts/bench_so2.py --device cuda --triton --lmax 2 4 6 --repeats 5 --budget 10
 step bench_gaunt 80 "$python" scripts/bench_tp.py --gaunt --device cuda --triton --lmax-range 2,4,6 --channels 1,32

@@ -14,9 +14,10 @@ sizes) is compiled the way Triton's JIT would compile it (same specialization on
 values and alignment), and a line printed: registers per thread, spilled bytes (stores/loads), stack frame, shared memory.
 Spills mean local-memory traffic, the first thing to rule out before a kernel is timed.
 
-``--check`` exits 1 if a kernel does not compile or spills. The device's Triton may be
-another version than this one (it was 3.6 on the lent H200s); its code can differ a little.
-This uses Triton internals (the JIT's binder and ``_pack_args``), checked with Triton 3.9.
+``--check`` exits 1 if a kernel does not compile or spills. Compilers differ between
+Triton versions (3.6, on the lent H200s, failed on a kernel that 3.9 compiled): run it with
+the version the GPU will have. This uses Triton internals (the JIT's binder and
+``_pack_args``), checked with Triton 3.6 and 3.9.
 """
 
 from __future__ import annotations

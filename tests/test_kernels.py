@@ -164,8 +164,9 @@ def test_small_blocks_cover_partial_tiles(poisoned_outputs, cg_triton, monkeypat
 
 
 def test_the_gpu_block_sizes_compute_the_same_conv(poisoned_outputs, cg_triton, monkeypatch):
-    # The block sizes a GPU gets (one node per program, one entry at a time, 1024-element
-    # tiles), here in the interpreter: 16 channels make tiles of up to 64 rows or (edge, row) pairs.
+    # The block sizes a GPU gets (one node per program, whose edges the conv kernel reads as
+    # scalars; one entry at a time; 1024-element tiles), here in the interpreter: 16 channels
+    # make tiles of up to 64 rows or (edge, row) pairs.
     def on_a_gpu(blocks):
         def choose(*args):
             with monkeypatch.context() as patch:
@@ -179,6 +180,7 @@ def test_the_gpu_block_sizes_compute_the_same_conv(poisoned_outputs, cg_triton, 
     irreps = "16x0e+16x1o"
     triton, reference = _pair(irreps, SH2, "0e+1o+2e")
     node_feats, edge_attrs, edge_index = _graph(irreps, SH2, num_nodes=6, num_edges=17)
+    edge_index[edge_index == 5] = 0  # node 5 has no edges: its program must still write zeros
     edge_weights = _randn(17, triton.weight_numel)
     _assert_same(triton, reference, [node_feats, edge_attrs, edge_weights], edge_index, torch.float64)
 
