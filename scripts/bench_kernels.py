@@ -21,11 +21,17 @@ product. Both use cuEquivariance's CUDA kernel where cuequivariance-ops-torch is
 and its PyTorch code elsewhere. Their outputs are compared with the torch backend's.
 ``--tiny`` shrinks the graph and the channels so that the script runs end to end on a CPU
 (the triton column through Triton's interpreter, or ``--skip triton``).
+
+``--triton-blocks 1024x4,512x4,1024x8`` times the Triton kernels at several GPU launch
+configurations (elements per tile x warps per program; every one compiles without spills,
+``scripts/triton_report.py``): the first is the ``triton`` row, the others rows such as
+``t512x4``, each checked against the torch backend too. The interpreter ignores them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -72,6 +78,19 @@ def _cuet_convolution(irreps: o3.Irreps, irreps_sh: o3.Irreps, irreps_out: str, 
     return convolution, tp.weight_numel, tp.irreps_out.dim
 
 
+@contextlib.contextmanager
+def _gpu_launches(tile: int, warps: int):
+    """Within the block the Triton kernels launch on a GPU with ``tile``-element tiles and ``warps`` warps."""
+    from equinet.ops.kernels import cg_triton
+
+    saved = cg_triton._GPU_TILE, cg_triton._GPU_WARPS
+    cg_triton._GPU_TILE, cg_triton._GPU_WARPS = tile, warps
+    try:
+        yield
+    finally:
+        cg_triton._GPU_TILE, cg_triton._GPU_WARPS = saved
+
+
 def _synchronized(fn, device):
     def run():
         fn()
@@ -92,7 +111,7 @@ def _peak_memory_mib(fn, device) -> float | None:
     return (torch.cuda.max_memory_allocated() - before) / 2**20
 
 
-def bench_case(irreps, l_max, irreps_out, num_nodes, num_edges, dtype, device, repeats, skip) -> None:
+def bench_case(irreps, l_max, irreps_out, num_nodes, num_edges, dtype, device, repeats, skip, triton_blocks) -> None:
     irreps, irreps_sh = o3.Irreps(irreps), o3.Irreps.spherical_harmonics(l_max)
     generator = torch.Generator().manual_seed(0)
     node_feats = torch.randn(num_nodes, irreps.dim, generator=generator, dtype=dtype).to(device)
@@ -127,9 +146,19 @@ def bench_case(irreps, l_max, irreps_out, num_nodes, num_edges, dtype, device, r
         for backend, numel in weight_numels.items()
     }
 
+    # (row, backend, launch configuration): the Triton kernels once per --triton-blocks entry
+    runs = []
+    for backend in convolutions:
+        if backend == "triton" and triton_blocks:
+            for index, (tile, warps) in enumerate(triton_blocks):
+                row = "triton" if index == 0 else f"t{tile}x{warps}"
+                runs.append((row, backend, lambda tile=tile, warps=warps: _gpu_launches(tile, warps)))
+        else:
+            runs.append((backend, backend, contextlib.nullcontext))
+
     results = {}
-    for backend, conv in convolutions.items():
-        inputs = [node_feats, edge_attrs, weights[backend]]
+    for row, backend, launches in runs:
+        conv, inputs = convolutions[backend], [node_feats, edge_attrs, weights[backend]]
 
         def forward(conv=conv, inputs=inputs):
             with torch.no_grad():
@@ -140,24 +169,24 @@ def bench_case(irreps, l_max, irreps_out, num_nodes, num_edges, dtype, device, r
             torch.autograd.grad(conv(*leaves, edge_index).square().sum(), leaves)
 
         forward, forward_backward = _synchronized(forward, device), _synchronized(forward_backward, device)
-        results[backend] = (
-            statistics.median(_times_ms(forward, repeats)),
-            statistics.median(_times_ms(forward_backward, repeats)),
-            _peak_memory_mib(forward_backward, device),
-        )
-    for backend in ("triton", "cueq", "cuet"):
-        if backend in convolutions and "torch" in convolutions:
-            with torch.no_grad():
-                args = (node_feats, edge_attrs, weights["torch"], edge_index)
-                error = (convolutions[backend](*args) - convolutions["torch"](*args)).abs().max().item()
-            print(f"  {backend} vs torch backend, forward: max abs difference {error:.1e}")
+        with launches():
+            results[row] = (
+                statistics.median(_times_ms(forward, repeats)),
+                statistics.median(_times_ms(forward_backward, repeats)),
+                _peak_memory_mib(forward_backward, device),
+            )
+            if backend in ("triton", "cueq", "cuet") and "torch" in convolutions:
+                with torch.no_grad():
+                    args = (node_feats, edge_attrs, weights["torch"], edge_index)
+                    error = (conv(*args) - convolutions["torch"](*args)).abs().max().item()
+                print(f"  {row} vs torch backend, forward: max abs difference {error:.1e}")
 
     reference = results.get("triton")
     print(f"  {'backend':8}{'fwd (ms)':>11}{'f+b (ms)':>11}{'f+b MiB':>9}{'fwd / triton':>14}{'f+b / triton':>14}")
-    for backend, (fwd, fwd_bwd, memory) in results.items():
+    for row, (fwd, fwd_bwd, memory) in results.items():
         ratios = (f"{fwd / reference[0]:13.2f}x{fwd_bwd / reference[1]:13.2f}x") if reference else ""
         memory = f"{memory:9.0f}" if memory is not None else f"{'-':>9}"
-        print(f"  {backend:8}{fwd:11.2f}{fwd_bwd:11.2f}{memory}{ratios}")
+        print(f"  {row:8}{fwd:11.2f}{fwd_bwd:11.2f}{memory}{ratios}")
 
 
 def main() -> None:
@@ -170,7 +199,19 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     parser.add_argument("--skip", default="", help=f"comma-separated backends to leave out, of {', '.join(BACKENDS)}")
     parser.add_argument("--tiny", action="store_true", help="4 channels, 20 nodes, 120 edges, 2 repeats: a smoke run")
+    parser.add_argument(
+        "--triton-blocks",
+        default="",
+        help="comma-separated GPU launch configurations TILExWARPS for the Triton kernels, e.g. 1024x4,512x4 "
+        "(first: the triton row; default: the kernels' own)",
+    )
     args = parser.parse_args()
+    try:
+        triton_blocks = [tuple(int(n) for n in entry.split("x")) for entry in args.triton_blocks.split(",") if entry]
+        if any(len(pair) != 2 or min(pair) < 1 for pair in triton_blocks):
+            raise ValueError
+    except ValueError:
+        parser.error(f"--triton-blocks: expected entries TILExWARPS such as 1024x4, got {args.triton_blocks!r}")
 
     device = torch.device(args.device)
     skip = {backend for backend in args.skip.split(",") if backend}
@@ -190,8 +231,9 @@ def main() -> None:
         for dtype_name in args.dtypes.split(","):
             print(f"\n{name}: {irreps} x SH(l<={l_max}) -> {irreps_out}, {dtype_name}")
             bench_case(
-                irreps, l_max, irreps_out, args.nodes, args.edges, getattr(torch, dtype_name), device, args.repeats, skip
-            )
+                irreps, l_max, irreps_out, args.nodes, args.edges, getattr(torch, dtype_name), device, args.repeats, skip,
+                triton_blocks,
+            )  # fmt: skip
 
 
 if __name__ == "__main__":

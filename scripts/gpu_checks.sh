@@ -10,7 +10,8 @@
 # itself, into .gpu-site/ under the repository. Then, each step logged to OUTDIR
 # (default $OUT, else gpu-checks/), with a time limit per step so that one hang cannot eat the lease:
 #   1. the kernel tests on the device (TRITON_INTERPRET=0): tests/test_kernels.py, tests/test_cueq.py;
-#   2. scripts/bench_kernels.py --device cuda (CG convolution: triton, torch, e3nn, cuEquivariance);
+#   2. scripts/bench_kernels.py --device cuda (CG convolution: triton, torch, e3nn, cuEquivariance),
+#      the Triton kernels at three launch configurations (tile elements x warps);
 #   3. scripts/bench_so2.py --device cuda --triton (SO(2) convolution, torch and triton backends);
 #   4. scripts/bench_tp.py --gaunt --device cuda --triton (Gaunt grid product, torch and triton).
 # Python runs with -P so that the checkout's equinet/ folder does not shadow the installed package.
@@ -48,10 +49,10 @@ step() {  # step NAME SECONDS COMMAND...
     echo "$name: exit $? in $((SECONDS - start)) s" >>"$out/steps.log"
 }
 
-step tests 200 "$python" -P -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_cueq.py
-step bench_kernels 140 "$python" scripts/bench_kernels.py --device cuda --repeats 10
-step bench_so2 110 "$python" scripts/bench_so2.py --device cuda --triton --lmax 2 4 6 --repeats 5 --budget 10
-step bench_gaunt 80 "$python" scripts/bench_tp.py --gaunt --device cuda --triton --lmax-range 2,4,6 --channels 1,32
+step tests 170 "$python" -P -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_cueq.py
+step bench_kernels 200 "$python" scripts/bench_kernels.py --device cuda --repeats 10 --triton-blocks 1024x4,512x4,1024x8
+step bench_so2 100 "$python" scripts/bench_so2.py --device cuda --triton --lmax 2 4 6 --repeats 5 --budget 10
+step bench_gaunt 70 "$python" scripts/bench_tp.py --gaunt --device cuda --triton --lmax-range 2,4,6 --channels 1,32
 
 cat "$out/versions.log" "$out/steps.log"
 for name in tests bench_kernels bench_so2 bench_gaunt; do

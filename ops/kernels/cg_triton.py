@@ -213,6 +213,7 @@ if INTERPRETED and isinstance(tl.zeros, JITFunction):
 
 
 _GPU_TILE = 1024  # elements per tile on a GPU
+_GPU_WARPS = 4  # warps per program on a GPU (Triton's default; the interpreter ignores it)
 _INTERPRETER_TILE = 2**18  # elements per tile in the interpreter (numpy arrays)
 
 
@@ -268,7 +269,7 @@ def gather_product_scatter(
             a, a.stride(0), a.stride(1), y, y.stride(0), y.stride(1), w, w.stride(0), w.stride(1),
             gather, order, ptr, rows, entries, coeffs, out, out.stride(0),
             num_nodes, rows.shape[0], entries.shape[1],
-            BLOCK_N=block_n, BLOCK_R=block_r, BLOCK_J=block_j, BLOCK_U=block_u,
+            BLOCK_N=block_n, BLOCK_R=block_r, BLOCK_J=block_j, BLOCK_U=block_u, num_warps=_GPU_WARPS,
         )  # fmt: skip
     return out
 
@@ -294,7 +295,7 @@ def edge_attrs_contraction(
             x, x.stride(0), x.stride(1), w, w.stride(0), w.stride(1), g, g.stride(0), g.stride(1),
             src, dst, rows, entries, coeffs, out,
             num_edges, rows.shape[0], entries.shape[1],
-            BLOCK_P=block_p, BLOCK_J=block_j, BLOCK_U=block_u,
+            BLOCK_P=block_p, BLOCK_J=block_j, BLOCK_U=block_u, num_warps=_GPU_WARPS,
         )  # fmt: skip
     return out
 
@@ -321,6 +322,6 @@ def edge_weights_contraction(
             x, x.stride(0), x.stride(1), y, y.stride(0), y.stride(1), g, g.stride(0), g.stride(1),
             src, dst, rows, entries, coeffs, out, out.stride(0),
             num_edges, rows.shape[0], entries.shape[1],
-            BLOCK_P=block_p, BLOCK_J=block_j, BLOCK_U=block_u,
+            BLOCK_P=block_p, BLOCK_J=block_j, BLOCK_U=block_u, num_warps=_GPU_WARPS,
         )  # fmt: skip
     return out
