@@ -14,7 +14,9 @@
 #      the Triton kernels at three launch configurations (tile elements x warps);
 #   3. scripts/bench_so2.py --device cuda --triton (SO(2) convolution, torch and triton backends);
 #   4. scripts/bench_tp.py --gaunt --device cuda --triton (Gaunt grid product, torch and triton).
-# Python runs with -P so that the checkout's equinet/ folder does not shadow the installed package.
+# The tests run with PYTHONSAFEPATH=1 (python -P, inherited by their subprocesses) so that the
+# checkout's equinet/ folder does not shadow the installed package (the scripts import their
+# neighbours in scripts/, so they run without it).
 # The summary at the end (the last lines of each log) is what a short reply carries.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +40,8 @@ fi
 {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     "$python" -c "import torch, triton, e3nn; print('torch', torch.__version__, 'triton', triton.__version__, 'e3nn', e3nn.__version__)"
-    "$python" -c "import cuequivariance_ops_torch as ops; print('cuequivariance_ops_torch', ops.__version__)" 2>&1 | tail -n 1
+    # torch first: libcue_ops.so finds libnvrtc and libcublas only among the libraries torch has loaded
+    "$python" -c "import torch, cuequivariance_ops_torch as ops; print('cuequivariance_ops_torch', ops.__version__)" 2>&1 | tail -n 1
 } >"$out/versions.log" 2>&1
 
 step() {  # step NAME SECONDS COMMAND...
@@ -49,7 +52,7 @@ step() {  # step NAME SECONDS COMMAND...
     echo "$name: exit $? in $((SECONDS - start)) s" >>"$out/steps.log"
 }
 
-step tests 170 "$python" -P -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_cueq.py
+step tests 170 env PYTHONSAFEPATH=1 "$python" -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_cueq.py
 step bench_kernels 200 "$python" scripts/bench_kernels.py --device cuda --repeats 10 --triton-blocks 1024x4,512x4,1024x8
 step bench_so2 100 "$python" scripts/bench_so2.py --device cuda --triton --lmax 2 4 6 --repeats 5 --budget 10
 step bench_gaunt 70 "$python" scripts/bench_tp.py --gaunt --device cuda --triton --lmax-range 2,4,6 --channels 1,32
