@@ -18,6 +18,12 @@
 # checkout's equinet/ folder does not shadow the installed package (the scripts import their
 # neighbours in scripts/, so they run without it).
 # The summary at the end (the last lines of each log) is what a short reply carries.
+#
+# Rehearsal here, without a GPU: a Python 3.12 venv with the device's torch 2.11.0, triton 3.6.0,
+# e3nn, torch_geometric, lightning and pytest; `PYTHON=that/python bash scripts/gpu_checks.sh /tmp/out`
+# installs as on the device (the GPU steps then fail at once); then, with numpy < 2.4 (Triton
+# 3.6's interpreter), TRITON_INTERPRET=1 PYTHONSAFEPATH=1 PYTHONPATH=$PWD/.gpu-site that/python
+# -m pytest tests/test_kernels.py tests/test_cueq.py, and that/python scripts/triton_report.py --check.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-${OUT:-gpu-checks}}"

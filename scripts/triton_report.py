@@ -17,7 +17,7 @@ Spills mean local-memory traffic, the first thing to rule out before a kernel is
 ``--check`` exits 1 if a kernel does not compile or spills. Compilers differ between
 Triton versions (3.6, on the lent H200s, failed on a kernel that 3.9 compiled): run it with
 the version the GPU will have. This uses Triton internals (the JIT's binder and
-``_pack_args``), checked with Triton 3.6 and 3.9.
+``_pack_args``), checked with Triton 3.6, 3.7.1, 3.8 and 3.9.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ edge-kernel program holds ``[BLOCK_P (edge, row) pairs, BLOCK_J, BLOCK_U]``.
 Block sizes (:func:`_node_blocks`, :func:`_edge_blocks`): on a GPU one node per program, one
 entry at a time (``BLOCK_J = 1``) and tiles of at most ``_GPU_TILE`` elements, the largest
 that compile without register spills for sm_90 at the benchmark sizes, float32 and float64
-(``scripts/triton_report.py``, Triton 3.6 and 3.9; not timed yet: no GPU measurement so far).
+(``scripts/triton_report.py``, Triton 3.6 to 3.9; not timed yet: no GPU measurement so far).
 Each thread holds the per-row values (table entries, offsets) of every row of its tile, so
 registers grow with the rows: 4096-element tiles spilled 0.5-5 kB per thread. In Triton's
 interpreter, where every operation costs a fixed Python overhead whatever its size, the
