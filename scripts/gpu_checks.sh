@@ -54,11 +54,12 @@ step() {  # step NAME SECONDS COMMAND...
     local name=$1 limit=$2
     shift 2
     local start=$SECONDS
-    timeout "$limit" "$@" >"$out/$name.log" 2>&1
+    # SIGINT at the limit: pytest still prints its summary of the tests that ran (KILL 10 s later)
+    timeout --signal=INT --kill-after=10 "$limit" "$@" >"$out/$name.log" 2>&1
     echo "$name: exit $? in $((SECONDS - start)) s" >>"$out/steps.log"
 }
 
-step tests 170 env PYTHONSAFEPATH=1 "$python" -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_cueq.py
+step tests 170 env PYTHONSAFEPATH=1 "$python" -m pytest -q -p no:cacheprovider --durations=10 tests/test_kernels.py tests/test_cueq.py
 step bench_kernels 200 "$python" scripts/bench_kernels.py --device cuda --repeats 10 --triton-blocks 1024x4,512x4,1024x8
 step bench_so2 100 "$python" scripts/bench_so2.py --device cuda --triton --lmax 2 4 6 --repeats 5 --budget 10
 step bench_gaunt 70 "$python" scripts/bench_tp.py --gaunt --device cuda --triton --lmax-range 2,4,6 --channels 1,32
