@@ -22,6 +22,10 @@ and its PyTorch code elsewhere. Their outputs are compared with the torch backen
 ``--tiny`` shrinks the graph and the channels so that the script runs end to end on a CPU
 (the triton column through Triton's interpreter, or ``--skip triton``).
 
+On a GPU the script first measures the device-to-device copy bandwidth (bytes read plus
+written, a 2 GiB buffer) and prints, per case, the forward pass's floor: the fewest bytes it
+must move (inputs read once, output written once) at that bandwidth, against the triton time.
+
 ``--triton-blocks 1024x4,512x4,1024x8`` times the Triton kernels at several GPU launch
 configurations (elements per tile x warps per program; every one compiles without spills,
 ``scripts/triton_report.py``): the first is the ``triton`` row, the others rows such as
@@ -91,6 +95,24 @@ def _gpu_launches(tile: int, warps: int):
         cg_triton._GPU_TILE, cg_triton._GPU_WARPS = saved
 
 
+def _copy_bandwidth_gbs(device) -> float | None:
+    """GB/s of a device-to-device copy of 2 GiB (bytes read plus written; median of 10), None off a GPU."""
+    if device.type != "cuda":
+        return None
+    source = torch.randn(2**29, device=device)
+    target = torch.empty_like(source)
+    target.copy_(source)
+    seconds = []
+    for _ in range(10):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        target.copy_(source)
+        end.record()
+        torch.cuda.synchronize()
+        seconds.append(start.elapsed_time(end) / 1e3)
+    return 2 * source.numel() * source.element_size() / statistics.median(seconds) / 1e9
+
+
 def _synchronized(fn, device):
     def run():
         fn()
@@ -111,7 +133,9 @@ def _peak_memory_mib(fn, device) -> float | None:
     return (torch.cuda.max_memory_allocated() - before) / 2**20
 
 
-def bench_case(irreps, l_max, irreps_out, num_nodes, num_edges, dtype, device, repeats, skip, triton_blocks) -> None:
+def bench_case(
+    irreps, l_max, irreps_out, num_nodes, num_edges, dtype, device, repeats, skip, triton_blocks, bandwidth_gbs
+) -> None:
     irreps, irreps_sh = o3.Irreps(irreps), o3.Irreps.spherical_harmonics(l_max)
     generator = torch.Generator().manual_seed(0)
     node_feats = torch.randn(num_nodes, irreps.dim, generator=generator, dtype=dtype).to(device)
@@ -187,6 +211,12 @@ def bench_case(irreps, l_max, irreps_out, num_nodes, num_edges, dtype, device, r
         ratios = (f"{fwd / reference[0]:13.2f}x{fwd_bwd / reference[1]:13.2f}x") if reference else ""
         memory = f"{memory:9.0f}" if memory is not None else f"{'-':>9}"
         print(f"  {row:8}{fwd:11.2f}{fwd_bwd:11.2f}{memory}{ratios}")
+    if bandwidth_gbs and reference and "torch" in convolutions:
+        inputs = node_feats.numel() + edge_attrs.numel() + weights["torch"].numel()
+        fewest_bytes = (inputs + num_nodes * out_dim) * node_feats.element_size() + edge_index.numel() * 8
+        floor_ms = 1e3 * fewest_bytes / (bandwidth_gbs * 1e9)
+        print(f"  forward floor: {fewest_bytes / 1e6:.1f} MB at {bandwidth_gbs:.0f} GB/s = {floor_ms:.3f} ms; "
+              f"triton takes {reference[0] / floor_ms:.1f}x that")  # fmt: skip
 
 
 def main() -> None:
@@ -224,6 +254,9 @@ def main() -> None:
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
           + f", torch {torch.__version__}")  # fmt: skip
     print(f"graph: {args.nodes} nodes, {args.edges} edges; median of {args.repeats} runs")
+    bandwidth_gbs = _copy_bandwidth_gbs(device)
+    if bandwidth_gbs:
+        print(f"device-to-device copy: {bandwidth_gbs:.0f} GB/s (bytes read + written)")
     for name in args.cases.split(","):
         irreps, l_max, irreps_out = CASES[name]
         if args.tiny:
@@ -232,7 +265,7 @@ def main() -> None:
             print(f"\n{name}: {irreps} x SH(l<={l_max}) -> {irreps_out}, {dtype_name}")
             bench_case(
                 irreps, l_max, irreps_out, args.nodes, args.edges, getattr(torch, dtype_name), device, args.repeats, skip,
-                triton_blocks,
+                triton_blocks, bandwidth_gbs,
             )  # fmt: skip
 
 
