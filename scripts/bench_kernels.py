@@ -170,18 +170,16 @@ def bench_case(
         for backend, numel in weight_numels.items()
     }
 
-    # (row, backend, launch configuration): the Triton kernels once per --triton-blocks entry
+    # (row, backend, (tile, warps) or None): the Triton kernels once per --triton-blocks entry
     runs = []
     for backend in convolutions:
         if backend == "triton" and triton_blocks:
-            for index, (tile, warps) in enumerate(triton_blocks):
-                row = "triton" if index == 0 else f"t{tile}x{warps}"
-                runs.append((row, backend, lambda tile=tile, warps=warps: _gpu_launches(tile, warps)))
+            runs += [("triton" if i == 0 else f"t{t}x{w}", backend, (t, w)) for i, (t, w) in enumerate(triton_blocks)]
         else:
-            runs.append((backend, backend, contextlib.nullcontext))
+            runs.append((backend, backend, None))
 
     results = {}
-    for row, backend, launches in runs:
+    for row, backend, blocks in runs:
         conv, inputs = convolutions[backend], [node_feats, edge_attrs, weights[backend]]
 
         def forward(conv=conv, inputs=inputs):
@@ -193,7 +191,7 @@ def bench_case(
             torch.autograd.grad(conv(*leaves, edge_index).square().sum(), leaves)
 
         forward, forward_backward = _synchronized(forward, device), _synchronized(forward_backward, device)
-        with launches():
+        with _gpu_launches(*blocks) if blocks else contextlib.nullcontext():
             results[row] = (
                 statistics.median(_times_ms(forward, repeats)),
                 statistics.median(_times_ms(forward_backward, repeats)),
