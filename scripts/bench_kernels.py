@@ -26,10 +26,12 @@ On a GPU the script first measures the device-to-device copy bandwidth (bytes re
 written, a 2 GiB buffer) and prints, per case, the forward pass's floor: the fewest bytes it
 must move (inputs read once, output written once) at that bandwidth, against the triton time.
 
-``--triton-blocks 1024x4,512x4,1024x8`` times the Triton kernels at several GPU launch
-configurations (elements per tile x warps per program; every one compiles without spills,
-``scripts/triton_report.py``): the first is the ``triton`` row, the others rows such as
-``t512x4``, each checked against the torch backend too. The interpreter ignores them.
+``--triton-blocks 1024x4,1024x4x1,512x4`` times the Triton kernels at several GPU launch
+configurations (elements per tile x warps per program, and optionally x the largest channel
+alignment the kernels may promise, 1 for none: scalar loads instead of 16-byte vectors; every
+one compiles without spills, ``scripts/triton_report.py``): the first is the ``triton`` row,
+the others rows such as ``t1024x4x1``, each checked against the torch backend too. The
+interpreter ignores them.
 """
 
 from __future__ import annotations
@@ -83,16 +85,19 @@ def _cuet_convolution(irreps: o3.Irreps, irreps_sh: o3.Irreps, irreps_out: str, 
 
 
 @contextlib.contextmanager
-def _gpu_launches(tile: int, warps: int):
-    """Within the block the Triton kernels launch on a GPU with ``tile``-element tiles and ``warps`` warps."""
+def _gpu_launches(conv, tile: int, warps: int, align: int | None = None):
+    """Within the block the Triton kernels launch on a GPU with ``tile``-element tiles and
+    ``warps`` warps, and ``conv`` (``backend="triton"``) promises at most ``align`` channels of alignment."""
     from equinet.ops.kernels import cg_triton
 
-    saved = cg_triton._GPU_TILE, cg_triton._GPU_WARPS
+    dims = conv.tp._dims  # [..., channel alignment], passed to every launch
+    saved = cg_triton._GPU_TILE, cg_triton._GPU_WARPS, dims[5]
     cg_triton._GPU_TILE, cg_triton._GPU_WARPS = tile, warps
+    dims[5] = min(dims[5], align or dims[5])
     try:
         yield
     finally:
-        cg_triton._GPU_TILE, cg_triton._GPU_WARPS = saved
+        cg_triton._GPU_TILE, cg_triton._GPU_WARPS, dims[5] = saved
 
 
 def _copy_bandwidth_gbs(device) -> float | None:
@@ -170,11 +175,12 @@ def bench_case(
         for backend, numel in weight_numels.items()
     }
 
-    # (row, backend, (tile, warps) or None): the Triton kernels once per --triton-blocks entry
+    # (row, backend, (tile, warps[, align]) or None): the Triton kernels once per --triton-blocks entry
     runs = []
     for backend in convolutions:
         if backend == "triton" and triton_blocks:
-            runs += [("triton" if i == 0 else f"t{t}x{w}", backend, (t, w)) for i, (t, w) in enumerate(triton_blocks)]
+            runs += [("triton" if i == 0 else "t" + "x".join(map(str, blocks)), backend, blocks)
+                     for i, blocks in enumerate(triton_blocks)]  # fmt: skip
         else:
             runs.append((backend, backend, None))
 
@@ -191,7 +197,7 @@ def bench_case(
             torch.autograd.grad(conv(*leaves, edge_index).square().sum(), leaves)
 
         forward, forward_backward = _synchronized(forward, device), _synchronized(forward_backward, device)
-        with _gpu_launches(*blocks) if blocks else contextlib.nullcontext():
+        with _gpu_launches(conv, *blocks) if blocks else contextlib.nullcontext():
             results[row] = (
                 statistics.median(_times_ms(forward, repeats)),
                 statistics.median(_times_ms(forward_backward, repeats)),
@@ -204,11 +210,11 @@ def bench_case(
                 print(f"  {row} vs torch backend, forward: max abs difference {error:.1e}")
 
     reference = results.get("triton")
-    print(f"  {'backend':8}{'fwd (ms)':>11}{'f+b (ms)':>11}{'f+b MiB':>9}{'fwd / triton':>14}{'f+b / triton':>14}")
+    print(f"  {'backend':10}{'fwd (ms)':>11}{'f+b (ms)':>11}{'f+b MiB':>9}{'fwd / triton':>14}{'f+b / triton':>14}")
     for row, (fwd, fwd_bwd, memory) in results.items():
         ratios = (f"{fwd / reference[0]:13.2f}x{fwd_bwd / reference[1]:13.2f}x") if reference else ""
         memory = f"{memory:9.0f}" if memory is not None else f"{'-':>9}"
-        print(f"  {row:8}{fwd:11.2f}{fwd_bwd:11.2f}{memory}{ratios}")
+        print(f"  {row:10}{fwd:11.2f}{fwd_bwd:11.2f}{memory}{ratios}")
     if bandwidth_gbs and reference and "torch" in convolutions:
         inputs = node_feats.numel() + edge_attrs.numel() + weights["torch"].numel()
         fewest_bytes = (inputs + num_nodes * out_dim) * node_feats.element_size() + edge_index.numel() * 8
@@ -230,16 +236,16 @@ def main() -> None:
     parser.add_argument(
         "--triton-blocks",
         default="",
-        help="comma-separated GPU launch configurations TILExWARPS for the Triton kernels, e.g. 1024x4,512x4 "
-        "(first: the triton row; default: the kernels' own)",
+        help="comma-separated GPU launch configurations TILExWARPS[xALIGN] for the Triton kernels, e.g. "
+        "1024x4,1024x4x1,512x4 (first: the triton row; default: the kernels' own; ALIGN caps the channel alignment)",
     )
     args = parser.parse_args()
     try:
         triton_blocks = [tuple(int(n) for n in entry.split("x")) for entry in args.triton_blocks.split(",") if entry]
-        if any(len(pair) != 2 or min(pair) < 1 for pair in triton_blocks):
+        if any(len(blocks) not in (2, 3) or min(blocks) < 1 for blocks in triton_blocks):
             raise ValueError
     except ValueError:
-        parser.error(f"--triton-blocks: expected entries TILExWARPS such as 1024x4, got {args.triton_blocks!r}")
+        parser.error(f"--triton-blocks: expected entries TILExWARPS[xALIGN] such as 1024x4 or 1024x4x1, got {args.triton_blocks!r}")
 
     device = torch.device(args.device)
     skip = {backend for backend in args.skip.split(",") if backend}

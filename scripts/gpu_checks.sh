@@ -11,7 +11,7 @@
 # (default $OUT, else gpu-checks/), with a time limit per step so that one hang cannot eat the lease:
 #   1. the kernel tests on the device (TRITON_INTERPRET=0): tests/test_kernels.py, tests/test_cueq.py;
 #   2. scripts/bench_kernels.py --device cuda (CG convolution: triton, torch, e3nn, cuEquivariance),
-#      the Triton kernels at three launch configurations (tile elements x warps);
+#      the Triton kernels at five launch configurations (tile elements x warps; x1: scalar loads);
 #   3. scripts/bench_so2.py --device cuda --triton (SO(2) convolution, torch and triton backends);
 #   4. scripts/bench_tp.py --gaunt --device cuda --triton (Gaunt grid product, torch and triton).
 # The tests run with PYTHONSAFEPATH=1 (python -P, inherited by their subprocesses) so that the
@@ -60,8 +60,8 @@ step() {  # step NAME SECONDS COMMAND...
 }
 
 step tests 170 env PYTHONSAFEPATH=1 "$python" -m pytest -q -p no:cacheprovider --durations=10 tests/test_kernels.py tests/test_cueq.py
-step bench_kernels 200 "$python" scripts/bench_kernels.py --device cuda --repeats 10 --triton-blocks 1024x4,512x4,1024x8
-step bench_so2 100 "$python" scripts/bench_so2.py --device cuda --triton --lmax 2 4 6 --repeats 5 --budget 10
+step bench_kernels 210 "$python" scripts/bench_kernels.py --device cuda --repeats 10 --triton-blocks 1024x4,1024x4x1,512x4,1024x8,2048x8
+step bench_so2 90 "$python" scripts/bench_so2.py --device cuda --triton --lmax 2 4 6 --repeats 5 --budget 10
 step bench_gaunt 70 "$python" scripts/bench_tp.py --gaunt --device cuda --triton --lmax-range 2,4,6 --channels 1,32
 
 cat "$out/versions.log" "$out/steps.log"

@@ -11,7 +11,8 @@ operator runs forward, backward and the double backward of force training on sma
 tensors with every kernel launch recorded instead of run (outputs stay empty; block sizes
 depend on the tables, not on the graph size). Each distinct launch (kernel, dtype, block
 sizes) is compiled the way Triton's JIT would compile it (same specialization on argument
-values and alignment), and a line printed: registers per thread, spilled bytes (stores/loads), stack frame, shared memory.
+values and alignment), and a line printed: registers per thread, spilled bytes (stores/loads), stack frame, shared memory,
+and how many of its global loads and stores in the PTX are 16-byte vectors (``v16``).
 Spills mean local-memory traffic, the first thing to rule out before a kernel is timed.
 
 ``--check`` exits 1 if a kernel does not compile or spills. Compilers differ between
@@ -144,6 +145,11 @@ def resources(ptxas_log: str) -> dict[str, int]:
     return numbers
 
 
+def vector_accesses(ptx: str) -> int:
+    """Global loads and stores of 16 bytes (4 x 32 or 2 x 64 bits) in a kernel's PTX."""
+    return len(re.findall(r"\b(?:ld|st)\.global\.(?:v4\.b32|v2\.b64)\b", ptx))
+
+
 def describe(launch: Launch) -> tuple[str, str, str]:
     """(kernel, floating dtypes, block sizes) of a launch."""
     dtypes = {str(a.dtype).removeprefix("torch.") for a in launch.args if isinstance(a, torch.Tensor) and a.is_floating_point()}
@@ -174,7 +180,7 @@ def main() -> int:
                     cases += [] if case in cases else [case]
 
     print(f"triton {triton.__version__}, target sm_{args.arch}: {len(distinct)} distinct launches")
-    print(f"{'cases':14}{'kernel':33}{'dtype':9}{'blocks':30}{'warps':>6}{'regs':>6}{'spill st/ld (B)':>17}{'stack':>7}{'smem':>7}{'s':>5}")
+    print(f"{'cases':14}{'kernel':33}{'dtype':9}{'blocks':30}{'warps':>6}{'regs':>6}{'spill st/ld (B)':>17}{'stack':>7}{'smem':>7}{'v16':>5}{'s':>5}")
     failures = 0
     with tempfile.TemporaryDirectory() as cache:  # a fresh cache: ptxas runs (and reports) for every kernel
         triton.knobs.cache.dir, triton.knobs.nvidia.dump_ptxas_log = cache, True
@@ -192,7 +198,8 @@ def main() -> int:
             failures += numbers["spill stores"] != 0 or numbers["spill loads"] != 0
             print(
                 f"{case:14}{kernel_name:33}{dtype:9}{blocks:30}{compiled.metadata.num_warps:6}{numbers['registers']:6}"
-                f"{spills:>17}{numbers['stack']:7}{compiled.metadata.shared:7}{time.perf_counter() - start:5.1f}",
+                f"{spills:>17}{numbers['stack']:7}{compiled.metadata.shared:7}{vector_accesses(compiled.asm['ptx']):5}"
+                f"{time.perf_counter() - start:5.1f}",
                 flush=True,
             )
     if args.check and failures:

@@ -185,6 +185,32 @@ def test_the_gpu_block_sizes_compute_the_same_conv(poisoned_outputs, cg_triton, 
     _assert_same(triton, reference, [node_feats, edge_attrs, edge_weights], edge_index, torch.float64)
 
 
+@pytest.mark.parametrize("irreps, irreps_out, expected", [
+    ("128x0e+128x1o", "0e+1o+2e+3o", 16),  # MACE-medium: 16 is the most the kernels ask for
+    ("16x0e+8x1o", None, 8),
+    ("6x0e+6x1o", None, 2),  # weight starts 0, 6, 12, ...
+    ("3x0e+5x1o", None, 1),
+])  # fmt: skip
+def test_channel_alignment_divides_every_multiplicity_and_weight_start(irreps, irreps_out, expected):
+    # The kernels promise Triton (tl.multiple_of) that weight columns and channel masks come in
+    # runs of this many channels; the interpreter ignores the promise, a GPU would load
+    # misaligned vectors if it were wrong.
+    from equinet.ops.kernels.cg_tables import TABLE_NAMES, channel_alignment
+
+    conv = CGConvolution(irreps, SH3, irreps_out, backend="triton")
+    tables = {name: getattr(conv.tp, name) for name in TABLE_NAMES}
+    assert channel_alignment(tables) == conv.tp._dims[5] == expected
+    fields = [tables["conv_rows"][:, 2], tables["conv_entries"][..., 3], tables["transpose_rows"][:, 2],
+              tables["transpose_entries"][..., 3], tables["attrs_entries"][..., 4:6], tables["weights_rows"][:, :2]]  # fmt: skip
+    assert all(bool((field % expected == 0).all()) for field in fields)
+
+
+@pytest.mark.parametrize("channels, expected", [(32, 16), (6, 2), (3, 1)])
+def test_so2_steps_get_the_channel_alignment(channels, expected):
+    so2 = SO2Convolution(f"{channels}x0e+{channels}x1o+{channels}x2e", f"{channels}x0e+{channels}x1o", 1, backend="triton")
+    assert {step: dims[5] for step, dims in so2.kernels._dims.items()} == dict.fromkeys(so2.kernels._dims, expected)
+
+
 def test_the_kernels_compile_for_an_h100_without_spills():
     # Triton compiles for sm_90 without a GPU (its own ptxas): every launch the CG, SO(2) and
     # Gaunt operators make at the benchmark sizes, float32 and float64, forward to the
@@ -197,6 +223,8 @@ def test_the_kernels_compile_for_an_h100_without_spills():
         "gather_product_scatter_kernel", "edge_attrs_kernel", "edge_weights_kernel", "grid_product_kernel"
     }  # fmt: skip
     assert {"float32", "float64"} <= {row.split()[2] for row in rows}
+    # The weight columns of the CG kernels compile to 16-byte loads or stores (v16, the next to last column).
+    assert all(int(row.split()[-2]) > 0 for row in rows if "grid_product" not in row), result.stdout
 
 
 def test_zero_edges_and_isolated_nodes(poisoned_outputs):

@@ -34,7 +34,8 @@ Common arguments:
   :func:`edge_graph` (edge endpoints and both CSR orders).
 * ``tables``: the tables of :func:`~equinet.ops.kernels.cg_tables.cg_kernel_tables` in the
   order of ``TABLE_NAMES``, coefficients in the dtype of the features.
-* ``dims``: ``[D1, D2, W, Dout, max_mul]`` (feature sizes and the largest multiplicity of x).
+* ``dims``: ``[D1, D2, W, Dout, max_mul, align]`` (feature sizes, the largest multiplicity of
+  x and the tables' :func:`~equinet.ops.kernels.cg_tables.channel_alignment`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import torch
 from e3nn import o3
 
 from . import cg_triton
-from .cg_tables import TABLE_NAMES, cg_kernel_tables
+from .cg_tables import TABLE_NAMES, cg_kernel_tables, channel_alignment
 
 __all__ = ["TritonChannelwise", "edge_graph"]
 
@@ -65,7 +66,7 @@ def cg_conv(x: Tensor, y: Tensor, w: Tensor, graph: list[Tensor], tables: list[T
     """``out[i] = sum_{e: dst e = i} TP(x[src e], y[e], w[e])`` → ``[N, Dout]``."""
     check_device(x)
     src, _, order, ptr, _, _ = graph
-    return cg_triton.gather_product_scatter(x, y, w, src, order, ptr, *tables[0:3], dims[3], dims[4])
+    return cg_triton.gather_product_scatter(x, y, w, src, order, ptr, *tables[0:3], dims[3], dims[4], dims[5])
 
 
 @torch.library.custom_op("equinet::cg_conv_transpose", mutates_args=())
@@ -75,7 +76,7 @@ def cg_conv_transpose(
     """``out[j] = sum_{e: src e = j} TP^T(g[dst e], y[e], w[e])`` → ``[N, D1]``."""
     check_device(g)
     _, dst, _, _, order, ptr = graph
-    return cg_triton.gather_product_scatter(g, y, w, dst, order, ptr, *tables[3:6], dims[0], dims[4])
+    return cg_triton.gather_product_scatter(g, y, w, dst, order, ptr, *tables[3:6], dims[0], dims[4], dims[5])
 
 
 @torch.library.custom_op("equinet::cg_conv_grad_attrs", mutates_args=())
@@ -84,7 +85,7 @@ def cg_conv_grad_attrs(
 ) -> Tensor:
     """``dF/dy`` → ``[E, D2]``."""
     check_device(x)
-    return cg_triton.edge_attrs_contraction(x, w, g, graph[0], graph[1], *tables[6:9], dims[4])
+    return cg_triton.edge_attrs_contraction(x, w, g, graph[0], graph[1], *tables[6:9], dims[4], dims[5])
 
 
 @torch.library.custom_op("equinet::cg_conv_grad_weights", mutates_args=())
@@ -93,7 +94,7 @@ def cg_conv_grad_weights(
 ) -> Tensor:
     """``dF/dw`` → ``[E, W]``."""
     check_device(x)
-    return cg_triton.edge_weights_contraction(x, y, g, graph[0], graph[1], *tables[9:12], dims[2], dims[4])
+    return cg_triton.edge_weights_contraction(x, y, g, graph[0], graph[1], *tables[9:12], dims[2], dims[4], dims[5])
 
 
 @cg_conv.register_fake
@@ -191,11 +192,12 @@ class TritonChannelwise(torch.nn.Module):
 
     def __init__(self, irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps, instructions):
         super().__init__()
-        for name, table in cg_kernel_tables(irreps_in1, irreps_in2, irreps_out, instructions).items():
+        tables = cg_kernel_tables(irreps_in1, irreps_in2, irreps_out, instructions)
+        for name, table in tables.items():
             self.register_buffer(name, table)
         weight_numel = sum(irreps_in1[i1].mul for i1, _, _ in instructions)
         max_mul = max(mul for mul, _ in irreps_in1)
-        self._dims = [irreps_in1.dim, irreps_in2.dim, weight_numel, irreps_out.dim, max_mul]
+        self._dims = [irreps_in1.dim, irreps_in2.dim, weight_numel, irreps_out.dim, max_mul, channel_alignment(tables)]
 
     def forward(
         self,

@@ -48,7 +48,7 @@ import math
 import torch
 from e3nn import o3
 
-__all__ = ["TABLE_NAMES", "cg_kernel_tables", "trilinear_tables"]
+__all__ = ["TABLE_NAMES", "cg_kernel_tables", "channel_alignment", "trilinear_tables"]
 
 # The order in which the tables travel to the custom ops (one flat list of tensors).
 TABLE_NAMES = tuple(
@@ -112,6 +112,26 @@ def trilinear_tables(
         tables[f"{kind}_entries"] = entry_fields
         tables[f"{kind}_coeffs"] = coeffs.to(dtype)
     return tables
+
+
+def channel_alignment(tables: dict[str, torch.Tensor], largest: int = 16) -> int:
+    """The largest power of two, up to ``largest``, that divides every multiplicity and
+    every weight start in the four tables of :func:`trilinear_tables`.
+
+    The kernels tell Triton so (``tl.multiple_of``): a row's weight columns ``w_start + u``
+    and its channel mask ``u < mul`` then come in aligned runs of that many channels, which
+    a GPU loads and stores as 16-byte vectors. Padding entries hold zeros, which every
+    power of two divides.
+    """
+    values = torch.cat([
+        tables["conv_rows"][:, 2], tables["conv_entries"][..., 3].flatten(),
+        tables["transpose_rows"][:, 2], tables["transpose_entries"][..., 3].flatten(),
+        tables["attrs_entries"][..., 4:6].flatten(), tables["weights_rows"][:, :2].flatten(),
+    ])  # fmt: skip
+    align = largest
+    while align > 1 and bool((values % align).any()):
+        align //= 2
+    return align
 
 
 def cg_kernel_tables(

@@ -21,14 +21,24 @@ Tiles: channels ``u`` are the vector axis. A node-kernel program holds
 ``[BLOCK_N * BLOCK_R * BLOCK_J (node, row, entry) triples, BLOCK_U channels]``, loads that
 table tile once and walks the nodes' edges in step (the s-th edge of each node together;
 with one node per program, as on a GPU, the edge is a scalar all threads share); an
-edge-kernel program holds ``[BLOCK_P (edge, row) pairs, BLOCK_J, BLOCK_U]``.
+edge-kernel program holds ``[BLOCK_P * BLOCK_J ((edge, row) pair, entry) couples, BLOCK_U]``.
+
+Vectors: ``ALIGN`` (:func:`~equinet.ops.kernels.cg_tables.channel_alignment`) divides every
+multiplicity and weight start, and the kernels say so to Triton (``tl.multiple_of``). The
+weight columns ``w_start + u`` are then aligned runs, which compile to 16-byte loads (conv and
+edge-attribute kernels) and stores (edge-weight kernel), and Triton gives each thread 16
+bytes of a row (4 float32 or 2 float64 channels) instead of one channel: it then holds fewer
+rows, and fewer of their table values, which halves the registers in float32
+(``scripts/triton_report.py``). The gathered features (``start + u * stride``, stride
+``2l + 1``) stay scalar loads.
 
 Block sizes (:func:`_node_blocks`, :func:`_edge_blocks`): on a GPU one node per program, one
 entry at a time (``BLOCK_J = 1``) and tiles of at most ``_GPU_TILE`` elements, the largest
 that compile without register spills for sm_90 at the benchmark sizes, float32 and float64
-(``scripts/triton_report.py``, Triton 3.6 to 3.9; not timed yet: no GPU measurement so far).
-Each thread holds the per-row values (table entries, offsets) of every row of its tile, so
-registers grow with the rows: 4096-element tiles spilled 0.5-5 kB per thread. In Triton's
+(``scripts/triton_report.py``, Triton 3.6 to 3.9; not timed yet: no GPU measurement so far),
+with ``_GPU_WARPS`` warps. Each thread holds the per-row values (table entries, offsets) of
+the rows it computes, so registers grow with the rows per thread: 4096-element tiles spilled
+0.5-5 kB per thread before the vectors, 2048-element tiles spill with 4 warps, not with 8. In Triton's
 interpreter, where every operation costs a fixed Python overhead whatever its size, the
 whole table and as many nodes or pairs as fit ``2^18`` elements in one tile.
 """
@@ -53,7 +63,7 @@ def _gather_product_scatter_kernel(
     rows_ptr, entries_ptr, coeffs_ptr,  # table: [R, 4], [R, J, 4], [R, J]
     out_ptr, out_s0,  # [N, Dout], rows contiguous
     num_nodes, num_rows, max_entries,
-    BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_U: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_U: tl.constexpr, ALIGN: tl.constexpr,
 ):
     # q enumerates this program's (node, row, entry) triples, entry fastest: tiles are [Q] and
     # [Q, U]. With one node per program (on a GPU), the node's edge and source indices are
@@ -73,7 +83,7 @@ def _gather_product_scatter_kernel(
         begin = tl.load(ptr_ptr + node, mask=q_ok, other=0)
         degree = tl.load(ptr_ptr + node + 1, mask=q_ok, other=0) - begin
         max_degree = tl.max(degree, axis=0)
-    mul = tl.load(rows_ptr + r * 4 + 2, mask=q_ok, other=0)
+    mul = tl.multiple_of(tl.load(rows_ptr + r * 4 + 2, mask=q_ok, other=0), ALIGN)
     count = tl.load(rows_ptr + r * 4 + 3, mask=q_ok, other=0)
     degree_q = tl.broadcast_to(degree, q.shape)  # the interpreter mistypes (scalar mask) & (vector mask)
     u = tl.arange(0, BLOCK_U)
@@ -88,7 +98,7 @@ def _gather_product_scatter_kernel(
         a_start = tl.load(entries_ptr + k + 0, mask=entry_ok, other=0)
         a_stride = tl.load(entries_ptr + k + 1, mask=entry_ok, other=0)
         y_index = tl.load(entries_ptr + k + 2, mask=entry_ok, other=0)
-        w_start = tl.load(entries_ptr + k + 3, mask=entry_ok, other=0)
+        w_start = tl.multiple_of(tl.load(entries_ptr + k + 3, mask=entry_ok, other=0), ALIGN)
         c = tl.load(coeffs_ptr + k // 4, mask=entry_ok, other=0)
         a_offset = (a_start[:, None] + u[None, :] * a_stride[:, None]) * a_s1
         w_offset = (w_start[:, None] + u[None, :]) * w_s1
@@ -127,35 +137,39 @@ def _edge_attrs_kernel(
     rows_ptr, entries_ptr, coeffs_ptr,  # table: [D2, 1], [D2, J, 6], [D2, J]
     out_ptr,  # [E, D2], contiguous
     num_edges, num_rows, max_entries,
-    BLOCK_P: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_U: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_U: tl.constexpr, ALIGN: tl.constexpr,
 ):
-    # p enumerates (edge, row) pairs, row fastest: p is also the offset of out[edge, row].
+    # q enumerates this program's ((edge, row) pair, entry) couples, entry fastest: tiles are
+    # [Q] and [Q, U]. A pair p (row fastest) is also the offset of out[edge, row].
     # int64: edge * stride overflows int32 on large graphs.
-    p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    q = tl.arange(0, BLOCK_P * BLOCK_J)
+    p = tl.program_id(0).to(tl.int64) * BLOCK_P + q // BLOCK_J
     p_ok = p < num_edges * num_rows
     edge, r = p // num_rows, p % num_rows
-    source = tl.load(src_ptr + edge, mask=p_ok, other=0)[:, None, None]
-    target = tl.load(dst_ptr + edge, mask=p_ok, other=0)[:, None, None]
+    source = tl.load(src_ptr + edge, mask=p_ok, other=0)
+    target = tl.load(dst_ptr + edge, mask=p_ok, other=0)
     count = tl.load(rows_ptr + r, mask=p_ok, other=0)
-    u = tl.arange(0, BLOCK_U)[None, None, :]
-    total = tl.zeros([BLOCK_P], dtype=out_ptr.dtype.element_ty)
+    u = tl.arange(0, BLOCK_U)[None, :]
+    acc = tl.zeros([BLOCK_P * BLOCK_J], dtype=out_ptr.dtype.element_ty)
     for j0 in range(0, max_entries, BLOCK_J):
-        j = j0 + tl.arange(0, BLOCK_J)
-        entry_ok = p_ok[:, None] & (j[None, :] < count[:, None])  # [P, J]
-        k = (r[:, None] * max_entries + j[None, :]) * 6
-        x_start = tl.load(entries_ptr + k + 0, mask=entry_ok, other=0)[:, :, None]
-        x_stride = tl.load(entries_ptr + k + 1, mask=entry_ok, other=0)[:, :, None]
-        g_start = tl.load(entries_ptr + k + 2, mask=entry_ok, other=0)[:, :, None]
-        g_stride = tl.load(entries_ptr + k + 3, mask=entry_ok, other=0)[:, :, None]
-        w_start = tl.load(entries_ptr + k + 4, mask=entry_ok, other=0)[:, :, None]
-        mul = tl.load(entries_ptr + k + 5, mask=entry_ok, other=0)[:, :, None]
+        j = j0 + q % BLOCK_J
+        entry_ok = p_ok & (j < count)
+        k = (r * max_entries + j) * 6
+        x_start = tl.load(entries_ptr + k + 0, mask=entry_ok, other=0)
+        x_stride = tl.load(entries_ptr + k + 1, mask=entry_ok, other=0)
+        g_start = tl.load(entries_ptr + k + 2, mask=entry_ok, other=0)
+        g_stride = tl.load(entries_ptr + k + 3, mask=entry_ok, other=0)
+        w_start = tl.multiple_of(tl.load(entries_ptr + k + 4, mask=entry_ok, other=0), ALIGN)
+        mul = tl.multiple_of(tl.load(entries_ptr + k + 5, mask=entry_ok, other=0), ALIGN)
         c = tl.load(coeffs_ptr + k // 6, mask=entry_ok, other=0)
-        ok = entry_ok[:, :, None] & (u < mul)
-        x = tl.load(x_ptr + source * x_s0 + (x_start + u * x_stride) * x_s1, mask=ok, other=0)
-        w = tl.load(w_ptr + edge[:, None, None] * w_s0 + (w_start + u) * w_s1, mask=ok, other=0)
-        g = tl.load(g_ptr + target * g_s0 + (g_start + u * g_stride) * g_s1, mask=ok, other=0)
-        total += tl.sum(c * tl.sum(x * w * g, axis=2), axis=1)
-    tl.store(out_ptr + p, total, mask=p_ok)
+        ok = entry_ok[:, None] & (u < mul[:, None])
+        x = tl.load(x_ptr + source[:, None] * x_s0 + (x_start[:, None] + u * x_stride[:, None]) * x_s1, mask=ok, other=0)
+        w = tl.load(w_ptr + edge[:, None] * w_s0 + (w_start[:, None] + u) * w_s1, mask=ok, other=0)
+        g = tl.load(g_ptr + target[:, None] * g_s0 + (g_start[:, None] + u * g_stride[:, None]) * g_s1, mask=ok, other=0)
+        acc += c * tl.sum(x * w * g, axis=1)
+    total = tl.sum(tl.reshape(acc, [BLOCK_P, BLOCK_J]), axis=1)
+    p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    tl.store(out_ptr + p, total, mask=p < num_edges * num_rows)
 
 
 @triton.jit
@@ -167,38 +181,45 @@ def _edge_weights_kernel(
     rows_ptr, entries_ptr, coeffs_ptr,  # table: [P, 3], [P, J, 5], [P, J]
     out_ptr, out_s0,  # [E, W], rows contiguous
     num_edges, num_rows, max_entries,
-    BLOCK_P: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_U: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_U: tl.constexpr, ALIGN: tl.constexpr,
 ):
-    # p enumerates (edge, path) pairs; a pair owns out[edge, w_start + u] for u < mul.
+    # q enumerates ((edge, path) pair, entry) couples, entry fastest: tiles are [Q] and [Q, U].
+    # A pair owns out[edge, w_start + u] for u < mul.
+    q = tl.arange(0, BLOCK_P * BLOCK_J)
+    p = tl.program_id(0).to(tl.int64) * BLOCK_P + q // BLOCK_J
+    p_ok = p < num_edges * num_rows
+    edge, r = p // num_rows, p % num_rows
+    source = tl.load(src_ptr + edge, mask=p_ok, other=0)
+    target = tl.load(dst_ptr + edge, mask=p_ok, other=0)
+    mul = tl.multiple_of(tl.load(rows_ptr + r * 3 + 1, mask=p_ok, other=0), ALIGN)
+    count = tl.load(rows_ptr + r * 3 + 2, mask=p_ok, other=0)
+    u = tl.arange(0, BLOCK_U)[None, :]
+    channel_ok = u < mul[:, None]
+    acc = tl.zeros([BLOCK_P * BLOCK_J, BLOCK_U], dtype=out_ptr.dtype.element_ty)
+    for j0 in range(0, max_entries, BLOCK_J):
+        j = j0 + q % BLOCK_J
+        entry_ok = p_ok & (j < count)
+        k = (r * max_entries + j) * 5
+        x_start = tl.load(entries_ptr + k + 0, mask=entry_ok, other=0)
+        x_stride = tl.load(entries_ptr + k + 1, mask=entry_ok, other=0)
+        y_index = tl.load(entries_ptr + k + 2, mask=entry_ok, other=0)
+        g_start = tl.load(entries_ptr + k + 3, mask=entry_ok, other=0)
+        g_stride = tl.load(entries_ptr + k + 4, mask=entry_ok, other=0)
+        c = tl.load(coeffs_ptr + k // 5, mask=entry_ok, other=0)
+        ok = entry_ok[:, None] & channel_ok
+        y = tl.load(y_ptr + edge * y_s0 + y_index * y_s1, mask=entry_ok, other=0)
+        x = tl.load(x_ptr + source[:, None] * x_s0 + (x_start[:, None] + u * x_stride[:, None]) * x_s1, mask=ok, other=0)
+        g = tl.load(g_ptr + target[:, None] * g_s0 + (g_start[:, None] + u * g_stride[:, None]) * g_s1, mask=ok, other=0)
+        acc += (c * y)[:, None] * x * g
+    total = tl.sum(tl.reshape(acc, [BLOCK_P, BLOCK_J, BLOCK_U]), axis=1)
+
     p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     p_ok = p < num_edges * num_rows
     edge, r = p // num_rows, p % num_rows
-    source = tl.load(src_ptr + edge, mask=p_ok, other=0)[:, None, None]
-    target = tl.load(dst_ptr + edge, mask=p_ok, other=0)[:, None, None]
-    w_start = tl.load(rows_ptr + r * 3 + 0, mask=p_ok, other=0)
-    mul = tl.load(rows_ptr + r * 3 + 1, mask=p_ok, other=0)
-    count = tl.load(rows_ptr + r * 3 + 2, mask=p_ok, other=0)
-    u = tl.arange(0, BLOCK_U)
-    uu = u[None, None, :]
-    channel_ok = uu < mul[:, None, None]
-    total = tl.zeros([BLOCK_P, BLOCK_U], dtype=out_ptr.dtype.element_ty)
-    for j0 in range(0, max_entries, BLOCK_J):
-        j = j0 + tl.arange(0, BLOCK_J)
-        entry_ok = p_ok[:, None] & (j[None, :] < count[:, None])  # [P, J]
-        k = (r[:, None] * max_entries + j[None, :]) * 5
-        x_start = tl.load(entries_ptr + k + 0, mask=entry_ok, other=0)[:, :, None]
-        x_stride = tl.load(entries_ptr + k + 1, mask=entry_ok, other=0)[:, :, None]
-        y_index = tl.load(entries_ptr + k + 2, mask=entry_ok, other=0)
-        g_start = tl.load(entries_ptr + k + 3, mask=entry_ok, other=0)[:, :, None]
-        g_stride = tl.load(entries_ptr + k + 4, mask=entry_ok, other=0)[:, :, None]
-        c = tl.load(coeffs_ptr + k // 5, mask=entry_ok, other=0)
-        ok = entry_ok[:, :, None] & channel_ok
-        y = tl.load(y_ptr + edge[:, None] * y_s0 + y_index * y_s1, mask=entry_ok, other=0)
-        x = tl.load(x_ptr + source * x_s0 + (x_start + uu * x_stride) * x_s1, mask=ok, other=0)
-        g = tl.load(g_ptr + target * g_s0 + (g_start + uu * g_stride) * g_s1, mask=ok, other=0)
-        total += tl.sum((c * y)[:, :, None] * x * g, axis=1)
-    out_ok = p_ok[:, None] & (u[None, :] < mul[:, None])
-    tl.store(out_ptr + edge[:, None] * out_s0 + w_start[:, None] + u[None, :], total, mask=out_ok)
+    w_start = tl.multiple_of(tl.load(rows_ptr + r * 3 + 0, mask=p_ok, other=0), ALIGN)
+    mul = tl.multiple_of(tl.load(rows_ptr + r * 3 + 1, mask=p_ok, other=0), ALIGN)
+    out_ok = p_ok[:, None] & (u < mul[:, None])
+    tl.store(out_ptr + edge[:, None] * out_s0 + w_start[:, None] + u, total, mask=out_ok)
 
 
 # With TRITON_INTERPRET=1, @triton.jit returns an interpreted function instead of a
@@ -253,6 +274,7 @@ def gather_product_scatter(
     coeffs: torch.Tensor,
     out_dim: int,
     max_mul: int,
+    align: int,
 ) -> torch.Tensor:
     """``out[n, row] = sum over edges e of node n (``order[ptr[n]:ptr[n+1]]``) of the row's entries.
 
@@ -269,7 +291,7 @@ def gather_product_scatter(
             a, a.stride(0), a.stride(1), y, y.stride(0), y.stride(1), w, w.stride(0), w.stride(1),
             gather, order, ptr, rows, entries, coeffs, out, out.stride(0),
             num_nodes, rows.shape[0], entries.shape[1],
-            BLOCK_N=block_n, BLOCK_R=block_r, BLOCK_J=block_j, BLOCK_U=block_u, num_warps=_GPU_WARPS,
+            BLOCK_N=block_n, BLOCK_R=block_r, BLOCK_J=block_j, BLOCK_U=block_u, ALIGN=align, num_warps=_GPU_WARPS,
         )  # fmt: skip
     return out
 
@@ -284,6 +306,7 @@ def edge_attrs_contraction(
     entries: torch.Tensor,
     coeffs: torch.Tensor,
     max_mul: int,
+    align: int,
 ) -> torch.Tensor:
     """``out[e, b]``: the ``attrs`` table contracted with ``x[src]``, ``w`` and ``g[dst]`` → ``[E, D2]``."""
     num_edges = src.shape[0]
@@ -295,7 +318,7 @@ def edge_attrs_contraction(
             x, x.stride(0), x.stride(1), w, w.stride(0), w.stride(1), g, g.stride(0), g.stride(1),
             src, dst, rows, entries, coeffs, out,
             num_edges, rows.shape[0], entries.shape[1],
-            BLOCK_P=block_p, BLOCK_J=block_j, BLOCK_U=block_u, num_warps=_GPU_WARPS,
+            BLOCK_P=block_p, BLOCK_J=block_j, BLOCK_U=block_u, ALIGN=align, num_warps=_GPU_WARPS,
         )  # fmt: skip
     return out
 
@@ -311,6 +334,7 @@ def edge_weights_contraction(
     coeffs: torch.Tensor,
     weight_numel: int,
     max_mul: int,
+    align: int,
 ) -> torch.Tensor:
     """``out[e, w_k + u]``: the ``weights`` table contracted with ``x[src]``, ``y`` and ``g[dst]`` → ``[E, W]``."""
     num_edges = src.shape[0]
@@ -322,6 +346,6 @@ def edge_weights_contraction(
             x, x.stride(0), x.stride(1), y, y.stride(0), y.stride(1), g, g.stride(0), g.stride(1),
             src, dst, rows, entries, coeffs, out, out.stride(0),
             num_edges, rows.shape[0], entries.shape[1],
-            BLOCK_P=block_p, BLOCK_J=block_j, BLOCK_U=block_u, num_warps=_GPU_WARPS,
+            BLOCK_P=block_p, BLOCK_J=block_j, BLOCK_U=block_u, ALIGN=align, num_warps=_GPU_WARPS,
         )  # fmt: skip
     return out

@@ -29,7 +29,7 @@ import torch
 
 from ..so2 import _frame_rows, _wigner_entries, _wigner_entry, _wigner_entry_starts
 from .cg_ops import cg_conv, edge_graph
-from .cg_tables import TABLE_NAMES, trilinear_tables
+from .cg_tables import TABLE_NAMES, channel_alignment, trilinear_tables
 
 __all__ = ["TritonSO2"]
 
@@ -126,6 +126,8 @@ class TritonSO2(torch.nn.Module):
             "so2_map": [r_in, 1, conv.weight_numel, r_out, channels],
             "rotate_out": [r_out, wigner_dim, channels, conv.irreps_out.dim, channels],
         }
+        for step in STEPS:
+            self._dims[step].append(channel_alignment(tables[step]))
 
     def _step(self, step: str, x, y, w, graph) -> torch.Tensor:
         tables = [getattr(self, f"{step}_{name}") for name in TABLE_NAMES]
