@@ -36,6 +36,9 @@ Common arguments:
   order of ``TABLE_NAMES``, coefficients in the dtype of the features.
 * ``dims``: ``[D1, D2, W, Dout, max_mul, align]`` (feature sizes, the largest multiplicity of
   x and the tables' :func:`~equinet.ops.kernels.cg_tables.channel_alignment`).
+
+Node features and outputs are in the tables' ``ir_mul`` layout (:mod:`.layout`);
+:class:`TritonChannelwise` permutes e3nn's ``mul_ir`` at its boundary.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from e3nn import o3
 
 from . import cg_triton
 from .cg_tables import TABLE_NAMES, cg_kernel_tables, channel_alignment
+from .layout import inverse_permutation, ir_mul_columns
 
 __all__ = ["TritonChannelwise", "edge_graph"]
 
@@ -188,6 +192,8 @@ class TritonChannelwise(torch.nn.Module):
     Holds the CG tables as buffers (moved and cast with the module). Called with
     ``sender``/``receiver`` it is the convolution ``[N, D1] → [num_receivers, Dout]``;
     without them, the plain product ``[E, D1] → [E, Dout]`` (edge e reads and writes row e).
+    The kernels compute in the ``ir_mul`` layout (:mod:`.layout`): features and outputs are
+    permuted at the boundary, on node rows in the convolution (on edge rows in the product).
     """
 
     def __init__(self, irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps, instructions):
@@ -195,6 +201,8 @@ class TritonChannelwise(torch.nn.Module):
         tables = cg_kernel_tables(irreps_in1, irreps_in2, irreps_out, instructions)
         for name, table in tables.items():
             self.register_buffer(name, table)
+        self.register_buffer("in1_columns", ir_mul_columns(irreps_in1))
+        self.register_buffer("out_columns", inverse_permutation(ir_mul_columns(irreps_out)))
         weight_numel = sum(irreps_in1[i1].mul for i1, _, _ in instructions)
         max_mul = max(mul for mul, _ in irreps_in1)
         self._dims = [irreps_in1.dim, irreps_in2.dim, weight_numel, irreps_out.dim, max_mul, channel_alignment(tables)]
@@ -220,4 +228,5 @@ class TritonChannelwise(torch.nn.Module):
             graph = edge_graph(sender, receiver, x1.shape[0], num_receivers)
         tables = [getattr(self, name) for name in TABLE_NAMES]
         tables = [t.to(x1.dtype) if t.is_floating_point() else t for t in tables]
-        return cg_conv(x1, x2, weights, graph, tables, self._dims)
+        out = cg_conv(x1.index_select(1, self.in1_columns), x2, weights, graph, tables, self._dims)
+        return out.index_select(1, self.out_columns)

@@ -60,7 +60,7 @@ def _gather_product_scatter_kernel(
     w_ptr, w_s0, w_s1,  # edge weights [E, W]
     gather_ptr,  # [E] row of `a` that edge e reads
     order_ptr, ptr_ptr,  # edges sorted by output node, and each node's [begin, end) in that order
-    rows_ptr, entries_ptr, coeffs_ptr,  # table: [R, 4], [R, J, 4], [R, J]
+    rows_ptr, entries_ptr, coeffs_ptr,  # table: [R, 3], [R, J, 3], [R, J]
     out_ptr, out_s0,  # [N, Dout], rows contiguous
     num_nodes, num_rows, max_entries,
     BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_U: tl.constexpr, ALIGN: tl.constexpr,
@@ -83,8 +83,8 @@ def _gather_product_scatter_kernel(
         begin = tl.load(ptr_ptr + node, mask=q_ok, other=0)
         degree = tl.load(ptr_ptr + node + 1, mask=q_ok, other=0) - begin
         max_degree = tl.max(degree, axis=0)
-    mul = tl.multiple_of(tl.load(rows_ptr + r * 4 + 2, mask=q_ok, other=0), ALIGN)
-    count = tl.load(rows_ptr + r * 4 + 3, mask=q_ok, other=0)
+    mul = tl.multiple_of(tl.load(rows_ptr + r * 3 + 1, mask=q_ok, other=0), ALIGN)
+    count = tl.load(rows_ptr + r * 3 + 2, mask=q_ok, other=0)
     degree_q = tl.broadcast_to(degree, q.shape)  # the interpreter mistypes (scalar mask) & (vector mask)
     u = tl.arange(0, BLOCK_U)
     channel_ok = u[None, :] < mul[:, None]  # [Q, U]
@@ -94,13 +94,12 @@ def _gather_product_scatter_kernel(
     for j0 in range(0, max_entries, BLOCK_J):
         j = j0 + q % BLOCK_J
         entry_ok = q_ok & (j < count)
-        k = (r * max_entries + j) * 4
-        a_start = tl.load(entries_ptr + k + 0, mask=entry_ok, other=0)
-        a_stride = tl.load(entries_ptr + k + 1, mask=entry_ok, other=0)
-        y_index = tl.load(entries_ptr + k + 2, mask=entry_ok, other=0)
-        w_start = tl.multiple_of(tl.load(entries_ptr + k + 3, mask=entry_ok, other=0), ALIGN)
-        c = tl.load(coeffs_ptr + k // 4, mask=entry_ok, other=0)
-        a_offset = (a_start[:, None] + u[None, :] * a_stride[:, None]) * a_s1
+        k = (r * max_entries + j) * 3
+        a_start = tl.multiple_of(tl.load(entries_ptr + k + 0, mask=entry_ok, other=0), ALIGN)
+        y_index = tl.load(entries_ptr + k + 1, mask=entry_ok, other=0)
+        w_start = tl.multiple_of(tl.load(entries_ptr + k + 2, mask=entry_ok, other=0), ALIGN)
+        c = tl.load(coeffs_ptr + k // 3, mask=entry_ok, other=0)
+        a_offset = (a_start[:, None] + u[None, :]) * a_s1
         w_offset = (w_start[:, None] + u[None, :]) * w_s1
         y_offset = y_index * y_s1
         # The s-th edge of every node of the block at once; nodes with fewer edges sit out.
@@ -121,10 +120,9 @@ def _gather_product_scatter_kernel(
     node = tl.program_id(0).to(tl.int64) * BLOCK_N + p // BLOCK_R
     r = tl.program_id(1) * BLOCK_R + p % BLOCK_R
     p_ok = (node < num_nodes) & (r < num_rows)
-    out_start = tl.load(rows_ptr + r * 4 + 0, mask=p_ok, other=0)
-    out_stride = tl.load(rows_ptr + r * 4 + 1, mask=p_ok, other=0)
-    mul = tl.load(rows_ptr + r * 4 + 2, mask=p_ok, other=0)
-    out_offset = node[:, None] * out_s0 + out_start[:, None] + u[None, :] * out_stride[:, None]
+    out_start = tl.multiple_of(tl.load(rows_ptr + r * 3 + 0, mask=p_ok, other=0), ALIGN)
+    mul = tl.multiple_of(tl.load(rows_ptr + r * 3 + 1, mask=p_ok, other=0), ALIGN)
+    out_offset = node[:, None] * out_s0 + out_start[:, None] + u[None, :]
     tl.store(out_ptr + out_offset, total, mask=p_ok[:, None] & (u[None, :] < mul[:, None]))
 
 
@@ -134,7 +132,7 @@ def _edge_attrs_kernel(
     w_ptr, w_s0, w_s1,  # edge weights [E, W]
     g_ptr, g_s0, g_s1,  # receiver-side operand [N, Dout], read at receivers
     src_ptr, dst_ptr,  # [E]
-    rows_ptr, entries_ptr, coeffs_ptr,  # table: [D2, 1], [D2, J, 6], [D2, J]
+    rows_ptr, entries_ptr, coeffs_ptr,  # table: [D2, 1], [D2, J, 4], [D2, J]
     out_ptr,  # [E, D2], contiguous
     num_edges, num_rows, max_entries,
     BLOCK_P: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_U: tl.constexpr, ALIGN: tl.constexpr,
@@ -154,18 +152,16 @@ def _edge_attrs_kernel(
     for j0 in range(0, max_entries, BLOCK_J):
         j = j0 + q % BLOCK_J
         entry_ok = p_ok & (j < count)
-        k = (r * max_entries + j) * 6
-        x_start = tl.load(entries_ptr + k + 0, mask=entry_ok, other=0)
-        x_stride = tl.load(entries_ptr + k + 1, mask=entry_ok, other=0)
-        g_start = tl.load(entries_ptr + k + 2, mask=entry_ok, other=0)
-        g_stride = tl.load(entries_ptr + k + 3, mask=entry_ok, other=0)
-        w_start = tl.multiple_of(tl.load(entries_ptr + k + 4, mask=entry_ok, other=0), ALIGN)
-        mul = tl.multiple_of(tl.load(entries_ptr + k + 5, mask=entry_ok, other=0), ALIGN)
-        c = tl.load(coeffs_ptr + k // 6, mask=entry_ok, other=0)
+        k = (r * max_entries + j) * 4
+        x_start = tl.multiple_of(tl.load(entries_ptr + k + 0, mask=entry_ok, other=0), ALIGN)
+        g_start = tl.multiple_of(tl.load(entries_ptr + k + 1, mask=entry_ok, other=0), ALIGN)
+        w_start = tl.multiple_of(tl.load(entries_ptr + k + 2, mask=entry_ok, other=0), ALIGN)
+        mul = tl.multiple_of(tl.load(entries_ptr + k + 3, mask=entry_ok, other=0), ALIGN)
+        c = tl.load(coeffs_ptr + k // 4, mask=entry_ok, other=0)
         ok = entry_ok[:, None] & (u < mul[:, None])
-        x = tl.load(x_ptr + source[:, None] * x_s0 + (x_start[:, None] + u * x_stride[:, None]) * x_s1, mask=ok, other=0)
+        x = tl.load(x_ptr + source[:, None] * x_s0 + (x_start[:, None] + u) * x_s1, mask=ok, other=0)
         w = tl.load(w_ptr + edge[:, None] * w_s0 + (w_start[:, None] + u) * w_s1, mask=ok, other=0)
-        g = tl.load(g_ptr + target[:, None] * g_s0 + (g_start[:, None] + u * g_stride[:, None]) * g_s1, mask=ok, other=0)
+        g = tl.load(g_ptr + target[:, None] * g_s0 + (g_start[:, None] + u) * g_s1, mask=ok, other=0)
         acc += c * tl.sum(x * w * g, axis=1)
     total = tl.sum(tl.reshape(acc, [BLOCK_P, BLOCK_J]), axis=1)
     p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -178,7 +174,7 @@ def _edge_weights_kernel(
     y_ptr, y_s0, y_s1,  # edge attributes [E, D2]
     g_ptr, g_s0, g_s1,  # receiver-side operand [N, Dout], read at receivers
     src_ptr, dst_ptr,  # [E]
-    rows_ptr, entries_ptr, coeffs_ptr,  # table: [P, 3], [P, J, 5], [P, J]
+    rows_ptr, entries_ptr, coeffs_ptr,  # table: [P, 3], [P, J, 3], [P, J]
     out_ptr, out_s0,  # [E, W], rows contiguous
     num_edges, num_rows, max_entries,
     BLOCK_P: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_U: tl.constexpr, ALIGN: tl.constexpr,
@@ -199,17 +195,15 @@ def _edge_weights_kernel(
     for j0 in range(0, max_entries, BLOCK_J):
         j = j0 + q % BLOCK_J
         entry_ok = p_ok & (j < count)
-        k = (r * max_entries + j) * 5
-        x_start = tl.load(entries_ptr + k + 0, mask=entry_ok, other=0)
-        x_stride = tl.load(entries_ptr + k + 1, mask=entry_ok, other=0)
-        y_index = tl.load(entries_ptr + k + 2, mask=entry_ok, other=0)
-        g_start = tl.load(entries_ptr + k + 3, mask=entry_ok, other=0)
-        g_stride = tl.load(entries_ptr + k + 4, mask=entry_ok, other=0)
-        c = tl.load(coeffs_ptr + k // 5, mask=entry_ok, other=0)
+        k = (r * max_entries + j) * 3
+        x_start = tl.multiple_of(tl.load(entries_ptr + k + 0, mask=entry_ok, other=0), ALIGN)
+        y_index = tl.load(entries_ptr + k + 1, mask=entry_ok, other=0)
+        g_start = tl.multiple_of(tl.load(entries_ptr + k + 2, mask=entry_ok, other=0), ALIGN)
+        c = tl.load(coeffs_ptr + k // 3, mask=entry_ok, other=0)
         ok = entry_ok[:, None] & channel_ok
         y = tl.load(y_ptr + edge * y_s0 + y_index * y_s1, mask=entry_ok, other=0)
-        x = tl.load(x_ptr + source[:, None] * x_s0 + (x_start[:, None] + u * x_stride[:, None]) * x_s1, mask=ok, other=0)
-        g = tl.load(g_ptr + target[:, None] * g_s0 + (g_start[:, None] + u * g_stride[:, None]) * g_s1, mask=ok, other=0)
+        x = tl.load(x_ptr + source[:, None] * x_s0 + (x_start[:, None] + u) * x_s1, mask=ok, other=0)
+        g = tl.load(g_ptr + target[:, None] * g_s0 + (g_start[:, None] + u) * g_s1, mask=ok, other=0)
         acc += (c * y)[:, None] * x * g
     total = tl.sum(tl.reshape(acc, [BLOCK_P, BLOCK_J, BLOCK_U]), axis=1)
 

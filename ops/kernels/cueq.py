@@ -19,12 +19,10 @@ basis and sorting conventions are. The method is cuEquivariance's CUDA kernel
 size (one multiplicity for all irreps), else its PyTorch implementation ``"naive"`` (what
 the CPU tests run).
 
-Layouts: equinet's features are e3nn's ``mul_ir`` (in each ``mul x ir`` block, channel-major,
-components inside); cuEquivariance's kernels want ``ir_mul`` (component-major, channels
-inside, so that one component of a block is a contiguous run of channels). Inputs are
-permuted to ``ir_mul`` on the way in and outputs back to ``mul_ir`` on the way out, each by
-one ``index_select`` of columns with a constant permutation; in the convolution that is on
-node rows, before the gather and after the scatter. Edge attributes have multiplicity 1
+Layouts: cuEquivariance's kernels want ``ir_mul`` (:mod:`.layout`), equinet's features are
+e3nn's ``mul_ir``. Inputs are permuted to ``ir_mul`` on the way in and outputs back to
+``mul_ir`` on the way out, each by one ``index_select`` of columns with a constant
+permutation; in the convolution that is on node rows, before the gather and after the scatter. Edge attributes have multiplicity 1
 and weights are per-path vectors of channels, so neither needs one.
 """
 
@@ -39,6 +37,7 @@ import torch
 from e3nn import o3
 
 from ..symmetric_contraction import WEIGHT_SCALE, SymmetricContraction
+from .layout import inverse_permutation, ir_mul_columns
 
 __all__ = ["CueqChannelwise", "CueqSymmetricContraction"]
 
@@ -48,21 +47,6 @@ _INPUT_MODES = "abcdefghjklmnopqrstvxyz"
 # Entries of equinet's coupling basis below this are rounding noise of the SVD that built
 # it (at most ~4e-14 up to l = 3 and order 3, where the smallest true entry is ~6e-4).
 _NOISE = 1e-10
-
-
-def _ir_mul_columns(irreps: o3.Irreps) -> torch.Tensor:
-    """Columns that reorder ``[.., irreps.dim]`` from ``mul_ir`` to ``ir_mul``:
-    ``x_ir_mul = x_mul_ir[:, columns]``."""
-    columns = []
-    for (mul, ir), block in zip(irreps, irreps.slices()):
-        columns += [block.start + u * ir.dim + i for i in range(ir.dim) for u in range(mul)]
-    return torch.tensor(columns, dtype=torch.long)
-
-
-def _inverse(permutation: torch.Tensor) -> torch.Tensor:
-    inverse = torch.empty_like(permutation)
-    inverse[permutation] = torch.arange(len(permutation))
-    return inverse
 
 
 def _method(polynomial: cue.SegmentedPolynomial) -> str:
@@ -102,8 +86,8 @@ class CueqChannelwise(torch.nn.Module):
             stp.add_path(None, i1, i2, None, c=cg.numpy(), dims={"u": mul1, "v": 1})
         polynomial = cue.SegmentedPolynomial.eval_last_operand(stp)
         self.polynomial = cuet.SegmentedPolynomial(polynomial, method=_method(polynomial))
-        self.register_buffer("in1_columns", _ir_mul_columns(irreps_in1))
-        self.register_buffer("out_columns", _inverse(_ir_mul_columns(irreps_out)))
+        self.register_buffer("in1_columns", ir_mul_columns(irreps_in1))
+        self.register_buffer("out_columns", inverse_permutation(ir_mul_columns(irreps_out)))
 
     def forward(
         self,
@@ -199,8 +183,8 @@ class CueqSymmetricContraction(SymmetricContraction):
             for ir_out, orders in self._outputs
             if order in orders
         ]
-        self.register_buffer("_in_columns", _ir_mul_columns(self.irreps_in), persistent=False)
-        self.register_buffer("_out_columns", _inverse(_ir_mul_columns(self.irreps_out)), persistent=False)
+        self.register_buffer("_in_columns", ir_mul_columns(self.irreps_in), persistent=False)
+        self.register_buffer("_out_columns", inverse_permutation(ir_mul_columns(self.irreps_out)), persistent=False)
         self._build()
         self.register_load_state_dict_post_hook(CueqSymmetricContraction._rebuild_if_bases_changed)
 

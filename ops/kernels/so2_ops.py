@@ -18,7 +18,8 @@ segment, in the order of ``SO2Convolution``: per segment m = 0, +1, -1, ..) of a
 row-major ``[row, channel]``. The Wigner entries are those of ``edge_wigner_D``'s matrices
 (rows ``|m| <= min(l, m_max)``), flattened and concatenated over the degrees; the quarter
 turn ``J`` of class -1 irreps and the ``1/sqrt(n)`` of the blocks are in the coefficients.
-The ``1`` operands are stride-0 views of a single one.
+The ``1`` operands are stride-0 views of a single one. Node features enter and leave in the
+kernels' ``ir_mul`` layout (:mod:`.layout`), permuted at the boundary.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 from ..so2 import _frame_rows, _wigner_entries, _wigner_entry, _wigner_entry_starts
 from .cg_ops import cg_conv, edge_graph
 from .cg_tables import TABLE_NAMES, channel_alignment, trilinear_tables
+from .layout import inverse_permutation, ir_mul_columns
 
 __all__ = ["TritonSO2"]
 
@@ -59,12 +61,12 @@ class TritonSO2(torch.nn.Module):
             return _wigner_entry(wigner_start, self.m_max, l, offset) + column
 
         def node_families(irreps):
-            """``(start, stride, mul)`` of every (segment, component) of e3nn's layout, and their index."""
+            """``(start, mul)`` of every (segment, component) in the ``ir_mul`` layout, and their index."""
             families, index = [], {}
             for j, (mul, ir) in enumerate(irreps):
                 for m in range(ir.dim):
                     index[j, m] = len(families)
-                    families.append((irreps[:j].dim + m, ir.dim, mul))
+                    families.append((irreps[:j].dim + m * mul, mul))
             return families, index
 
         def frame_rows(ks):
@@ -76,7 +78,7 @@ class TritonSO2(torch.nn.Module):
             return index
 
         def frame_families(rows):
-            return [(row * channels, 1, channels) for row in range(len(rows))]
+            return [(row * channels, channels) for row in range(len(rows))]
 
         rows_in, rows_out = frame_rows(conv._k_in), frame_rows(conv._k_out)
         nodes_in, node_in = node_families(conv.irreps_in)
@@ -128,6 +130,8 @@ class TritonSO2(torch.nn.Module):
         }
         for step in STEPS:
             self._dims[step].append(channel_alignment(tables[step]))
+        self.register_buffer("in_columns", ir_mul_columns(conv.irreps_in), persistent=False)
+        self.register_buffer("out_columns", inverse_permutation(ir_mul_columns(conv.irreps_out)), persistent=False)
 
     def _step(self, step: str, x, y, w, graph) -> torch.Tensor:
         tables = [getattr(self, f"{step}_{name}") for name in TABLE_NAMES]
@@ -148,6 +152,8 @@ class TritonSO2(torch.nn.Module):
         src, dst, by_dst, ptr_dst, by_src, ptr_src = edge_graph(sender, receiver, num_nodes, num_nodes)
         rows = torch.arange(num_edges, device=sender.device, dtype=sender.dtype)
         ptr = torch.arange(num_edges + 1, device=sender.device, dtype=sender.dtype)
+        node_feats = node_feats.index_select(1, self.in_columns)
         x = self._step("rotate_in", node_feats, entries, ones, [src, rows, rows, ptr, by_src, ptr_src])
         y = self._step("so2_map", x, ones[:, :1], edge_weights, [rows, rows, rows, ptr, rows, ptr])
-        return self._step("rotate_out", y, entries, ones, [rows, dst, by_dst, ptr_dst, rows, ptr])
+        out = self._step("rotate_out", y, entries, ones, [rows, dst, by_dst, ptr_dst, rows, ptr])
+        return out.index_select(1, self.out_columns)
