@@ -3,6 +3,8 @@
 cuEquivariance (``backend="cueq"``) and C++ CPU kernels of the Gaunt product and the SO(2)
 convolution (``backend="cpp"``).
 
+* :mod:`.layout` — the ``ir_mul`` layout that the kernel backends compute in, and the
+  permutations to and from e3nn's ``mul_ir``.
 * :mod:`.cg_tables` — the sparse Clebsch–Gordan tables that drive the kernels (pure torch).
 * :mod:`.cg_triton` — the kernels of the fused CG convolution (gather → channel-wise CG
   product with per-edge weights → segmented sum at the receivers) and of its derivatives.

@@ -23,14 +23,13 @@ table tile once and walks the nodes' edges in step (the s-th edge of each node t
 with one node per program, as on a GPU, the edge is a scalar all threads share); an
 edge-kernel program holds ``[BLOCK_P * BLOCK_J ((edge, row) pair, entry) couples, BLOCK_U]``.
 
-Vectors: ``ALIGN`` (:func:`~equinet.ops.kernels.cg_tables.channel_alignment`) divides every
-multiplicity and weight start, and the kernels say so to Triton (``tl.multiple_of``). The
-weight columns ``w_start + u`` are then aligned runs, which compile to 16-byte loads (conv and
-edge-attribute kernels) and stores (edge-weight kernel), and Triton gives each thread 16
-bytes of a row (4 float32 or 2 float64 channels) instead of one channel: it then holds fewer
-rows, and fewer of their table values, which halves the registers in float32
-(``scripts/triton_report.py``). The gathered features (``start + u * stride``, stride
-``2l + 1``) stay scalar loads.
+Vectors: every operand is read and written as runs ``start + u`` of channels (the tables'
+``ir_mul`` layout), and ``ALIGN`` (:func:`~equinet.ops.kernels.cg_tables.channel_alignment`)
+divides every start and multiplicity; the kernels say so to Triton (``tl.multiple_of``). The
+runs then compile to 16-byte loads and stores, and Triton gives each thread 16 bytes of a row
+(4 float32 or 2 float64 channels) instead of one channel: it holds fewer rows, and fewer of
+their table values, which more than halves the registers in float32
+(``scripts/triton_report.py``).
 
 Block sizes (:func:`_node_blocks`, :func:`_edge_blocks`): on a GPU one node per program, one
 entry at a time (``BLOCK_J = 1``) and tiles of at most ``_GPU_TILE`` elements, the largest
@@ -38,9 +37,10 @@ that compile without register spills for sm_90 at the benchmark sizes, float32 a
 (``scripts/triton_report.py``, Triton 3.6 to 3.9; not timed yet: no GPU measurement so far),
 with ``_GPU_WARPS`` warps. Each thread holds the per-row values (table entries, offsets) of
 the rows it computes, so registers grow with the rows per thread: 4096-element tiles spilled
-0.5-5 kB per thread before the vectors, 2048-element tiles spill with 4 warps, not with 8. In Triton's
-interpreter, where every operation costs a fixed Python overhead whatever its size, the
-whole table and as many nodes or pairs as fit ``2^18`` elements in one tile.
+0.5-5 kB per thread before the vectors; 2048-element tiles still spill a little with 4 warps
+(Triton 3.6), not with 8. In Triton's interpreter, where every operation costs a fixed
+Python overhead whatever its size, the whole table and as many nodes or pairs as fit
+``2^18`` elements in one tile.
 """
 
 from __future__ import annotations
