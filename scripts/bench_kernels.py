@@ -245,7 +245,9 @@ def main() -> None:
         if any(len(blocks) not in (2, 3) or min(blocks) < 1 for blocks in triton_blocks):
             raise ValueError
     except ValueError:
-        parser.error(f"--triton-blocks: expected entries TILExWARPS[xALIGN] such as 1024x4 or 1024x4x1, got {args.triton_blocks!r}")
+        parser.error(
+            f"--triton-blocks: expected entries TILExWARPS[xALIGN] such as 1024x4 or 1024x4x1, got {args.triton_blocks!r}"
+        )
 
     device = torch.device(args.device)
     skip = {backend for backend in args.skip.split(",") if backend}

@@ -11,8 +11,8 @@ operator runs forward, backward and the double backward of force training on sma
 tensors with every kernel launch recorded instead of run (outputs stay empty; block sizes
 depend on the tables, not on the graph size). Each distinct launch (kernel, dtype, block
 sizes) is compiled the way Triton's JIT would compile it (same specialization on argument
-values and alignment), and a line printed: registers per thread, spilled bytes (stores/loads), stack frame, shared memory,
-and how many of its global loads and stores in the PTX are 16-byte vectors (``v16``).
+values and alignment), and a line printed: registers per thread, spilled bytes (stores/loads), stack frame, shared
+memory, and how many of its global loads and stores in the PTX are 16-byte vectors (``v16``).
 Spills mean local-memory traffic, the first thing to rule out before a kernel is timed.
 
 ``--check`` exits 1 if a kernel does not compile or spills. Compilers differ between
@@ -180,7 +180,10 @@ def main() -> int:
                     cases += [] if case in cases else [case]
 
     print(f"triton {triton.__version__}, target sm_{args.arch}: {len(distinct)} distinct launches")
-    print(f"{'cases':14}{'kernel':33}{'dtype':9}{'blocks':30}{'warps':>6}{'regs':>6}{'spill st/ld (B)':>17}{'stack':>7}{'smem':>7}{'v16':>5}{'s':>5}")
+    print(
+        f"{'cases':14}{'kernel':33}{'dtype':9}{'blocks':30}{'warps':>6}{'regs':>6}{'spill st/ld (B)':>17}{'stack':>7}"
+        f"{'smem':>7}{'v16':>5}{'s':>5}"
+    )
     failures = 0
     with tempfile.TemporaryDirectory() as cache:  # a fresh cache: ptxas runs (and reports) for every kernel
         triton.knobs.cache.dir, triton.knobs.nvidia.dump_ptxas_log = cache, True

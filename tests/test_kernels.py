@@ -204,7 +204,8 @@ def test_channel_alignment_divides_every_start_and_multiplicity(irreps, irreps_o
 
 @pytest.mark.parametrize("channels, expected", [(32, 16), (6, 2), (3, 1)])
 def test_so2_steps_get_the_channel_alignment(channels, expected):
-    so2 = SO2Convolution(f"{channels}x0e+{channels}x1o+{channels}x2e", f"{channels}x0e+{channels}x1o", 1, backend="triton")
+    irreps = f"{channels}x0e+{channels}x1o+{channels}x2e"
+    so2 = SO2Convolution(irreps, f"{channels}x0e+{channels}x1o", 1, backend="triton")
     assert {step: dims[5] for step, dims in so2.kernels._dims.items()} == dict.fromkeys(so2.kernels._dims, expected)
 
 

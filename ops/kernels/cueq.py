@@ -22,8 +22,9 @@ the CPU tests run).
 Layouts: cuEquivariance's kernels want ``ir_mul`` (:mod:`.layout`), equinet's features are
 e3nn's ``mul_ir``. Inputs are permuted to ``ir_mul`` on the way in and outputs back to
 ``mul_ir`` on the way out, each by one ``index_select`` of columns with a constant
-permutation; in the convolution that is on node rows, before the gather and after the scatter. Edge attributes have multiplicity 1
-and weights are per-path vectors of channels, so neither needs one.
+permutation; in the convolution that is on node rows, before the gather and after the
+scatter. Edge attributes have multiplicity 1 and weights are per-path vectors of channels,
+so neither needs one.
 """
 
 from __future__ import annotations
