@@ -30,8 +30,9 @@ must import :mod:`equinet.ops.kernels.cg_ops` first, which registers them.
 
 Common arguments:
 
-* ``graph``: ``[src, dst, order_by_dst, ptr_by_dst, order_by_src, ptr_by_src]`` from
-  :func:`edge_graph` (edge endpoints and both CSR orders).
+* ``graph``: ``[src, dst, order_by_dst, ptr_by_dst, order_by_src, ptr_by_src, src_by_dst,
+  dst_by_src]`` from :func:`edge_graph` or :func:`csr_graph` (edge endpoints, both CSR orders,
+  and the far ends in those orders, so that a kernel reads an edge and its far end at once).
 * ``tables``: the tables of :func:`~equinet.ops.kernels.cg_tables.cg_kernel_tables` in the
   order of ``TABLE_NAMES``, coefficients in the dtype of the features.
 * ``dims``: ``[D1, D2, W, Dout, max_mul, align]`` (feature sizes, the largest multiplicity of
@@ -52,7 +53,7 @@ from . import cg_triton
 from .cg_tables import TABLE_NAMES, cg_kernel_tables, channel_alignment
 from .layout import inverse_permutation, ir_mul_columns
 
-__all__ = ["TritonChannelwise", "edge_graph"]
+__all__ = ["TritonChannelwise", "csr_graph", "edge_graph"]
 
 Tensor = torch.Tensor
 
@@ -69,8 +70,8 @@ def check_device(t: Tensor) -> None:
 def cg_conv(x: Tensor, y: Tensor, w: Tensor, graph: list[Tensor], tables: list[Tensor], dims: list[int]) -> Tensor:
     """``out[i] = sum_{e: dst e = i} TP(x[src e], y[e], w[e])`` → ``[N, Dout]``."""
     check_device(x)
-    src, _, order, ptr, _, _ = graph
-    return cg_triton.gather_product_scatter(x, y, w, src, order, ptr, *tables[0:3], dims[3], dims[4], dims[5])
+    _, _, order, ptr, _, _, src_by_dst, _ = graph
+    return cg_triton.gather_product_scatter(x, y, w, src_by_dst, order, ptr, *tables[0:3], dims[3], dims[4], dims[5])
 
 
 @torch.library.custom_op("equinet::cg_conv_transpose", mutates_args=())
@@ -79,8 +80,8 @@ def cg_conv_transpose(
 ) -> Tensor:
     """``out[j] = sum_{e: src e = j} TP^T(g[dst e], y[e], w[e])`` → ``[N, D1]``."""
     check_device(g)
-    _, dst, _, _, order, ptr = graph
-    return cg_triton.gather_product_scatter(g, y, w, dst, order, ptr, *tables[3:6], dims[0], dims[4], dims[5])
+    _, _, _, _, order, ptr, _, dst_by_src = graph
+    return cg_triton.gather_product_scatter(g, y, w, dst_by_src, order, ptr, *tables[3:6], dims[0], dims[4], dims[5])
 
 
 @torch.library.custom_op("equinet::cg_conv_grad_attrs", mutates_args=())
@@ -176,13 +177,21 @@ def _csr(index: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
     return order, torch.searchsorted(index[order], nodes)
 
 
+def csr_graph(
+    src: Tensor, dst: Tensor, by_dst: Tensor, ptr_dst: Tensor, by_src: Tensor, ptr_src: Tensor
+) -> list[Tensor]:
+    """The ``graph`` argument of the operators from edge ends and both CSR orders: adds
+    ``src[by_dst]`` and ``dst[by_src]``."""
+    return [src, dst, by_dst, ptr_dst, by_src, ptr_src, src[by_dst], dst[by_src]]
+
+
 def edge_graph(sender: Tensor, receiver: Tensor, num_senders: int, num_receivers: int) -> list[Tensor]:
-    """The ``graph`` argument of the operators: ``[src, dst, order_by_dst, ptr_by_dst, order_by_src, ptr_by_src]``.
+    """The ``graph`` argument of the operators for the edges ``sender → receiver`` (:func:`csr_graph`).
 
     Indices must lie in range; they are not checked (that would cost a device sync).
     """
     sender, receiver = sender.contiguous(), receiver.contiguous()
-    return [sender, receiver, *_csr(receiver, num_receivers), *_csr(sender, num_senders)]
+    return csr_graph(sender, receiver, *_csr(receiver, num_receivers), *_csr(sender, num_senders))
 
 
 class TritonChannelwise(torch.nn.Module):
@@ -223,7 +232,7 @@ class TritonChannelwise(torch.nn.Module):
         if sender is None:
             rows = torch.arange(x2.shape[0], device=x2.device)
             ptr = torch.arange(x2.shape[0] + 1, device=x2.device)
-            graph = [rows, rows, rows, ptr, rows, ptr]
+            graph = csr_graph(rows, rows, rows, ptr, rows, ptr)
         else:
             graph = edge_graph(sender, receiver, x1.shape[0], num_receivers)
         tables = [getattr(self, name) for name in TABLE_NAMES]

@@ -4,7 +4,7 @@ Three kernels compute the four partial derivatives of the trilinear form describ
 :mod:`equinet.ops.kernels.cg_tables` (the ``conv`` and ``transpose`` tables share one
 layout, hence one kernel):
 
-* :func:`gather_product_scatter` — ``out[n] = sum_{e in CSR(n)} sum_j c * y[e] * w[e] * a[gather e]``,
+* :func:`gather_product_scatter` — ``out[n] = sum_{i in CSR(n)} sum_j c * y[e_i] * w[e_i] * a[gather i]``,
   a segmented reduction over the edges of each output node (edges sorted by that node),
   so every output element is written exactly once: no atomics, no zero-filled buffer,
   deterministic, and no ``[E, Dout]`` message tensor.
@@ -58,7 +58,7 @@ def _gather_product_scatter_kernel(
     a_ptr, a_s0, a_s1,  # gathered operand [Na, Da]
     y_ptr, y_s0, y_s1,  # edge attributes [E, D2]
     w_ptr, w_s0, w_s1,  # edge weights [E, W]
-    gather_ptr,  # [E] row of `a` that edge e reads
+    gather_ptr,  # [E] row of `a` that the edge in slot i of the order reads
     order_ptr, ptr_ptr,  # edges sorted by output node, and each node's [begin, end) in that order
     rows_ptr, entries_ptr, coeffs_ptr,  # table: [R, 3], [R, J, 3], [R, J]
     out_ptr, out_s0,  # [N, Dout], rows contiguous
@@ -106,7 +106,7 @@ def _gather_product_scatter_kernel(
         for s in range(0, max_degree):
             has_slot = s < degree
             edge = tl.load(order_ptr + begin + s, mask=has_slot, other=0)
-            source = tl.load(gather_ptr + edge, mask=has_slot, other=0)
+            source = tl.load(gather_ptr + begin + s, mask=has_slot, other=0)  # not behind the edge's load
             edge, source = tl.broadcast_to(edge, q.shape), tl.broadcast_to(source, q.shape)
             slot_ok = entry_ok & (s < degree_q)
             ok = slot_ok[:, None] & channel_ok
@@ -270,7 +270,8 @@ def gather_product_scatter(
     max_mul: int,
     align: int,
 ) -> torch.Tensor:
-    """``out[n, row] = sum over edges e of node n (``order[ptr[n]:ptr[n+1]]``) of the row's entries.
+    """``out[n, row] = sum over the slots i of node n (``ptr[n] <= i < ptr[n+1]``) of the row's
+    entries for edge ``order[i]``, reading row ``gather[i]`` of ``a``.
 
     Shapes: ``a [Na, Da]``, ``y [E, D2]``, ``w [E, W]``, ``gather [E]``, ``order [E]``,
     ``ptr [N + 1]``, a ``conv``/``transpose`` table → ``[N, out_dim]``. Inputs may be
