@@ -31,7 +31,7 @@ must import :mod:`equinet.ops.kernels.cg_ops` first, which registers them.
 Common arguments:
 
 * ``graph``: ``[src, dst, order_by_dst, ptr_by_dst, order_by_src, ptr_by_src, src_by_dst,
-  dst_by_src]`` from :func:`edge_graph` or :func:`csr_graph` (edge endpoints, both CSR orders,
+  dst_by_src]`` from :func:`edge_graph` (edge endpoints, both CSR orders,
   and the far ends in those orders, so that a kernel reads an edge and its far end at once).
 * ``tables``: the tables of :func:`~equinet.ops.kernels.cg_tables.cg_kernel_tables` in the
   order of ``TABLE_NAMES``, coefficients in the dtype of the features.
@@ -53,7 +53,7 @@ from . import cg_triton
 from .cg_tables import TABLE_NAMES, cg_kernel_tables, channel_alignment
 from .layout import inverse_permutation, ir_mul_columns
 
-__all__ = ["TritonChannelwise", "csr_graph", "edge_graph"]
+__all__ = ["TritonChannelwise", "csr_order", "edge_graph"]
 
 Tensor = torch.Tensor
 
@@ -170,28 +170,21 @@ for _op, _formulas in _FORMULAS.items():
     _op.register_autograd(functools.partial(_backward, formulas=_formulas), setup_context=_setup_context)
 
 
-def _csr(index: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
+def csr_order(index: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
     """Edges sorted by ``index`` (stable) and each node's ``[ptr[n], ptr[n+1])`` in that order."""
     order = torch.argsort(index, stable=True)
     nodes = torch.arange(num_nodes + 1, device=index.device, dtype=index.dtype)
     return order, torch.searchsorted(index[order], nodes)
 
 
-def csr_graph(
-    src: Tensor, dst: Tensor, by_dst: Tensor, ptr_dst: Tensor, by_src: Tensor, ptr_src: Tensor
-) -> list[Tensor]:
-    """The ``graph`` argument of the operators from edge ends and both CSR orders: adds
-    ``src[by_dst]`` and ``dst[by_src]``."""
-    return [src, dst, by_dst, ptr_dst, by_src, ptr_src, src[by_dst], dst[by_src]]
-
-
 def edge_graph(sender: Tensor, receiver: Tensor, num_senders: int, num_receivers: int) -> list[Tensor]:
-    """The ``graph`` argument of the operators for the edges ``sender → receiver`` (:func:`csr_graph`).
+    """The ``graph`` argument of the operators for the edges ``sender → receiver``.
 
     Indices must lie in range; they are not checked (that would cost a device sync).
     """
     sender, receiver = sender.contiguous(), receiver.contiguous()
-    return csr_graph(sender, receiver, *_csr(receiver, num_receivers), *_csr(sender, num_senders))
+    (by_dst, ptr_dst), (by_src, ptr_src) = csr_order(receiver, num_receivers), csr_order(sender, num_senders)
+    return [sender, receiver, by_dst, ptr_dst, by_src, ptr_src, sender[by_dst], receiver[by_src]]
 
 
 class TritonChannelwise(torch.nn.Module):
@@ -232,7 +225,7 @@ class TritonChannelwise(torch.nn.Module):
         if sender is None:
             rows = torch.arange(x2.shape[0], device=x2.device)
             ptr = torch.arange(x2.shape[0] + 1, device=x2.device)
-            graph = csr_graph(rows, rows, rows, ptr, rows, ptr)
+            graph = [rows, rows, rows, ptr, rows, ptr, rows, rows]
         else:
             graph = edge_graph(sender, receiver, x1.shape[0], num_receivers)
         tables = [getattr(self, name) for name in TABLE_NAMES]

@@ -29,7 +29,7 @@ import math
 import torch
 
 from ..so2 import _frame_rows, _wigner_entries, _wigner_entry, _wigner_entry_starts
-from .cg_ops import cg_conv, csr_graph, edge_graph
+from .cg_ops import cg_conv, csr_order
 from .cg_tables import TABLE_NAMES, channel_alignment, trilinear_tables
 from .layout import inverse_permutation, ir_mul_columns
 
@@ -148,12 +148,14 @@ class TritonSO2(torch.nn.Module):
         entries = _wigner_entries(wigner, self.l_max, self.m_max)
         ones = node_feats.new_ones(()).expand(num_edges, self.channels)
         # Edge-wise steps read and write row e at edge e; the sender and receiver orders of
-        # the convolution's graph serve the first and last steps' sums.
-        src, dst, by_dst, ptr_dst, by_src, ptr_src, _, _ = edge_graph(sender, receiver, num_nodes, num_nodes)
+        # the convolution serve the first and last steps' sums. Graphs as cg_ops.edge_graph's
+        # (ends, both CSR orders, far ends in those orders), with identity orders written out.
+        src, dst = sender.contiguous(), receiver.contiguous()
+        (by_dst, ptr_dst), (by_src, ptr_src) = csr_order(dst, num_nodes), csr_order(src, num_nodes)
         rows = torch.arange(num_edges, device=sender.device, dtype=sender.dtype)
         ptr = torch.arange(num_edges + 1, device=sender.device, dtype=sender.dtype)
         node_feats = node_feats.index_select(1, self.in_columns)
-        x = self._step("rotate_in", node_feats, entries, ones, csr_graph(src, rows, rows, ptr, by_src, ptr_src))
-        y = self._step("so2_map", x, ones[:, :1], edge_weights, csr_graph(rows, rows, rows, ptr, rows, ptr))
-        out = self._step("rotate_out", y, entries, ones, csr_graph(rows, dst, by_dst, ptr_dst, rows, ptr))
+        x = self._step("rotate_in", node_feats, entries, ones, [src, rows, rows, ptr, by_src, ptr_src, src, by_src])
+        y = self._step("so2_map", x, ones[:, :1], edge_weights, [rows, rows, rows, ptr, rows, ptr, rows, rows])
+        out = self._step("rotate_out", y, entries, ones, [rows, dst, by_dst, ptr_dst, rows, ptr, by_dst, dst])
         return out.index_select(1, self.out_columns)
