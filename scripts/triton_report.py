@@ -1,6 +1,6 @@
 """Compile equinet's Triton kernels for a GPU that is not here, and report what ptxas says of them.
 
-    python scripts/triton_report.py [--arch 90] [--dtypes float32,float64] [--cases cg,so2,gaunt] [--check]
+    python scripts/triton_report.py [--arch 90] [--dtypes float32,float64] [--cases cg,so2,gaunt] [--check] [--dump DIR]
 
 Triton compiles ahead of time without a device: its bundled ptxas turns the kernels into
 machine code for ``sm_ARCH`` (default 90, the H100/H200) on this CPU. The launches are the
@@ -15,7 +15,9 @@ values and alignment), and a line printed: registers per thread, spilled bytes (
 memory, and how many of its global loads and stores in the PTX are 16-byte vectors (``v16``).
 Spills mean local-memory traffic, the first thing to rule out before a kernel is timed.
 
-``--check`` exits 1 if a kernel does not compile or spills. Compilers differ between
+``--check`` exits 1 if a kernel does not compile or spills. ``--dump DIR`` writes each launch's
+PTX and cubin (``DIR/<kernel>_<dtype>_<blocks>.ptx``, ``.cubin``); Triton's bundled
+``cuobjdump -sass`` (in ``triton/backends/nvidia/bin``) shows where in the loops a spill sits. Compilers differ between
 Triton versions (3.6, on the lent H200s, failed on a kernel that 3.9 compiled): run it with
 the version the GPU will have. This uses Triton internals (the JIT's binder and
 ``_pack_args``), checked with Triton 3.6, 3.7.1, 3.8 and 3.9.
@@ -36,6 +38,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import triton
@@ -150,6 +153,13 @@ def vector_accesses(ptx: str) -> int:
     return len(re.findall(r"\b(?:ld|st)\.global\.(?:v4\.b32|v2\.b64)\b", ptx))
 
 
+def dump(compiled, stem: Path) -> None:
+    """``stem.ptx`` and ``stem.cubin`` of a compiled kernel."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".ptx").write_text(compiled.asm["ptx"])
+    stem.with_suffix(".cubin").write_bytes(compiled.asm["cubin"])
+
+
 def describe(launch: Launch) -> tuple[str, str, str]:
     """(kernel, floating dtypes, block sizes) of a launch."""
     dtypes = {str(a.dtype).removeprefix("torch.") for a in launch.args if isinstance(a, torch.Tensor) and a.is_floating_point()}
@@ -163,6 +173,7 @@ def main() -> int:
     parser.add_argument("--dtypes", default="float32,float64")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     parser.add_argument("--check", action="store_true", help="exit 1 if a kernel fails to compile or spills")
+    parser.add_argument("--dump", type=Path, metavar="DIR", help="write each launch's PTX and cubin into DIR")
     args = parser.parse_args()
     unknown = set(args.cases.split(",")) - set(CASES)
     if unknown:
@@ -197,6 +208,8 @@ def main() -> int:
                 failures += 1
                 continue
             numbers = resources(log)
+            if args.dump:
+                dump(compiled, args.dump / "_".join([kernel_name, dtype.replace("/", "-"), blocks.replace(" ", "_")]))
             spills = f"{numbers['spill stores']}/{numbers['spill loads']}"
             failures += numbers["spill stores"] != 0 or numbers["spill loads"] != 0
             print(

@@ -209,12 +209,13 @@ def test_so2_steps_get_the_channel_alignment(channels, expected):
     assert {step: dims[5] for step, dims in so2.kernels._dims.items()} == dict.fromkeys(so2.kernels._dims, expected)
 
 
-def test_the_kernels_compile_for_an_h100_without_spills():
+def test_the_kernels_compile_for_an_h100_without_spills(tmp_path):
     # Triton compiles for sm_90 without a GPU (its own ptxas): every launch the CG, SO(2) and
     # Gaunt operators make at the benchmark sizes, float32 and float64, forward to the
     # double backward, must compile and keep its values in registers.
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "triton_report.py")
-    result = subprocess.run([sys.executable, script, "--check"], capture_output=True, text=True, timeout=600)
+    command = [sys.executable, script, "--check", "--dump", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line for line in result.stdout.splitlines() if "_kernel" in line]
     assert {row.split()[1] for row in rows} == {
@@ -223,6 +224,9 @@ def test_the_kernels_compile_for_an_h100_without_spills():
     assert {"float32", "float64"} <= {row.split()[2] for row in rows}
     # The weight columns of the CG kernels compile to 16-byte loads or stores (v16, the next to last column).
     assert all(int(row.split()[-2]) > 0 for row in rows if "grid_product" not in row), result.stdout
+    # --dump wrote the PTX and machine code of every launch.
+    dumped = sorted(path.suffix for path in tmp_path.iterdir() if path.stat().st_size > 0)
+    assert dumped == [".cubin"] * len(rows) + [".ptx"] * len(rows)
 
 
 def test_zero_edges_and_isolated_nodes(poisoned_outputs):
