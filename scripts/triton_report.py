@@ -15,12 +15,12 @@ values and alignment), and a line printed: registers per thread, spilled bytes (
 memory, and how many of its global loads and stores in the PTX are 16-byte vectors (``v16``).
 Spills mean local-memory traffic, the first thing to rule out before a kernel is timed.
 
-``--check`` exits 1 if a kernel does not compile or spills. ``--dump DIR`` writes each launch's
-PTX and cubin (``DIR/<kernel>_<dtype>_<blocks>.ptx``, ``.cubin``); Triton's bundled
-``cuobjdump -sass`` (in ``triton/backends/nvidia/bin``) shows where in the loops a spill sits. Compilers differ between
-Triton versions (3.6, on the lent H200s, failed on a kernel that 3.9 compiled): run it with
-the version the GPU will have. This uses Triton internals (the JIT's binder and
-``_pack_args``), checked with Triton 3.6, 3.7.1, 3.8 and 3.9.
+``--check`` exits 1 if a kernel does not compile or spills. Compilers differ between Triton
+versions (3.6, on the lent H200s, failed on a kernel that 3.9 compiled): run it with the
+version the GPU will have. ``--dump DIR`` writes each launch's PTX and cubin
+(``DIR/<kernel>_<dtype>_<blocks>.ptx``, ``.cubin``); Triton's bundled ``cuobjdump -sass`` (in
+``triton/backends/nvidia/bin``) shows where in the loops a spill sits. This uses Triton
+internals (the JIT's binder and ``_pack_args``), checked with Triton 3.6, 3.7.1, 3.8 and 3.9.
 """
 
 from __future__ import annotations
