@@ -270,11 +270,17 @@ def _full_grid(band_limit: int) -> tuple[torch.Tensor, torch.Tensor]:
 @lru_cache(maxsize=None)
 def _full_grid_transforms(degrees: tuple[int, ...], band_limit: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(S [D, P], A [P, D])`` on the whole grid (both halves): coefficients (module order) →
-    values, and values → ``(1/4pi) int h Y``. For the Triton kernel, which does not split halves."""
+    values, and values → ``(1/4pi) int h Y``. For the Triton kernel, which does not split halves.
+
+    ``P`` is padded with zero columns of ``S`` and rows of ``A`` to a multiple of 16, which adds
+    nothing to the products; Triton then knows the grid tiles are whole 16-byte runs and copies
+    them as such."""
     points, weights = _full_grid(band_limit)
     columns, _ = _components(degrees)
     y = spherical_harmonics(max(degrees), points)[:, columns]
-    return y.T.contiguous(), (y * (weights / (4 * math.pi))[:, None]).contiguous()
+    padding = (0, 0, 0, -len(points) % 16)  # zero rows at the end of [P, D]
+    synthesis, analysis = (torch.nn.functional.pad(m, padding) for m in (y, y * (weights / (4 * math.pi))[:, None]))
+    return synthesis.T.contiguous(), analysis.contiguous()
 
 
 def _lowered(degrees: tuple[int, ...]) -> tuple[int, ...]:

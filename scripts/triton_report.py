@@ -12,7 +12,7 @@ tensors with every kernel launch recorded instead of run (outputs stay empty; bl
 depend on the tables, not on the graph size). Each distinct launch (kernel, dtype, block
 sizes) is compiled the way Triton's JIT would compile it (same specialization on argument
 values and alignment), and a line printed: registers per thread, spilled bytes (stores/loads), stack frame, shared
-memory, and how many of its global loads and stores in the PTX are 16-byte vectors (``v16``).
+memory, and how many of its global accesses in the PTX move 16 bytes at a time (``v16``).
 Spills mean local-memory traffic, the first thing to rule out before a kernel is timed.
 
 ``--check`` exits 1 if a kernel does not compile or spills. Compilers differ between Triton
@@ -149,8 +149,11 @@ def resources(ptxas_log: str) -> dict[str, int]:
 
 
 def vector_accesses(ptx: str) -> int:
-    """Global loads and stores of 16 bytes (4 x 32 or 2 x 64 bits) in a kernel's PTX."""
-    return len(re.findall(r"\b(?:ld|st)\.global\.(?:v4\.b32|v2\.b64)\b", ptx))
+    """Global accesses of 16 bytes in a kernel's PTX: loads and stores of 4 x 32 or 2 x 64 bits,
+    and asynchronous copies to shared memory (``cp.async``, which tl.dot tiles load through)."""
+    loads_and_stores = re.findall(r"\b(?:ld|st)\.global\.(?:v4\.b32|v2\.b64)\b", ptx)
+    copies = re.findall(r"\bcp\.async\.\w+\.shared\.global \[[^]]*\], \[[^]]*\], 0x10\b", ptx)
+    return len(loads_and_stores) + len(copies)
 
 
 def dump(compiled, stem: Path) -> None:
