@@ -273,14 +273,15 @@ def _full_grid_transforms(degrees: tuple[int, ...], band_limit: int) -> tuple[to
     values, and values → ``(1/4pi) int h Y``. For the Triton kernel, which does not split halves.
 
     ``P`` is padded with zero columns of ``S`` and rows of ``A`` to a multiple of 16, which adds
-    nothing to the products; Triton then knows the grid tiles are whole 16-byte runs and copies
-    them as such."""
+    nothing to the products, and both are contiguous along ``P`` (``A`` column-major): Triton
+    then knows every grid tile is made of whole 16-byte runs, here and in the derivatives (which
+    read the transposes), and copies them as such."""
     points, weights = _full_grid(band_limit)
     columns, _ = _components(degrees)
     y = spherical_harmonics(max(degrees), points)[:, columns]
     padding = (0, 0, 0, -len(points) % 16)  # zero rows at the end of [P, D]
     synthesis, analysis = (torch.nn.functional.pad(m, padding) for m in (y, y * (weights / (4 * math.pi))[:, None]))
-    return synthesis.T.contiguous(), analysis.contiguous()
+    return synthesis.T.contiguous(), analysis.T.contiguous().T
 
 
 def _lowered(degrees: tuple[int, ...]) -> tuple[int, ...]:
