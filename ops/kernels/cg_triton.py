@@ -54,6 +54,18 @@ __all__ = ["INTERPRETED", "edge_attrs_contraction", "edge_weights_contraction", 
 
 
 @triton.jit
+def _load_entry(entries_ptr, coeffs_ptr, r, j, max_entries, ok, ALIGN: tl.constexpr):
+    """Entry ``j`` of row ``r`` of a three-field table (``conv``, ``transpose``, ``weights``):
+    ``(first start, edge-attribute index, second start, coefficient)``, zeros where not ``ok``."""
+    k = (r * max_entries + j) * 3
+    first = tl.multiple_of(tl.load(entries_ptr + k + 0, mask=ok, other=0), ALIGN)
+    y_index = tl.load(entries_ptr + k + 1, mask=ok, other=0)
+    second = tl.multiple_of(tl.load(entries_ptr + k + 2, mask=ok, other=0), ALIGN)
+    c = tl.load(coeffs_ptr + k // 3, mask=ok, other=0)
+    return first, y_index, second, c
+
+
+@triton.jit
 def _gather_product_scatter_kernel(
     a_ptr, a_s0, a_s1,  # gathered operand [Na, Da]
     y_ptr, y_s0, y_s1,  # edge attributes [E, D2]
@@ -94,11 +106,7 @@ def _gather_product_scatter_kernel(
     for j0 in range(0, max_entries, BLOCK_J):
         j = j0 + q % BLOCK_J
         entry_ok = q_ok & (j < count)
-        k = (r * max_entries + j) * 3
-        a_start = tl.multiple_of(tl.load(entries_ptr + k + 0, mask=entry_ok, other=0), ALIGN)
-        y_index = tl.load(entries_ptr + k + 1, mask=entry_ok, other=0)
-        w_start = tl.multiple_of(tl.load(entries_ptr + k + 2, mask=entry_ok, other=0), ALIGN)
-        c = tl.load(coeffs_ptr + k // 3, mask=entry_ok, other=0)
+        a_start, y_index, w_start, c = _load_entry(entries_ptr, coeffs_ptr, r, j, max_entries, entry_ok, ALIGN)
         a_offset = (a_start[:, None] + u[None, :]) * a_s1
         w_offset = (w_start[:, None] + u[None, :]) * w_s1
         y_offset = y_index * y_s1
@@ -195,11 +203,7 @@ def _edge_weights_kernel(
     for j0 in range(0, max_entries, BLOCK_J):
         j = j0 + q % BLOCK_J
         entry_ok = p_ok & (j < count)
-        k = (r * max_entries + j) * 3
-        x_start = tl.multiple_of(tl.load(entries_ptr + k + 0, mask=entry_ok, other=0), ALIGN)
-        y_index = tl.load(entries_ptr + k + 1, mask=entry_ok, other=0)
-        g_start = tl.multiple_of(tl.load(entries_ptr + k + 2, mask=entry_ok, other=0), ALIGN)
-        c = tl.load(coeffs_ptr + k // 3, mask=entry_ok, other=0)
+        x_start, y_index, g_start, c = _load_entry(entries_ptr, coeffs_ptr, r, j, max_entries, entry_ok, ALIGN)
         ok = entry_ok[:, None] & channel_ok
         y = tl.load(y_ptr + edge * y_s0 + y_index * y_s1, mask=entry_ok, other=0)
         x = tl.load(x_ptr + source[:, None] * x_s0 + (x_start[:, None] + u) * x_s1, mask=ok, other=0)
