@@ -30,9 +30,17 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64, torch.float32: to
 
 
 def check_device(device: str | torch.device) -> torch.device:
-    device = torch.device(device)
+    """``device`` as a ``torch.device`` that this machine has; one line if it has not."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device '{device}' was requested but torch sees no CUDA GPU here; use device='cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device '{device}' was requested but torch sees {torch.cuda.device_count()} CUDA GPU(s) here")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device '{device}' is not supported; use 'cpu' or 'cuda'")
     return device
 
 

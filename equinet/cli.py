@@ -1,7 +1,9 @@
 """The ``equinet`` command line: ``equinet SUBCOMMAND [options]``.
 
-A user mistake (command line, config, data or model file) gets one line on stderr and
-exit code 2, never a traceback; set ``EQUINET_DEBUG=1`` to see the traceback anyway.
+A user mistake (command line, config, data, model file, path or device) gets one line on
+stderr and exit code 2, never a traceback; set ``EQUINET_DEBUG=1`` to see the traceback
+anyway. Any other exception is a bug in equinet: its traceback is printed, with a line
+asking for a report, and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 
 from equinet.commands import data, evaluate, export, info, lammps, md, train
 from equinet.lammps import LammpsError
@@ -33,16 +36,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Every expected mistake: ConfigError, DataError, UsageError and bad values are ValueErrors;
+# OSError covers the file system (missing, unreadable or unwritable paths, a full disk).
+USER_ERRORS = (ValueError, OSError, LammpsError)
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, LammpsError) as error:  # DataError, ConfigError, bad model files and values
+    except USER_ERRORS as error:
         if os.environ.get("EQUINET_DEBUG"):
             raise
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"equinet: error: {message}", file=sys.stderr)
+        print(f"equinet: error: {_one_line(error)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("equinet: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print("equinet: internal error: this is a bug in equinet, not in your input; please report it with the traceback above", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

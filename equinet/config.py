@@ -61,6 +61,17 @@ class DataConfig(_Section):
     skip_bad: bool = False
 
     @model_validator(mode="after")
+    def _valid_split(self):
+        if any(value < 0 for value in self.split):
+            raise ValueError(f"data.split {self.split}: sizes must be 0 or more")
+        if any(value > 1 for value in self.split):
+            if any(value != int(value) for value in self.split):
+                raise ValueError(f"data.split {self.split}: give either fractions (all at most 1) or whole counts of structures")
+        elif sum(self.split) > 1 + 1e-9:
+            raise ValueError(f"data.split {self.split}: the fractions add up to more than 1")
+        return self
+
+    @model_validator(mode="after")
     def _one_source(self):
         if (self.train is None) == (self.generate is None):
             raise ValueError("give exactly one of data.train (a file) or data.generate (an embedded data set)")
@@ -131,13 +142,13 @@ class EMAConfig(_Section):
 
 
 class TrainerConfig(_Section):
-    max_epochs: int | None = Field(100, ge=0)
+    max_epochs: int | None = Field(100, ge=1)
     max_time_minutes: float | None = Field(None, gt=0)
     accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
-    gradient_clip_val: float | None = 10.0
+    gradient_clip_val: float | None = Field(10.0, gt=0)  # null: no clipping
     seed: int = 0
     check_val_every_n_epoch: int = Field(1, ge=1)
     log_every_n_steps: int = Field(10, ge=1)
@@ -157,15 +168,10 @@ class TrainConfig(_Section):
     @model_validator(mode="after")
     def _known_model(self):
         from equinet.potentials import MODELS
-        from equinet.potentials.registry import hyperparameters
+        from equinet.potentials.registry import check_model_config
 
-        name = self.model.get("name")
-        if name not in MODELS:
-            raise ValueError(f"model.name must be one of {', '.join(sorted(MODELS))}, got {name!r}{_closest(str(name), MODELS)}")
-        valid = [*hyperparameters(name), "name", "dtype"]
-        for key in self.model:
-            if key not in valid:
-                raise ValueError(f"model.{key} is not a setting of model '{name}'{_closest(key, valid)}")
+        self.model = check_model_config(self.model)
+        name = self.model["name"]
         if self.optimizer.lr is None:
             self.optimizer.lr = MODELS[name].default_lr
         return self
@@ -198,7 +204,7 @@ def _one_line(error: ValidationError, source: str) -> str:
     if first["type"] == "missing":
         return f"{source}: missing key '{key}'"
     message = first["msg"].removeprefix("Value error, ")
-    if not key:
+    if not key or message.startswith(f"{key}."):  # a section's own check names its key
         return f"{source}: {message}"
     return f"{source}: {key} = {first.get('input')!r}: {message}"
 
@@ -214,7 +220,10 @@ def _set(config: dict, assignment: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {assignment!r}: '{part}' is not a section")
-    node[last] = yaml.safe_load(value)
+    try:
+        node[last] = yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML ({getattr(error, 'problem', None) or 'see the YAML syntax'}); quote it or fix the brackets") from None
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
@@ -223,10 +232,14 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     Relative paths are taken from the current directory, as on the command line.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; give the config's YAML file (e.g. examples/quickstart.yaml)")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; the config is a YAML file (e.g. examples/quickstart.yaml)") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""

@@ -2,13 +2,15 @@
 
 Shared by ``equinet train`` (the test split) and ``equinet evaluate MODEL DATA``.
 Errors are reported in meV/atom (energy), meV/Å (forces) and meV/Å³ (stress); labels a
-structure lacks (NaN) are left out of the metrics, never counted as zero.
+structure lacks (NaN) are left out of the metrics, never counted as zero, and the table says
+over how many structures each metric is taken. A non-finite prediction is an error: no
+metric is ever computed over fewer values than it reports.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +19,7 @@ from torch_geometric.loader import DataLoader
 
 from equinet.potentials import Potential
 
-__all__ = ["compute_metrics", "format_metrics", "parity_plots", "predict"]
+__all__ = ["Pairs", "compute_metrics", "format_metrics", "parity_plots", "predict"]
 
 _QUANTITIES = {  # key: (label, unit of the errors)
     "energy": ("energy per atom", "meV/atom"),
@@ -26,48 +28,89 @@ _QUANTITIES = {  # key: (label, unit of the errors)
 }
 
 
-def predict(model: Potential, dataset: Sequence[Data], batch_size: int = 16) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Reference and predicted values over ``dataset``: ``{key: (reference, predicted)}``,
-    energies per atom (eV/atom), force components (eV/Å) and stress components (eV/Å³),
-    only where the reference exists."""
+class Pairs(NamedTuple):
+    """Reference and predicted values of one quantity, where the reference exists."""
+
+    reference: np.ndarray
+    predicted: np.ndarray
+    structures: int  # how many structures the values come from
+
+
+def predict(model: Potential, dataset: Sequence[Data], batch_size: int = 16) -> dict[str, Pairs]:
+    """Reference and predicted values over ``dataset``, by quantity: energies per atom
+    (eV/atom), force components (eV/Å) and stress components (eV/Å³), only where the
+    reference exists.
+
+    Raises:
+        ValueError: the model predicts a non-finite value where a reference exists.
+    """
     model.eval()
     device, dtype = model.atomic_energies.device, model.atomic_energies.dtype
     stress = any(torch.isfinite(graph.stress).all() for graph in dataset if "stress" in graph)
     pairs: dict[str, tuple[list, list]] = {key: ([], []) for key in _QUANTITIES}
+    structures = dict.fromkeys(_QUANTITIES, 0)
+    nonfinite = dict.fromkeys(_QUANTITIES, 0)
+    first_nonfinite = {}
+    done = 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         batch = batch.to(device)
         out = model(batch, forces=True, stress=stress, create_graph=False)
         num_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(dtype)
+        per_structure = {"energy": torch.arange(batch.num_graphs, device=device), "forces": batch.batch}
         values = {"energy": (batch.energy.to(dtype) / num_atoms, out["energy"] / num_atoms), "forces": (batch.forces, out["forces"])}
         if stress:
+            per_structure["stress"] = per_structure["energy"]
             values["stress"] = (batch.stress, out["stress"])
         for key, (reference, predicted) in values.items():
+            owner = per_structure[key].repeat_interleave(reference[0].numel())  # the structure of each value
             reference, predicted = reference.detach().reshape(-1), predicted.detach().reshape(-1).to(reference.dtype)
-            keep = torch.isfinite(reference) & torch.isfinite(predicted)
+            keep = torch.isfinite(reference)
+            bad = keep & ~torch.isfinite(predicted)
+            if bad.any():
+                nonfinite[key] += int(torch.unique(owner[bad]).numel())
+                first_nonfinite.setdefault(key, done + int(owner[bad][0]))
+            structures[key] += int(torch.unique(owner[keep]).numel())
             pairs[key][0].append(reference[keep].cpu().double().numpy())
             pairs[key][1].append(predicted[keep].cpu().double().numpy())
-    return {key: (np.concatenate(ref), np.concatenate(pred)) for key, (ref, pred) in pairs.items() if ref and sum(map(len, ref))}
+        done += batch.num_graphs
+    for key, count in nonfinite.items():
+        if count:
+            raise ValueError(
+                f"the model predicts non-finite {_QUANTITIES[key][0]} for {count} of {structures[key]} structures "
+                f"(first: structure {first_nonfinite[key]}); no metrics are computed from such a model"
+            )
+    return {
+        key: Pairs(np.concatenate(reference), np.concatenate(predicted), structures[key])
+        for key, (reference, predicted) in pairs.items()
+        if structures[key]
+    }
 
 
-def compute_metrics(predictions: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict[str, float]]:
-    """``{key: {"mae", "rmse" (in meV units), "count"}}`` for each quantity predicted."""
+def compute_metrics(predictions: dict[str, Pairs]) -> dict[str, dict[str, float]]:
+    """``{key: {"mae", "rmse" (in meV units), "count" (values), "structures"}}`` for each
+    quantity predicted."""
     metrics = {}
-    for key, (reference, predicted) in predictions.items():
+    for key, (reference, predicted, structures) in predictions.items():
         error = 1000.0 * (predicted - reference)
-        metrics[key] = {"mae": float(np.abs(error).mean()), "rmse": float(np.sqrt((error**2).mean())), "count": int(error.size)}
+        metrics[key] = {
+            "mae": float(np.abs(error).mean()),
+            "rmse": float(np.sqrt((error**2).mean())),
+            "count": int(error.size),
+            "structures": structures,
+        }
     return metrics
 
 
 def format_metrics(metrics: dict[str, dict[str, float]], title: str) -> str:
     """The metrics as a small aligned table."""
-    lines = [title, f"  {'quantity':<16}{'MAE':>12}{'RMSE':>12}  unit        values"]
+    lines = [title, f"  {'quantity':<16}{'MAE':>12}{'RMSE':>12}  unit        {'values':>8}  structures"]
     for key, values in metrics.items():
         label, unit = _QUANTITIES[key]
-        lines.append(f"  {label:<16}{values['mae']:12.3f}{values['rmse']:12.3f}  {unit:<12}{values['count']}")
+        lines.append(f"  {label:<16}{values['mae']:12.3f}{values['rmse']:12.3f}  {unit:<12}{values['count']:>8}  {values['structures']}")
     return "\n".join(lines)
 
 
-def parity_plots(predictions: dict[str, tuple[np.ndarray, np.ndarray]], folder: str | Path, title: str = "") -> list[Path]:
+def parity_plots(predictions: dict[str, Pairs], folder: str | Path, title: str = "") -> list[Path]:
     """One PNG per quantity (``parity_energy.png``, ``parity_forces.png``, ...) in ``folder``."""
     import matplotlib
 
@@ -78,7 +121,7 @@ def parity_plots(predictions: dict[str, tuple[np.ndarray, np.ndarray]], folder: 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     units = {"energy": "eV/atom", "forces": "eV/Å", "stress": "eV/Å³"}
-    for key, (reference, predicted) in predictions.items():
+    for key, (reference, predicted, _) in predictions.items():
         error = predicted - reference
         figure, axes = plt.subplots(figsize=(4.5, 4.5), layout="constrained")
         axes.scatter(reference, predicted, s=4, alpha=0.5, linewidths=0)

@@ -38,6 +38,7 @@ from typing import Callable
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from equinet.files import atomic_write
 from equinet.potentials import Potential, build_model
 
 __all__ = ["ExportedForces", "export_model", "load_exported", "FORMATS", "METADATA_FILE"]
@@ -165,17 +166,18 @@ def export_model(model: Potential, path: str | Path, dtype: torch.dtype | None =
     reference = ExportedForces(model)
     inputs = _example_inputs(model, 24, 0, dtype)
     graph = _trace(reference, inputs)
-    if format == "aotinductor":
-        _save_aotinductor(graph, inputs, path, metadata)
-    else:
-        _save_torchscript(graph, path, metadata)
-    exported, _ = load_exported(path)
-    tolerance = 1e-9 if dtype == torch.float64 else 1e-4
-    for num_atoms, seed in ((37, 1), (5, 2), (1, 3)):  # sizes other than the traced 24, down to one atom
-        inputs = _example_inputs(model, num_atoms, seed, dtype)
-        for name, expected, got in zip(("energy", "forces", "virial"), reference(*inputs), exported(*inputs)):
-            if not torch.allclose(got, expected, rtol=tolerance, atol=tolerance):
-                raise RuntimeError(f"the exported graph's {name} differs from the model's on {num_atoms} atoms: report this as a bug")
+    with atomic_write(path) as partial:  # only a checked graph reaches ``path``
+        if format == "aotinductor":
+            _save_aotinductor(graph, inputs, partial, metadata)
+        else:
+            _save_torchscript(graph, partial, metadata)
+        exported, _ = load_exported(partial)
+        tolerance = 1e-9 if dtype == torch.float64 else 1e-4
+        for num_atoms, seed in ((37, 1), (5, 2), (1, 3)):  # sizes other than the traced 24, down to one atom
+            inputs = _example_inputs(model, num_atoms, seed, dtype)
+            for name, expected, got in zip(("energy", "forces", "virial"), reference(*inputs), exported(*inputs)):
+                if not torch.allclose(got, expected, rtol=tolerance, atol=tolerance):
+                    raise RuntimeError(f"the exported graph's {name} differs from the model's on {num_atoms} atoms: report this as a bug")
     return metadata
 
 

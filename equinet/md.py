@@ -78,14 +78,20 @@ def run_md(
     """Run MD on ``atoms`` (calculator attached), velocities drawn at ``temperature_K``.
 
     Records (and writes to ``trajectory``/``log``) every ``interval`` steps, including step 0.
+    The files are opened only once the settings are checked and the first energy is computed.
     """
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {', '.join(ENSEMBLES)}, got {ensemble!r}")
-    if steps < 1 or interval < 1 or timestep_fs <= 0:
+    if steps < 1 or interval < 1 or not timestep_fs > 0:
         raise ValueError(f"steps and interval must be positive and the timestep > 0, got {steps}, {interval}, {timestep_fs}")
+    if not 0 <= temperature_K < float("inf"):
+        raise ValueError(f"the temperature must be 0 K or more, got {temperature_K} K")
+    if not abs(pressure_bar) < float("inf"):
+        raise ValueError(f"the pressure must be a finite number of bar, got {pressure_bar}")
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
     Stationary(atoms)
     dynamics = _dynamics(atoms, ensemble, timestep_fs, temperature_K, pressure_bar, seed)
+    atoms.get_potential_energy()  # a structure the model cannot take fails here, before any file exists
     records: list[tuple[float, float, float, float]] = []
     with contextlib.ExitStack() as stack:
         writer = None

@@ -9,6 +9,8 @@ source, units) of :data:`equinet.CONVENTIONS`.
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -21,7 +23,7 @@ FORMAT = "equinet-model"
 # a model file written before they existed (its config lacks the key) was made with.
 EARLIER_DEFAULTS = {"escn": {"nonlinearity": "gate"}}
 
-__all__ = ["load_model", "model_to_dict", "save_model", "with_earlier_defaults"]
+__all__ = ["load_model", "model_to_dict", "read_plain_data", "save_model", "with_earlier_defaults"]
 
 
 def with_earlier_defaults(config: dict) -> dict:
@@ -44,8 +46,28 @@ def model_to_dict(model: Potential) -> dict:
 
 
 def save_model(model: Potential, path: str | Path) -> None:
-    """Write ``model`` to ``path`` (``model.pt``)."""
-    torch.save(model_to_dict(model), path)
+    """Write ``model`` to ``path`` (``model.pt``), whole or not at all."""
+    from equinet.files import atomic_write
+
+    with atomic_write(path) as partial:
+        torch.save(model_to_dict(model), partial)
+
+
+def read_plain_data(path: Path, what: str):
+    """What ``torch.save`` wrote to ``path``, read with ``weights_only=True`` (tensors and
+    plain Python data; nothing in the file is run).
+
+    Raises:
+        ValueError: in one line, if the file holds other Python objects or is no torch file.
+    """
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: cannot read as {what} (not a file that torch.save wrote)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path}: holds pickled Python objects, not {what}; equinet never loads pickled code") from None
+    except Exception as error:
+        raise ValueError(f"{path}: cannot read as {what} ({str(error).splitlines()[0]})") from None
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Potential:
@@ -57,16 +79,21 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Potentia
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: model file not found")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path}: cannot read as an equinet model ({str(error).splitlines()[0]})") from None
+        raise FileNotFoundError(f"{path}: model file not found" if not path.exists() else f"{path}: is not a file; give a model.pt")
+    data = read_plain_data(path, "an equinet model")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{path}: not an equinet model file (write one with `equinet train` or equinet.save_model)")
+    missing = [key for key in ("conventions", "config", "statistics", "state_dict") if not isinstance(data.get(key), dict)]
+    if missing:
+        raise ValueError(f"{path}: a damaged equinet model file: it lacks its {missing[0]}; write it again with equinet.save_model")
     different = {key: value for key, value in data["conventions"].items() if CONVENTIONS.get(key) != value}
     if different:
-        raise ValueError(f"{path}: made under other conventions than this equinet's ({different}); use the equinet version it names ({data['equinet_version']})")
-    model = build_model(with_earlier_defaults(data["config"]), data["statistics"])
-    model.load_state_dict(data["state_dict"])
+        raise ValueError(f"{path}: made under other conventions than this equinet's ({different}); use the equinet version it names ({data.get('equinet_version')})")
+    try:
+        model = build_model(with_earlier_defaults(data["config"]), data["statistics"])
+        model.load_state_dict(data["state_dict"])
+    except (ValueError, RuntimeError, KeyError, TypeError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        reason = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]  # past torch's header line
+        raise ValueError(f"{path}: its weights do not fit the model its config describes ({reason}); the file is damaged") from None
     return model.to(device).eval()

@@ -14,18 +14,18 @@ model config and data statistics.
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from datetime import timedelta
 from pathlib import Path
 
 import lightning.pytorch as pl
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 import torch
 import yaml
 from torch.utils.data import DistributedSampler
 from torch_geometric.loader import DataLoader
-from torchmetrics import MeanAbsoluteError, MeanSquaredError
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, SumMetric
 
 from equinet.config import ConfigError, StageTwoConfig, TrainConfig
 from equinet.conventions import CONVENTIONS
@@ -39,7 +39,9 @@ from equinet.datasets import (
     split_dataset,
 )
 from equinet.evaluation import compute_metrics, format_metrics, parity_plots, predict
-from equinet.model_io import save_model, with_earlier_defaults
+from equinet.metrics_csv import MetricsCSV
+from equinet.model_io import read_plain_data, save_model, with_earlier_defaults
+from equinet.run_folder import check_run_folder, clear_run, mark_run
 from equinet.potentials import Potential, build_model
 from equinet.potentials.registry import DTYPES
 
@@ -66,11 +68,12 @@ class PotentialModule(pl.LightningModule):
         self.model = model
         self.config = config
         self.save_hyperparameters({"config": config.model_dump(mode="json")})
-        self.nonfinite_step: int | None = None
+        self.nonfinite: str | None = None  # what became non-finite, once training stopped for it
         self.in_stage_two = False  # set by the StageTwo callback
         self.use_stress = config.loss.weights(False)["stress"] > 0 or config.loss.weights(True)["stress"] > 0
         self.val_mae = torch.nn.ModuleDict({key: MeanAbsoluteError() for key in _LABELS})
         self.val_mse = torch.nn.ModuleDict({key: MeanSquaredError() for key in _LABELS})
+        self.val_count = torch.nn.ModuleDict({key: SumMetric() for key in _LABELS})  # labelled values
 
     def _predict(self, batch):
         out = self.model(batch, forces=True, stress=self.use_stress, create_graph=self.training)
@@ -88,16 +91,25 @@ class PotentialModule(pl.LightningModule):
             for key, (predicted, reference) in pairs.items()
         )
 
+    def _stop(self, what: str) -> None:
+        """Stop training because ``what`` became non-finite; :class:`FiniteCheckpoint` saves
+        nothing from here on."""
+        self.nonfinite = self.nonfinite or what
+        self.trainer.should_stop = True
+
     def training_step(self, batch, batch_index):
         loss = self._loss(self._predict(batch))
         if not torch.isfinite(loss):
-            # Skip the step (returning None skips the optimizer) and stop: the weights,
-            # checkpoints and best.ckpt all stay at the last finite state.
-            self.nonfinite_step = self.global_step
-            self.trainer.should_stop = True
-            return None
+            self._stop(f"the training loss at step {self.global_step}")
+            return None  # skips the optimizer step
         self.log("train_loss", loss, batch_size=batch.num_graphs, prog_bar=True, on_step=True, on_epoch=True)
         return loss
+
+    def on_before_optimizer_step(self, optimizer):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads and not torch.stack([torch.isfinite(grad).all() for grad in grads]).all():  # one sync per step
+            self._stop(f"the gradients at step {self.global_step}")
+            optimizer.zero_grad(set_to_none=True)  # the optimizer skips weights without gradients
 
     def validation_step(self, batch, batch_index):
         with torch.enable_grad():  # forces are a gradient, even in validation
@@ -107,20 +119,23 @@ class PotentialModule(pl.LightningModule):
             if keep.any():
                 self.val_mae[key].update(predicted.detach()[keep], reference[keep])
                 self.val_mse[key].update(predicted.detach()[keep], reference[keep])
+                self.val_count[key].update(keep.sum())
 
     def on_validation_epoch_end(self):
         weights = self.config.loss.weights(self.in_stage_two)  # the training loss's
         loss = 0.0
         for key in ("energy", "forces", "stress") if self.use_stress else ("energy", "forces"):
             # compute() synchronises across processes, so every process calls it.
-            mse, mae = self.val_mse[key].compute(), self.val_mae[key].compute()
-            self.val_mse[key].reset()
-            self.val_mae[key].reset()
-            if torch.isnan(mse):  # no structure of the validation set has this label
+            mse, mae, count = self.val_mse[key].compute(), self.val_mae[key].compute(), self.val_count[key].compute()
+            for metric in (self.val_mse[key], self.val_mae[key], self.val_count[key]):
+                metric.reset()
+            if count == 0:  # no structure of the validation set has this label
                 continue
             self.log(f"val_{key}_mae_meV", 1000 * mae, prog_bar=key != "stress")
             self.log(f"val_{key}_rmse_meV", 1000 * mse.sqrt())
             loss = loss + weights[key] * mse
+        if not torch.isfinite(torch.as_tensor(loss)):
+            self._stop(f"the validation loss at epoch {self.current_epoch}")
         self.log("val_loss", loss, prog_bar=True)
 
     def configure_optimizers(self):
@@ -317,32 +332,19 @@ def _loader(dataset, batch_size: int, config: TrainConfig, shuffle: bool, single
 # ---------------------------------------------------------------------------- run
 
 
-def _check_output(output: Path, resume: bool, overwrite: bool) -> Path | None:
-    """The checkpoint to resume from, after checking what the output folder holds."""
-    last = output / "last.ckpt"
-    if resume:
-        if not last.is_file():
-            raise ConfigError(f"--resume: {last} does not exist; start a new run without --resume")
-        return last
-    if output.exists() and any(output.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"output folder {output} already holds a run; pass --resume to continue it or --overwrite to start over")
-        shutil.rmtree(output)
-    return None
-
-
-def _resumed_model(model_config: dict, checkpoint: Path) -> tuple[dict, dict]:
-    """The model settings of a resumed run and the weight shapes its checkpoint holds: the
-    settings the run began with (every one, as resolved then, with the earlier defaults for those
-    its version lacked, so that a default changed since does not apply), overridden by those the
-    config sets (a backend, say)."""
+def _resumed_model(model_config: dict, checkpoint: Path) -> tuple[dict, dict, int]:
+    """The model settings of a resumed run, the weight shapes its checkpoint holds and the
+    checkpoint's global step. The settings are those the run began with (every one, as resolved
+    then, with the earlier defaults for those its version lacked, so that a default changed
+    since does not apply), overridden by those the config sets (a backend, say)."""
     try:
-        data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        data = read_plain_data(checkpoint, "a checkpoint of equinet train")
         saved = data["equinet"]["config"]
         shapes = {key.removeprefix("model."): tuple(value.shape) for key, value in data["state_dict"].items() if key.startswith("model.")}
-    except Exception as error:
+        step = int(data["global_step"])
+    except (ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"--resume: cannot read the model in {checkpoint} ({str(error).splitlines()[0]})") from None
-    return {**with_earlier_defaults(saved), **model_config}, shapes
+    return {**with_earlier_defaults(saved), **model_config}, shapes, step
 
 
 def _check_resumable(model: Potential, shapes: dict, checkpoint: Path) -> None:
@@ -360,15 +362,93 @@ def _check_resumable(model: Potential, shapes: dict, checkpoint: Path) -> None:
         )
 
 
-def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> int:
-    """Train as ``config`` says; returns the exit code (1 if a non-finite loss stopped it)."""
+class FiniteCheckpoint(pl.callbacks.ModelCheckpoint):
+    """Lightning's checkpointing, except that nothing is saved once the module has stopped
+    training for a non-finite loss, gradient or validation loss: ``last.ckpt`` and
+    ``best.ckpt`` keep the last weights whose validation loss was finite."""
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        if pl_module.nonfinite is None:
+            super().on_train_batch_end(trainer, pl_module, *args)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if pl_module.nonfinite is None:
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer, pl_module):
+        if pl_module.nonfinite is None:
+            super().on_validation_end(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        if pl_module.nonfinite is None:
+            super().on_train_end(trainer, pl_module)
+
+
+def _inputs(config: TrainConfig, config_path: Path | None) -> list[Path]:
+    """The files a run reads: its config and data."""
+    data = config.data
+    paths = [config_path, data.train, data.valid, data.test, data.atomic_energies]
+    return [Path(path) for path in paths if isinstance(path, (str, Path))]
+
+
+def _trainer(config: TrainConfig, output: Path, resume_step: int | None) -> pl.Trainer:
+    """The Lightning trainer of a run, with its checkpoints, callbacks and loggers."""
+    callbacks = [FiniteCheckpoint(dirpath=output, filename="best", monitor="val_loss", mode="min", save_last=True, enable_version_counter=False)]
+    stage_two = config.loss.stage_two
+    if stage_two is not None:
+        callbacks.append(StageTwo(stage_two, refit=stage_two.refit_atomic_energies and config.data.atomic_energies is None))
+    callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="epoch"))
+    if config.ema.enabled:
+        callbacks.append(pl.callbacks.WeightAveraging(use_buffers=False, avg_fn=ema_with_warmup(config.ema.decay)))
+    loggers = [MetricsCSV(output, resume_step)]
+    try:
+        import tensorboard  # noqa: F401
+
+        loggers.append(pl.loggers.TensorBoardLogger(output, name="tensorboard", version=""))
+    except ImportError:
+        pass
+    settings = config.trainer
+    try:
+        return pl.Trainer(
+            max_epochs=settings.max_epochs,
+            max_time=timedelta(minutes=settings.max_time_minutes) if settings.max_time_minutes else None,
+            accelerator=settings.accelerator,
+            devices=settings.devices,
+            num_nodes=settings.num_nodes,
+            strategy=settings.strategy,
+            gradient_clip_val=settings.gradient_clip_val,
+            check_val_every_n_epoch=settings.check_val_every_n_epoch,
+            log_every_n_steps=settings.log_every_n_steps,
+            enable_progress_bar=settings.progress_bar,
+            callbacks=callbacks,
+            logger=loggers,
+            default_root_dir=output,
+            inference_mode=False,  # validation needs gradients for the forces
+            num_sanity_val_steps=0,
+            enable_model_summary=False,
+        )
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            f"trainer: accelerator {settings.accelerator!r}, devices {settings.devices!r}, strategy {settings.strategy!r} "
+            f"cannot run here ({message}); see 'trainer' in the README"
+        ) from None
+
+
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, config_path: str | Path | None = None) -> int:
+    """Train as ``config`` (read from ``config_path``) says; returns the exit code (1 if
+    training stopped on a non-finite value).
+
+    Everything is checked (config, output folder, trainer settings, data, model) before the
+    earlier run in the output folder, if any, is replaced.
+    """
     output = Path(config.output)
     if rank_zero_only.rank == 0:
-        checkpoint = _check_output(output, resume, overwrite)
+        checkpoint = check_run_folder(output, _inputs(config, config_path and Path(config_path)), resume, overwrite)
     else:  # a DDP worker re-running the command: the launching process has checked
         checkpoint = output / "last.ckpt" if resume else None
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    model_config, shapes = (config.model, None) if checkpoint is None else _resumed_model(config.model, checkpoint)
+    model_config, shapes, step = (config.model, None, None) if checkpoint is None else _resumed_model(config.model, checkpoint)
     dtype = DTYPES[model_config.get("dtype", "float32")]
     cutoff = float(model_config.get("cutoff", 5.0))
 
@@ -383,49 +463,19 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     if checkpoint is not None:
         _check_resumable(model, shapes, checkpoint)
     module = PotentialModule(model, config)
+    trainer = _trainer(config, output, step)
 
-    trainer_config = config.trainer
-    single_process = trainer_config.num_nodes == 1 and trainer_config.devices in (1, "1")
-    callbacks = [
-        pl.callbacks.ModelCheckpoint(dirpath=output, filename="best", monitor="val_loss", mode="min", save_last=True, enable_version_counter=False),
-    ]
-    stage_two = config.loss.stage_two
-    if stage_two is not None:
-        callbacks.append(StageTwo(stage_two, refit=stage_two.refit_atomic_energies and config.data.atomic_energies is None))
-    callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="epoch"))
-    if config.ema.enabled:
-        callbacks.append(pl.callbacks.WeightAveraging(use_buffers=False, avg_fn=ema_with_warmup(config.ema.decay)))
-    loggers = [pl.loggers.CSVLogger(output, name="", version="")]
-    try:
-        import tensorboard  # noqa: F401
-
-        loggers.append(pl.loggers.TensorBoardLogger(output, name="tensorboard", version=""))
-    except ImportError:
-        pass
-    trainer = pl.Trainer(
-        max_epochs=trainer_config.max_epochs,
-        max_time=timedelta(minutes=trainer_config.max_time_minutes) if trainer_config.max_time_minutes else None,
-        accelerator=trainer_config.accelerator,
-        devices=trainer_config.devices,
-        num_nodes=trainer_config.num_nodes,
-        strategy=trainer_config.strategy,
-        gradient_clip_val=trainer_config.gradient_clip_val,
-        check_val_every_n_epoch=trainer_config.check_val_every_n_epoch,
-        log_every_n_steps=trainer_config.log_every_n_steps,
-        enable_progress_bar=trainer_config.progress_bar,
-        callbacks=callbacks,
-        logger=loggers,
-        default_root_dir=output,
-        inference_mode=False,  # validation needs gradients for the forces
-        num_sanity_val_steps=0,
-        enable_model_summary=False,
-    )
     # The run folder holds the config, logs and checkpoints together, by design: Lightning's
     # warnings that the folder is not empty (written config.yaml, or a resumed run) mislead.
     warnings.filterwarnings("ignore", message=r"(Experiment logs|Checkpoint) directory .* exists and is not empty")
     if trainer.is_global_zero:
-        output.mkdir(parents=True, exist_ok=True)
+        if checkpoint is None:
+            kept = clear_run(output)
+            if kept:
+                rank_zero_info(f"--overwrite: replaced the earlier run in {output}; kept what equinet train did not write there: {', '.join(kept)}")
+        mark_run(output)
         (output / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    single_process = config.trainer.num_nodes == 1 and config.trainer.devices in (1, "1")
     trainer.fit(
         module,
         train_dataloaders=_loader(sets["train"], config.data.batch_size, config, True, single_process),
@@ -438,10 +488,23 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
 
 
 def _finish(module: PotentialModule, sets: dict, output: Path, config: TrainConfig) -> int:
-    """Write model.pt (EMA weights), evaluate on the test set, print the summary."""
+    """Write model.pt (EMA weights), evaluate on the test set, print the summary. After a
+    non-finite stop, model.pt holds the weights of best.ckpt, or is not written if none."""
     model = module.model.eval()
+    lines = []
+    if module.nonfinite is not None:
+        best = output / "best.ckpt"
+        lines.append(f"training stopped: {module.nonfinite} became non-finite (lower optimizer.lr or check the data)")
+        if not best.is_file():
+            lines.append("no epoch ended with a finite validation loss, so no checkpoint and no model.pt were written")
+            print("\n".join(lines))
+            return 1
+        saved = torch.load(best, map_location="cpu", weights_only=True)
+        model.load_state_dict({key.removeprefix("model."): value for key, value in saved["state_dict"].items() if key.startswith("model.")})
+        model.statistics = saved["equinet"]["statistics"]
+        lines.append(f"last.ckpt and best.ckpt hold the last weights with a finite validation loss; model.pt holds best.ckpt's (epoch {saved['epoch']})")
     save_model(model, output / "model.pt")
-    lines = [f"model.pt written to {output / 'model.pt'} ({sum(p.numel() for p in model.parameters()):,} parameters)"]
+    lines.append(f"model.pt written to {output / 'model.pt'} ({sum(p.numel() for p in model.parameters()):,} parameters)")
     if len(sets["test"]):
         if sets["test_split_off"]:
             from ase.io import write
@@ -453,11 +516,5 @@ def _finish(module: PotentialModule, sets: dict, output: Path, config: TrainConf
         parity_plots(predictions, output, title="test")
         lines.append(format_metrics(metrics, f"test set ({len(sets['test'])} structures):"))
         lines.append(f"parity plots: {', '.join(str(output / f'parity_{key}.png') for key in predictions)}")
-    if module.nonfinite_step is not None:
-        lines.append(
-            f"training stopped: the loss became non-finite at step {module.nonfinite_step}; that step was skipped and "
-            f"{output / 'last.ckpt'} and best.ckpt hold the last finite weights (lower optimizer.lr or check the data)"
-        )
     print("\n".join(lines))
-    return 1 if module.nonfinite_step is not None else 0
-
+    return 1 if module.nonfinite is not None else 0

@@ -12,12 +12,15 @@ from __future__ import annotations
 import contextlib
 import difflib
 import inspect
+import typing
 
+import pydantic
 import torch
+from e3nn import o3
 
 from .base import Potential
 
-__all__ = ["MODELS", "build_model", "default_dtype", "register_model"]
+__all__ = ["MODELS", "build_model", "check_model_config", "default_dtype", "register_model"]
 
 MODELS: dict[str, type[Potential]] = {}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -61,6 +64,57 @@ def default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(previous)
 
 
+def _checked(name: str, key: str, value):
+    """``value`` of hyper-parameter ``key`` of model ``name``, converted to the type that its
+    constructor declares (``"3"`` to 3, say); one line naming the key if it cannot be, or if
+    it is a negative count, a non-positive cutoff or a string that is not irreps."""
+    annotation = typing.get_type_hints(MODELS[name].__init__)[key]
+    try:
+        value = pydantic.TypeAdapter(annotation).validate_python(value)
+    except pydantic.ValidationError as error:
+        raise ValueError(f"model.{key} = {value!r}: {error.errors()[0]['msg']}") from None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value < 0:
+        raise ValueError(f"model.{key} = {value!r}: must be 0 or more")
+    if key == "cutoff" and not value > 0:
+        raise ValueError(f"model.cutoff = {value!r}: must be a positive distance in Å")
+    if isinstance(value, (list, tuple)) and any(item < 1 for item in value):
+        raise ValueError(f"model.{key} = {value!r}: every entry must be 1 or more")
+    if key.endswith("irreps"):
+        try:
+            o3.Irreps(value)
+        except (ValueError, AssertionError):
+            raise ValueError(f"model.{key} = {value!r}: not irreps; write them as e.g. '64x0e+64x1o'") from None
+    return value
+
+
+def check_model_config(config: dict) -> dict:
+    """The ``model:`` section ``config`` checked, its values converted to the types the
+    model declares; keys it does not give stay absent (no defaults are filled in).
+
+    Raises:
+        ValueError: unknown model name, unknown key (naming the closest valid one) or bad
+            value, in one line naming the key.
+    """
+    config = dict(config)
+    name = config.pop("name", None)
+    if name not in MODELS:
+        known = ", ".join(sorted(MODELS))
+        raise ValueError(f"model.name must be one of {known}, got {name!r}{_closest(str(name), MODELS)}")
+    checked = {"name": name}
+    if "dtype" in config:
+        checked["dtype"] = config.pop("dtype")
+        if checked["dtype"] not in DTYPES:
+            raise ValueError(f"model.dtype must be one of {', '.join(DTYPES)}, got {checked['dtype']!r}")
+    valid = hyperparameters(name)
+    for key, value in config.items():
+        if key not in valid:
+            raise ValueError(f"model.{key} is not a setting of model '{name}'{_closest(key, [*valid, 'dtype'])}")
+        checked[key] = _checked(name, key, value)
+    return checked
+
+
 def build_model(config: dict, statistics: dict) -> Potential:
     """Build the model that ``config`` names, set up from the data ``statistics``.
 
@@ -72,18 +126,8 @@ def build_model(config: dict, statistics: dict) -> Potential:
         ValueError: unknown model name, unknown key (naming the closest valid one) or
             bad value, in one line.
     """
-    config = dict(config)
-    name = config.pop("name", None)
-    if name not in MODELS:
-        known = ", ".join(sorted(MODELS))
-        raise ValueError(f"model.name must be one of {known}, got {name!r}{_closest(str(name), MODELS)}")
-    dtype_name = config.pop("dtype", "float32")
-    if dtype_name not in DTYPES:
-        raise ValueError(f"model.dtype must be one of {', '.join(DTYPES)}, got {dtype_name!r}")
-    valid = hyperparameters(name)
-    for key in config:
-        if key not in valid:
-            raise ValueError(f"model.{key} is not a setting of model '{name}'{_closest(key, [*valid, 'dtype'])}")
+    config = check_model_config(config)
+    name, dtype_name = config.pop("name"), config.pop("dtype", "float32")
     bound = inspect.signature(MODELS[name].__init__).bind(None, statistics, **config)
     bound.apply_defaults()
     resolved = {
@@ -92,6 +136,12 @@ def build_model(config: dict, statistics: dict) -> Potential:
         if key not in ("self", "statistics")
     }
     with default_dtype(DTYPES[dtype_name]):
-        model = MODELS[name](statistics, **resolved)
+        try:
+            model = MODELS[name](statistics, **resolved)
+        except (ValueError, TypeError, RuntimeError, AssertionError, KeyError, IndexError) as error:
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            if not message.startswith("model."):
+                message = f"model: these settings do not build a '{name}' model ({message})"
+            raise ValueError(message) from None
     model.config = {"name": name, "dtype": dtype_name, **resolved}
     return model

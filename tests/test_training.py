@@ -335,6 +335,16 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path, data_file):
     expected, resumed = _state(tmp_path / "a" / "run" / "model.pt"), _state(tmp_path / "b" / "run" / "model.pt")
     for key in expected:
         torch.testing.assert_close(resumed[key], expected[key], atol=1e-10, rtol=1e-8)
+    # metrics.csv keeps the epochs before the kill and logs none twice.
+    expected_rows, resumed_rows = (_validation_rows(tmp_path / run / "run" / "metrics.csv") for run in ("a", "b"))
+    assert [epoch for epoch, _ in resumed_rows] == list(range(epochs))
+    for (_, expected_loss), (_, resumed_loss) in zip(expected_rows, resumed_rows):
+        assert resumed_loss == pytest.approx(expected_loss, rel=1e-8)
+
+
+def _validation_rows(path: Path) -> list[tuple[int, float]]:
+    """(epoch, val_loss) of every validation in a metrics.csv."""
+    return [(int(row["epoch"]), float(row["val_loss"])) for row in csv.DictReader(path.open()) if row["val_loss"]]
 
 
 def test_a_resumed_run_keeps_the_model_its_checkpoint_was_made_with(tmp_path, data_file, monkeypatch, capsys):
@@ -376,7 +386,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_finite_weights(tmp_path, data_
     monkeypatch.setattr(PotentialModule, "_loss", poisoned)
     assert train(config) == 1
     out = capsys.readouterr().out
-    assert "the loss became non-finite at step 6" in out
+    assert "training stopped: the training loss at step 6 became non-finite" in out
+    assert "last.ckpt and best.ckpt hold the last weights with a finite validation loss; model.pt holds best.ckpt's (epoch 0)" in out
     for name in ("best.ckpt", "last.ckpt", "model.pt"):
         state = _state(tmp_path / "run" / name)
         assert all(torch.isfinite(value).all() for value in state.values() if value.is_floating_point()), name

@@ -19,8 +19,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from equinet.export import export_model
+    from equinet.files import output_file
     from equinet.model_io import load_model
 
+    output_file(args.output, "--output", inputs=[args.model])
     model = load_model(args.model)
     dtype = getattr(torch, args.dtype) if args.dtype else None
     if (args.format or ("aotinductor" if args.output.suffix == ".pt2" else None)) == "aotinductor":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from equinet.commands import positive_int
+
 
 def register(commands) -> None:
     parser = commands.add_parser("md", help="molecular dynamics with a trained model (ASE)")
@@ -13,8 +15,8 @@ def register(commands) -> None:
     parser.add_argument("--ensemble", choices=("nve", "nvt", "npt"), default="nve")
     parser.add_argument("--temperature", type=float, default=300.0, help="K: initial velocities, and the thermostat (default 300)")
     parser.add_argument("--timestep", type=float, default=1.0, help="fs (default 1)")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--interval", type=int, default=10, help="record every this many steps (default 10)")
+    parser.add_argument("--steps", type=positive_int, default=1000)
+    parser.add_argument("--interval", type=positive_int, default=10, help="record every this many steps (default 10)")
     parser.add_argument("--pressure", type=float, default=1.01325, help="bar, for npt (default 1 atm)")
     parser.add_argument("--output", type=Path, default=Path("md.extxyz"), help="trajectory: .traj or any ASE format (default md.extxyz)")
     parser.add_argument("--device", default="cpu")
@@ -27,8 +29,14 @@ def run(args: argparse.Namespace) -> int:
 
     from equinet.calculator import Calculator
     from equinet.datasets import DataError
+    from equinet.files import ase_format, output_file
     from equinet.md import plot_md, run_md
 
+    stem = args.output.with_suffix("")
+    log, plot = Path(f"{stem}.log"), Path(f"{stem}.png")
+    for path in (args.output, log, plot):
+        output_file(path, "--output", inputs=[args.structure, args.model])
+    ase_format(args.output, "--output")
     if not args.structure.is_file():
         raise DataError("file not found", str(args.structure))
     try:
@@ -36,13 +44,11 @@ def run(args: argparse.Namespace) -> int:
     except Exception as error:
         raise DataError(f"cannot read this structure ({str(error).splitlines()[0] if str(error) else type(error).__name__})", str(args.structure)) from None
     atoms.calc = Calculator(args.model, device=args.device)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    stem = args.output.with_suffix("")
     result = run_md(
         atoms, args.ensemble, args.temperature, args.timestep, args.steps, args.interval,
-        trajectory=args.output, log=f"{stem}.log", pressure_bar=args.pressure, seed=args.seed,
+        trajectory=args.output, log=log, pressure_bar=args.pressure, seed=args.seed,
     )
-    plot = plot_md(result, f"{stem}.png")
+    plot = plot_md(result, plot)
     print(
         f"{args.steps} steps of {args.ensemble} MD ({len(atoms)} atoms, {args.steps * args.timestep / 1000:g} ps) "
         f"at {result.steps_per_second:.1f} steps/s; final T {result.temperature[-1]:.0f} K\n"

@@ -13,7 +13,7 @@ def register(commands) -> None:
                         help="override a config value, e.g. --set trainer.max_epochs=5 (repeatable)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue the run in the output folder from its last.ckpt")
-    group.add_argument("--overwrite", action="store_true", help="delete the output folder's earlier run and start over")
+    group.add_argument("--overwrite", action="store_true", help="replace the earlier run in the output folder (only the files equinet train wrote there)")
     parser.set_defaults(run=run)
 
 
@@ -22,4 +22,4 @@ def run(args: argparse.Namespace) -> int:
     from equinet.training import train
 
     config = load_config(args.config, args.overrides)
-    return train(config, resume=args.resume, overwrite=args.overwrite)
+    return train(config, resume=args.resume, overwrite=args.overwrite, config_path=args.config)

@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from equinet.files import atomic_write, output_file
+
 __all__ = ["LammpsError", "build_plugin", "lammps_executable", "lammps_version"]
 
 SOURCES = Path(__file__).parent / "plugin"
@@ -68,8 +70,7 @@ def build_plugin(output: str | Path = "equinet_plugin.so", compiler: str | None 
     lammps_include = _package_file("lammps", "pair.h").parent
     mpi_include = _package_file("mpich", "mpi.h").parent
     torch_root = Path(torch.__file__).resolve().parent
-    output = Path(output).resolve()
-    output.parent.mkdir(parents=True, exist_ok=True)
+    output = output_file(output, "--output").resolve()
     command = [
         compiler, "-shared", "-fPIC", "-O2", "-std=c++17",
         f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}", "-DLAMMPS_SMALLBIG",
@@ -78,10 +79,10 @@ def build_plugin(output: str | Path = "equinet_plugin.so", compiler: str | None 
         "-I", str(torch_root / "include"), "-I", str(torch_root / "include" / "torch" / "csrc" / "api" / "include"),
         str(SOURCES / "pair_equinet.cpp"), str(SOURCES / "equinet_plugin.cpp"),
         "-L", str(torch_root / "lib"), f"-Wl,-rpath,{torch_root / 'lib'}", "-ltorch", "-ltorch_cpu", "-lc10",
-        "-o", str(output),
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        errors = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines()[-1:]
-        raise LammpsError(f"building the LAMMPS plugin failed: {errors[0] if errors else 'see the compiler output'}")
+    with atomic_write(output) as partial:
+        done = subprocess.run([*command, "-o", str(partial)], capture_output=True, text=True)
+        if done.returncode != 0:
+            errors = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines()[-1:]
+            raise LammpsError(f"building the LAMMPS plugin failed: {errors[0] if errors else 'see the compiler output'}")
     return output
