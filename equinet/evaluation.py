@@ -19,13 +19,24 @@ from torch_geometric.loader import DataLoader
 
 from equinet.potentials import Potential
 
-__all__ = ["Pairs", "compute_metrics", "format_metrics", "parity_plots", "predict"]
+__all__ = ["Pairs", "compute_metrics", "format_metrics", "paired_labels", "parity_plots", "predict"]
 
 _QUANTITIES = {  # key: (label, unit of the errors)
     "energy": ("energy per atom", "meV/atom"),
     "forces": ("forces", "meV/Å"),
     "stress": ("stress", "meV/Å³"),
 }
+
+
+def paired_labels(out: dict[str, torch.Tensor], batch, stress: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{label: (predicted, reference)}`` of a batch: energy per atom ``[B]`` (eV/atom),
+    forces ``[n, 3]`` (eV/Å) and, with ``stress``, stress ``[B, 3, 3]`` (eV/Å³); the pairs
+    the training loss, the validation metrics and the test metrics all compare."""
+    num_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(out["energy"].dtype)
+    pairs = {"energy": (out["energy"] / num_atoms, batch.energy.to(out["energy"].dtype) / num_atoms), "forces": (out["forces"], batch.forces)}
+    if stress:
+        pairs["stress"] = (out["stress"], batch.stress)
+    return pairs
 
 
 class Pairs(NamedTuple):
@@ -45,7 +56,7 @@ def predict(model: Potential, dataset: Sequence[Data], batch_size: int = 16) -> 
         ValueError: the model predicts a non-finite value where a reference exists.
     """
     model.eval()
-    device, dtype = model.atomic_energies.device, model.atomic_energies.dtype
+    device = model.atomic_energies.device
     stress = any(torch.isfinite(graph.stress).all() for graph in dataset if "stress" in graph)
     pairs: dict[str, tuple[list, list]] = {key: ([], []) for key in _QUANTITIES}
     structures = dict.fromkeys(_QUANTITIES, 0)
@@ -55,13 +66,9 @@ def predict(model: Potential, dataset: Sequence[Data], batch_size: int = 16) -> 
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         batch = batch.to(device)
         out = model(batch, forces=True, stress=stress, create_graph=False)
-        num_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(dtype)
-        per_structure = {"energy": torch.arange(batch.num_graphs, device=device), "forces": batch.batch}
-        values = {"energy": (batch.energy.to(dtype) / num_atoms, out["energy"] / num_atoms), "forces": (batch.forces, out["forces"])}
-        if stress:
-            per_structure["stress"] = per_structure["energy"]
-            values["stress"] = (batch.stress, out["stress"])
-        for key, (reference, predicted) in values.items():
+        structure = torch.arange(batch.num_graphs, device=device)
+        per_structure = {"energy": structure, "forces": batch.batch, "stress": structure}
+        for key, (predicted, reference) in paired_labels(out, batch, stress).items():
             owner = per_structure[key].repeat_interleave(reference[0].numel())  # the structure of each value
             reference, predicted = reference.detach().reshape(-1), predicted.detach().reshape(-1).to(reference.dtype)
             keep = torch.isfinite(reference)
@@ -121,16 +128,15 @@ def parity_plots(predictions: dict[str, Pairs], folder: str | Path, title: str =
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     units = {"energy": "eV/atom", "forces": "eV/Å", "stress": "eV/Å³"}
+    metrics = compute_metrics(predictions)
     for key, (reference, predicted, _) in predictions.items():
-        error = predicted - reference
         figure, axes = plt.subplots(figsize=(4.5, 4.5), layout="constrained")
         axes.scatter(reference, predicted, s=4, alpha=0.5, linewidths=0)
         low, high = float(min(reference.min(), predicted.min())), float(max(reference.max(), predicted.max()))
         axes.plot([low, high], [low, high], color="black", linewidth=0.8)
         axes.set_xlabel(f"reference {_QUANTITIES[key][0]} ({units[key]})")
         axes.set_ylabel(f"predicted ({units[key]})")
-        mae, rmse = 1000 * np.abs(error).mean(), 1000 * np.sqrt((error**2).mean())
-        axes.set_title(f"{title} MAE {mae:.2f}, RMSE {rmse:.2f} {_QUANTITIES[key][1]}".strip(), fontsize=9)
+        axes.set_title(f"{title} MAE {metrics[key]['mae']:.2f}, RMSE {metrics[key]['rmse']:.2f} {_QUANTITIES[key][1]}".strip(), fontsize=9)
         path = folder / f"parity_{key}.png"
         figure.savefig(path, dpi=120)
         plt.close(figure)

@@ -1,10 +1,13 @@
-"""The deployable model file (``model.pt``): weights plus everything needed to rebuild
-and trust them, as plain data that ``torch.load(..., weights_only=True)`` accepts.
+"""The deployable model file (``model.pt``) and the record every equinet file carries:
+weights plus everything needed to rebuild and trust them, as plain data that
+``torch.load(..., weights_only=True)`` accepts.
 
-``{"format", "equinet_version", "conventions", "config", "statistics", "state_dict"}``:
-the model config (name, dtype, every hyper-parameter), the data statistics it was set up
-from, and the conventions (irreps layout, spherical-harmonic normalization, CG phase
-source, units) of :data:`equinet.CONVENTIONS`.
+``model.pt`` is ``{"format", "equinet_version", "conventions", "config", "statistics",
+"state_dict"}``: the model config (name, dtype, every hyper-parameter), the data
+statistics it was set up from, and the conventions (irreps layout, spherical-harmonic
+normalization, CG phase source, units) of :data:`equinet.CONVENTIONS`. Training
+checkpoints carry the same record, without the weights, under ``"equinet"``
+(:func:`model_record`); every load, ``--resume`` included, checks it (:func:`check_record`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ FORMAT = "equinet-model"
 # a model file written before they existed (its config lacks the key) was made with.
 EARLIER_DEFAULTS = {"escn": {"nonlinearity": "gate"}}
 
-__all__ = ["load_model", "model_to_dict", "read_plain_data", "save_model", "with_earlier_defaults"]
+__all__ = ["check_record", "load_model", "model_record", "model_to_dict", "read_plain_data", "save_model", "with_earlier_defaults"]
 
 
 def with_earlier_defaults(config: dict) -> dict:
@@ -31,8 +34,9 @@ def with_earlier_defaults(config: dict) -> dict:
     return {**EARLIER_DEFAULTS.get(config.get("name"), {}), **config}
 
 
-def model_to_dict(model: Potential) -> dict:
-    """The model as plain data (see the module docstring)."""
+def model_record(model: Potential) -> dict:
+    """The record that ``model.pt`` and every training checkpoint carry (``"equinet"`` key
+    there): format, equinet version, conventions, model config and data statistics."""
     from equinet import __version__
 
     return {
@@ -41,8 +45,29 @@ def model_to_dict(model: Potential) -> dict:
         "conventions": dict(CONVENTIONS),
         "config": model.config,
         "statistics": model.statistics,
-        "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
     }
+
+
+def check_record(record, path: Path) -> dict:
+    """The model config of the record that ``path`` holds, with :data:`EARLIER_DEFAULTS`
+    for the keys its version lacked, after checking the record.
+
+    Raises:
+        ValueError: in one line, if the record lacks a part or was made under other conventions.
+    """
+    missing = [key for key in ("conventions", "config", "statistics") if not isinstance(record, dict) or not isinstance(record.get(key), dict)]
+    if missing:
+        raise ValueError(f"{path}: a damaged equinet file: it lacks its {missing[0]}; write it again")
+    different = {key: value for key, value in record["conventions"].items() if CONVENTIONS.get(key) != value}
+    if different:
+        version = record.get("equinet_version", record.get("version"))
+        raise ValueError(f"{path}: made under other conventions than this equinet's ({different}); use the equinet version it names ({version})")
+    return with_earlier_defaults(record["config"])
+
+
+def model_to_dict(model: Potential) -> dict:
+    """The model as plain data (see the module docstring)."""
+    return {**model_record(model), "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()}}
 
 
 def save_model(model: Potential, path: str | Path) -> None:
@@ -83,14 +108,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Potentia
     data = read_plain_data(path, "an equinet model")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{path}: not an equinet model file (write one with `equinet train` or equinet.save_model)")
-    missing = [key for key in ("conventions", "config", "statistics", "state_dict") if not isinstance(data.get(key), dict)]
-    if missing:
-        raise ValueError(f"{path}: a damaged equinet model file: it lacks its {missing[0]}; write it again with equinet.save_model")
-    different = {key: value for key, value in data["conventions"].items() if CONVENTIONS.get(key) != value}
-    if different:
-        raise ValueError(f"{path}: made under other conventions than this equinet's ({different}); use the equinet version it names ({data.get('equinet_version')})")
+    config = check_record(data, path)
+    if not isinstance(data.get("state_dict"), dict):
+        raise ValueError(f"{path}: a damaged equinet file: it lacks its state_dict; write it again")
     try:
-        model = build_model(with_earlier_defaults(data["config"]), data["statistics"])
+        model = build_model(config, data["statistics"])
         model.load_state_dict(data["state_dict"])
     except (ValueError, RuntimeError, KeyError, TypeError) as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]

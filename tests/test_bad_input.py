@@ -154,7 +154,7 @@ CASES = [
     (["evaluate", "missing.pt", "data.extxyz"], "missing.pt: model file not found"),
     (["evaluate", "data.extxyz", "data.extxyz"], "data.extxyz: cannot read as an equinet model"),
     (["evaluate", "pickled.pt", "data.extxyz"], "pickled.pt: holds pickled Python objects, not an equinet model; equinet never loads pickled code"),
-    (["evaluate", "nostats.pt", "data.extxyz"], "nostats.pt: a damaged equinet model file: it lacks its statistics"),
+    (["evaluate", "nostats.pt", "data.extxyz"], "nostats.pt: a damaged equinet file: it lacks its statistics"),
     (["evaluate", "mismatch.pt", "data.extxyz"], "mismatch.pt: its weights do not fit the model its config describes (size mismatch"),
     (["evaluate", "nan.pt", "data.extxyz", "--output", "evaluated"], "nan.pt: the model predicts non-finite energy per atom for 12 of 12 structures"),
     (["evaluate", "run/model.pt", "data.extxyz", "--device", "bogus"], "device 'bogus' is not a torch device"),

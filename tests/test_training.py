@@ -409,3 +409,27 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path, data_file):
     single, ddp = run("one", 1, 4), run("two", 2, 2)
     for key in ("val_energy_mae_meV", "val_forces_mae_meV", "val_stress_mae_meV", "val_loss"):
         assert float(ddp[key]) == pytest.approx(float(single[key]), rel=1e-6), key
+
+
+@pytest.mark.parametrize("kind", ["mse", "huber"])
+def test_the_validation_loss_is_the_training_loss_over_the_whole_set(kind):
+    """val_loss = sum over labels of weight * mean entry loss, with the loss type of training
+    (a Huber run must not be judged by its squared error), checked against torch's own losses."""
+    model, graphs = _model_and_graphs(_emt_frames(6))
+    graphs[1].forces = torch.full_like(graphs[1].forces, float("nan"))  # a structure without forces
+    config = TrainConfig(data={"generate": {}}, model=model.config, loss={"type": kind, "huber_delta": 0.05, "forces_weight": 10.0})
+    module = PotentialModule(model, config)
+    logged = {}
+    module.log = lambda name, value, **kwargs: logged.__setitem__(name, float(value))
+    for batch in DataLoader(graphs, batch_size=4):
+        module.validation_step(batch, 0)
+    module.on_validation_epoch_end()
+
+    batch = next(iter(DataLoader(graphs, batch_size=len(graphs))))
+    out = model(batch, forces=True)
+    loss = torch.nn.functional.huber_loss if kind == "huber" else torch.nn.functional.mse_loss
+    options = {"delta": 0.05} if kind == "huber" else {}
+    num_atoms = torch.bincount(batch.batch).double()
+    keep = torch.isfinite(batch.forces)
+    expected = loss(out["energy"] / num_atoms, batch.energy / num_atoms, **options) + 10.0 * loss(out["forces"][keep], batch.forces[keep], **options)
+    assert logged["val_loss"] == pytest.approx(float(expected), rel=1e-10)

@@ -1,0 +1,67 @@
+"""The data of a run: the train/valid/test sets of the config and their loaders."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DistributedSampler
+from torch_geometric.loader import DataLoader
+
+from equinet.config import ConfigError, TrainConfig
+from equinet.datasets import build_graphs, load_dataset, split_dataset
+
+__all__ = ["loader", "prepare_data"]
+
+
+def _sizes(split: list[float], has_valid: bool, has_test: bool) -> list[float | int]:
+    """Train/valid/test sizes of the data to split; parts given as files take nothing."""
+    counts = any(value > 1 for value in split)
+    sizes = [int(v) for v in split] if counts else list(split)
+    if has_valid:
+        sizes[1] = 0
+    if has_test:
+        sizes[2] = 0
+    if not counts and (has_valid or has_test):
+        sizes[0] = 1.0 - sizes[1] - sizes[2]
+    return sizes
+
+
+def _load(config: TrainConfig, path, dtype, cutoff, required=("energy", "forces")):
+    data = config.data
+    keys = {"energy": data.energy_key, "forces": data.forces_key, "stress": data.stress_key}
+    return load_dataset(path, cutoff, keys=keys, required=required, energy_unit=data.energy_unit, skip_bad=data.skip_bad, progress=True, dtype=dtype)
+
+
+def prepare_data(config: TrainConfig, cutoff: float, dtype: torch.dtype) -> dict:
+    """Train/valid/test graph sets from the config (file or embedded generator)."""
+    data = config.data
+    if data.generate is not None:
+        from equinet.datasets.generate import GENERATORS
+        from equinet.datasets.labels import read_labels
+
+        frames = GENERATORS[data.generate.name](data.generate.n, seed=data.generate.seed)
+        structures = [(atoms, read_labels(atoms, required=("energy", "forces"))) for atoms in frames]
+        source = f"generated {data.generate.name}"
+        everything = build_graphs(structures, cutoff, source, data.skip_bad, progress=True, dtype=dtype)
+    else:
+        everything = _load(config, data.train, dtype, cutoff)
+    train_set, valid_set, test_set = split_dataset(everything, _sizes(data.split, data.valid is not None, data.test is not None), data.seed)
+    sets = {"train": train_set, "valid": valid_set, "test": test_set, "test_split_off": data.test is None}
+    if data.valid is not None:
+        sets["valid"] = _load(config, data.valid, dtype, cutoff)
+    if data.test is not None:
+        sets["test"] = _load(config, data.test, dtype, cutoff)
+    for name in ("train", "valid"):
+        if len(sets[name]) == 0:
+            raise ConfigError(f"data.split gives an empty {name} set ({len(everything)} structures, split {data.split})")
+    return sets
+
+
+def loader(dataset, batch_size: int, config: TrainConfig, shuffle: bool, single_process: bool) -> DataLoader:
+    workers = config.data.num_workers
+    if shuffle and single_process:
+        # The order of each epoch depends only on (seed, epoch): a resumed run sees the
+        # same batches as an uninterrupted one. Lightning calls set_epoch on it; with
+        # several processes it installs its own (equally seeded) DistributedSampler.
+        sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=config.data.seed)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, persistent_workers=workers > 0)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, persistent_workers=workers > 0)
