@@ -360,3 +360,16 @@ def test_killing_an_export_leaves_the_old_file_whole(workspace, tmp_path):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _kill_when(process, tmp_path, ".model-lammps.partial-*.pt")
     assert output.read_bytes() == b"an earlier export\n"
+
+
+def test_resume_checks_the_checkpoint_record_as_loading_a_model_does(workspace, tmp_path, monkeypatch, capsys):
+    folder = _trained_copy(workspace, tmp_path / "user")
+    monkeypatch.chdir(folder)
+    checkpoint = torch.load(folder / "run" / "last.ckpt", weights_only=True)
+    assert checkpoint["equinet"].keys() == torch.load(folder / "run" / "model.pt", weights_only=True).keys() - {"state_dict"}
+    checkpoint["equinet"]["conventions"]["units"] = "kcal/mol, Å"
+    torch.save(checkpoint, folder / "run" / "last.ckpt")
+    before = _snapshot(folder)
+    assert main([*TRAIN, "--resume", "--set", "trainer.max_epochs=2"]) == 2
+    assert "--resume: run/last.ckpt: made under other conventions than this equinet's ({'units': 'kcal/mol, Å'})" in capsys.readouterr().err
+    assert _snapshot(folder) == before
