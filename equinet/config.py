@@ -1,7 +1,8 @@
 """The training configuration: one YAML file, validated before anything runs.
 
     data:      where the structures come from, label keys and units, splits, batch sizes
-    model:     {name: <a registered model, e.g. mace>, <hyper-parameters>}; the cutoff is the model's
+    model:     {name: <a registered model, e.g. mace>, <hyper-parameters>}; the cutoff is the model's;
+               or {init_from: <a trained model.pt>, freeze: N, dtype: ...} to fine-tune one
     loss:      weights of energy per atom, forces and stress, and of the second stage; mse or huber
     optimizer: adam | adamw, learning rate (by default the model family's), AMSGrad, weight decay
     scheduler: plateau | cosine | constant, with optional linear warm-up
@@ -168,12 +169,28 @@ class TrainConfig(_Section):
     @model_validator(mode="after")
     def _known_model(self):
         from equinet.potentials import MODELS
-        from equinet.potentials.registry import check_model_config
+        from equinet.potentials.registry import DTYPES, check_model_config
 
-        self.model = check_model_config(self.model)
-        name = self.model["name"]
-        if self.optimizer.lr is None:
-            self.optimizer.lr = MODELS[name].default_lr
+        finetune = {key: self.model[key] for key in ("init_from", "freeze") if key in self.model}
+        settings = {key: value for key, value in self.model.items() if key not in finetune}
+        if "init_from" in finetune:
+            if not Path(str(finetune["init_from"])).is_file():
+                raise ValueError(f"model.init_from: file not found: {finetune['init_from']}")
+            other = [key for key in settings if key != "dtype"]
+            if other:
+                raise ValueError(f"model.{other[0]}: the model comes from model.init_from, settings and all; remove model.{other[0]}")
+            if settings.get("dtype", "float32") not in DTYPES:
+                raise ValueError(f"model.dtype must be one of {', '.join(DTYPES)}, got {settings['dtype']!r}")
+        else:
+            if "freeze" in finetune:
+                raise ValueError("model.freeze keeps layers of a trained model fixed: it needs model.init_from")
+            settings = check_model_config(settings)
+            if self.optimizer.lr is None:
+                self.optimizer.lr = MODELS[settings["name"]].default_lr
+        freeze = finetune.get("freeze", 0)
+        if not isinstance(freeze, int) or isinstance(freeze, bool) or freeze < 0:
+            raise ValueError(f"model.freeze = {freeze!r}: give how many message-passing layers to keep fixed (0 or more)")
+        self.model = {**settings, **finetune}
         return self
 
 

@@ -141,6 +141,15 @@ CASES = [
     ([*TRAIN, "--set", "trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val = -1: Input should be greater than 0"),
     pytest.param([*TRAIN, "--set", "trainer.accelerator=gpu", "--set", "output=new"], "trainer: accelerator 'gpu'", marks=NO_GPU),
     ([*TRAIN, "--set", "trainer.devices=many", "--set", "output=new"], "trainer: accelerator 'cpu', devices 'many'"),
+    # equinet train: fine-tuning a trained model
+    ([*TRAIN, "--set", "model={init_from: missing.pt}"], "model.init_from: file not found: missing.pt"),
+    ([*TRAIN, "--set", "model={init_from: run/model.pt, max_ell: 2}", "--set", "output=new"], "model.max_ell: the model comes from model.init_from"),
+    ([*TRAIN, "--set", "model.freeze=1"], "model.freeze keeps layers of a trained model fixed: it needs model.init_from"),
+    ([*TRAIN, "--set", "model={init_from: run/model.pt, freeze: -1}"], "model.freeze = -1: give how many message-passing layers"),
+    ([*TRAIN, "--set", "model={init_from: run/model.pt, freeze: 5}", "--set", "output=new"], "model.freeze = 5: the model of model.init_from has only 1"),
+    ([*TRAIN, "--set", "model={init_from: run/model.pt}", "--set", "data.train=xenon.extxyz", "--set", "data.valid=xenon.extxyz", "--set", "data.split=[1.0,0,0]", "--set", "output=new"],
+     "train set (for the model of model.init_from): frame 0: element Xe (Z=54) is not one the model was built for (Ni, Cu)"),
+    ([*TRAIN, "--set", "model={init_from: run/model.pt}", "--set", "output=run", "--overwrite"], "output folder run holds the run's input run/model.pt"),
     # equinet train: the output folder
     ([*TRAIN, "--set", "output=victim", "--overwrite"], "output folder victim holds files that equinet train did not write (mydata.extxyz"),
     ([*TRAIN, "--set", "output=victim"], "output folder victim holds files that equinet train did not write"),

@@ -23,7 +23,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from torch_geometric.loader import DataLoader
 
-from equinet import Calculator
+from equinet import Calculator, load_model
 from equinet.cli import main
 from equinet.config import LossConfig, StageTwoConfig, TrainConfig, load_config
 from equinet.datasets import build_graphs, compute_statistics, read_labels
@@ -433,3 +433,27 @@ def test_the_validation_loss_is_the_training_loss_over_the_whole_set(kind):
     keep = torch.isfinite(batch.forces)
     expected = loss(out["energy"] / num_atoms, batch.energy / num_atoms, **options) + 10.0 * loss(out["forces"][keep], batch.forces[keep], **options)
     assert logged["val_loss"] == pytest.approx(float(expected), rel=1e-10)
+
+
+def test_fine_tuning_starts_from_a_trained_model_refits_its_energies_and_keeps_frozen_layers(tmp_path, data_file, capsys):
+    assert main(["train", str(_config(tmp_path / "base", data_file, trainer={"max_epochs": 1}))]) == 0
+    pretrained_file = tmp_path / "base" / "run" / "model.pt"
+    write(tmp_path / "new.extxyz", _emt_frames(16, seed=9))
+    config = {
+        "data": {"train": str(tmp_path / "new.extxyz"), "split": [10, 3, 3], "batch_size": 2},
+        "model": {"init_from": str(pretrained_file), "freeze": 1},
+        "loss": {"stage_two": None},
+        "optimizer": {"lr": 0.002},
+        "trainer": {"max_epochs": 4, "progress_bar": False, "accelerator": "cpu"},
+        "output": str(tmp_path / "tuned"),
+    }
+    (tmp_path / "tune.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", str(tmp_path / "tune.yaml")]) == 0
+    pretrained, tuned = _state(pretrained_file), _state(tmp_path / "tuned" / "model.pt")
+    assert torch.load(tmp_path / "tuned" / "model.pt", weights_only=True)["config"] == torch.load(pretrained_file, weights_only=True)["config"]
+    for key, _ in load_model(pretrained_file).named_parameters():
+        fixed = key.startswith("embedding.") or key.split(".")[1] == "0"  # the embedding and layer 0
+        assert torch.equal(tuned[key], pretrained[key]) == fixed, key
+    assert not torch.equal(tuned["atomic_energies"], pretrained["atomic_energies"]), "reference energies refitted"
+    losses = [loss for _, loss in _validation_rows(tmp_path / "tuned" / "metrics.csv")]
+    assert len(losses) == 4 and losses[-1] < losses[0]

@@ -18,16 +18,17 @@ from equinet.config import ConfigError, TrainConfig
 from equinet.datasets import check_elements, compute_statistics, graph_to_atoms, read_atomic_energies
 from equinet.evaluation import compute_metrics, format_metrics, parity_plots, predict
 from equinet.model_io import check_record, read_plain_data, save_model
-from equinet.potentials import Potential, build_model
+from equinet.potentials import MODELS, Potential, build_model
 from equinet.potentials.registry import DTYPES
 
 from .checkpoint import FiniteCheckpoint
 from .data import loader, prepare_data
 from .ema import ema_callback
+from .finetune import FINETUNE_KEYS, freeze_layers, load_pretrained, set_atomic_energies
 from .metrics_csv import MetricsCSV
 from .module import PotentialModule
 from .run_folder import check_run_folder, clear_run, mark_run
-from .stage_two import StageTwo
+from .stage_two import StageTwo, refit_atomic_energies
 
 __all__ = ["train"]
 
@@ -62,10 +63,24 @@ def _check_resumable(model: Potential, shapes: dict, checkpoint: Path) -> None:
         )
 
 
+def _fitted_to_the_data(model: Potential, sets: dict, atomic_energies: dict | None, config: TrainConfig) -> Potential:
+    """A pretrained ``model`` checked against the run's data, with its reference energies given
+    by ``atomic_energies`` or fitted anew (least squares on its energy errors on the train set)."""
+    for name in ("train", "valid", "test"):
+        check_elements(sets[name], model.elements, source=f"{name} set (for the model of model.init_from)")
+    if atomic_energies is not None:
+        set_atomic_energies(model, atomic_energies)
+    else:
+        change = refit_atomic_energies(model, loader(sets["train"], config.data.valid_batch_size, config, False, True))
+        changes = ", ".join(f"{z}: {1000 * value:+.1f}" for z, value in zip(model.elements, change.tolist()))
+        rank_zero_info(f"model.init_from: reference energies fitted to the training set, changes (Z: meV) {changes}")
+    return model
+
+
 def _inputs(config: TrainConfig, config_path: Path | None) -> list[Path]:
-    """The files a run reads: its config and data."""
+    """The files a run reads: its config, data and starting model."""
     data = config.data
-    paths = [config_path, data.train, data.valid, data.test, data.atomic_energies]
+    paths = [config_path, data.train, data.valid, data.test, data.atomic_energies, config.model.get("init_from")]
     return [Path(path) for path in paths if isinstance(path, (str, Path))]
 
 
@@ -126,7 +141,18 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, co
     else:  # a DDP worker re-running the command: the launching process has checked
         checkpoint = output / "last.ckpt" if resume else None
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    model_config, shapes, step = (config.model, None, None) if checkpoint is None else _resumed_model(config.model, checkpoint)
+    settings = {key: value for key, value in config.model.items() if key not in FINETUNE_KEYS}
+    pretrained = None
+    if checkpoint is not None:
+        model_config, shapes, step = _resumed_model(settings, checkpoint)
+    elif "init_from" in config.model:
+        pretrained = load_pretrained(config.model["init_from"], settings.get("dtype"))
+        freeze_layers(pretrained, config.model.get("freeze", 0))  # a wrong count fails before the data is read
+        model_config, step = pretrained.config, None
+    else:
+        model_config, step = settings, None
+    if config.optimizer.lr is None:
+        config.optimizer.lr = MODELS[model_config["name"]].default_lr
     dtype = DTYPES[model_config.get("dtype", "float32")]
     cutoff = float(model_config.get("cutoff", 5.0))
 
@@ -134,12 +160,18 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, co
     atomic_energies = config.data.atomic_energies
     if isinstance(atomic_energies, Path):
         atomic_energies = read_atomic_energies(atomic_energies, energy_unit=config.data.energy_unit)
-    statistics = compute_statistics(sets["train"], atomic_energies)
-    for name in ("valid", "test"):
-        check_elements(sets[name], statistics["elements"], source=f"{name} set")
-    model = build_model(model_config, statistics)
+    if pretrained is not None:
+        model = _fitted_to_the_data(pretrained, sets, atomic_energies, config)
+    else:
+        statistics = compute_statistics(sets["train"], atomic_energies)
+        for name in ("valid", "test"):
+            check_elements(sets[name], statistics["elements"], source=f"{name} set")
+        model = build_model(model_config, statistics)
     if checkpoint is not None:
         _check_resumable(model, shapes, checkpoint)
+    frozen = freeze_layers(model, config.model.get("freeze", 0))
+    if frozen:
+        rank_zero_info(f"model.freeze: {len(frozen)} weight tensors kept fixed (the embedding and the first {config.model['freeze']} layers)")
     module = PotentialModule(model, config)
     trainer = _trainer(config, output, step)
 
