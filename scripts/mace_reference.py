@@ -106,7 +106,7 @@ def worker(out: Path) -> None:
             result = {
                 "energy": atoms.get_potential_energy(),
                 "forces": atoms.get_forces().tolist(),
-                "node_energy": np.asarray(calculator.results["node_energy"]).tolist(),
+                "node_energy": np.asarray(calculator.results["energies"]).tolist(),  # with the E0s
             }
             if atoms.pbc.all():
                 result["stress"] = atoms.get_stress(voigt=False).tolist()
