@@ -92,3 +92,21 @@ def test_bad_files_heads_and_pickles_get_one_line(tmp_path):
         with pytest.raises(ValueError) as error:
             import_mace(path, **kwargs)
         assert words in str(error.value) and str(error.value).startswith(str(path)) and "\n" not in str(error.value)
+
+
+def test_the_calculator_runs_a_mace_file_directly():
+    import equinet
+
+    structure = STRUCTURES["crystal"]
+    atoms = Atoms(numbers=structure["numbers"], positions=structure["positions"], cell=structure["cell"], pbc=structure["pbc"])
+    atoms.calc = equinet.Calculator(DATA / "off.model")
+    reference = MODELS["off"]["results"]["crystal"]
+    out = {
+        "energy": torch.tensor(atoms.get_potential_energy(), dtype=torch.float64),
+        "forces": torch.from_numpy(atoms.get_forces()),
+        "node_energy": torch.from_numpy(atoms.get_potential_energies()),
+        "stress": torch.from_numpy(atoms.get_stress(voigt=False)),
+    }
+    _assert_close(out, reference, 1e-10)
+    with pytest.raises(ValueError, match="no head 'pbe'"):
+        equinet.Calculator(DATA / "off.model", head="pbe")
