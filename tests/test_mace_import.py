@@ -80,6 +80,14 @@ def test_options_equinet_does_not_reproduce_are_refused_by_name():
     assert "interaction RealAgnosticInteractionBlock" in _refusal(lambda r: r.get("interactions").state["_modules"].update({"1": plain_block}))
 
 
+def test_a_mace_model_laid_out_otherwise_gets_one_line(monkeypatch):
+    record = read_torch_pickle(DATA / "off.model")
+    del record.state["_modules"]["products"]
+    monkeypatch.setattr("equinet.foreign.mace.read_torch_pickle", lambda path: record)
+    with pytest.raises(ValueError, match="^off.model: not a MACE model that equinet can read [^\n]*$"):
+        import_mace("off.model")
+
+
 def test_bad_files_heads_and_pickles_get_one_line(tmp_path):
     torch.save(torch.nn.Linear(2, 2), tmp_path / "linear.model")
     (tmp_path / "text.model").write_text("not a model\n")

@@ -53,8 +53,11 @@ def import_mace(path: str | Path, head: str | None = None, dtype: str | None = N
         config["dtype"] = dtype or ("float32" if stored == torch.float32 else "float64")
         model = build_model(config, statistics)
         model.load_state_dict({**model.state_dict(), **mace_state_dict(record, model)})
-    except UnsupportedMace as error:
+    except ValueError as error:  # UnsupportedMace, or settings that build_model refuses
         raise ValueError(f"{path}: cannot import this MACE model: {error}") from None
+    except (AttributeError, KeyError, TypeError, IndexError, RuntimeError) as error:
+        reason = ([line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__])[-1]
+        raise ValueError(f"{path}: not a MACE model that equinet can read (laid out unlike mace-torch 0.3's: {reason})") from None
     if config["first_layer_residual"]:
         _absorb_isolated_energies(model)
     return model.eval()
