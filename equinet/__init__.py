@@ -4,7 +4,8 @@ Sub-packages: :mod:`equinet.ops` (equivariant operators), :mod:`equinet.datasets
 (atomic data as graphs), :mod:`equinet.potentials` (GNN potentials) and
 :mod:`equinet.testing` (the conformance checks every operator and model passes).
 ``equinet.Calculator`` is the ASE calculator; ``equinet.load_model`` and
-``equinet.save_model`` read and write deployable ``model.pt`` files.
+``equinet.save_model`` read and write deployable ``model.pt`` files;
+``equinet.import_mace`` reads a mace-torch ``.model`` file as an equinet model.
 """
 
 from importlib import import_module
@@ -18,9 +19,14 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 # Imported on first use, so that `equinet --help` does not load torch_geometric and ASE.
-_LAZY = {"Calculator": "equinet.calculator", "load_model": "equinet.model_io", "save_model": "equinet.model_io"}
+_LAZY = {
+    "Calculator": "equinet.calculator",
+    "import_mace": "equinet.foreign.mace",
+    "load_model": "equinet.model_io",
+    "save_model": "equinet.model_io",
+}
 
-__all__ = ["CONVENTIONS", "Calculator", "__version__", "load_model", "save_model"]
+__all__ = ["CONVENTIONS", "Calculator", "__version__", "import_mace", "load_model", "save_model"]
 
 
 def __getattr__(name: str):

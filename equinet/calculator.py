@@ -21,6 +21,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from torch_geometric.data import Batch
 
 from equinet.datasets import atoms_to_graph
+from equinet.foreign.mace import import_mace
 from equinet.model_io import load_model
 from equinet.potentials import Potential
 
@@ -48,9 +49,11 @@ class Calculator(_ASECalculator):
     """An equinet potential as an ASE calculator.
 
     Args:
-        model: path of a deployed ``model.pt`` or a :class:`~equinet.potentials.Potential`.
+        model: path of a deployed ``model.pt``, of a mace-torch ``.model`` file (imported by
+            :func:`equinet.import_mace`), or a :class:`~equinet.potentials.Potential`.
         device: ``"cpu"``, ``"cuda"``, ...
         dtype: ``"float32"`` or ``"float64"`` to run in; ``None`` keeps the model's.
+        head: the head of a multi-head ``.model`` file to run.
 
     Properties: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/Å), ``stress``
     (eV/Å³, ASE's Voigt order and sign; fully periodic cells only) and ``energies``
@@ -59,10 +62,14 @@ class Calculator(_ASECalculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
-    def __init__(self, model: str | Path | Potential, device: str | torch.device = "cpu", dtype=None, **kwargs):
+    def __init__(self, model: str | Path | Potential, device: str | torch.device = "cpu", dtype=None, head: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.device = check_device(device)
-        if not isinstance(model, Potential):
+        if not isinstance(model, Potential) and Path(model).suffix == ".model":
+            model = import_mace(model, head=head)
+        elif head is not None:
+            raise ValueError(f"head={head!r} selects a head of a mace-torch .model file; {model} has none")
+        elif not isinstance(model, Potential):
             model = load_model(model)
         if dtype is not None:
             if dtype not in _DTYPES:

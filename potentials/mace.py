@@ -9,7 +9,7 @@ contraction; ``product: gaunt``: powers of A read as a spherical function, taken
 on a sphere grid — fewer couplings, far cheaper at high degree), a linear
 map, and an element-dependent self-connection from the previous layer. Every layer
 reads out an energy; the last one through a small MLP. The learned energy of an atom
-without neighbours is exactly zero.
+without neighbours is exactly zero (unless ``first_layer_residual``).
 """
 
 from __future__ import annotations
@@ -77,6 +77,10 @@ class MACE(Potential):
         envelope_p: exponent of the polynomial cutoff envelope (MACE: 5).
         radial_hidden: hidden widths of the radial MLP.
         readout_hidden: width of the last layer's readout MLP.
+        first_layer_residual: the first layer adds an element-dependent self-connection
+            of the element embedding, as every later layer does (mace-torch's
+            ``RealAgnosticResidualInteractionBlock`` first, as in MACE-MP-0), instead of
+            mixing A by element; an isolated atom's learned energy is then not zero.
         product: the many-body product: ``"cg"`` (symmetric contraction, all couplings) or
             ``"gaunt"`` (:class:`~equinet.ops.GauntManyBodyProduct`; then every output irrep of
             the product needs the parity (-1)^l, e.g. ``"64x0e+64x1o"``, not ``"64x1e"``).
@@ -104,6 +108,7 @@ class MACE(Potential):
         envelope_p: int = 5,
         radial_hidden: Sequence[int] = (64, 64, 64),
         readout_hidden: int = 16,
+        first_layer_residual: bool = False,
         product: str = "cg",
         conv_backend: str = "torch",
         product_backend: str = "torch",
@@ -134,6 +139,8 @@ class MACE(Potential):
             raise ValueError(f"model.num_interactions must be a positive integer, got {num_interactions!r}")
         num_channels = channels.pop()
         self.max_ell = max_ell
+        self.first_layer_residual = first_layer_residual
+        self.isolated_energy_is_zero = not first_layer_residual
         irreps_sh = o3.Irreps.spherical_harmonics(max_ell)
         irreps_a = o3.Irreps([(num_channels, ir) for _, ir in irreps_sh])
         elements = o3.Irreps(f"{self.num_elements}x0e")
@@ -153,10 +160,11 @@ class MACE(Potential):
             )
             self.products.append(make_product(irreps_a, irreps_out, correlation, self.num_elements))
             self.linears.append(Linear(irreps_out, irreps_out))
-            # The first layer mixes A by element instead (mace-torch's skip_tp), as its
-            # input (the element embedding) is not worth a residual.
+            # The first layer mixes A by element instead (mace-torch's skip_tp), unless
+            # first_layer_residual: its input is only the element embedding.
+            mixes_a = layer == 0 and not first_layer_residual
             self.self_connections.append(
-                FullyConnectedTensorProduct(irreps_a if layer == 0 else irreps_in, elements, irreps_a if layer == 0 else irreps_out)
+                FullyConnectedTensorProduct(irreps_a if mixes_a else irreps_in, elements, irreps_a if mixes_a else irreps_out)
             )
             if last:
                 readout = torch.nn.Sequential(Linear(irreps_out, f"{readout_hidden}x0e"), torch.nn.SiLU(), Linear(f"{readout_hidden}x0e", "1x0e"))
@@ -179,7 +187,7 @@ class MACE(Potential):
             zip(self.interactions, self.products, self.linears, self.self_connections, self.readouts)
         ):
             a = interaction(x, edge_sh, edge_features, edge_index)
-            if layer == 0:
+            if layer == 0 and not self.first_layer_residual:
                 x = linear(product(self_connection(a, one_hot), species))
             else:
                 x = linear(product(a, species)) + self_connection(x, one_hot)

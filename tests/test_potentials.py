@@ -40,6 +40,7 @@ SMALL = {
     "escn": {"name": "escn", "num_channels": 4, "l_max": 3, "m_max": 2, "num_layers": 2, "radial_hidden": [8]},
 }
 SMALL["mace-gaunt"] = {**SMALL["mace"], "product": "gaunt"}
+SMALL["mace-residual"] = {**SMALL["mace"], "first_layer_residual": True}  # as MACE-MP-0
 SMALL["escn-gate"] = {**SMALL["escn"], "nonlinearity": "gate"}
 
 

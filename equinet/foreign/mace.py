@@ -1,0 +1,78 @@
+"""mace-torch model files (``.model``, ``torch.save(model)``) as equinet potentials.
+
+    model = import_mace("MACE-model.model")                 # the file's dtype
+    model = import_mace("MACE-model.model", dtype="float64")
+    equinet.save_model(model, "model.pt")                    # an ordinary equinet model
+
+The file is read without mace-torch and without running its pickle
+(:mod:`.pickle_reader`); its hyper-parameters become an equinet ``mace`` config
+(:mod:`.mace_config`) and its weights are mapped onto that model (:mod:`.mace_weights`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from equinet.potentials import Potential, build_model
+
+from .mace_config import UnsupportedMace, mace_config
+from .mace_weights import mace_state_dict
+from .pickle_reader import read_torch_pickle
+
+__all__ = ["import_mace"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def import_mace(path: str | Path, head: str | None = None, dtype: str | None = None) -> Potential:
+    """The equinet ``mace`` model equal to the mace-torch model in ``path``, in eval mode.
+
+    Args:
+        path: a mace-torch ``.model`` file (``MACE`` or ``ScaleShiftMACE``).
+        head: the head to import; ``None`` for a model with one head.
+        dtype: ``"float32"`` or ``"float64"``; ``None`` keeps the file's.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: in one line naming the file: not a torch file, damaged, a pickle that
+            would run code, not a MACE model, an unknown head, or an option equinet does not
+            reproduce (named).
+    """
+    path = Path(path)
+    if dtype is not None and dtype not in _DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    record = read_torch_pickle(path)
+    try:
+        config, statistics = mace_config(record)
+        heads = record.get("heads", ["Default"])
+        if head is not None and head not in heads:
+            raise UnsupportedMace(f"has no head {head!r} (its heads: {', '.join(map(str, heads))})")
+        stored = record.tensors()["node_embedding.linear.weight"].dtype
+        config["dtype"] = dtype or ("float32" if stored == torch.float32 else "float64")
+        model = build_model(config, statistics)
+        model.load_state_dict({**model.state_dict(), **mace_state_dict(record, model)})
+    except ValueError as error:  # UnsupportedMace, or settings that build_model refuses
+        raise ValueError(f"{path}: cannot import this MACE model: {error}") from None
+    except (AttributeError, KeyError, TypeError, IndexError, RuntimeError) as error:
+        reason = ([line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__])[-1]
+        raise ValueError(f"{path}: not a MACE model that equinet can read (laid out unlike mace-torch 0.3's: {reason})") from None
+    if config["first_layer_residual"]:
+        _absorb_isolated_energies(model)
+    return model.eval()
+
+
+def _absorb_isolated_energies(model: Potential) -> None:
+    """Move the learned energy of isolated atoms into the reference energies.
+
+    mace-torch adds it to every atom's energy; equinet's base subtracts it (an isolated
+    atom has exactly its reference energy), so the reference energies take it in and every
+    energy stays the same.
+    """
+    species = torch.arange(model.num_elements)
+    with torch.no_grad():
+        no_edges = torch.zeros(2, 0, dtype=torch.long)
+        isolated = model.node_energy_terms(species, torch.zeros(0, 3, dtype=model.atomic_energies.dtype), no_edges)
+        model.atomic_energies += model.scale * isolated
+    model.statistics["atomic_energies"] = dict(zip(model.elements, model.atomic_energies.tolist()))

@@ -1,0 +1,117 @@
+"""mace-torch's weights mapped onto an equinet ``mace`` model of the same architecture
+(built from :func:`~equinet.foreign.mace_config.mace_config`).
+
+Most weights are e3nn ``Linear``, ``FullyConnectedTensorProduct`` and
+``FullyConnectedNet`` weights of the same irreps and layout on both sides and are copied.
+Two are not:
+
+* the last readout's activation: mace's e3nn ``Activation`` scales SiLU by its
+  second-moment constant ``cst``; equinet's readout has a plain SiLU, so ``cst`` moves
+  into the weights of the linear map after it;
+* the symmetric contraction: mace's weights multiply its redundant coupling basis
+  ``U_nu [M, D, ..., D, K]``; equinet's multiply a basis of the *symmetric*
+  maps. The product only sees the symmetrized U, so each of mace's basis tensors,
+  symmetrized, is written in equinet's basis by a least-squares solve
+  ``U_eq^T P = sym(U_mace)`` (``P: [K_eq, K]``), and ``w_eq = P w_mace / WEIGHT_SCALE``.
+  The solve must leave no residual (then the map is exact); otherwise the import is refused.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from e3nn import o3
+
+from equinet.ops.symmetric_contraction import WEIGHT_SCALE, symmetric_coupling_basis
+from equinet.potentials import Potential
+
+from .mace_config import UnsupportedMace, irreps_of
+from .pickle_reader import Record
+
+__all__ = ["mace_state_dict"]
+
+# Largest residual of the basis map, relative to the basis, by the dtype mace's U was computed in.
+_EXACT = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+def _symmetrized(u: torch.Tensor, order: int) -> torch.Tensor:
+    """``u [M, D, ..., D, K]`` averaged over the orders of its ``order`` D-axes."""
+    perms = list(itertools.permutations(range(1, order + 1)))
+    return sum(u.permute(0, *perm, order + 1) for perm in perms) / len(perms)
+
+
+def _contraction_weights(contraction: Record, irreps_one: o3.Irreps, ir_out: o3.Irrep, correlation: int) -> dict[int, torch.Tensor]:
+    """equinet's ``weight_{nu}_{ir_out}`` (``[Z, K_eq, C]``, float64) for one mace ``Contraction``.
+
+    Raises:
+        UnsupportedMace: a term of mace's product outside equinet's basis.
+    """
+    tensors = contraction.tensors()
+    weights = {}
+    for order in range(1, correlation + 1):
+        u = tensors[f"U_matrix_{order}"].double()
+        if u.dim() == order + 1:  # mace drops the M axis of scalar outputs
+            u = u.unsqueeze(0)
+        w = tensors["weights_max" if order == correlation else f"weights.{correlation - 1 - order}"].double()
+        sym = _symmetrized(u, order).reshape(-1, u.shape[-1])  # [M D^nu, K]
+        basis = symmetric_coupling_basis(irreps_one, ir_out, order).flatten(1)  # [K_eq, M D^nu]
+        projection = torch.linalg.lstsq(basis.T, sym).solution if basis.shape[0] else basis.new_zeros(0, sym.shape[1])  # [K_eq, K]
+        residual = (sym - basis.T @ projection).norm() / sym.norm().clamp_min(1e-300)
+        if sym.norm() > 0 and residual > _EXACT.get(tensors[f"U_matrix_{order}"].dtype, 1e-5):
+            raise UnsupportedMace(
+                f"its symmetric contraction (order {order}, output {ir_out}) has terms outside equinet's basis "
+                f"(residual {residual:.1e})"
+            )
+        if basis.shape[0]:
+            weights[order] = torch.einsum("kj,zjc->zkc", projection, w) / WEIGHT_SCALE
+    return weights
+
+
+def _product(prefix: str, product: Record, model_product) -> dict[str, torch.Tensor]:
+    contractions = product.get("symmetric_contractions").get("contractions").children()
+    irreps_one = model_product.irreps_one
+    out = {}
+    for index, (_, ir_out) in enumerate(model_product.irreps_out):
+        contraction = contractions[str(index)]
+        if irreps_of(contraction.get("coupling_irreps")) != irreps_one:
+            raise UnsupportedMace(f"its symmetric contraction couples {irreps_of(contraction.get('coupling_irreps'))}, not {irreps_one}")
+        for order, weight in _contraction_weights(contraction, irreps_one, ir_out, model_product.correlation).items():
+            out[f"{prefix}weight_{order}_{ir_out}"] = weight
+    return out
+
+
+def mace_state_dict(mace: Record, model: Potential) -> dict[str, torch.Tensor]:
+    """Every parameter and the reference energies, scale and shift of ``model`` (equinet
+    ``mace``) from the mace-torch record ``mace``, as a state dict (float64)."""
+    source = mace.tensors()
+    state = {
+        "embedding.weight": source["node_embedding.linear.weight"],
+        "radial_embedding.basis.frequencies": source["radial_embedding.bessel_fn.bessel_weights"],
+        "atomic_energies": source["atomic_energies_fn.atomic_energies"].reshape(-1),
+    }
+    if mace.get("scale_shift") is not None:
+        state["scale"] = source["scale_shift.scale"].reshape(())
+        state["shift"] = source["scale_shift.shift"].reshape(())
+    products, readouts = mace.get("products").children(), mace.get("readouts").children()
+    last = len(products) - 1
+    for i in range(len(products)):
+        for name in ("linear_up", "linear"):
+            state[f"interactions.{i}.{name}.weight"] = source[f"interactions.{i}.{name}.weight"]
+        layer = 0
+        while f"interactions.{i}.conv_tp_weights.layer{layer}.weight" in source:
+            state[f"interactions.{i}.radial.layer{layer}.weight"] = source[f"interactions.{i}.conv_tp_weights.layer{layer}.weight"]
+            layer += 1
+        state[f"self_connections.{i}.weight"] = source[f"interactions.{i}.skip_tp.weight"]
+        state[f"linears.{i}.weight"] = source[f"products.{i}.linear.weight"]
+        state.update(_product(f"products.{i}.", products[str(i)], model.products[i]))
+        if i < last:
+            state[f"readouts.{i}.weight"] = source[f"readouts.{i}.linear.weight"]
+        else:
+            cst = readouts[str(i)].get("non_linearity").get("acts").children()["0"].get("cst")
+            state[f"readouts.{i}.0.weight"] = source[f"readouts.{i}.linear_1.weight"]
+            state[f"readouts.{i}.2.weight"] = source[f"readouts.{i}.linear_2.weight"].double() * cst
+    missing = [name for name, _ in model.named_parameters() if name not in state]
+    if missing:
+        raise UnsupportedMace(f"no mace weight maps onto equinet's {missing[0]}")
+    return {key: value.double() for key, value in state.items()}

@@ -1,0 +1,120 @@
+"""equinet.foreign.mace: mace-torch model files as equinet models, equal to mace-torch.
+
+The files and mace-torch's predictions come from scripts/mace_reference.py (mace-torch
+0.3.16, float64); this suite never needs mace-torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from ase import Atoms
+from torch_geometric.data import Batch
+
+from equinet.datasets import atoms_to_graph
+from equinet.foreign.mace import import_mace
+from equinet.foreign.mace_config import UnsupportedMace, mace_config
+from equinet.foreign.pickle_reader import read_torch_pickle
+from equinet.model_io import load_model, save_model
+
+DATA = Path(__file__).parent / "data" / "mace"
+REFERENCES = json.loads((DATA / "references.json").read_text())
+MODELS, STRUCTURES = REFERENCES["models"], REFERENCES["structures"]
+
+
+def _predict(model, structure: dict) -> dict[str, torch.Tensor]:
+    atoms = Atoms(numbers=structure["numbers"], positions=structure["positions"], cell=structure["cell"], pbc=structure["pbc"])
+    graph = atoms_to_graph(atoms, model.cutoff, dtype=torch.float64)
+    out = model(Batch.from_data_list([graph]), forces=True, stress=True)
+    return {"energy": out["energy"][0], "forces": out["forces"], "node_energy": out["node_energy"], "stress": out["stress"][0]}
+
+
+def _assert_close(out: dict, reference: dict, rtol: float) -> None:
+    for key in ("energy", "forces", "node_energy", "stress"):
+        if key in reference:
+            expected = torch.tensor(reference[key], dtype=torch.float64)
+            error = (out[key].detach().double() - expected).abs().max() / expected.abs().max()
+            assert error < rtol, f"{key}: relative error {error:.1e}"
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_imported_models_reproduce_mace_torch_in_float64(name):
+    model = import_mace(DATA / MODELS[name]["file"])
+    assert model.atomic_energies.dtype == torch.float64
+    for key, structure in STRUCTURES.items():
+        _assert_close(_predict(model, structure), MODELS[name]["results"][key], 1e-10)
+
+
+def test_imported_models_in_float32_and_after_a_round_trip_through_model_pt(tmp_path):
+    name = "mp0"
+    model = import_mace(DATA / MODELS[name]["file"], dtype="float32")
+    assert model.atomic_energies.dtype == torch.float32
+    for key, structure in STRUCTURES.items():
+        _assert_close(_predict(model.double(), structure), MODELS[name]["results"][key], 1e-5)
+    save_model(import_mace(DATA / MODELS[name]["file"]), tmp_path / "model.pt")
+    reloaded = load_model(tmp_path / "model.pt")
+    _assert_close(_predict(reloaded, STRUCTURES["crystal"]), MODELS[name]["results"]["crystal"], 1e-10)
+
+
+def _refusal(change) -> str:
+    record = read_torch_pickle(DATA / "mp0.model")
+    change(record)
+    with pytest.raises(UnsupportedMace) as error:
+        mace_config(record)
+    assert "\n" not in str(error.value)
+    return str(error.value)
+
+
+def test_options_equinet_does_not_reproduce_are_refused_by_name():
+    other = read_torch_pickle(DATA / "off.model")
+    radial = lambda r: r.get("radial_embedding").state["_modules"]  # noqa: E731
+    assert "heads" in _refusal(lambda r: r.state.update(heads=["a", "b"]))
+    assert "pair_repulsion" in _refusal(lambda r: r.state.update(pair_repulsion=True))
+    assert "apply_cutoff" in _refusal(lambda r: r.state.update(apply_cutoff=False))
+    assert "distance_transform" in _refusal(lambda r: radial(r).update(distance_transform=radial(r)["cutoff_fn"]))
+    assert "radial_type" in _refusal(lambda r: radial(r).update(bessel_fn=radial(r)["cutoff_fn"]))
+    plain_block = other.get("interactions").children()["0"]
+    assert "interaction RealAgnosticInteractionBlock" in _refusal(lambda r: r.get("interactions").state["_modules"].update({"1": plain_block}))
+
+
+def test_a_mace_model_laid_out_otherwise_gets_one_line(monkeypatch):
+    record = read_torch_pickle(DATA / "off.model")
+    del record.state["_modules"]["products"]
+    monkeypatch.setattr("equinet.foreign.mace.read_torch_pickle", lambda path: record)
+    with pytest.raises(ValueError, match="^off.model: not a MACE model that equinet can read [^\n]*$"):
+        import_mace("off.model")
+
+
+def test_bad_files_heads_and_pickles_get_one_line(tmp_path):
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "linear.model")
+    (tmp_path / "text.model").write_text("not a model\n")
+    cases = {
+        tmp_path / "linear.model": ({}, "not a mace-torch MACE"),
+        tmp_path / "text.model": ({}, "not a file that torch.save wrote"),
+        DATA / "mp0.model": ({"head": "pbe"}, "no head 'pbe'"),
+    }
+    for path, (kwargs, words) in cases.items():
+        with pytest.raises(ValueError) as error:
+            import_mace(path, **kwargs)
+        assert words in str(error.value) and str(error.value).startswith(str(path)) and "\n" not in str(error.value)
+
+
+def test_the_calculator_runs_a_mace_file_directly():
+    import equinet
+
+    structure = STRUCTURES["crystal"]
+    atoms = Atoms(numbers=structure["numbers"], positions=structure["positions"], cell=structure["cell"], pbc=structure["pbc"])
+    atoms.calc = equinet.Calculator(DATA / "off.model")
+    reference = MODELS["off"]["results"]["crystal"]
+    out = {
+        "energy": torch.tensor(atoms.get_potential_energy(), dtype=torch.float64),
+        "forces": torch.from_numpy(atoms.get_forces()),
+        "node_energy": torch.from_numpy(atoms.get_potential_energies()),
+        "stress": torch.from_numpy(atoms.get_stress(voigt=False)),
+    }
+    _assert_close(out, reference, 1e-10)
+    with pytest.raises(ValueError, match="no head 'pbe'"):
+        equinet.Calculator(DATA / "off.model", head="pbe")
