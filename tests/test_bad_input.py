@@ -29,6 +29,7 @@ from equinet.md import run_md
 from equinet.potentials import build_model
 
 EQUINET = str(Path(sys.executable).with_name("equinet"))
+MACE_FILE = Path(__file__).parent / "data" / "mace" / "mp0.model"  # a random-weight mace-torch file
 MODEL = {"name": "mace", "dtype": "float64", "cutoff": 4.0, "hidden_irreps": "4x0e+4x1o", "max_ell": 1,
          "correlation": 2, "num_interactions": 1, "radial_hidden": [8]}
 
@@ -196,6 +197,13 @@ CASES = [
     (["data", "convert", "missing.extxyz", "out.h5"], "missing.extxyz: file not found"),
     (["data", "generate", "emt-alloys", "out.extxyz", "--n", "0"], "argument --n: 0 must be at least 1"),
     (["data", "generate", "emt-alloys", "out.xyzz", "--n", "2"], "output out.xyzz: cannot tell a format"),
+    # equinet import mace
+    (["import", "mace", "pickled.pt", "-o", "m.pt"], "pickled.pt:"),
+    (["import", "mace", "data.extxyz", "-o", "m.pt"], "data.extxyz: not a file that torch.save wrote"),
+    (["import", "mace", "run/model.pt", "-o", "m.pt"], "run/model.pt:"),
+    (["import", "mace", str(MACE_FILE), "-o", "m.pt", "--head", "nope"], "cannot import this MACE model: has no head 'nope'"),
+    (["import", "mace", str(MACE_FILE), "-o", "afile/m.pt"], "afile is a file, not a folder"),
+    (["import", "mace", "missing.model", "-o", "m.pt"], "missing.model"),
     # equinet lammps
     (["lammps", "build-plugin", "-o", "afile/plugin.so"], "afile is a file, not a folder"),
 ]

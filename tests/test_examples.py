@@ -18,8 +18,10 @@ from equinet.datasets import atoms_to_graph, compute_statistics
 from equinet.datasets.generate import GENERATORS
 from equinet.datasets.labels import read_labels
 from equinet.potentials import build_model
+from equinet.training.finetune import load_pretrained
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+MACE_FILE = Path(__file__).resolve().parent / "data" / "mace" / "mp0.model"
 KCAL_PER_MOL = kcal / mol  # eV
 
 
@@ -61,8 +63,13 @@ def test_example_config_validates_and_builds(path, tmp_path, emt_statistics):
             stand_in = tmp_path / f"{key}.npz"
             _write_rmd17_npz(stand_in, _methanol_frames(2))
             overrides.append(f"data.{key}={stand_in}")
+    if "init_from" in yaml.safe_load(path.read_text())["model"]:  # a file users download: a small MACE file
+        overrides.append(f"model.init_from={MACE_FILE}")
     config = load_config(path, overrides)
-    model = build_model(config.model, emt_statistics)
+    if "init_from" in config.model:
+        model = load_pretrained(config.model["init_from"], config.model.get("dtype"))
+    else:
+        model = build_model(config.model, emt_statistics)
     assert sum(p.numel() for p in model.parameters()) > 0
     assert config.trainer.max_epochs or config.trainer.max_time_minutes
 

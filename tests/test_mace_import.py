@@ -118,3 +118,53 @@ def test_the_calculator_runs_a_mace_file_directly():
     _assert_close(out, reference, 1e-10)
     with pytest.raises(ValueError, match="no head 'pbe'"):
         equinet.Calculator(DATA / "off.model", head="pbe")
+
+
+def test_equinet_import_mace_writes_a_model_pt_equal_to_mace_torch(tmp_path, capsys):
+    from equinet.cli import main
+
+    assert main(["import", "mace", str(DATA / "mp0.model"), "-o", str(tmp_path / "mp0.pt")]) == 0
+    assert "elements H C O Cu" in capsys.readouterr().out
+    model = load_model(tmp_path / "mp0.pt")
+    for name, structure in STRUCTURES.items():
+        _assert_close(_predict(model, structure), MODELS["mp0"]["results"][name], 1e-10)
+    assert main(["import", "mace", str(DATA / "mp0.model"), "-o", str(tmp_path / "x.pt"), "--head", "nope"]) == 2
+    assert "cannot import this MACE model: has no head 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_fine_tuning_an_imported_mace_model_lowers_its_validation_error(tmp_path):
+    """A random-weight MACE file (MP-0's architecture) fine-tuned on EMT copper."""
+    import numpy as np
+    import yaml
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    from equinet.cli import main
+
+    frames = []
+    for seed in range(16):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.rattle(0.1, seed=seed)
+        atoms.set_cell(atoms.cell.array * np.random.default_rng(seed).uniform(0.97, 1.03), scale_atoms=True)
+        atoms.calc = EMT()
+        atoms.calc = SinglePointCalculator(atoms, energy=atoms.get_potential_energy(), forces=atoms.get_forces())
+        frames.append(atoms)
+    write(tmp_path / "cu.extxyz", frames)
+    config = {
+        "data": {"train": str(tmp_path / "cu.extxyz"), "split": [10, 3, 3], "batch_size": 2},
+        "model": {"init_from": str(DATA / "mp0.model")},
+        "loss": {"stage_two": None},
+        "optimizer": {"lr": 0.005},
+        "trainer": {"max_epochs": 4, "progress_bar": False, "accelerator": "cpu"},
+        "output": str(tmp_path / "run"),
+    }
+    (tmp_path / "tune.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", str(tmp_path / "tune.yaml")]) == 0
+    rows = [line.split(",") for line in (tmp_path / "run" / "metrics.csv").read_text().splitlines()]
+    column = rows[0].index("val_loss")
+    losses = [float(row[column]) for row in rows[1:] if row[column]]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert load_model(tmp_path / "run" / "model.pt").config == import_mace(DATA / "mp0.model").config

@@ -1,4 +1,5 @@
-"""Starting a run from a trained model (``model: {init_from: FILE, freeze: N}``): its
+"""Starting a run from a trained model (``model: {init_from: FILE, freeze: N}``, an equinet
+``model.pt`` or a mace-torch ``.model`` file such as a MACE foundation model): its
 architecture and weights, the per-element reference energies fitted anew to the new data
 (unless ``data.atomic_energies`` gives them), and the first ``N`` message-passing layers
 (with the species embedding) kept fixed."""
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from equinet.foreign.mace import import_mace
 from equinet.model_io import load_model
 from equinet.potentials import Potential
 from equinet.potentials.registry import DTYPES
@@ -19,7 +21,10 @@ FINETUNE_KEYS = ("init_from", "freeze")
 
 
 def load_pretrained(path: str | Path, dtype: str | None = None) -> Potential:
-    """The trained model in ``path`` (an equinet ``model.pt``), in ``dtype`` if given."""
+    """The trained model in ``path`` (an equinet ``model.pt`` or a mace-torch ``.model``
+    file), in ``dtype`` if given."""
+    if Path(path).suffix == ".model":
+        return import_mace(path, dtype=dtype).train()
     model = load_model(path)
     if dtype is not None and dtype != model.config["dtype"]:
         model = model.to(DTYPES[dtype])
