@@ -181,3 +181,27 @@ def test_other_units_are_refused(setup):
     folder, _ = setup
     tables, _, log = _run(folder, _alloy(), ["Cu", "Ni"], "run 0", units="real")
     assert tables is None and "pair_style equinet requires 'units metal' (eV, Å, ps), got units real" in log
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_an_imported_mace_file_in_lammps_matches_mace_torch(setup, ranks):
+    """A random-weight mace-torch file (MP-0's architecture), imported and exported, on a
+    triclinic H/C/O/Cu cell smaller than the cutoff: LAMMPS gives mace-torch's numbers."""
+    import json
+
+    from ase import Atoms
+
+    from equinet import import_mace
+
+    folder, _ = setup
+    data = Path(__file__).parent / "data" / "mace"
+    reference = json.loads((data / "references.json").read_text())
+    structure, expected = reference["structures"]["crystal"], reference["models"]["mp0"]["results"]["crystal"]
+    model = import_mace(data / "mp0.model")
+    export_model(model, folder / "mace-lammps.pt")
+    atoms = Atoms(numbers=structure["numbers"], positions=structure["positions"], cell=structure["cell"], pbc=True)
+    tables, forces, log = _run(folder, atoms, ["H", "C", "O", "Cu"], "run 0", ranks=ranks, model="mace-lammps.pt")
+    assert tables is not None, log
+    assert tables[0][0, 1] == pytest.approx(expected["energy"], rel=1e-8)
+    np.testing.assert_allclose(forces, expected["forces"], rtol=1e-8, atol=1e-10)
+    _assert_matches_ase(tables, forces, atoms, Calculator(model))
