@@ -48,7 +48,7 @@ import torch
 from e3nn import o3
 
 from equinet.ops import FullyConnectedTensorProduct, GauntManyBodyProduct, Linear, SO2Convolution, edge_wigner_D
-from equinet.ops.so2 import BACKENDS as CONV_BACKENDS
+from equinet.ops.kernels import backend_names
 
 from .base import Potential
 from .blocks import RadialEmbedding, gate, radial_network
@@ -132,8 +132,8 @@ class ESCN(Potential):
         nonlinearity: str = "s2",
     ):
         super().__init__(statistics, cutoff, scale, shift)
-        if conv_backend not in CONV_BACKENDS:
-            raise ValueError(f"model.conv_backend must be one of {', '.join(CONV_BACKENDS)}, got {conv_backend!r}")
+        if conv_backend not in backend_names("so2"):
+            raise ValueError(f"model.conv_backend must be one of {', '.join(backend_names('so2'))}, got {conv_backend!r}")
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"model.nonlinearity must be one of {', '.join(NONLINEARITIES)}, got {nonlinearity!r}")
         for key, value, least in (("num_channels", num_channels, 1), ("num_layers", num_layers, 1), ("l_max", l_max, 0), ("m_max", m_max, 0)):

@@ -28,9 +28,7 @@ from equinet.ops import (
     SymmetricContraction,
     spherical_harmonics,
 )
-from equinet.ops.cg import BACKENDS as CONV_BACKENDS
-from equinet.ops.gaunt import MANY_BODY_BACKENDS as GAUNT_BACKENDS
-from equinet.ops.symmetric_contraction import BACKENDS as CONTRACTION_BACKENDS
+from equinet.ops.kernels import backend_names
 
 from .base import Potential
 from .blocks import RadialEmbedding, radial_network
@@ -42,8 +40,9 @@ __all__ = ["MACE"]
 # and call (A, species).
 _PRODUCT_MODULES = {"cg": SymmetricContraction, "gaunt": GauntManyBodyProduct}
 PRODUCTS = tuple(_PRODUCT_MODULES)
-_PRODUCT_BACKENDS = {"cg": CONTRACTION_BACKENDS, "gaunt": GAUNT_BACKENDS}
-PRODUCT_BACKENDS = tuple(dict.fromkeys(CONTRACTION_BACKENDS + GAUNT_BACKENDS))
+_PRODUCT_BACKENDS = {"cg": backend_names("symmetric_contraction"), "gaunt": backend_names("gaunt_many_body")}
+PRODUCT_BACKENDS = tuple(dict.fromkeys(_PRODUCT_BACKENDS["cg"] + _PRODUCT_BACKENDS["gaunt"]))
+CONV_BACKENDS = backend_names("cg")
 
 
 class _Interaction(torch.nn.Module):

@@ -1,7 +1,7 @@
 """Triton kernels of the channel-wise CG convolution and their launchers.
 
 Three kernels compute the four partial derivatives of the trilinear form described in
-:mod:`equinet.ops.kernels.cg_tables` (the ``conv`` and ``transpose`` tables share one
+:mod:`equinet.ops.kernels.triton.cg_tables` (the ``conv`` and ``transpose`` tables share one
 layout, hence one kernel):
 
 * :func:`gather_product_scatter` — ``out[n] = sum_{i in CSR(n)} sum_j c * y[e_i] * w[e_i] * a[gather i]``,
@@ -24,7 +24,7 @@ with one node per program, as on a GPU, the edge is a scalar all threads share);
 edge-kernel program holds ``[BLOCK_P * BLOCK_J ((edge, row) pair, entry) couples, BLOCK_U]``.
 
 Vectors: every operand is read and written as runs ``start + u`` of channels (the tables'
-``ir_mul`` layout), and ``ALIGN`` (:func:`~equinet.ops.kernels.cg_tables.channel_alignment`)
+``ir_mul`` layout), and ``ALIGN`` (:func:`~equinet.ops.kernels.triton.cg_tables.channel_alignment`)
 divides every start and multiplicity; the kernels say so to Triton (``tl.multiple_of``). The
 runs then compile to 16-byte loads and stores, and Triton gives each thread 16 bytes of a row
 (4 float32 or 2 float64 channels) instead of one channel: it holds fewer rows, and fewer of

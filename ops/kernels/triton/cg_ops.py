@@ -1,7 +1,7 @@
 """The fused CG convolution as ``torch.library`` operators, differentiable to any order.
 
 The convolution is trilinear in the node features ``x``, edge attributes ``y`` and edge
-weights ``w`` (see :mod:`equinet.ops.kernels.cg_tables`): with ``F(x, y, w, g)`` the
+weights ``w`` (see :mod:`equinet.ops.kernels.triton.cg_tables`): with ``F(x, y, w, g)`` the
 scalar that pairs it with a receiver-side ``g``, the four operators are the partial
 derivatives of ``F``:
 
@@ -26,17 +26,17 @@ would let Inductor see into the kernels, but under ``TRITON_INTERPRET=1`` (how t
 test suite runs them) ``wrap_triton`` hands back the interpreted kernel, which cannot run
 on fake tensors, so a ``triton_op`` could not be traced in the tests; ``torch.export``
 keeps triton ops opaque anyway. A program that loads an exported graph with these ops
-must import :mod:`equinet.ops.kernels.cg_ops` first, which registers them.
+must import :mod:`equinet.ops.kernels.triton.cg_ops` first, which registers them.
 
 Common arguments:
 
 * ``graph``: ``[src, dst, order_by_dst, ptr_by_dst, order_by_src, ptr_by_src, src_by_dst,
   dst_by_src]`` from :func:`edge_graph` (edge endpoints, both CSR orders,
   and the far ends in those orders, so that a kernel reads an edge and its far end at once).
-* ``tables``: the tables of :func:`~equinet.ops.kernels.cg_tables.cg_kernel_tables` in the
+* ``tables``: the tables of :func:`~equinet.ops.kernels.triton.cg_tables.cg_kernel_tables` in the
   order of ``TABLE_NAMES``, coefficients in the dtype of the features.
 * ``dims``: ``[D1, D2, W, Dout, max_mul, align]`` (feature sizes, the largest multiplicity of
-  x and the tables' :func:`~equinet.ops.kernels.cg_tables.channel_alignment`).
+  x and the tables' :func:`~equinet.ops.kernels.triton.cg_tables.channel_alignment`).
 
 Node features and outputs are in the tables' ``ir_mul`` layout (:mod:`.layout`);
 :class:`TritonChannelwise` permutes e3nn's ``mul_ir`` at its boundary.
@@ -51,7 +51,7 @@ from e3nn import o3
 
 from . import cg_triton
 from .cg_tables import TABLE_NAMES, cg_kernel_tables, channel_alignment
-from .layout import inverse_permutation, ir_mul_columns
+from ..layout import inverse_permutation, ir_mul_columns
 
 __all__ = ["TritonChannelwise", "csr_order", "edge_graph"]
 
