@@ -23,10 +23,9 @@ from torch_geometric.data import Batch
 from equinet.datasets import atoms_to_graph
 from equinet.model_io import load_model
 from equinet.potentials import Potential
+from equinet.potentials.dtypes import DTYPES
 
 __all__ = ["Calculator"]
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, torch.float32: torch.float32, torch.float64: torch.float64}
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -57,9 +56,10 @@ class Calculator(_ASECalculator):
         if not isinstance(model, Potential):
             model = load_model(model)
         if dtype is not None:
-            if dtype not in _DTYPES:
+            dtype = DTYPES.get(dtype, dtype)
+            if dtype not in DTYPES.values():
                 raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-            model = model.to(_DTYPES[dtype])
+            model = model.to(dtype)
         self.model = model.to(self.device).eval()
         self._elements = set(model.elements)
 

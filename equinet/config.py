@@ -15,12 +15,13 @@ the fix (an unknown key also names the closest valid one).
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from equinet.potentials.closest import closest as _closest
 
 __all__ = ["ConfigError", "TrainConfig", "load_config"]
 
@@ -169,11 +170,6 @@ class TrainConfig(_Section):
         if self.optimizer.lr is None:
             self.optimizer.lr = MODELS[name].default_lr
         return self
-
-
-def _closest(word: str, choices) -> str:
-    match = difflib.get_close_matches(word, list(choices), n=1)
-    return f"; did you mean '{match[0]}'?" if match else ""
 
 
 def _section_fields(loc: tuple) -> list[str]:

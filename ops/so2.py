@@ -159,7 +159,7 @@ class SO2Convolution(torch.nn.Module):
         """The torch path: ``[N, sum of 2l+1 over irreps_out, C]`` flattened, from channels-last ``x``."""
         out = x.new_zeros(num_nodes, self.irreps_out.dim // self.channels * x.shape[-1])
         # On the CPU the edges go in chunks small enough for their intermediates to stay in
-        # cache (3x faster at l_max = 6); split, not sliced, so that backward stays one pass.
+        # cache (BENCHMARKS.md); split, not sliced, so that backward stays one pass.
         # On the GPU, and when traced with symbolic sizes for export, all edges go at once.
         if x.is_cuda or isinstance(edge_index.shape[1], torch.SymInt):
             chunks = [(edge_index, edge_weights, *wigner)]

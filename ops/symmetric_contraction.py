@@ -27,7 +27,7 @@ __all__ = ["SymmetricContraction", "WEIGHT_SCALE"]
 
 # The weights are stored divided by this and multiplied back in use: the same initial
 # product, but Adam's steps (about lr per parameter) move it 3x faster, as mace-torch's
-# redundant coupling paths do (BENCHMARKS.md, "Symmetric contraction weight scale").
+# redundant coupling paths do (BENCHMARKS.md, "Design notes moved out of the code").
 WEIGHT_SCALE = 3.0
 
 

@@ -14,20 +14,12 @@ element-dependent self-connection (added before a gate, after the S2 activation)
 residual connection. The energy is read out from the scalars of the last layer.
 
 **The nonlinearity is a polynomial S2 activation (default) or a gate, not eSCN's SiLU on
-the sphere grid.** A SiLU S2 activation
-(features → values on a sphere grid → SiLU → back to spherical harmonics) is equivariant
-only up to the aliasing of the grid, because SiLU of a band-limited function is not
-band-limited: with l_max = 4, unit-size features and a Gauss–Legendre grid, the error is
-2e-6 at 20 x 41 points and 8e-11 at 40 x 81, and it grows with the size of the features
-(7e-5 at 40 x 81 for features three times larger), so after training no grid guarantees
-the 1e-10 rotation equivariance that equinet's conformance suite asks of every model,
-and grids fine enough for trained features cost far more than the convolutions. Applying
-it only where invariance survives does not help either: the energy read out from an
-S2-activated field is a quadrature of a non-band-limited function, so it is not exactly
-invariant. The gate (SiLU on the scalars, sigmoid gates from scalars on the other
-degrees, as in NequIP) is exactly equivariant for any feature size. So is a polynomial on
-the sphere: ``f^2`` and ``f^3`` of a function of degree ``l_max`` have degree at most
-``3 l_max``, which a finite grid integrates exactly. ``nonlinearity: s2`` takes each
+the sphere grid**, which is equivariant only up to the aliasing of the grid (SiLU of a
+band-limited function is not band-limited; BENCHMARKS.md). The gate (SiLU on the scalars,
+sigmoid gates from scalars on the other degrees, as in NequIP) is exactly equivariant for
+any feature size. So is a polynomial on the sphere: ``f^2`` and ``f^3`` of a function of
+degree ``l_max`` have degree at most ``3 l_max``, which a finite grid integrates exactly.
+``nonlinearity: s2`` takes each
 channel's function ``f`` to those powers on the grid and reads them back at every degree up
 to ``l_max``, with learned weights per element, channel, power and degree
 (:class:`~equinet.ops.GauntManyBodyProduct`, MACE's many-body product done as a Gaunt

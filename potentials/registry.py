@@ -9,18 +9,15 @@ model means the same thing after the defaults change.
 
 from __future__ import annotations
 
-import contextlib
-import difflib
 import inspect
 
-import torch
-
 from .base import Potential
+from .closest import closest
+from .dtypes import DTYPES, default_dtype
 
 __all__ = ["MODELS", "build_model", "default_dtype", "register_model"]
 
 MODELS: dict[str, type[Potential]] = {}
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def register_model(name: str):
@@ -34,31 +31,10 @@ def register_model(name: str):
     return register
 
 
-def _closest(word: str, choices) -> str:
-    match = difflib.get_close_matches(word, list(choices), n=1)
-    return f"; did you mean '{match[0]}'?" if match else ""
-
-
 def hyperparameters(name: str) -> dict[str, inspect.Parameter]:
     """The config keys of model ``name`` (besides ``name`` and ``dtype``) and their defaults."""
     parameters = inspect.signature(MODELS[name].__init__).parameters
     return {key: p for key, p in parameters.items() if key not in ("self", "statistics")}
-
-
-@contextlib.contextmanager
-def default_dtype(dtype: torch.dtype):
-    """Run a block with torch's default dtype set to ``dtype``.
-
-    Models are built directly in their dtype (CG coefficients made in float32 and cast up
-    would carry float32 errors into a float64 model), and e3nn builds Wigner-D generators
-    in the default dtype (float32 caps their accuracy at ~1e-6 even for float64 inputs).
-    """
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 def build_model(config: dict, statistics: dict) -> Potential:
@@ -76,14 +52,14 @@ def build_model(config: dict, statistics: dict) -> Potential:
     name = config.pop("name", None)
     if name not in MODELS:
         known = ", ".join(sorted(MODELS))
-        raise ValueError(f"model.name must be one of {known}, got {name!r}{_closest(str(name), MODELS)}")
+        raise ValueError(f"model.name must be one of {known}, got {name!r}{closest(str(name), MODELS)}")
     dtype_name = config.pop("dtype", "float32")
     if dtype_name not in DTYPES:
         raise ValueError(f"model.dtype must be one of {', '.join(DTYPES)}, got {dtype_name!r}")
     valid = hyperparameters(name)
     for key in config:
         if key not in valid:
-            raise ValueError(f"model.{key} is not a setting of model '{name}'{_closest(key, [*valid, 'dtype'])}")
+            raise ValueError(f"model.{key} is not a setting of model '{name}'{closest(key, [*valid, 'dtype'])}")
     bound = inspect.signature(MODELS[name].__init__).bind(None, statistics, **config)
     bound.apply_defaults()
     resolved = {

@@ -21,11 +21,8 @@ formulas below close over the set, and the second derivative that force training
 
 They are ``torch.library.custom_op``s with ``register_fake`` (shapes only) and
 ``register_autograd``, so ``torch.compile``, ``make_fx`` and ``torch.export`` trace them
-as single opaque nodes, also on a machine without a GPU. ``triton_op`` + ``wrap_triton``
-would let Inductor see into the kernels, but under ``TRITON_INTERPRET=1`` (how the CPU
-test suite runs them) ``wrap_triton`` hands back the interpreted kernel, which cannot run
-on fake tensors, so a ``triton_op`` could not be traced in the tests; ``torch.export``
-keeps triton ops opaque anyway. A program that loads an exported graph with these ops
+as single opaque nodes, also on a machine without a GPU and under ``TRITON_INTERPRET=1``
+(why not ``triton_op``: BENCHMARKS.md). A program that loads an exported graph with these ops
 must import :mod:`equinet.ops.kernels.triton.cg_ops` first, which registers them.
 
 Common arguments:
