@@ -4,7 +4,8 @@ Sub-packages: :mod:`equinet.ops` (equivariant operators), :mod:`equinet.datasets
 (atomic data as graphs), :mod:`equinet.potentials` (GNN potentials) and
 :mod:`equinet.testing` (the conformance checks every operator and model passes).
 ``equinet.Calculator`` is the ASE calculator; ``equinet.load_model`` and
-``equinet.save_model`` read and write deployable ``model.pt`` files.
+``equinet.save_model`` read and write deployable ``model.pt`` files; ``equinet.accelerate``
+chooses the backends a model's operators run on.
 """
 
 from importlib import import_module
@@ -18,9 +19,14 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 # Imported on first use, so that `equinet --help` does not load torch_geometric and ASE.
-_LAZY = {"Calculator": "equinet.calculator", "load_model": "equinet.model_io", "save_model": "equinet.model_io"}
+_LAZY = {
+    "Calculator": "equinet.calculator",
+    "accelerate": "equinet.potentials.accelerate",
+    "load_model": "equinet.model_io",
+    "save_model": "equinet.model_io",
+}
 
-__all__ = ["CONVENTIONS", "Calculator", "__version__", "load_model", "save_model"]
+__all__ = ["CONVENTIONS", "Calculator", "__version__", "accelerate", "load_model", "save_model"]
 
 
 def __getattr__(name: str):

@@ -22,7 +22,7 @@ from torch_geometric.data import Batch
 
 from equinet.datasets import atoms_to_graph
 from equinet.model_io import load_model
-from equinet.potentials import Potential
+from equinet.potentials import Potential, accelerate
 from equinet.potentials.dtypes import DTYPES
 
 __all__ = ["Calculator"]
@@ -42,6 +42,10 @@ class Calculator(_ASECalculator):
         model: path of a deployed ``model.pt`` or a :class:`~equinet.potentials.Potential`.
         device: ``"cpu"``, ``"cuda"``, ...
         dtype: ``"float32"`` or ``"float64"`` to run in; ``None`` keeps the model's.
+        backend: ``None`` keeps the backends of the model's operators (the PyTorch reference
+            for a model file); a name (``"auto"``, ``"cpp"``, ...) for every operator, or
+            ``{"conv": ..., "product": ...}``, runs them on others (:func:`equinet.accelerate`,
+            in place).
 
     Properties: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/Å), ``stress``
     (eV/Å³, ASE's Voigt order and sign; fully periodic cells only) and ``energies``
@@ -50,7 +54,7 @@ class Calculator(_ASECalculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
-    def __init__(self, model: str | Path | Potential, device: str | torch.device = "cpu", dtype=None, **kwargs):
+    def __init__(self, model: str | Path | Potential, device: str | torch.device = "cpu", dtype=None, backend=None, **kwargs):
         super().__init__(**kwargs)
         self.device = check_device(device)
         if not isinstance(model, Potential):
@@ -61,6 +65,8 @@ class Calculator(_ASECalculator):
                 raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
             model = model.to(dtype)
         self.model = model.to(self.device).eval()
+        if backend is not None:
+            accelerate(self.model, **(backend if isinstance(backend, dict) else {"conv": backend, "product": backend}))
         self._elements = set(model.elements)
 
     def atoms_for(self, structure):

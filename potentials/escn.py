@@ -40,7 +40,6 @@ import torch
 from e3nn import o3
 
 from equinet.ops import FullyConnectedTensorProduct, GauntManyBodyProduct, Linear, SO2Convolution, edge_wigner_D
-from equinet.ops.kernels import backend_names
 
 from .base import Potential
 from .blocks import RadialEmbedding, gate, radial_network
@@ -54,7 +53,7 @@ NONLINEARITIES = ("gate", "s2")
 class _ESCNLayer(torch.nn.Module):
     """One interaction: ``[n, irreps_in] → [n, hidden]``."""
 
-    def __init__(self, irreps_in, hidden, m_max, num_elements, num_basis, radial_hidden, avg_num_neighbors, backend, nonlinearity):
+    def __init__(self, irreps_in, hidden, m_max, num_elements, num_basis, radial_hidden, avg_num_neighbors, nonlinearity):
         super().__init__()
         # "gate": SiLU and sigmoid gates; "s2": powers f, f^2, f^3 of each channel's spherical
         # function on the sphere grid (exact), mixed per element and degree, then a linear map.
@@ -63,7 +62,7 @@ class _ESCNLayer(torch.nn.Module):
         self.linear_post = Linear(hidden, hidden) if nonlinearity == "s2" else None
         activation_in = hidden if self.gate is None else self.gate.irreps_in
         self.linear_in = Linear(irreps_in, irreps_in)
-        self.conv = SO2Convolution(irreps_in, hidden, m_max, backend=backend)
+        self.conv = SO2Convolution(irreps_in, hidden, m_max)
         self.radial = radial_network(num_basis, radial_hidden, self.conv.weight_numel)
         self.linear_out = Linear(hidden, activation_in)
         self.self_connection = FullyConnectedTensorProduct(irreps_in, o3.Irreps(f"{num_elements}x0e"), activation_in)
@@ -96,15 +95,14 @@ class ESCN(Potential):
         envelope_p: exponent of the polynomial cutoff envelope.
         radial_hidden: hidden widths of the radial MLP.
         readout_hidden: width of the scalar readout MLP.
-        conv_backend: ``"torch"``, ``"triton"`` (GPU kernels) or ``"cpp"`` (a fused CPU
-            kernel, compiled on first use) for the SO(2) convolutions; the backends share one
-            set of weights.
         nonlinearity: ``"s2"``, the exact polynomial S2 activation (see the module docstring),
             or ``"gate"`` (SiLU on the scalars, sigmoid gates on the other degrees), the only
             one before this key was added (model files without the key load with it).
 
     Hidden irreps: ``num_channels x (0e + 1o + 2e + ...)`` up to ``l_max``.
     """
+
+    backend_families = {"conv": ("so2",)}
 
     def __init__(
         self,
@@ -120,12 +118,9 @@ class ESCN(Potential):
         envelope_p: int = 6,
         radial_hidden: Sequence[int] = (64,),
         readout_hidden: int = 16,
-        conv_backend: str = "torch",
         nonlinearity: str = "s2",
     ):
         super().__init__(statistics, cutoff, scale, shift)
-        if conv_backend not in backend_names("so2"):
-            raise ValueError(f"model.conv_backend must be one of {', '.join(backend_names('so2'))}, got {conv_backend!r}")
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"model.nonlinearity must be one of {', '.join(NONLINEARITIES)}, got {nonlinearity!r}")
         for key, value, least in (("num_channels", num_channels, 1), ("num_layers", num_layers, 1), ("l_max", l_max, 0), ("m_max", m_max, 0)):
@@ -139,8 +134,7 @@ class ESCN(Potential):
         for _ in range(num_layers):
             layers.append(
                 _ESCNLayer(
-                    irreps, hidden, self.m_max, self.num_elements, num_basis, radial_hidden, self.avg_num_neighbors, conv_backend,
-                    nonlinearity,
+                    irreps, hidden, self.m_max, self.num_elements, num_basis, radial_hidden, self.avg_num_neighbors, nonlinearity,
                 )
             )
             irreps = hidden

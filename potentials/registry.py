@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 
+from .accelerate import accelerate, backend_requests
 from .base import Potential
 from .closest import closest
 from .dtypes import DTYPES, default_dtype
@@ -32,16 +33,24 @@ def register_model(name: str):
 
 
 def hyperparameters(name: str) -> dict[str, inspect.Parameter]:
-    """The config keys of model ``name`` (besides ``name`` and ``dtype``) and their defaults."""
+    """The config keys of model ``name`` (besides ``name`` and ``dtype``) and their defaults:
+    its hyper-parameters, and a ``{role}_backend`` request per role of its operators (read
+    when the model is built, not stored in it; see :mod:`.accelerate`)."""
     parameters = inspect.signature(MODELS[name].__init__).parameters
-    return {key: p for key, p in parameters.items() if key not in ("self", "statistics")}
+    requests = {
+        f"{role}_backend": inspect.Parameter(f"{role}_backend", inspect.Parameter.KEYWORD_ONLY, default="torch", annotation=str)
+        for role in MODELS[name].backend_families
+    }
+    return {**{key: p for key, p in parameters.items() if key not in ("self", "statistics")}, **requests}
 
 
 def build_model(config: dict, statistics: dict) -> Potential:
     """Build the model that ``config`` names, set up from the data ``statistics``.
 
     Args:
-        config: ``{"name": ..., "dtype": "float32" | "float64", <hyper-parameters>}``.
+        config: ``{"name": ..., "dtype": "float32" | "float64", <hyper-parameters>}``, and
+            optionally ``{role}_backend`` keys: backends to run the model on
+            (:func:`~equinet.potentials.accelerate.accelerate`), not stored in ``model.config``.
         statistics: :func:`equinet.datasets.compute_statistics` of the training set.
 
     Raises:
@@ -60,6 +69,8 @@ def build_model(config: dict, statistics: dict) -> Potential:
     for key in config:
         if key not in valid:
             raise ValueError(f"model.{key} is not a setting of model '{name}'{closest(key, [*valid, 'dtype'])}")
+    config, requests = backend_requests(config, MODELS[name].backend_families)
+    MODELS[name].check_backend_requests(config, requests)
     bound = inspect.signature(MODELS[name].__init__).bind(None, statistics, **config)
     bound.apply_defaults()
     resolved = {
@@ -70,4 +81,4 @@ def build_model(config: dict, statistics: dict) -> Potential:
     with default_dtype(DTYPES[dtype_name]):
         model = MODELS[name](statistics, **resolved)
     model.config = {"name": name, "dtype": dtype_name, **resolved}
-    return model
+    return accelerate(model, requests.get("conv"), requests.get("product"))
