@@ -101,7 +101,7 @@ class _ChannelwiseTorch(torch.nn.Module):
                 block = o3.wigner_3j(ir1.l, ir2.l, ir_out.l, dtype=torch.float64) * math.sqrt(ir_out.dim)
                 cg[start2 : start2 + ir2.dim, k : k + ir_out.dim, :] = block.permute(1, 2, 0)
                 k += ir_out.dim
-            self.register_buffer(f"cg_{len(self._segments)}", cg.flatten(1).to(torch.get_default_dtype()))
+            self.register_buffer(f"cg_{len(self._segments)}", cg.flatten(1).to(torch.get_default_dtype()), persistent=False)
             self._segments.append((i1, mul1, ir1.dim))
             self._groups.append([(first, count, irreps_out[first].ir.dim, chunk) for chunk, first, count in own])
 

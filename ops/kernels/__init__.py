@@ -139,11 +139,27 @@ def choose_backend(family: str, device: torch.device | str) -> str:
 
 
 def constants_only(module: nn.Module) -> nn.Module:
-    """``module`` with every buffer made non-persistent, in place: a backend holds only
-    constants made from the operator's description, so that state dicts, and hence model
-    files, are the same whatever backend runs the operator."""
-    for submodule in module.modules():
-        for name, buffer in list(submodule.named_buffers(recurse=False)):
-            delattr(submodule, name)
-            submodule.register_buffer(name, buffer, persistent=False)
+    """``module`` without state in state dicts, in place: a backend holds only constants made
+    from the operator's description, so that state dicts, and hence model files, are the same
+    whatever backend runs the operator. Its tensors still move and cast with the model.
+
+    ``module``'s own buffers are non-persistent; those of its submodules are left out by
+    state-dict hooks, since a copy of a ``torch.fx.GraphModule`` (as in e3nn's and
+    cuEquivariance's modules) registers its buffers again as persistent.
+    """
+    module.register_state_dict_post_hook(_leave_out)
+    module.register_load_state_dict_pre_hook(_keep_own)
     return module
+
+
+def _leave_out(module: nn.Module, state_dict: dict, prefix: str, local_metadata) -> None:
+    """State-dict hook: drop the entries of ``module`` and its submodules."""
+    for key in [key for key in state_dict if key.startswith(prefix)]:
+        del state_dict[key]
+
+
+def _keep_own(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Load hook: a loaded state dict holds nothing of ``module``, which keeps its own tensors."""
+    for name, child in module.named_children():
+        for key, tensor in child.state_dict(prefix=f"{prefix}{name}.", keep_vars=True).items():
+            state_dict.setdefault(key, tensor)

@@ -87,8 +87,8 @@ class CueqChannelwise(torch.nn.Module):
             stp.add_path(None, i1, i2, None, c=cg.numpy(), dims={"u": mul1, "v": 1})
         polynomial = cue.SegmentedPolynomial.eval_last_operand(stp)
         self.polynomial = cuet.SegmentedPolynomial(polynomial, method=_method(polynomial))
-        self.register_buffer("in1_columns", ir_mul_columns(irreps_in1))
-        self.register_buffer("out_columns", inverse_permutation(ir_mul_columns(irreps_out)))
+        self.register_buffer("in1_columns", ir_mul_columns(irreps_in1), persistent=False)
+        self.register_buffer("out_columns", inverse_permutation(ir_mul_columns(irreps_out)), persistent=False)
 
     def forward(
         self,
@@ -175,8 +175,8 @@ class CueqSymmetricContraction(torch.nn.Module):
         super().__init__()
         polynomial = _symmetric_contraction_polynomial(contraction)
         self.contraction = cuet.SegmentedPolynomial(polynomial, method=_method(polynomial))
-        self.register_buffer("in_columns", ir_mul_columns(contraction.irreps_in))
-        self.register_buffer("out_columns", inverse_permutation(ir_mul_columns(contraction.irreps_out)))
+        self.register_buffer("in_columns", ir_mul_columns(contraction.irreps_in), persistent=False)
+        self.register_buffer("out_columns", inverse_permutation(ir_mul_columns(contraction.irreps_out)), persistent=False)
         self.bases = {key: basis.detach().clone() for key, basis in contraction.bases.items()}  # what it was built from
 
     def built_from(self, contraction: ContractionBases) -> bool:

@@ -199,9 +199,9 @@ class TritonChannelwise(torch.nn.Module):
         super().__init__()
         tables = cg_kernel_tables(irreps_in1, irreps_in2, irreps_out, instructions)
         for name, table in tables.items():
-            self.register_buffer(name, table)
-        self.register_buffer("in1_columns", ir_mul_columns(irreps_in1))
-        self.register_buffer("out_columns", inverse_permutation(ir_mul_columns(irreps_out)))
+            self.register_buffer(name, table, persistent=False)
+        self.register_buffer("in1_columns", ir_mul_columns(irreps_in1), persistent=False)
+        self.register_buffer("out_columns", inverse_permutation(ir_mul_columns(irreps_out)), persistent=False)
         weight_numel = sum(irreps_in1[i1].mul for i1, _, _ in instructions)
         max_mul = max(mul for mul, _ in irreps_in1)
         self._dims = [irreps_in1.dim, irreps_in2.dim, weight_numel, irreps_out.dim, max_mul, channel_alignment(tables)]
