@@ -106,9 +106,9 @@ def build(family: str, backend: str, *description):
         ValueError: ``backend`` is not one of ``family``'s.
         ImportError: the package the backend needs is not installed (one line naming the fix).
     """
-    factory = BACKENDS[family].get(backend, REFERENCE)
     if backend not in BACKENDS[family]:
         raise ValueError(f"backend must be one of {backend_names(family)}, got {backend!r}")
+    factory = BACKENDS[family][backend]
     return None if factory is REFERENCE else factory(*description)
 
 
