@@ -23,11 +23,10 @@ from torch_geometric.data import Batch
 from equinet.datasets import atoms_to_graph
 from equinet.foreign.mace import import_mace
 from equinet.model_io import load_model
-from equinet.potentials import Potential
+from equinet.potentials import Potential, accelerate
+from equinet.potentials.dtypes import DTYPES
 
 __all__ = ["Calculator"]
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, torch.float32: torch.float32, torch.float64: torch.float64}
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -54,6 +53,10 @@ class Calculator(_ASECalculator):
         device: ``"cpu"``, ``"cuda"``, ...
         dtype: ``"float32"`` or ``"float64"`` to run in; ``None`` keeps the model's.
         head: the head of a multi-head ``.model`` file to run.
+        backend: ``None`` keeps the backends of the model's operators (the PyTorch reference
+            for a model file); a name (``"auto"``, ``"cpp"``, ...) for every operator, or
+            ``{"conv": ..., "product": ...}``, runs them on others (:func:`equinet.accelerate`,
+            in place).
 
     Properties: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/Å), ``stress``
     (eV/Å³, ASE's Voigt order and sign; fully periodic cells only) and ``energies``
@@ -62,7 +65,9 @@ class Calculator(_ASECalculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
-    def __init__(self, model: str | Path | Potential, device: str | torch.device = "cpu", dtype=None, head: str | None = None, **kwargs):
+    def __init__(
+        self, model: str | Path | Potential, device: str | torch.device = "cpu", dtype=None, head: str | None = None, backend=None, **kwargs
+    ):
         super().__init__(**kwargs)
         self.device = check_device(device)
         if not isinstance(model, Potential) and Path(model).suffix == ".model":
@@ -72,10 +77,13 @@ class Calculator(_ASECalculator):
         elif not isinstance(model, Potential):
             model = load_model(model)
         if dtype is not None:
-            if dtype not in _DTYPES:
+            dtype = DTYPES.get(dtype, dtype)
+            if dtype not in DTYPES.values():
                 raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-            model = model.to(_DTYPES[dtype])
+            model = model.to(dtype)
         self.model = model.to(self.device).eval()
+        if backend is not None:
+            accelerate(self.model, **(backend if isinstance(backend, dict) else {"conv": backend, "product": backend}))
         self._elements = set(model.elements)
 
     def atoms_for(self, structure):

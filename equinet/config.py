@@ -16,12 +16,13 @@ the fix (an unknown key also names the closest valid one).
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from equinet.potentials.closest import closest as _closest
 
 __all__ = ["ConfigError", "TrainConfig", "load_config"]
 
@@ -169,7 +170,8 @@ class TrainConfig(_Section):
     @model_validator(mode="after")
     def _known_model(self):
         from equinet.potentials import MODELS
-        from equinet.potentials.registry import DTYPES, check_model_config
+        from equinet.potentials.dtypes import DTYPES
+        from equinet.potentials.registry import check_model_config
 
         finetune = {key: self.model[key] for key in ("init_from", "freeze") if key in self.model}
         settings = {key: value for key, value in self.model.items() if key not in finetune}
@@ -192,11 +194,6 @@ class TrainConfig(_Section):
             raise ValueError(f"model.freeze = {freeze!r}: give how many message-passing layers to keep fixed (0 or more)")
         self.model = {**settings, **finetune}
         return self
-
-
-def _closest(word: str, choices) -> str:
-    match = difflib.get_close_matches(word, list(choices), n=1)
-    return f"; did you mean '{match[0]}'?" if match else ""
 
 
 def _section_fields(loc: tuple) -> list[str]:

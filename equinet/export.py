@@ -39,7 +39,7 @@ import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from equinet.files import atomic_write
-from equinet.potentials import Potential, build_model
+from equinet.potentials import Potential, accelerate
 
 __all__ = ["ExportedForces", "export_model", "load_exported", "FORMATS", "METADATA_FILE"]
 
@@ -70,14 +70,9 @@ class ExportedForces(torch.nn.Module):
 
 
 def _with_torch_backends(model: Potential) -> Potential:
-    """A copy of ``model`` whose operators run the torch backend: the triton, cueq and cpp
+    """A copy of ``model`` whose operators run the PyTorch reference: the triton, cueq and cpp
     kernels are not part of libtorch, and the backends share the weights."""
-    config = {**model.config, **{key: "torch" for key in ("conv_backend", "product_backend") if key in model.config}}
-    if config == model.config:
-        return copy.deepcopy(model)
-    rebuilt = build_model(config, model.statistics)
-    rebuilt.load_state_dict(model.state_dict())
-    return rebuilt
+    return accelerate(copy.deepcopy(model), conv="torch", product="torch")
 
 
 def _example_inputs(model: Potential, num_atoms: int, seed: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:

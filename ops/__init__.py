@@ -1,9 +1,9 @@
 """Equivariant operators (``equinet.ops``): spherical harmonics, radial bases and
 tensor products on e3nn irreps (Clebsch–Gordan and Gaunt), the MACE symmetric contraction
 (and its Gaunt counterpart) and TensorNet's Cartesian
-rank-2 tensors, each with a plain PyTorch reference. Fused Triton kernels
-(:mod:`equinet.ops.kernels`) run the CG convolution with ``backend="triton"``;
-cuEquivariance runs it and the symmetric contraction with ``backend="cueq"``."""
+rank-2 tensors, each with a plain PyTorch reference. Faster backends (Triton and C++
+kernels, cuEquivariance) are chosen with ``backend=`` or ``set_backend``, from one registry
+(:mod:`equinet.ops.kernels`, ``BACKENDS``)."""
 
 from .cartesian import (
     CartesianLinear,
@@ -16,14 +16,16 @@ from .cartesian import (
     skew_symmetric,
     symmetric_traceless,
 )
-from .cg import BACKENDS, CGConvolution, ChannelwiseTensorProduct, FullyConnectedTensorProduct, Linear
+from .cg import CGConvolution, ChannelwiseTensorProduct, FullyConnectedTensorProduct, Linear
+from .coupling_basis import symmetric_coupling_basis
 from .edge_pairs import EdgePairs, one_per_pair, per_edge, reverse_edge_pairs
 from .gaunt import GauntManyBodyProduct, GauntTensorProduct, gaunt_coefficients
+from .kernels import BACKENDS
 from .radial import BesselBasis, CosineCutoff, ExpNormalBasis, GaussianBasis, PolynomialCutoff
 from .scatter import edge_dot, gather_scale_scatter, scatter_outer
 from .sh import SphericalHarmonics, spherical_harmonics
 from .so2 import SO2Convolution, so2_weights_from_cg
-from .symmetric_contraction import SymmetricContraction, symmetric_coupling_basis
+from .symmetric_contraction import SymmetricContraction
 from .wigner import edge_wigner_D, wigner_D_from_matrix
 
 __all__ = [

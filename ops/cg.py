@@ -31,18 +31,10 @@ import torch
 from e3nn import o3
 from e3nn.o3 import FullyConnectedTensorProduct, Linear
 
-from .kernels import cueq_channelwise, triton_channelwise
+from .irreps import as_irreps
+from .kernels import build, constants_only
 
-__all__ = ["ChannelwiseTensorProduct", "CGConvolution", "FullyConnectedTensorProduct", "Linear", "BACKENDS"]
-
-BACKENDS = ("torch", "e3nn", "triton", "cueq")
-
-
-def _as_irreps(irreps, name: str) -> o3.Irreps:
-    try:
-        return o3.Irreps(irreps)
-    except (ValueError, AssertionError, TypeError) as error:
-        raise ValueError(f"{name} must be e3nn irreps such as '32x0e+16x1o', got {irreps!r} ({error})") from None
+__all__ = ["ChannelwiseTensorProduct", "CGConvolution", "FullyConnectedTensorProduct", "Linear"]
 
 
 def _channelwise_paths(
@@ -109,7 +101,7 @@ class _ChannelwiseTorch(torch.nn.Module):
                 block = o3.wigner_3j(ir1.l, ir2.l, ir_out.l, dtype=torch.float64) * math.sqrt(ir_out.dim)
                 cg[start2 : start2 + ir2.dim, k : k + ir_out.dim, :] = block.permute(1, 2, 0)
                 k += ir_out.dim
-            self.register_buffer(f"cg_{len(self._segments)}", cg.flatten(1).to(torch.get_default_dtype()))
+            self.register_buffer(f"cg_{len(self._segments)}", cg.flatten(1).to(torch.get_default_dtype()), persistent=False)
             self._segments.append((i1, mul1, ir1.dim))
             self._groups.append([(first, count, irreps_out[first].ir.dim, chunk) for chunk, first, count in own])
 
@@ -149,19 +141,18 @@ class _ChannelwiseTorch(torch.nn.Module):
 class _ChannelwiseBase(torch.nn.Module):
     """Shared construction and input checks of the channel-wise product and convolution."""
 
+    family = "cg"  # in the backend registry, equinet.ops.kernels
+
     def __init__(self, irreps_in1, irreps_in2, irreps_out=None, backend: str = "torch"):
         super().__init__()
-        self.irreps_in1 = _as_irreps(irreps_in1, "irreps_in1")
-        self.irreps_in2 = _as_irreps(irreps_in2, "irreps_in2")
+        self.irreps_in1 = as_irreps(irreps_in1, "irreps_in1")
+        self.irreps_in2 = as_irreps(irreps_in2, "irreps_in2")
         if any(mul != 1 for mul, _ in self.irreps_in2):
             raise ValueError(
                 f"irreps_in2 must have multiplicity 1 per irrep (like spherical harmonics '1x0e+1x1o'), "
                 f"got '{self.irreps_in2}'; use FullyConnectedTensorProduct for a multi-channel second input"
             )
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self.backend = backend
-        filter_ir_out = None if irreps_out is None else [ir for _, ir in _as_irreps(irreps_out, "irreps_out")]
+        filter_ir_out = None if irreps_out is None else [ir for _, ir in as_irreps(irreps_out, "irreps_out")]
         self.irreps_out, self.instructions = _channelwise_paths(self.irreps_in1, self.irreps_in2, filter_ir_out)
         if not self.instructions:
             raise ValueError(
@@ -172,31 +163,16 @@ class _ChannelwiseBase(torch.nn.Module):
         # Plain ints for the checks in forward: torch.compile cannot guard on e3nn's Irrep
         # (its __len__ raises), so forward must not read the Irreps.
         self._dim1, self._dim2 = self.irreps_in1.dim, self.irreps_in2.dim
-        if backend == "e3nn":
-            tp = o3.TensorProduct(
-                self.irreps_in1,
-                self.irreps_in2,
-                self.irreps_out,
-                [(i1, i2, i_out, "uvu", True) for i1, i2, i_out in self.instructions],
-                shared_weights=False,
-                internal_weights=False,
-            )
-        elif backend == "triton":
-            tp = triton_channelwise(self.irreps_in1, self.irreps_in2, self.irreps_out, self.instructions)
-        elif backend == "cueq":
-            tp = cueq_channelwise(self.irreps_in1, self.irreps_in2, self.irreps_out, self.instructions)
-        else:
-            tp = _ChannelwiseTorch(self.irreps_in1, self.irreps_in2, self.irreps_out, self.instructions)
-        # The backend holds only constants derived from the irreps (CG coefficients; the
-        # weights are inputs), so it is kept out of the module tree and its state dict: a
-        # model saved with one backend loads with another. `_apply` still moves it with
-        # `.to()`, `.double()` and `.cuda()`.
-        object.__setattr__(self, "tp", tp)
+        self.set_backend(backend)
 
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        self.tp._apply(fn, recurse)
-        return self
+    def set_backend(self, backend: str) -> None:
+        """Compute with ``backend`` (see the class docstring) from now on: same weights, same
+        result. The backend holds only constants of the irreps (the weights are inputs), which
+        state dicts do not carry, so a model saved with one backend loads with any other."""
+        description = (self.irreps_in1, self.irreps_in2, self.irreps_out, self.instructions)
+        tp = build(self.family, backend, *description)
+        self.tp = constants_only(_ChannelwiseTorch(*description) if tp is None else tp)
+        self.backend = backend
 
     def _check(self, x1: torch.Tensor, x2: torch.Tensor, weights: torch.Tensor, name1: str, name2: str) -> None:
         if x1.shape[-1] != self._dim1:
@@ -287,9 +263,4 @@ class CGConvolution(_ChannelwiseBase):
                 f"edge_index must have shape [2, {edge_attrs.shape[0]}] (senders, receivers), "
                 f"got {list(edge_index.shape)}"
             )
-        sender, receiver = edge_index[0], edge_index[1]
-        num_nodes = node_feats.shape[0]
-        if self.backend == "e3nn":
-            messages = self.tp(node_feats[sender], edge_attrs, edge_weights)
-            return messages.new_zeros(num_nodes, messages.shape[1]).index_add_(0, receiver, messages)
-        return self.tp(node_feats, edge_attrs, edge_weights, sender, receiver, num_nodes)
+        return self.tp(node_feats, edge_attrs, edge_weights, edge_index[0], edge_index[1], node_feats.shape[0])

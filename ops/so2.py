@@ -38,18 +38,18 @@ product; with a fixed ``m_max`` it is O(m_max l_max^2).
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import torch
 from e3nn import o3
 
-from .cg import CGConvolution, _as_irreps
+from .cg import CGConvolution
+from .irreps import as_irreps
+from .kernels import build, constants_only
+from .so2_blocks import SO2Blocks, irrep_class
 from .wigner import edge_wigner_D
 
 __all__ = ["SO2Convolution", "so2_weights_from_cg"]
-
-BACKENDS = ("torch", "triton", "cpp")
 
 
 def _node_irreps(irreps, name: str) -> o3.Irreps:
@@ -59,12 +59,7 @@ def _node_irreps(irreps, name: str) -> o3.Irreps:
         if l_max < 0 or channels < 1:
             raise ValueError(f"{name} as (l_max, channels) needs l_max >= 0 and channels >= 1, got {irreps!r}")
         return o3.Irreps([(channels, (l, (-1) ** l)) for l in range(l_max + 1)])
-    return _as_irreps(irreps, name)
-
-
-def _class(ir: o3.Irrep) -> int:
-    """``+1`` for irreps with the parity of Y^l (``0e, 1o, 2e, ..``), ``-1`` for the others."""
-    return ir.p * (-1) ** ir.l
+    return as_irreps(irreps, name)
 
 
 class SO2Convolution(torch.nn.Module):
@@ -80,8 +75,8 @@ class SO2Convolution(torch.nn.Module):
         m_max: highest ``|m|`` kept in the edge frame; ``None`` keeps all (the exact
             equivalent of a CG convolution, see :func:`so2_weights_from_cg`).
         backend: ``"torch"`` (plain PyTorch), ``"triton"`` (the CG convolution's GPU
-            kernels, :mod:`equinet.ops.kernels.so2_ops`) or ``"cpp"`` (one fused CPU kernel,
-            compiled on first use, :mod:`equinet.ops.kernels.cpp_build`); same weights, same
+            kernels, :mod:`equinet.ops.kernels.triton.so2`) or ``"cpp"`` (one fused CPU kernel,
+            compiled on first use, :mod:`equinet.ops.kernels.cpp.so2`); same weights, same
             result.
 
     Attributes:
@@ -101,74 +96,30 @@ class SO2Convolution(torch.nn.Module):
         >>> out = conv(x, edge_vec, radial(edge_length), edge_index)   # radial: [E] → [E, conv.weight_numel]
     """
 
+    family = "so2"  # in the backend registry, equinet.ops.kernels
+
     def __init__(self, irreps_in, irreps_out=None, m_max: int | None = None, backend: str = "torch"):
         super().__init__()
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self.backend = backend
         self.irreps_in = _node_irreps(irreps_in, "irreps_in")
         self.irreps_out = self.irreps_in if irreps_out is None else _node_irreps(irreps_out, "irreps_out")
-        multiplicities = {mul for mul, _ in self.irreps_in} | {mul for mul, _ in self.irreps_out}
-        if len(multiplicities) != 1:
-            raise ValueError(
-                f"every segment of irreps_in and irreps_out must have the same multiplicity (the channels, kept "
-                f"by the convolution), got irreps_in '{self.irreps_in}' and irreps_out '{self.irreps_out}'"
-            )
-        self.channels = multiplicities.pop()
-        self.l_max = max(ir.l for _, ir in self.irreps_in + self.irreps_out)
-        if m_max is None:
-            m_max = self.l_max
-        if not isinstance(m_max, int) or m_max < 0:
-            raise ValueError(f"m_max must be a non-negative integer or None, got {m_max!r}")
-        self.m_max = min(m_max, self.l_max)
-
-        ins = [ir for _, ir in self.irreps_in]
-        outs = [ir for _, ir in self.irreps_out]
-        self.blocks: list[tuple[int, list[int], list[int]]] = []
-        for sign in (1, -1):
-            o = [j for j, ir in enumerate(outs) if _class(ir) == sign]
-            i = [j for j, ir in enumerate(ins) if _class(ir) == sign]
-            if o and i:
-                self.blocks.append((0, o, i))
-        for m in range(1, self.m_max + 1):
-            o = [j for j, ir in enumerate(outs) if ir.l >= m]
-            i = [j for j, ir in enumerate(ins) if ir.l >= m]
-            if o and i:
-                self.blocks.append((m, o, i))
-        reached = {j for _, o, _ in self.blocks for j in o}
-        missing = [str(outs[j]) for j in range(len(outs)) if j not in reached]
-        if missing:
-            raise ValueError(
-                f"output irreps {', '.join(missing)} of '{self.irreps_out}' receive nothing from irreps_in "
-                f"'{self.irreps_in}' with m_max={self.m_max} (at m = 0 an irrep couples only to irreps of its class, "
-                f"0e 1o 2e .. or 0o 1e 2o ..; at m >= 1 to any of degree >= m); remove them, add inputs or raise m_max"
-            )
-        self.weight_numel = self.channels * sum(len(o) * len(i) for _, o, i in self.blocks)
-
-        # Edge-frame components kept per segment: |m| <= k, k the largest m of a block using it
-        # (-1: none, an input that no output needs).
-        self._k_in = [max((m for m, _, i in self.blocks if j in i), default=-1) for j in range(len(ins))]
-        self._k_out = [max((m for m, o, _ in self.blocks if j in o), default=-1) for j in range(len(outs))]
-        self._used = [j for j, k in enumerate(self._k_in) if k >= 0]
+        self.structure = SO2Blocks(self.irreps_in, self.irreps_out, m_max)
+        self.channels, self.l_max, self.m_max = self.structure.channels, self.structure.l_max, self.structure.m_max
+        self.blocks, self.weight_numel = self.structure.blocks, self.structure.weight_numel
         self._block_sizes = [(len(o), len(i), 1 if m == 0 else 2) for m, o, i in self.blocks]
-        scales = {(m, j): 1.0 / math.sqrt(len(i)) for m, _, i in self.blocks for j in i}
-        # In the edge frame a segment's rows are m = 0, +1, -1, +2, -2, .. (each m contiguous),
-        # made by rows (offsets from the middle) of D^l times factors: the quarter turn J for
-        # class -1 and, on the way in, the 1/sqrt(n) of the block.
-        self._rows_in = [_frame_rows(ir, k, lambda m, j=j: scales.get((m, j), 0.0)) for j, (ir, k) in enumerate(zip(ins, self._k_in))]
-        self._rows_out = [_frame_rows(ir, k, lambda m: 1.0) for ir, k in zip(outs, self._k_out)]
         # Output segment j, component m comes from block b, row of its result (None: zero,
         # m = 0 of an output whose class has no input).
         source = {(j, m): (b, row) for b, (m, o, _) in enumerate(self.blocks) for row, j in enumerate(o)}
-        self._output_sources = [[source.get((j, m)) for m in range(k + 1)] for j, k in enumerate(self._k_out)]
+        self._output_sources = [[source.get((j, m)) for m in range(k + 1)] for j, k in enumerate(self.structure.k_out)]
         # Edges per chunk: the largest product of the map, [out, in, ±, C] per edge, in ~1M numbers.
         self._edge_chunk = max(64, 2**20 // (self.channels * max(o * i * pair for o, i, pair in self._block_sizes)))
-        if backend == "triton":
-            from .kernels import triton_so2
+        self.set_backend(backend)
 
-            self.kernels = triton_so2(self)
-        if backend == "cpp":
-            self._cpp_tables = self._kernel_tables()
+    def set_backend(self, backend: str) -> None:
+        """Compute with ``backend`` (see the class docstring) from now on: same weights, same
+        result; the backend holds only constants of the irreps, which state dicts do not carry."""
+        kernels = build(self.family, backend, self.structure)
+        self.kernels = None if kernels is None else constants_only(kernels)
+        self.backend = backend
 
     def _frame_rotations(self, wigner: list[torch.Tensor], irreps: o3.Irreps, rows) -> list[torch.Tensor | None]:
         """Per segment ``[E, 2k+1, 2l+1]``: rows of D^l in edge-frame order, with their factors."""
@@ -198,32 +149,17 @@ class SO2Convolution(torch.nn.Module):
         self._check(node_feats, edge_vec, edge_weights, edge_index, wigner)
         if wigner is None:
             wigner = edge_wigner_D(self.l_max, edge_vec, self.m_max)
-        if self.backend == "triton":
-            return self.kernels(node_feats, wigner[: self.l_max + 1], edge_weights, edge_index[0], edge_index[1])
-        # Edge work runs channels-last, [E, component, C]: rotations are then plain batched
-        # products and regrouping rows moves whole channel vectors. The layout changes at the
-        # nodes, where it is cheap.
-        x = _channels_last(node_feats, self.irreps_in, self._used)
-        if self.backend == "cpp":
-            self._check_cpp(node_feats, edge_weights, wigner)
-            # The kernel works on whole 64-byte vectors of channels: pad them with zeros.
-            pad = -self.channels % (64 // x.element_size())
-            if pad:
-                x = torch.nn.functional.pad(x, (0, pad))
-                columns = edge_weights.reshape(len(edge_weights), self.weight_numel // self.channels, self.channels)
-                edge_weights = torch.nn.functional.pad(columns, (0, pad)).flatten(1)
-            entries = _wigner_entries(wigner, self.l_max, self.m_max)
-            out = _SO2Kernel.apply(self, x, entries, edge_weights.contiguous(), edge_index.long().contiguous(), node_feats.shape[0])
-            out = out[..., : self.channels]
-        else:
-            out = self._summed_messages(x, edge_index, edge_weights, wigner[: self.l_max + 1], node_feats.shape[0])
-        return _channels_first(out, self.irreps_out)
+        if self.kernels is not None:
+            return self.kernels(node_feats, wigner, edge_weights, edge_index, self._summed_messages)
+        x = self.structure.channels_last(node_feats)
+        out = self._summed_messages(x, edge_index, edge_weights, wigner[: self.l_max + 1], node_feats.shape[0])
+        return self.structure.channels_first(out)
 
     def _summed_messages(self, x, edge_index, edge_weights, wigner, num_nodes) -> torch.Tensor:
         """The torch path: ``[N, sum of 2l+1 over irreps_out, C]`` flattened, from channels-last ``x``."""
         out = x.new_zeros(num_nodes, self.irreps_out.dim // self.channels * x.shape[-1])
         # On the CPU the edges go in chunks small enough for their intermediates to stay in
-        # cache (3x faster at l_max = 6); split, not sliced, so that backward stays one pass.
+        # cache (BENCHMARKS.md); split, not sliced, so that backward stays one pass.
         # On the GPU, and when traced with symbolic sizes for export, all edges go at once.
         if x.is_cuda or isinstance(edge_index.shape[1], torch.SymInt):
             chunks = [(edge_index, edge_weights, *wigner)]
@@ -231,19 +167,20 @@ class SO2Convolution(torch.nn.Module):
             chunk = self._edge_chunk
             chunks = zip(edge_index.split(chunk, dim=1), edge_weights.split(chunk), *(d.split(chunk) for d in wigner))
         for (sender, receiver), weights, *wigner_chunk in chunks:
-            out.index_add_(0, receiver, self._messages(x, self._used, sender, weights, wigner_chunk))
+            out.index_add_(0, receiver, self._messages(x, sender, weights, wigner_chunk))
         return out
 
-    def _messages(self, x, used, sender, edge_weights, wigner) -> torch.Tensor:
+    def _messages(self, x, sender, edge_weights, wigner) -> torch.Tensor:
         """Messages of a chunk of edges, channels-last ``[E, sum of 2l+1 over irreps_out, C]`` flattened."""
         num_edges, channels = sender.shape[0], x.shape[-1]  # the channels, or more when the cpp path pads them
+        used = self.structure.used
         x = dict(zip(used, x.index_select(0, sender).split([self.irreps_in[j].ir.dim for j in used], dim=1)))
 
         # Into the edge frame: per input segment, [E, 2k+1, C] split into m = 0, ±1, ±2, ..
         rotated = {}
-        for j, rotation in enumerate(self._frame_rotations(wigner, self.irreps_in, self._rows_in)):
+        for j, rotation in enumerate(self._frame_rotations(wigner, self.irreps_in, self.structure.rows_in)):
             if rotation is not None:
-                rotated[j] = (rotation @ x[j]).split([1] + [2] * self._k_in[j], dim=1)
+                rotated[j] = (rotation @ x[j]).split([1] + [2] * self.structure.k_in[j], dim=1)
 
         # The SO(2) map, one block (m, class) at a time: [E, out, in, 1, C] * [E, 1, in, ±, C]
         # summed over the inputs (broadcast products beat batches of tiny matrix products here).
@@ -257,65 +194,11 @@ class SO2Convolution(torch.nn.Module):
         # Back to the global frame.
         messages = []
         zero = edge_weights.new_zeros(num_edges, 1, channels)
-        rotations = self._frame_rotations(wigner, self.irreps_out, self._rows_out)
+        rotations = self._frame_rotations(wigner, self.irreps_out, self.structure.rows_out)
         for rotation, sources in zip(rotations, self._output_sources):
             y = torch.cat([zero if source is None else results[source[0]][source[1]] for source in sources], dim=1)
             messages.append(rotation.transpose(1, 2) @ y)  # [E, 2l+1, C]
         return torch.cat(messages, dim=1).flatten(1)
-
-    def _kernel_tables(self) -> list[torch.Tensor]:
-        """The tables of ``so2_cpp.cpp``: ``rows_in, factors_in, terms, rows_out, factors_out``.
-
-        Rows are ``(first component, 2l+1, first Wigner entry)``: components of the channels-last
-        features (used input segments) or output, entries of :func:`_wigner_entries`; terms are
-        ``(row of ỹ, row of x̃, weight column)``. Output rows that no block writes get factor 0.
-        """
-        starts = _wigner_entry_starts(self.l_max, self.m_max)
-
-        def rows(irreps, segments, frame_rows, first_of):
-            table, factors, row_of = [], [], {}
-            for j in segments:
-                l = irreps[j].ir.l
-                for t, (offset, factor) in enumerate(zip(*frame_rows[j])):
-                    row_of[j, t] = len(table)
-                    table.append((first_of[j], 2 * l + 1, _wigner_entry(starts, self.m_max, l, offset)))
-                    factors.append(factor)
-            return table, factors, row_of
-
-        first_in = dict(zip(self._used, itertools.accumulate([self.irreps_in[j].ir.dim for j in self._used], initial=0)))
-        first_out = dict(enumerate(itertools.accumulate([ir.dim for _, ir in self.irreps_out], initial=0)))
-        rows_in, factors_in, row_in = rows(self.irreps_in, self._used, self._rows_in, first_in)
-        rows_out, factors_out, row_out = rows(self.irreps_out, range(len(self.irreps_out)), self._rows_out, first_out)
-        terms, column = [], 0
-        for m, outputs, inputs in self.blocks:
-            for j_out in outputs:
-                for j_in in inputs:
-                    for t in [0] if m == 0 else [2 * m - 1, 2 * m]:
-                        terms.append((row_out[j_out, t], row_in[j_in, t], column))
-                    column += 1
-        written = {term[0] for term in terms}
-        factors_out = [f if t in written else 0.0 for t, f in enumerate(factors_out)]
-        as_long = lambda table: torch.tensor(table, dtype=torch.long).view(-1, 3)
-        as_double = lambda values: torch.tensor(values, dtype=torch.float64)
-        return [as_long(rows_in), as_double(factors_in), as_long(terms), as_long(rows_out), as_double(factors_out)]
-
-    def _wigner_from_entries(self, entries: torch.Tensor) -> list[torch.Tensor]:
-        """The inverse of :func:`_wigner_entries`: ``[E, 2k+1, 2l+1]`` for l = 0 .. l_max."""
-        shapes = [(2 * min(l, self.m_max) + 1, 2 * l + 1) for l in range(self.l_max + 1)]
-        pieces = entries.split([rows * columns for rows, columns in shapes], dim=1)
-        return [piece.view(-1, *shape) for piece, shape in zip(pieces, shapes)]
-
-    def _check_cpp(self, node_feats, edge_weights, wigner) -> None:
-        tensors = {"node_feats": node_feats, "edge_weights": edge_weights, "edge_vec": wigner[0]}
-        off_cpu = [f"{name} on {t.device}" for name, t in tensors.items() if t.device.type != "cpu"]
-        if off_cpu:
-            raise ValueError(f"backend='cpp' runs on the CPU, but got {', '.join(off_cpu)}; use backend='torch' or 'triton' there")
-        dtypes = {t.dtype for t in tensors.values()}
-        if len(dtypes) != 1 or dtypes.pop() not in (torch.float32, torch.float64):
-            raise ValueError(
-                "backend='cpp' needs float32 or float64 inputs of one dtype, got "
-                + ", ".join(f"{t.dtype} ({name})" for name, t in tensors.items())
-            )
 
     def _check(self, node_feats, edge_vec, edge_weights, edge_index, wigner) -> None:
         if node_feats.shape[-1] != self.irreps_in.dim:
@@ -348,111 +231,10 @@ class SO2Convolution(torch.nn.Module):
         )
 
 
-class _SO2Kernel(torch.autograd.Function):
-    """``backend="cpp"``: the fused C++ kernel (``so2_cpp.cpp``) of ``conv``, from channels-last
-    features ``x [N_in, components, C]``, Wigner entries ``[E, W]`` (:func:`_wigner_entries`)
-    and edge weights to ``[N, sum of 2l+1 over irreps_out, C]``.
-
-    The backward pass is one sweep of the kernel over the edges in sender order. A backward
-    pass that builds a graph (force training differentiates twice) differentiates the torch
-    path on the same inputs instead, so every order of derivative exists.
-    """
-
-    @staticmethod
-    def forward(ctx, conv, x, entries, edge_weights, edge_index, num_nodes):
-        from .kernels import cpp_so2
-
-        sender, receiver = edge_index
-        out = x.new_zeros(num_nodes, conv.irreps_out.dim // conv.channels, x.shape[-1])
-        cpp_so2().so2_forward(x, entries, edge_weights, sender, receiver, torch.argsort(receiver), *conv._cpp_tables, out)
-        ctx.conv = conv
-        ctx.save_for_backward(x, entries, edge_weights, edge_index)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        from .kernels import cpp_so2
-
-        conv, (x, entries, edge_weights, edge_index) = ctx.conv, ctx.saved_tensors
-        wanted = ctx.needs_input_grad[1:4]
-        if torch.is_grad_enabled():
-            inputs = [t for t, want in zip((x, entries, edge_weights), wanted) if want]
-            with torch.enable_grad():
-                wigner = conv._wigner_from_entries(entries)
-                out = conv._summed_messages(x, edge_index, edge_weights, wigner, grad_out.shape[0])
-            grads = iter(torch.autograd.grad(out, inputs, grad_out.reshape(out.shape), create_graph=True))
-            return None, *(next(grads) if want else None for want in wanted), None, None
-        grad_x = torch.zeros_like(x) if wanted[0] else x.new_empty(0)
-        grad_entries = torch.empty(entries.shape, dtype=x.dtype) if wanted[1] else x.new_empty(0)  # written whole
-        grad_weights = torch.empty(edge_weights.shape, dtype=x.dtype) if wanted[2] else x.new_empty(0)
-        sender, receiver = edge_index
-        cpp_so2().so2_backward(
-            x, entries, edge_weights, sender, receiver, torch.argsort(sender), *conv._cpp_tables, grad_out.contiguous(),
-            grad_x, grad_entries, grad_weights,
-        )
-        return None, *(g if want else None for g, want in zip((grad_x, grad_entries, grad_weights), wanted)), None, None
-
-
-def _wigner_entries(wigner: list[torch.Tensor], l_max: int, m_max: int) -> torch.Tensor:
-    """``[E, W]``: the rows ``|m| <= min(l, m_max)`` of ``D^l`` (from ``edge_wigner_D`` with at
-    least those degrees and rows), flattened and concatenated for l = 0 .. l_max; the fused
-    kernels read the rotations from it."""
-    pieces = []
-    for l, d in enumerate(wigner[: l_max + 1]):
-        k = min(l, m_max)
-        pieces.append(d.narrow(1, (d.shape[1] - 1) // 2 - k, 2 * k + 1).flatten(1))
-    return torch.cat(pieces, dim=1)
-
-
-def _wigner_entry_starts(l_max: int, m_max: int) -> list[int]:
-    """Where the rows of ``D^l`` start in :func:`_wigner_entries`, l = 0 .. l_max, then ``W``."""
-    starts = [0]
-    for l in range(l_max + 1):
-        starts.append(starts[-1] + (2 * min(l, m_max) + 1) * (2 * l + 1))
-    return starts
-
-
-def _wigner_entry(starts: list[int], m_max: int, l: int, offset: int) -> int:
-    """The entry of ``D^l[m = offset, 0]`` (its row follows), ``starts`` from :func:`_wigner_entry_starts`."""
-    return starts[l] + (min(l, m_max) + offset) * (2 * l + 1)
-
-
-def _frame_rows(ir: o3.Irrep, k: int, factor_of_m) -> tuple[list[int], list[float]] | None:
-    """Rows (offsets ``m`` from the middle of D^l) and factors of a segment's frame rotation,
-    in the order m = 0, +1, -1, .., +k, -k; ``None`` for a segment no block uses.
-
-    For class -1 irreps the quarter turn J takes row ``+m`` from ``-m`` and row ``-m`` from
-    ``-(+m)``.
-    """
-    if k < 0:
-        return None
-    offsets, factors = [0], [factor_of_m(0)]
-    for m in range(1, k + 1):
-        if _class(ir) == 1:
-            offsets += [m, -m]
-            factors += [factor_of_m(m), factor_of_m(m)]
-        else:
-            offsets += [-m, m]
-            factors += [factor_of_m(m), -factor_of_m(m)]
-    return offsets, factors
-
-
-def _channels_last(x: torch.Tensor, irreps: o3.Irreps, used: list[int]) -> torch.Tensor:
-    """e3nn layout ``[N, irreps.dim]`` → ``[N, sum of 2l+1 over the segments used, C]``."""
-    pieces = x.split([mul * ir.dim for mul, ir in irreps], dim=1)
-    return torch.cat([pieces[j].view(-1, irreps[j].mul, irreps[j].ir.dim).transpose(1, 2) for j in used], dim=1)
-
-
-def _channels_first(x: torch.Tensor, irreps: o3.Irreps) -> torch.Tensor:
-    """``[N, sum of 2l+1, C]`` flattened to ``[N, -1]`` → e3nn layout ``[N, irreps.dim]``."""
-    pieces = x.reshape(x.shape[0], -1, irreps[0].mul).split([ir.dim for _, ir in irreps], dim=1)
-    return torch.cat([p.transpose(1, 2).reshape(x.shape[0], -1) for p in pieces], dim=1)
-
-
 def _quarter_turn(ir: o3.Irrep) -> torch.Tensor:
     """The ``J`` of the module docstring on all ``2l+1`` components (identity for class +1)."""
     l = ir.l
-    if _class(ir) == 1:
+    if irrep_class(ir) == 1:
         return torch.eye(2 * l + 1, dtype=torch.float64)
     j = torch.zeros(2 * l + 1, 2 * l + 1, dtype=torch.float64)
     j[l, l] = 1.0

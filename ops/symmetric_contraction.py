@@ -9,109 +9,26 @@ where ``A[n, c, :]`` stacks the irreps of channel c (e.g. 0e+1o+2e+3o, 16 compon
 and ``U_nu[..., k]`` is an orthonormal basis of the equivariant maps from the
 *symmetric* nu-fold tensor power of A to L (generalized Clebsch–Gordan coefficients).
 
-The basis is built here from e3nn's Wigner-3j symbols: a symmetric map of order nu+1 is
-the symmetrization of a symmetric map of order nu (to any intermediate irrep) coupled
-with one more copy of A, so the bases grow order by order and never enumerate every
-coupling tree. The contraction runs Horner-style, highest order first, as MACE does,
-with the per-element weights folded into U once per call and the atoms grouped by
-element, so the cost per atom is independent of the number of basis elements.
+The basis comes from :mod:`equinet.ops.coupling_basis`. The contraction runs Horner-style,
+highest order first, as MACE does, with the per-element weights folded into U once per call
+and the atoms grouped by element, so the cost per atom is independent of the number of basis
+elements.
 """
 
 from __future__ import annotations
 
-import itertools
-from functools import lru_cache
-
 import torch
 from e3nn import o3
 
-__all__ = ["BACKENDS", "SymmetricContraction", "symmetric_coupling_basis"]
+from .coupling_basis import ContractionBases, symmetric_coupling_basis
+from .kernels import build, constants_only
 
-BACKENDS = ("torch", "cueq")
+__all__ = ["SymmetricContraction", "WEIGHT_SCALE"]
 
 # The weights are stored divided by this and multiplied back in use: the same initial
-# product, but Adam's steps (about lr per parameter) move it 3x faster. mace-torch gets
-# the same effect from its redundant coupling paths (23 weights per channel and element
-# for the 8 independent order-3 invariants of 0e+1o+2e+3o). Measured on rMD17 uracil after
-# 8 epochs (scripts/bench_accuracy.py): test force MAE 47.5 -> 43.2 meV/Å (mace-torch 42.9).
+# product, but Adam's steps (about lr per parameter) move it 3x faster, as mace-torch's
+# redundant coupling paths do (BENCHMARKS.md, "Design notes moved out of the code").
 WEIGHT_SCALE = 3.0
-
-
-def _orthonormal_rows(matrix: torch.Tensor, atol: float = 1e-8) -> torch.Tensor:
-    """An orthonormal basis (rows) of the row space of ``matrix [P, F]``.
-
-    The rows are averages of unit-norm tensors, so a singular value below ``atol`` is
-    rounding noise (an absolute threshold: a relative one would keep the noise of a
-    matrix that is zero, e.g. symmetrized antisymmetric couplings).
-    """
-    if matrix.shape[0] == 0:
-        return matrix
-    _, s, vh = torch.linalg.svd(matrix, full_matrices=False)
-    rank = int((s > atol).sum())
-    basis = vh[:rank]
-    # Fix the sign of each vector (first large entry positive) so the basis is reproducible.
-    pivots = (basis.abs() > 1e-6).float().argmax(dim=1)
-    signs = torch.sign(basis.gather(1, pivots.unsqueeze(1)))
-    return basis * signs
-
-
-def _symmetrize(tensor: torch.Tensor, order: int) -> torch.Tensor:
-    """Average ``tensor [P, M, D, ..., D]`` (``order`` D-axes) over all orderings of its D-axes."""
-    perms = list(itertools.permutations(range(2, 2 + order)))
-    return sum(tensor.permute(0, 1, *perm) for perm in perms) / len(perms)
-
-
-@lru_cache(maxsize=None)
-def _symmetric_bases(irreps_in: o3.Irreps, correlation: int) -> dict[tuple[int, o3.Irrep], torch.Tensor]:
-    """``{(nu, ir): U [K, ir.dim, D, ..., D]}`` for nu = 1..correlation, float64 on CPU.
-
-    Rows of each U are orthonormal (Frobenius) equivariant maps from the symmetric
-    nu-th power of ``irreps_in`` (multiplicity 1 each, dimension D) to ``ir``.
-    """
-    dim = irreps_in.dim
-    bases: dict[tuple[int, o3.Irrep], torch.Tensor] = {}
-    for (_, ir), piece in zip(irreps_in, irreps_in.slices()):
-        selection = torch.zeros(1, ir.dim, dim, dtype=torch.float64)
-        selection[0, :, piece] = torch.eye(ir.dim, dtype=torch.float64)
-        bases[(1, ir)] = selection
-    for order in range(2, correlation + 1):
-        candidates: dict[o3.Irrep, list[torch.Tensor]] = {}
-        for (nu, ir_a), u_a in list(bases.items()):
-            if nu != order - 1:
-                continue
-            for (_, ir_b), piece in zip(irreps_in, irreps_in.slices()):
-                for ir_c in ir_a * ir_b:
-                    w3j = o3.wigner_3j(ir_a.l, ir_b.l, ir_c.l, dtype=torch.float64)  # [a, b, c]
-                    # coupled[p, c, I, j] = sum_ab w3j[a, b, c] u_a[p, a, I] delta(b, j in piece)
-                    coupled = torch.zeros(u_a.shape[0], ir_c.dim, *u_a.shape[2:], dim, dtype=torch.float64)
-                    coupled[..., piece] = torch.einsum("abc,paI->pcIb", w3j, u_a.flatten(2)).reshape(
-                        u_a.shape[0], ir_c.dim, *u_a.shape[2:], ir_b.dim
-                    )
-                    candidates.setdefault(ir_c, []).append(_symmetrize(coupled, order))
-        for ir_c, tensors in candidates.items():
-            stacked = torch.cat(tensors)
-            rows = _orthonormal_rows(stacked.flatten(1))
-            if rows.shape[0]:
-                bases[(order, ir_c)] = rows.view(-1, *stacked.shape[1:])
-    return bases
-
-
-def symmetric_coupling_basis(irreps_in, ir_out, order: int) -> torch.Tensor:
-    """Orthonormal basis of the equivariant maps from Sym^order(irreps_in) to ``ir_out``.
-
-    Args:
-        irreps_in: irreps of one channel, multiplicity 1 each (e.g. ``0e+1o+2e+3o``).
-        ir_out: the output irrep.
-        order: the correlation order nu (number of copies of the input).
-
-    Returns:
-        ``U: [K, ir_out.dim, D, ..., D]`` (``order`` axes of size ``D = irreps_in.dim``),
-        float64, symmetric in the D-axes, ``K = 0`` when no such map exists.
-    """
-    irreps_in, ir_out = o3.Irreps(irreps_in), o3.Irrep(ir_out)
-    bases = _symmetric_bases(irreps_in, order)
-    empty = torch.zeros(0, ir_out.dim, *([irreps_in.dim] * order), dtype=torch.float64)
-    return bases.get((order, ir_out), empty).clone()
 
 
 class SymmetricContraction(torch.nn.Module):
@@ -125,7 +42,8 @@ class SymmetricContraction(torch.nn.Module):
         num_elements: number of elements; every element has its own weights.
         backend: ``"torch"`` (this class's code, the reference) or ``"cueq"`` (cuEquivariance,
             :class:`~equinet.ops.kernels.cueq.CueqSymmetricContraction`: the same weights and
-            bases, its kernels; ``pip install 'equinet[cueq]'``).
+            bases, its kernels; ``pip install 'equinet[cueq]'``). A state dict moves between
+            the backends both ways.
 
     Shapes: ``x: [n, irreps_in.dim]``, ``species: [n]`` (0..num_elements-1) →
     ``[n, irreps_out.dim]``.
@@ -135,20 +53,10 @@ class SymmetricContraction(torch.nn.Module):
     depends on how the basis was computed.
     """
 
-    def __new__(cls, *args, backend: str = "torch", **kwargs):
-        # backend="cueq" builds the subclass whose forward runs cuEquivariance, so that this
-        # class's forward stays the plain reference every backend is tested against.
-        if cls is SymmetricContraction and backend == "cueq":
-            from .kernels import cueq_symmetric_contraction
-
-            cls = cueq_symmetric_contraction()
-        return super().__new__(cls)
+    family = "symmetric_contraction"  # in the backend registry, equinet.ops.kernels
 
     def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int, *, backend: str = "torch"):
         super().__init__()
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self.backend = backend
         self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
         channels = {mul for mul, _ in self.irreps_in} | {mul for mul, _ in self.irreps_out}
         if len(channels) != 1 or len(self.irreps_in) != len({ir for _, ir in self.irreps_in}):
@@ -181,6 +89,31 @@ class SymmetricContraction(torch.nn.Module):
                     "raise the correlation or the degrees of irreps_in"
                 )
             self._outputs.append((ir_out, orders))
+        # The weights in the order of the backends' weight operand (order-major, then output irrep).
+        self._weight_names = [
+            f"weight_{order}_{ir_out}" for order in range(1, correlation + 1) for ir_out, orders in self._outputs if order in orders
+        ]
+        self.set_backend(backend)
+        self.register_load_state_dict_post_hook(SymmetricContraction._rebuild_backend)
+
+    def set_backend(self, backend: str) -> None:
+        """Compute with ``backend`` (see the class docstring) from now on: same weights, same
+        result. The backend is built from the bases buffers (its constants are not module state)."""
+        kernels = build(self.family, backend, self.bases())
+        self.kernels = None if kernels is None else constants_only(kernels).to(next(self.buffers()).device)
+        self.backend = backend
+
+    def bases(self) -> ContractionBases:
+        """What this contraction computes, with its current basis buffers."""
+        bases = {(order, ir_out): getattr(self, f"U_{order}_{ir_out}") for ir_out, orders in self._outputs for order in orders}
+        return ContractionBases(
+            self.irreps_in, self.irreps_out, self.dim_one, self.channels, self.correlation, list(self._outputs), bases
+        )
+
+    def _rebuild_backend(self, incompatible_keys) -> None:
+        """A loaded state dict may bring other (equivalent) bases than the backend was built from."""
+        if self.kernels is not None and not self.kernels.built_from(self.bases()):
+            self.set_backend(self.backend)
 
     def _folded(self, ir_out, orders) -> dict[int, torch.Tensor]:
         """The bases contracted with every element's weights: order → ``[Z, C, M D^(order-1), D]``."""
@@ -192,6 +125,9 @@ class SymmetricContraction(torch.nn.Module):
     def forward(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.irreps_in.dim:
             raise ValueError(f"x has {x.shape[-1]} features but irreps_in '{self.irreps_in}' has dim {self.irreps_in.dim}")
+        if self.kernels is not None:
+            weights = torch.cat([getattr(self, name).flatten(1) for name in self._weight_names], dim=1) * WEIGHT_SCALE
+            return self.kernels(x, species, weights)
         num_nodes, c, d = x.shape[0], self.channels, self.dim_one
         blocks = x.split([mul * ir.dim for mul, ir in self.irreps_in], dim=1)
         a = torch.cat([block.view(num_nodes, c, ir.dim) for block, (_, ir) in zip(blocks, self.irreps_in)], dim=2)  # [n, C, D]

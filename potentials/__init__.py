@@ -4,6 +4,7 @@
     out = model(batch, forces=True, stress=True)   # energy [B], node_energy [n], forces [n,3], stress [B,3,3]
 """
 
+from .accelerate import accelerate
 from .base import Potential
 from .escn import ESCN
 from .mace import MACE
@@ -11,4 +12,4 @@ from .nequip import NequIP
 from .registry import MODELS, build_model, register_model
 from .tensornet import TensorNet
 
-__all__ = ["ESCN", "MACE", "MODELS", "NequIP", "Potential", "TensorNet", "build_model", "register_model"]
+__all__ = ["ESCN", "MACE", "MODELS", "NequIP", "Potential", "TensorNet", "accelerate", "build_model", "register_model"]

@@ -53,6 +53,15 @@ class Potential(torch.nn.Module):
     #: Adam's learning rate in `equinet train` when ``optimizer.lr`` is not given: the value
     #: that trained the family best in ``scripts/bench_accuracy.py`` (BENCHMARKS.md).
     default_lr: float = 0.01
+    #: The operator families (``equinet.ops.kernels``) of each role that :func:`equinet.accelerate`
+    #: switches; a config may request a backend per role (``conv_backend: triton``), which is
+    #: applied when the model is built and not stored in it.
+    backend_families: dict[str, tuple[str, ...]] = {}
+
+    @classmethod
+    def check_backend_requests(cls, config: dict, requests: dict[str, str]) -> None:
+        """A one-line ValueError for a requested backend (``{role: backend}``) that the model
+        that ``config`` describes cannot run; none here."""
 
     def __init__(self, statistics: dict, cutoff: float = 5.0, scale: float | str = "force_rms", shift: float | str = 0.0):
         super().__init__()

@@ -14,20 +14,12 @@ element-dependent self-connection (added before a gate, after the S2 activation)
 residual connection. The energy is read out from the scalars of the last layer.
 
 **The nonlinearity is a polynomial S2 activation (default) or a gate, not eSCN's SiLU on
-the sphere grid.** A SiLU S2 activation
-(features → values on a sphere grid → SiLU → back to spherical harmonics) is equivariant
-only up to the aliasing of the grid, because SiLU of a band-limited function is not
-band-limited: with l_max = 4, unit-size features and a Gauss–Legendre grid, the error is
-2e-6 at 20 x 41 points and 8e-11 at 40 x 81, and it grows with the size of the features
-(7e-5 at 40 x 81 for features three times larger), so after training no grid guarantees
-the 1e-10 rotation equivariance that equinet's conformance suite asks of every model,
-and grids fine enough for trained features cost far more than the convolutions. Applying
-it only where invariance survives does not help either: the energy read out from an
-S2-activated field is a quadrature of a non-band-limited function, so it is not exactly
-invariant. The gate (SiLU on the scalars, sigmoid gates from scalars on the other
-degrees, as in NequIP) is exactly equivariant for any feature size. So is a polynomial on
-the sphere: ``f^2`` and ``f^3`` of a function of degree ``l_max`` have degree at most
-``3 l_max``, which a finite grid integrates exactly. ``nonlinearity: s2`` takes each
+the sphere grid**, which is equivariant only up to the aliasing of the grid (SiLU of a
+band-limited function is not band-limited; BENCHMARKS.md). The gate (SiLU on the scalars,
+sigmoid gates from scalars on the other degrees, as in NequIP) is exactly equivariant for
+any feature size. So is a polynomial on the sphere: ``f^2`` and ``f^3`` of a function of
+degree ``l_max`` have degree at most ``3 l_max``, which a finite grid integrates exactly.
+``nonlinearity: s2`` takes each
 channel's function ``f`` to those powers on the grid and reads them back at every degree up
 to ``l_max``, with learned weights per element, channel, power and degree
 (:class:`~equinet.ops.GauntManyBodyProduct`, MACE's many-body product done as a Gaunt
@@ -48,7 +40,6 @@ import torch
 from e3nn import o3
 
 from equinet.ops import FullyConnectedTensorProduct, GauntManyBodyProduct, Linear, SO2Convolution, edge_wigner_D
-from equinet.ops.so2 import BACKENDS as CONV_BACKENDS
 
 from .base import Potential
 from .blocks import RadialEmbedding, gate, radial_network
@@ -62,7 +53,7 @@ NONLINEARITIES = ("gate", "s2")
 class _ESCNLayer(torch.nn.Module):
     """One interaction: ``[n, irreps_in] → [n, hidden]``."""
 
-    def __init__(self, irreps_in, hidden, m_max, num_elements, num_basis, radial_hidden, avg_num_neighbors, backend, nonlinearity):
+    def __init__(self, irreps_in, hidden, m_max, num_elements, num_basis, radial_hidden, avg_num_neighbors, nonlinearity):
         super().__init__()
         # "gate": SiLU and sigmoid gates; "s2": powers f, f^2, f^3 of each channel's spherical
         # function on the sphere grid (exact), mixed per element and degree, then a linear map.
@@ -71,7 +62,7 @@ class _ESCNLayer(torch.nn.Module):
         self.linear_post = Linear(hidden, hidden) if nonlinearity == "s2" else None
         activation_in = hidden if self.gate is None else self.gate.irreps_in
         self.linear_in = Linear(irreps_in, irreps_in)
-        self.conv = SO2Convolution(irreps_in, hidden, m_max, backend=backend)
+        self.conv = SO2Convolution(irreps_in, hidden, m_max)
         self.radial = radial_network(num_basis, radial_hidden, self.conv.weight_numel)
         self.linear_out = Linear(hidden, activation_in)
         self.self_connection = FullyConnectedTensorProduct(irreps_in, o3.Irreps(f"{num_elements}x0e"), activation_in)
@@ -104,15 +95,14 @@ class ESCN(Potential):
         envelope_p: exponent of the polynomial cutoff envelope.
         radial_hidden: hidden widths of the radial MLP.
         readout_hidden: width of the scalar readout MLP.
-        conv_backend: ``"torch"``, ``"triton"`` (GPU kernels) or ``"cpp"`` (a fused CPU
-            kernel, compiled on first use) for the SO(2) convolutions; the backends share one
-            set of weights.
         nonlinearity: ``"s2"``, the exact polynomial S2 activation (see the module docstring),
             or ``"gate"`` (SiLU on the scalars, sigmoid gates on the other degrees), the only
             one before this key was added (model files without the key load with it).
 
     Hidden irreps: ``num_channels x (0e + 1o + 2e + ...)`` up to ``l_max``.
     """
+
+    backend_families = {"conv": ("so2",)}
 
     def __init__(
         self,
@@ -128,12 +118,9 @@ class ESCN(Potential):
         envelope_p: int = 6,
         radial_hidden: Sequence[int] = (64,),
         readout_hidden: int = 16,
-        conv_backend: str = "torch",
         nonlinearity: str = "s2",
     ):
         super().__init__(statistics, cutoff, scale, shift)
-        if conv_backend not in CONV_BACKENDS:
-            raise ValueError(f"model.conv_backend must be one of {', '.join(CONV_BACKENDS)}, got {conv_backend!r}")
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"model.nonlinearity must be one of {', '.join(NONLINEARITIES)}, got {nonlinearity!r}")
         for key, value, least in (("num_channels", num_channels, 1), ("num_layers", num_layers, 1), ("l_max", l_max, 0), ("m_max", m_max, 0)):
@@ -147,8 +134,7 @@ class ESCN(Potential):
         for _ in range(num_layers):
             layers.append(
                 _ESCNLayer(
-                    irreps, hidden, self.m_max, self.num_elements, num_basis, radial_hidden, self.avg_num_neighbors, conv_backend,
-                    nonlinearity,
+                    irreps, hidden, self.m_max, self.num_elements, num_basis, radial_hidden, self.avg_num_neighbors, nonlinearity,
                 )
             )
             irreps = hidden

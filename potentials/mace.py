@@ -14,7 +14,6 @@ without neighbours is exactly zero (unless ``first_layer_residual``).
 
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import torch
@@ -28,9 +27,8 @@ from equinet.ops import (
     SymmetricContraction,
     spherical_harmonics,
 )
-from equinet.ops.cg import BACKENDS as CONV_BACKENDS
-from equinet.ops.gaunt import MANY_BODY_BACKENDS as GAUNT_BACKENDS
-from equinet.ops.symmetric_contraction import BACKENDS as CONTRACTION_BACKENDS
+
+from equinet.ops.kernels import backend_names
 
 from .base import Potential
 from .blocks import RadialEmbedding, radial_network
@@ -42,17 +40,18 @@ __all__ = ["MACE"]
 # and call (A, species).
 _PRODUCT_MODULES = {"cg": SymmetricContraction, "gaunt": GauntManyBodyProduct}
 PRODUCTS = tuple(_PRODUCT_MODULES)
-_PRODUCT_BACKENDS = {"cg": CONTRACTION_BACKENDS, "gaunt": GAUNT_BACKENDS}
-PRODUCT_BACKENDS = tuple(dict.fromkeys(CONTRACTION_BACKENDS + GAUNT_BACKENDS))
+# The operator family of each product, and what its backends run (for the error of a request).
+_PRODUCT_FAMILIES = {"cg": "symmetric_contraction", "gaunt": "gaunt_many_body"}
+_RUNS = {"cg": "the symmetric contraction", "gaunt": "the Gaunt product on the grid kernel"}
 
 
 class _Interaction(torch.nn.Module):
     """Atomic basis A of one layer: ``[n, irreps_in] → [n, C x (0e + 1o + ... + max_ell)]``."""
 
-    def __init__(self, irreps_in, irreps_sh, irreps_a, num_basis, radial_hidden, avg_num_neighbors, backend):
+    def __init__(self, irreps_in, irreps_sh, irreps_a, num_basis, radial_hidden, avg_num_neighbors):
         super().__init__()
         self.linear_up = Linear(irreps_in, irreps_in)
-        self.conv = CGConvolution(irreps_in, irreps_sh, irreps_out=irreps_a, backend=backend)
+        self.conv = CGConvolution(irreps_in, irreps_sh, irreps_out=irreps_a)
         self.radial = radial_network(num_basis, radial_hidden, self.conv.weight_numel)
         self.linear = Linear(self.conv.irreps_out, irreps_a)
         self.inv_avg_num_neighbors = 1.0 / avg_num_neighbors
@@ -84,15 +83,23 @@ class MACE(Potential):
         product: the many-body product: ``"cg"`` (symmetric contraction, all couplings) or
             ``"gaunt"`` (:class:`~equinet.ops.GauntManyBodyProduct`; then every output irrep of
             the product needs the parity (-1)^l, e.g. ``"64x0e+64x1o"``, not ``"64x1e"``).
-        conv_backend: ``"torch"``, ``"e3nn"`` (reference), ``"triton"`` (fused GPU kernels) or
-            ``"cueq"`` (cuEquivariance) for the CG convolution.
-        product_backend: ``"torch"`` or ``"cueq"`` (cuEquivariance) for the symmetric
-            contraction of ``product: cg``; ``"torch"`` or ``"triton"`` (the Gaunt grid kernel)
-            for ``product: gaunt``. The backends share one set of weights: a model trained
-            with one loads with any other.
+
+    Backends (:func:`equinet.accelerate`, or ``conv_backend`` / ``product_backend`` in a config):
+    ``conv`` the CG convolution, ``product`` the symmetric contraction of ``product: cg`` or
+    the Gaunt product of ``product: gaunt``.
     """
 
     isolated_energy_is_zero = True
+    backend_families = {"conv": ("cg",), "product": tuple(_PRODUCT_FAMILIES.values())}
+
+    @classmethod
+    def check_backend_requests(cls, config: dict, requests: dict[str, str]) -> None:
+        product, backend = config.get("product", "cg"), requests.get("product", "auto")
+        if product in _PRODUCT_FAMILIES and backend != "auto" and backend not in backend_names(_PRODUCT_FAMILIES[product]):
+            other = "gaunt" if product == "cg" else "cg"
+            raise ValueError(
+                f"model.product_backend {backend!r} runs {_RUNS[other]}: it needs model.product '{other}', not '{product}'"
+            )
 
     def __init__(
         self,
@@ -110,8 +117,6 @@ class MACE(Potential):
         readout_hidden: int = 16,
         first_layer_residual: bool = False,
         product: str = "cg",
-        conv_backend: str = "torch",
-        product_backend: str = "torch",
     ):
         super().__init__(statistics, cutoff, scale, shift)
         hidden = o3.Irreps(hidden_irreps)
@@ -124,16 +129,6 @@ class MACE(Potential):
             raise ValueError(
                 f"model.hidden_irreps '{hidden_irreps}' has irreps the Gaunt product never produces: with model.product "
                 "'gaunt' every irrep needs the parity (-1)^l (e.g. '64x0e+64x1o+64x2e')"
-            )
-        if conv_backend not in CONV_BACKENDS:
-            raise ValueError(f"model.conv_backend must be one of {', '.join(CONV_BACKENDS)}, got {conv_backend!r}")
-        if product_backend not in PRODUCT_BACKENDS:
-            raise ValueError(f"model.product_backend must be one of {', '.join(PRODUCT_BACKENDS)}, got {product_backend!r}")
-        if product_backend not in _PRODUCT_BACKENDS[product]:
-            other = "gaunt" if product == "cg" else "cg"
-            runs = "the symmetric contraction" if other == "cg" else "the Gaunt product on the grid kernel"
-            raise ValueError(
-                f"model.product_backend {product_backend!r} runs {runs}: it needs model.product '{other}', not '{product}'"
             )
         if not isinstance(num_interactions, int) or num_interactions < 1:
             raise ValueError(f"model.num_interactions must be a positive integer, got {num_interactions!r}")
@@ -150,13 +145,13 @@ class MACE(Potential):
         self.embedding = Linear(elements, scalars)
         self.interactions, self.products, self.linears = torch.nn.ModuleList(), torch.nn.ModuleList(), torch.nn.ModuleList()
         self.self_connections, self.readouts = torch.nn.ModuleList(), torch.nn.ModuleList()
-        make_product = functools.partial(_PRODUCT_MODULES[product], backend=product_backend)
+        make_product = _PRODUCT_MODULES[product]
         irreps_in = scalars
         for layer in range(num_interactions):
             last = layer == num_interactions - 1
             irreps_out = scalars if last else hidden
             self.interactions.append(
-                _Interaction(irreps_in, irreps_sh, irreps_a, num_basis, radial_hidden, self.avg_num_neighbors, conv_backend)
+                _Interaction(irreps_in, irreps_sh, irreps_a, num_basis, radial_hidden, self.avg_num_neighbors)
             )
             self.products.append(make_product(irreps_a, irreps_out, correlation, self.num_elements))
             self.linears.append(Linear(irreps_out, irreps_out))

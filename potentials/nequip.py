@@ -26,11 +26,11 @@ __all__ = ["NequIP"]
 class _NequIPLayer(torch.nn.Module):
     """One interaction: ``[n, irreps_in] → [n, irreps_out]``."""
 
-    def __init__(self, irreps_in, irreps_out, irreps_sh, num_elements, num_basis, radial_hidden, avg_num_neighbors, backend):
+    def __init__(self, irreps_in, irreps_out, irreps_sh, num_elements, num_basis, radial_hidden, avg_num_neighbors):
         super().__init__()
         self.gate = gate(irreps_out)
         self.linear_in = Linear(irreps_in, irreps_in)
-        self.conv = CGConvolution(irreps_in, irreps_sh, irreps_out=self.gate.irreps_in, backend=backend)
+        self.conv = CGConvolution(irreps_in, irreps_sh, irreps_out=self.gate.irreps_in)
         self.radial = radial_network(num_basis, radial_hidden, self.conv.weight_numel)
         self.linear_out = Linear(self.conv.irreps_out, self.gate.irreps_in)
         self.self_connection = FullyConnectedTensorProduct(irreps_in, o3.Irreps(f"{num_elements}x0e"), self.gate.irreps_in)
@@ -56,10 +56,11 @@ class NequIP(Potential):
         envelope_p: exponent of the polynomial cutoff envelope.
         radial_hidden: hidden widths of the radial MLP.
         readout_hidden: width of the scalar readout MLP.
-        conv_backend: ``"torch"``, ``"e3nn"`` (reference) or ``"triton"`` (fused GPU kernels) for the CG convolution.
 
     Hidden irreps: ``num_channels x (0e + 1o + 2e + ...)`` up to ``l_max``.
     """
+
+    backend_families = {"conv": ("cg",)}
 
     def __init__(
         self,
@@ -74,7 +75,6 @@ class NequIP(Potential):
         envelope_p: int = 6,
         radial_hidden: Sequence[int] = (64, 64),
         readout_hidden: int = 16,
-        conv_backend: str = "torch",
     ):
         super().__init__(statistics, cutoff, scale, shift)
         for key, value, least in (("num_channels", num_channels, 1), ("num_layers", num_layers, 1), ("l_max", l_max, 0)):
@@ -88,7 +88,7 @@ class NequIP(Potential):
         layers, irreps = [], o3.Irreps(f"{num_channels}x0e")
         for _ in range(num_layers):
             layers.append(
-                _NequIPLayer(irreps, hidden, irreps_sh, self.num_elements, num_basis, radial_hidden, self.avg_num_neighbors, conv_backend)
+                _NequIPLayer(irreps, hidden, irreps_sh, self.num_elements, num_basis, radial_hidden, self.avg_num_neighbors)
             )
             irreps = hidden
         self.layers = torch.nn.ModuleList(layers)

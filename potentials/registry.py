@@ -9,21 +9,20 @@ model means the same thing after the defaults change.
 
 from __future__ import annotations
 
-import contextlib
-import difflib
 import inspect
 import typing
 
 import pydantic
-import torch
 from e3nn import o3
 
+from .accelerate import accelerate, backend_requests
 from .base import Potential
+from .closest import closest
+from .dtypes import DTYPES, default_dtype
 
 __all__ = ["MODELS", "build_model", "check_model_config", "default_dtype", "register_model"]
 
 MODELS: dict[str, type[Potential]] = {}
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def register_model(name: str):
@@ -37,38 +36,25 @@ def register_model(name: str):
     return register
 
 
-def _closest(word: str, choices) -> str:
-    match = difflib.get_close_matches(word, list(choices), n=1)
-    return f"; did you mean '{match[0]}'?" if match else ""
-
-
 def hyperparameters(name: str) -> dict[str, inspect.Parameter]:
-    """The config keys of model ``name`` (besides ``name`` and ``dtype``) and their defaults."""
+    """The config keys of model ``name`` (besides ``name`` and ``dtype``) and their defaults:
+    its hyper-parameters, and a ``{role}_backend`` request per role of its operators (read
+    when the model is built, not stored in it; see :mod:`.accelerate`)."""
     parameters = inspect.signature(MODELS[name].__init__).parameters
-    return {key: p for key, p in parameters.items() if key not in ("self", "statistics")}
-
-
-@contextlib.contextmanager
-def default_dtype(dtype: torch.dtype):
-    """Run a block with torch's default dtype set to ``dtype``.
-
-    Models are built directly in their dtype (CG coefficients made in float32 and cast up
-    would carry float32 errors into a float64 model), and e3nn builds Wigner-D generators
-    in the default dtype (float32 caps their accuracy at ~1e-6 even for float64 inputs).
-    """
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
+    requests = {
+        f"{role}_backend": inspect.Parameter(f"{role}_backend", inspect.Parameter.KEYWORD_ONLY, default="torch", annotation=str)
+        for role in MODELS[name].backend_families
+    }
+    return {**{key: p for key, p in parameters.items() if key not in ("self", "statistics")}, **requests}
 
 
 def _checked(name: str, key: str, value):
     """``value`` of hyper-parameter ``key`` of model ``name``, converted to the type that its
     constructor declares (``"3"`` to 3, say); one line naming the key if it cannot be, or if
     it is a negative count, a non-positive cutoff or a string that is not irreps."""
-    annotation = typing.get_type_hints(MODELS[name].__init__)[key]
+    annotation = typing.get_type_hints(MODELS[name].__init__).get(key)
+    if annotation is None:  # a {role}_backend request, checked when the model is built
+        return value
     try:
         value = pydantic.TypeAdapter(annotation).validate_python(value)
     except pydantic.ValidationError as error:
@@ -101,7 +87,7 @@ def check_model_config(config: dict) -> dict:
     name = config.pop("name", None)
     if name not in MODELS:
         known = ", ".join(sorted(MODELS))
-        raise ValueError(f"model.name must be one of {known}, got {name!r}{_closest(str(name), MODELS)}")
+        raise ValueError(f"model.name must be one of {known}, got {name!r}{closest(str(name), MODELS)}")
     checked = {"name": name}
     if "dtype" in config:
         checked["dtype"] = config.pop("dtype")
@@ -110,7 +96,7 @@ def check_model_config(config: dict) -> dict:
     valid = hyperparameters(name)
     for key, value in config.items():
         if key not in valid:
-            raise ValueError(f"model.{key} is not a setting of model '{name}'{_closest(key, [*valid, 'dtype'])}")
+            raise ValueError(f"model.{key} is not a setting of model '{name}'{closest(key, [*valid, 'dtype'])}")
         checked[key] = _checked(name, key, value)
     return checked
 
@@ -119,7 +105,9 @@ def build_model(config: dict, statistics: dict) -> Potential:
     """Build the model that ``config`` names, set up from the data ``statistics``.
 
     Args:
-        config: ``{"name": ..., "dtype": "float32" | "float64", <hyper-parameters>}``.
+        config: ``{"name": ..., "dtype": "float32" | "float64", <hyper-parameters>}``, and
+            optionally ``{role}_backend`` keys: backends to run the model on
+            (:func:`~equinet.potentials.accelerate.accelerate`), not stored in ``model.config``.
         statistics: :func:`equinet.datasets.compute_statistics` of the training set.
 
     Raises:
@@ -128,6 +116,8 @@ def build_model(config: dict, statistics: dict) -> Potential:
     """
     config = check_model_config(config)
     name, dtype_name = config.pop("name"), config.pop("dtype", "float32")
+    config, requests = backend_requests(config, MODELS[name].backend_families)
+    MODELS[name].check_backend_requests(config, requests)
     bound = inspect.signature(MODELS[name].__init__).bind(None, statistics, **config)
     bound.apply_defaults()
     resolved = {
@@ -144,4 +134,4 @@ def build_model(config: dict, statistics: dict) -> Potential:
                 message = f"model: these settings do not build a '{name}' model ({message})"
             raise ValueError(message) from None
     model.config = {"name": name, "dtype": dtype_name, **resolved}
-    return model
+    return accelerate(model, requests.get("conv"), requests.get("product"))

@@ -88,7 +88,7 @@ def _cuet_convolution(irreps: o3.Irreps, irreps_sh: o3.Irreps, irreps_out: str, 
 def _gpu_launches(conv, tile: int, warps: int, align: int | None = None):
     """Within the block the Triton kernels launch on a GPU with ``tile``-element tiles and
     ``warps`` warps, and ``conv`` (``backend="triton"``) promises at most ``align`` channels of alignment."""
-    from equinet.ops.kernels import cg_triton
+    from equinet.ops.kernels.triton import cg_triton
 
     dims = conv.tp._dims  # [..., channel alignment], passed to every launch
     saved = cg_triton._GPU_TILE, cg_triton._GPU_WARPS, dims[5]

@@ -48,7 +48,7 @@ from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import JITFunction, create_function_from_signature
 
 from equinet.ops import CGConvolution, GauntTensorProduct, SO2Convolution, spherical_harmonics
-from equinet.ops.kernels import cg_ops, gaunt_grid
+from equinet.ops.kernels.triton import cg_ops, gaunt_grid
 
 CG_CASES = {  # as scripts/bench_kernels.py
     "MACE-medium": ("128x0e+128x1o", 3, "0e+1o+2e+3o"),

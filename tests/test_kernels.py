@@ -42,7 +42,7 @@ TORCH_OPS = ("cg_conv", "cg_conv_transpose", "cg_conv_grad_attrs", "cg_conv_grad
 @pytest.fixture(scope="module", autouse=True)
 def cg_triton():
     """The kernel module, whose kernels must run where the tensors of these tests live."""
-    from equinet.ops.kernels import cg_triton
+    from equinet.ops.kernels.triton import cg_triton
 
     if cg_triton.INTERPRETED == ON_GPU:
         pytest.fail(f"TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')!r} does not fit tests on {DEVICE}")
@@ -195,7 +195,7 @@ def test_channel_alignment_divides_every_start_and_multiplicity(irreps, irreps_o
     # The kernels promise Triton (tl.multiple_of) that channel runs and channel masks come in
     # aligned groups of this many channels; the interpreter ignores the promise, a GPU would
     # load misaligned vectors if it were wrong.
-    from equinet.ops.kernels.cg_tables import TABLE_NAMES, channel_alignment
+    from equinet.ops.kernels.triton.cg_tables import TABLE_NAMES, channel_alignment
 
     conv = CGConvolution(irreps, SH3, irreps_out, backend="triton")
     tables = {name: getattr(conv.tp, name) for name in TABLE_NAMES}
@@ -272,7 +272,7 @@ def test_gradcheck_and_gradgradcheck(float64):
 
 def test_operators_pass_opcheck(float64, cg_triton):
     # Schema, fake (meta) implementation, autograd registration and AOT dispatch of each op.
-    from equinet.ops.kernels import cg_ops
+    from equinet.ops.kernels.triton import cg_ops
 
     conv = CGConvolution("2x0e+2x1o", SH2, backend="triton").to(DEVICE)
     x, y, edge_index = _graph("2x0e+2x1o", SH2, num_nodes=4, num_edges=6)
@@ -442,7 +442,7 @@ def test_gaunt_grid_product_matches_reference(poisoned_outputs, irreps_in1, irre
 
 
 def test_gaunt_grid_product_leading_dims_partial_tiles_and_empty_batch(poisoned_outputs, monkeypatch):
-    from equinet.ops.kernels import gaunt_grid
+    from equinet.ops.kernels.triton import gaunt_grid
 
     # GPU-like tiles: rows (63) and grid points (24) span several programs and loop steps.
     monkeypatch.setattr(gaunt_grid, "_blocks", lambda rows, d1, d2, d3, points: (16, 16, 16, 16, 16))
@@ -460,10 +460,10 @@ def test_gaunt_grid_product_gradcheck_and_gradgradcheck(float64):
 
 def test_gaunt_grid_operator_passes_opcheck(float64):
     # Schema, fake implementation, autograd registration and AOT dispatch (compile's path).
-    from equinet.ops.gaunt import _full_grid_transforms
-    from equinet.ops.kernels.gaunt_grid import gaunt_grid_product
+    from equinet.ops.gaunt.matrices import full_grid_transforms
+    from equinet.ops.kernels.triton.gaunt_grid import gaunt_grid_product
 
-    (s1, _), (s2, _), (_, a3) = (_full_grid_transforms(degrees, 3) for degrees in ((0, 1), (0, 1), (0, 1)))
+    (s1, _), (s2, _), (_, a3) = (full_grid_transforms(degrees, 3) for degrees in ((0, 1), (0, 1), (0, 1)))
     x1, x2 = _randn(4, 2, 4).requires_grad_(), _randn(4, 1, 4).requires_grad_()
     checks = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
     torch.library.opcheck(gaunt_grid_product, (x1, x2, *(t.to(DEVICE) for t in (s1, s2, a3))), test_utils=checks)

@@ -16,15 +16,13 @@ from pathlib import Path
 import torch
 
 from equinet.potentials import Potential, build_model
+from equinet.potentials.dtypes import DTYPES
 
 from .mace_config import UnsupportedMace, mace_config
 from .mace_weights import mace_state_dict
 from .pickle_reader import read_torch_pickle
 
 __all__ = ["import_mace"]
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
 
 def import_mace(path: str | Path, head: str | None = None, dtype: str | None = None) -> Potential:
     """The equinet ``mace`` model equal to the mace-torch model in ``path``, in eval mode.
@@ -41,7 +39,7 @@ def import_mace(path: str | Path, head: str | None = None, dtype: str | None = N
             reproduce (named).
     """
     path = Path(path)
-    if dtype is not None and dtype not in _DTYPES:
+    if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     record = read_torch_pickle(path)
     try:

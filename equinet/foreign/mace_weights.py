@@ -23,7 +23,8 @@ import itertools
 import torch
 from e3nn import o3
 
-from equinet.ops.symmetric_contraction import WEIGHT_SCALE, symmetric_coupling_basis
+from equinet.ops import symmetric_coupling_basis
+from equinet.ops.symmetric_contraction import WEIGHT_SCALE
 from equinet.potentials import Potential
 
 from .mace_config import UnsupportedMace, irreps_of

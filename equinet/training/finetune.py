@@ -13,7 +13,7 @@ import torch
 from equinet.foreign.mace import import_mace
 from equinet.model_io import load_model
 from equinet.potentials import Potential
-from equinet.potentials.registry import DTYPES
+from equinet.potentials.dtypes import DTYPES
 
 __all__ = ["FINETUNE_KEYS", "freeze_layers", "load_pretrained", "set_atomic_energies"]
 

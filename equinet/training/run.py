@@ -19,7 +19,7 @@ from equinet.datasets import check_elements, compute_statistics, graph_to_atoms,
 from equinet.evaluation import compute_metrics, format_metrics, parity_plots, predict
 from equinet.model_io import check_record, read_plain_data, save_model
 from equinet.potentials import MODELS, Potential, build_model
-from equinet.potentials.registry import DTYPES
+from equinet.potentials.dtypes import DTYPES
 
 from .checkpoint import FiniteCheckpoint
 from .data import loader, prepare_data

@@ -1,137 +1,165 @@
-"""The faster backends of equinet's operators (``equinet.ops.kernels``), chosen with
-``backend=``: Triton kernels registered with ``torch.library`` (``backend="triton"``),
-cuEquivariance (``backend="cueq"``) and C++ CPU kernels of the Gaunt product and the SO(2)
-convolution (``backend="cpp"``).
+"""The backends of equinet's operators (``equinet.ops.kernels``), in one registry.
 
-* :mod:`.layout` — the ``ir_mul`` layout that the kernel backends compute in, and the
-  permutations to and from e3nn's ``mul_ir``.
-* :mod:`.cg_tables` — the sparse Clebsch–Gordan tables that drive the kernels (pure torch).
-* :mod:`.cg_triton` — the kernels of the fused CG convolution (gather → channel-wise CG
-  product with per-edge weights → segmented sum at the receivers) and of its derivatives.
-* :mod:`.cg_ops` — those kernels as ``torch.library`` operators with fake (shape)
-  implementations and autograd formulas closed under differentiation.
-* :mod:`.so2_ops` — the SO(2) convolution of eSCN as three passes of those operators.
-* :mod:`.gaunt_grid` — the Gaunt sphere-grid product (synthesis, pointwise product,
-  quadrature) as one kernel and operator, closed under differentiation.
-* :mod:`.cpp_build` — the Gaunt sphere-grid product and the SO(2) convolution as fused C++
-  CPU kernels (``backend="cpp"``), compiled on first use with torch's extension builder.
-* :mod:`.cueq` — equinet's channel-wise product and symmetric contraction as
-  cuEquivariance polynomials (``cuequivariance_torch``, the optional extra ``cueq``): its
-  CUDA kernels on a GPU with cuequivariance-ops-torch, its PyTorch code elsewhere.
+``BACKENDS[family][backend]`` is a factory that builds a backend of one operator family from
+the operator's plain description (irreps, paths, blocks, coefficient tables). Backend
+``"torch"`` is the operator's own PyTorch code, the reference that every other backend must
+match to float tolerance; its factory is :data:`REFERENCE` (``None``). This package is a
+leaf: it imports torch, e3nn, triton and cuequivariance and the description modules of the
+operators, never the operator modules.
 
-The Triton kernels need an NVIDIA GPU, or ``TRITON_INTERPRET=1`` in the environment to run them
-on CPU tensors in Triton's interpreter, for testing. Triton reads it when it is first
-imported (torch, e3nn and torch_geometric import it), so set it before Python starts.
+=========================  ===================================  =======================================
+family                     operator                             factory(description) → call
+=========================  ===================================  =======================================
+``cg``                     ``ChannelwiseTensorProduct``,        ``(irreps_in1, irreps_in2, irreps_out,
+                           ``CGConvolution``                    instructions)`` → module ``(x1, x2,
+                                                                weights, sender, receiver, num_receivers)``
+``so2``                    ``SO2Convolution``                   ``(SO2Blocks)`` → module ``(node_feats,
+                                                                wigner, edge_weights, edge_index)``
+``gaunt``                  ``GauntTensorProduct``               ``()`` → a product engine
+                                                                (:mod:`equinet.ops.gaunt.product`)
+``gaunt_many_body``        ``GauntManyBodyProduct``             ``(degrees_in, degrees_out,
+                                                                correlation)`` → powers ``(a)``
+``symmetric_contraction``  ``SymmetricContraction``             ``(ContractionBases)`` → module
+                                                                ``(x, species, weights)``
+=========================  ===================================  =======================================
+
+Backends, one folder or file each: :mod:`.triton` (fused GPU kernels registered with
+``torch.library``; on a CPU only in Triton's interpreter, ``TRITON_INTERPRET=1`` set before
+Python starts), :mod:`.cpp` (fused CPU kernels, compiled on first use), :mod:`.cueq`
+(cuEquivariance) and :mod:`.e3nn` (e3nn's ``TensorProduct``, the CG product's reference).
 """
 
 from __future__ import annotations
 
-from e3nn import o3
+import importlib.util
+import os
+import shutil
+from typing import Callable
 
-__all__ = ["cpp_gaunt_product", "cpp_so2", "cueq_channelwise", "cueq_symmetric_contraction", "triton_channelwise", "triton_gaunt_grid_product", "triton_so2"]
+import torch
+from torch import nn
+
+__all__ = ["BACKENDS", "REFERENCE", "backend_names", "build", "choose_backend", "constants_only", "unavailable"]
+
+# The factory of backend "torch": the operator runs its own code.
+REFERENCE = None
 
 
-def _require_triton() -> None:
-    """An ImportError of one line naming the fix when triton is not installed."""
+def _require(module: str, backend: str, install: str) -> None:
+    """An ImportError of one line naming the fix when ``module`` is not installed."""
     try:
-        import triton  # noqa: F401
+        importlib.import_module(module)
     except ImportError:
-        raise ImportError(
-            "backend='triton' needs the triton package: pip install triton (or pip install 'equinet[triton]')"
-        ) from None
+        raise ImportError(f"backend={backend!r} needs {install}") from None
 
 
-def triton_channelwise(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps, instructions):
-    """The ``backend="triton"`` implementation of the channel-wise product and convolution
-    (:class:`~equinet.ops.kernels.cg_ops.TritonChannelwise`).
-
-    Raises:
-        ImportError: triton is not installed (one line naming the fix).
-    """
-    _require_triton()
-    from .cg_ops import TritonChannelwise
-
-    return TritonChannelwise(irreps_in1, irreps_in2, irreps_out, instructions)
+_NEEDS = {
+    "triton": ("triton", "the triton package: pip install triton (or pip install 'equinet[triton]')"),
+    "cueq": ("cuequivariance_torch", "cuEquivariance: pip install 'equinet[cueq]' (or pip install cuequivariance-torch)"),
+}
 
 
-def triton_so2(conv):
-    """The ``backend="triton"`` implementation of an ``SO2Convolution`` ``conv``
-    (:class:`~equinet.ops.kernels.so2_ops.TritonSO2`).
+def _factory(backend: str, module: str, name: str) -> Callable:
+    """The factory ``name(*description)`` of the backend module ``module`` (relative to this
+    package), imported on first use: optional packages load only when a backend is built."""
 
-    Raises:
-        ImportError: triton is not installed (one line naming the fix).
-    """
-    _require_triton()
-    from .so2_ops import TritonSO2
+    def factory(*description):
+        if backend in _NEEDS:
+            _require(_NEEDS[backend][0], backend, _NEEDS[backend][1])
+        return getattr(importlib.import_module(module, __name__), name)(*description)
 
-    return TritonSO2(conv)
-
-
-def triton_gaunt_grid_product():
-    """The ``backend="triton"`` Gaunt sphere-grid product, the operator
-    :func:`~equinet.ops.kernels.gaunt_grid.gaunt_grid_product`.
-
-    Raises:
-        ImportError: triton is not installed (one line naming the fix).
-    """
-    _require_triton()
-    from .gaunt_grid import gaunt_grid_product
-
-    return gaunt_grid_product
+    return factory
 
 
-def cpp_gaunt_product():
-    """The ``backend="cpp"`` Gaunt sphere-grid product: the compiled function ``gaunt_product`` of
-    ``gaunt_cpp.cpp`` (:mod:`.cpp_build`, built on first use).
+BACKENDS: dict[str, dict[str, Callable | None]] = {
+    "cg": {
+        "torch": REFERENCE,
+        "e3nn": _factory("e3nn", ".e3nn", "E3nnChannelwise"),
+        "triton": _factory("triton", ".triton.cg_ops", "TritonChannelwise"),
+        "cueq": _factory("cueq", ".cueq", "CueqChannelwise"),
+    },
+    "so2": {
+        "torch": REFERENCE,
+        "triton": _factory("triton", ".triton.so2", "TritonSO2"),
+        "cpp": _factory("cpp", ".cpp.so2", "CppSO2"),
+    },
+    "gaunt": {
+        "torch": REFERENCE,
+        "triton": _factory("triton", ".triton.gaunt", "TritonGauntProduct"),
+        "cpp": _factory("cpp", ".cpp.gaunt", "CppGauntEngine"),
+    },
+    "gaunt_many_body": {"torch": REFERENCE, "triton": _factory("triton", ".triton.gaunt", "TritonGauntPowers")},
+    "symmetric_contraction": {"torch": REFERENCE, "cueq": _factory("cueq", ".cueq", "CueqSymmetricContraction")},
+}
 
-    Raises:
-        RuntimeError: the kernel does not compile here (one line naming what is needed).
-    """
-    from .cpp_build import load_cpp
 
-    return load_cpp("gaunt_cpp").gaunt_product
+def backend_names(family: str) -> tuple[str, ...]:
+    """The backends of ``family``, the reference ``"torch"`` first."""
+    return tuple(BACKENDS[family])
 
 
-def cpp_so2():
-    """The ``backend="cpp"`` SO(2) convolution: the compiled module of ``so2_cpp.cpp``
-    (:mod:`.cpp_build`, built on first use), with functions ``so2_forward`` and ``so2_backward``.
+def build(family: str, backend: str, *description):
+    """The backend ``backend`` of ``family`` built from the operator's ``description``;
+    ``None`` for the reference.
 
     Raises:
-        RuntimeError: the kernel does not compile here (one line naming what is needed).
+        ValueError: ``backend`` is not one of ``family``'s.
+        ImportError: the package the backend needs is not installed (one line naming the fix).
     """
-    from .cpp_build import load_cpp
-
-    return load_cpp("so2_cpp")
-
-
-def _cueq():
-    """:mod:`.cueq`, or an ImportError of one line naming the fix."""
-    try:
-        import cuequivariance_torch  # noqa: F401
-    except ImportError:
-        raise ImportError(
-            "backend='cueq' needs cuEquivariance: pip install 'equinet[cueq]' (or pip install cuequivariance-torch)"
-        ) from None
-    from . import cueq
-
-    return cueq
+    if backend not in BACKENDS[family]:
+        raise ValueError(f"backend must be one of {backend_names(family)}, got {backend!r}")
+    factory = BACKENDS[family][backend]
+    return None if factory is REFERENCE else factory(*description)
 
 
-def cueq_channelwise(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps, instructions):
-    """The ``backend="cueq"`` implementation of the channel-wise product and convolution
-    (:class:`~equinet.ops.kernels.cueq.CueqChannelwise`).
+def unavailable(backend: str) -> str | None:
+    """Why ``backend`` cannot run on this machine, in a few words; ``None`` if it can."""
+    if backend == "triton":
+        if importlib.util.find_spec("triton") is None:
+            return "triton is not installed"
+        if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+            return "needs an NVIDIA GPU, or TRITON_INTERPRET=1 for testing"
+    if backend == "cueq" and importlib.util.find_spec("cuequivariance_torch") is None:
+        return "cuequivariance-torch is not installed"
+    if backend == "cpp":
+        if shutil.which("g++") is None and shutil.which("c++") is None:
+            return "needs a C++ compiler (g++)"
+        if shutil.which("ninja") is None and importlib.util.find_spec("ninja") is None:
+            return "needs ninja (pip install ninja)"
+    return None
 
-    Raises:
-        ImportError: cuequivariance-torch is not installed (one line naming the fix).
+
+def choose_backend(family: str, device: torch.device | str) -> str:
+    """The backend that ``"auto"`` means for ``family`` on ``device``: the C++ kernels on a CPU
+    that can build them, else the reference. The GPU kernels are chosen only by name until
+    they have passed their tests on a GPU."""
+    if torch.device(device).type == "cpu" and "cpp" in BACKENDS[family] and unavailable("cpp") is None:
+        return "cpp"
+    return "torch"
+
+
+def constants_only(module: nn.Module) -> nn.Module:
+    """``module`` without state in state dicts, in place: a backend holds only constants made
+    from the operator's description, so that state dicts, and hence model files, are the same
+    whatever backend runs the operator. Its tensors still move and cast with the model.
+
+    ``module``'s own buffers are non-persistent; those of its submodules are left out by
+    state-dict hooks, since a copy of a ``torch.fx.GraphModule`` (as in e3nn's and
+    cuEquivariance's modules) registers its buffers again as persistent.
     """
-    return _cueq().CueqChannelwise(irreps_in1, irreps_in2, irreps_out, instructions)
+    module.register_state_dict_post_hook(_leave_out)
+    module.register_load_state_dict_pre_hook(_keep_own)
+    return module
 
 
-def cueq_symmetric_contraction() -> type:
-    """The class that ``SymmetricContraction(..., backend="cueq")`` builds
-    (:class:`~equinet.ops.kernels.cueq.CueqSymmetricContraction`).
+def _leave_out(module: nn.Module, state_dict: dict, prefix: str, local_metadata) -> None:
+    """State-dict hook: drop the entries of ``module`` and its submodules."""
+    for key in [key for key in state_dict if key.startswith(prefix)]:
+        del state_dict[key]
 
-    Raises:
-        ImportError: cuequivariance-torch is not installed (one line naming the fix).
-    """
-    return _cueq().CueqSymmetricContraction
+
+def _keep_own(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Load hook: a loaded state dict holds nothing of ``module``, which keeps its own tensors."""
+    for name, child in module.named_children():
+        for key, tensor in child.state_dict(prefix=f"{prefix}{name}.", keep_vars=True).items():
+            state_dict.setdefault(key, tensor)

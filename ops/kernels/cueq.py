@@ -37,7 +37,7 @@ import cuequivariance_torch as cuet
 import torch
 from e3nn import o3
 
-from ..symmetric_contraction import WEIGHT_SCALE, SymmetricContraction
+from ..coupling_basis import ContractionBases
 from .layout import inverse_permutation, ir_mul_columns
 
 __all__ = ["CueqChannelwise", "CueqSymmetricContraction"]
@@ -63,7 +63,7 @@ def _method(polynomial: cue.SegmentedPolynomial) -> str:
 
 class CueqChannelwise(torch.nn.Module):
     """The channel-wise ("uvu") product on cuEquivariance, optionally with gather and scatter,
-    with the call of the torch backend (``_ChannelwiseTorch``) it stands in for.
+    with the call of the other backends of the ``cg`` family.
 
     Shapes: ``x1: [N, irreps_in1.dim]`` (``mul_ir``), ``x2: [E, irreps_in2.dim]``,
     ``weights: [E, weight_numel]``; with ``sender``/``receiver: [E]`` the rows of ``x1`` are
@@ -87,8 +87,8 @@ class CueqChannelwise(torch.nn.Module):
             stp.add_path(None, i1, i2, None, c=cg.numpy(), dims={"u": mul1, "v": 1})
         polynomial = cue.SegmentedPolynomial.eval_last_operand(stp)
         self.polynomial = cuet.SegmentedPolynomial(polynomial, method=_method(polynomial))
-        self.register_buffer("in1_columns", ir_mul_columns(irreps_in1))
-        self.register_buffer("out_columns", inverse_permutation(ir_mul_columns(irreps_out)))
+        self.register_buffer("in1_columns", ir_mul_columns(irreps_in1), persistent=False)
+        self.register_buffer("out_columns", inverse_permutation(ir_mul_columns(irreps_out)), persistent=False)
 
     def forward(
         self,
@@ -125,32 +125,32 @@ def _orderings(order: int, dim: int) -> torch.Tensor:
     return counts
 
 
-def _symmetric_contraction_polynomial(module: SymmetricContraction) -> cue.SegmentedPolynomial:
-    """The contraction of ``module`` with its own basis buffers as coefficients.
+def _symmetric_contraction_polynomial(contraction: ContractionBases) -> cue.SegmentedPolynomial:
+    """The contraction with its own basis buffers as coefficients.
 
     Operands: weights ``[sum over orders and output irreps of K * C]`` (order-major, then
-    output irrep, then ``[K, C]``: ``module``'s weights flattened in that order), the input
+    output irrep, then ``[K, C]``: the module's weights flattened in that order), the input
     ``[D * C]`` and the output ``[sum M * C]``, both ``ir_mul`` with multiplicity C.
     Every order is one ``w, a, b, .., i`` product (``U[a, b, .., M=i, k=w]``); as the basis is
     symmetric in its input axes and ``A_a A_b ..`` is the same monomial for each ordering of
     ``(a, b, ..)``, only non-decreasing index tuples are kept, each with the sum of its
     orderings' coefficients: the same polynomial (and derivatives) with ~1/order! of the paths.
     """
-    dim, channels = module.dim_one, module.channels
+    dim, channels = contraction.dim, contraction.channels
     polynomials = []
-    for order in range(1, module.correlation + 1):
-        if not any(order in orders for _, orders in module._outputs):
+    for order in range(1, contraction.correlation + 1):
+        if not any(order in orders for _, orders in contraction.outputs):
             continue  # no path at this order (cuEquivariance's PyTorch code refuses a product without any)
         modes = _INPUT_MODES[:order]
         stp = cue.SegmentedTensorProduct.from_subscripts(f"w_{'_'.join(modes)}_i+{modes}iw")
         for operand in range(1, order + 1):
             stp.add_segment(operand, (dim,))
         orderings = _orderings(order, dim)[..., None, None]
-        for ir_out, orders in module._outputs:
+        for ir_out, orders in contraction.outputs:
             if order not in orders:  # an output segment with no path, so every order has all outputs
                 stp.add_segment(order + 1, {"i": ir_out.dim})
                 continue
-            u = getattr(module, f"U_{order}_{ir_out}").detach().to("cpu", torch.float64)  # [M D^(order-1), D, K]
+            u = contraction.bases[order, ir_out].detach().to("cpu", torch.float64)  # [M D^(order-1), D, K]
             basis = u.reshape(ir_out.dim, *[dim] * order, -1)  # [M, D, .., D, K]
             coefficients = basis.movedim(0, order) * orderings  # [D, .., D, M, K]
             coefficients[coefficients.abs() < _NOISE] = 0
@@ -162,55 +162,27 @@ def _symmetric_contraction_polynomial(module: SymmetricContraction) -> cue.Segme
     return cue.SegmentedPolynomial.stack(polynomials, [True, False, False])
 
 
-class CueqSymmetricContraction(SymmetricContraction):
-    """:class:`~equinet.ops.SymmetricContraction` run by cuEquivariance: what
-    ``SymmetricContraction(..., backend="cueq")`` builds.
+class CueqSymmetricContraction(torch.nn.Module):
+    """The ``backend="cueq"`` implementation behind :class:`~equinet.ops.SymmetricContraction`,
+    built from its bases.
 
-    Same arguments, parameters and buffers (a state dict moves between the backends both
-    ways), same shapes: ``x: [n, irreps_in.dim]``, ``species: [n]`` → ``[n, irreps_out.dim]``.
-    The cuEquivariance module holds only constants made from the basis buffers; it is kept
-    out of the state dict and rebuilt when a state dict brings other bases.
+    Shapes: ``x: [n, irreps_in.dim]`` (``mul_ir``), ``species: [n]``, ``weights: [num_elements,
+    sum of K * C]`` (the module's weights, flattened in the order of the polynomial's weight
+    operand) → ``[n, irreps_out.dim]``.
     """
 
-    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int, *, backend: str = "cueq"):
-        # `backend` is what SymmetricContraction(..., backend="cueq") passes on to this class.
-        if backend != "cueq":
-            raise ValueError(f"{type(self).__name__} is backend 'cueq', got backend={backend!r}")
-        super().__init__(irreps_in, irreps_out, correlation, num_elements, backend=backend)
-        # Weights in the order of the polynomial's weight operand.
-        self._weight_names = [
-            f"weight_{order}_{ir_out}"
-            for order in range(1, correlation + 1)
-            for ir_out, orders in self._outputs
-            if order in orders
-        ]
-        self.register_buffer("_in_columns", ir_mul_columns(self.irreps_in), persistent=False)
-        self.register_buffer("_out_columns", inverse_permutation(ir_mul_columns(self.irreps_out)), persistent=False)
-        self._build()
-        self.register_load_state_dict_post_hook(CueqSymmetricContraction._rebuild_if_bases_changed)
+    def __init__(self, contraction: ContractionBases):
+        super().__init__()
+        polynomial = _symmetric_contraction_polynomial(contraction)
+        self.contraction = cuet.SegmentedPolynomial(polynomial, method=_method(polynomial))
+        self.register_buffer("in_columns", ir_mul_columns(contraction.irreps_in), persistent=False)
+        self.register_buffer("out_columns", inverse_permutation(ir_mul_columns(contraction.irreps_out)), persistent=False)
+        self.bases = {key: basis.detach().clone() for key, basis in contraction.bases.items()}  # what it was built from
 
-    def _build(self) -> None:
-        polynomial = _symmetric_contraction_polynomial(self)
-        contraction = cuet.SegmentedPolynomial(polynomial, method=_method(polynomial))
-        contraction._apply(lambda t: t.to(self._in_columns.device))  # where a load that rebuilds it finds the module
-        # Outside the module tree, like the channel-wise backends (ops/cg.py): constants only.
-        object.__setattr__(self, "_contraction", contraction)
-        bases = {name: buffer.clone() for name, buffer in self.named_buffers() if name.startswith("U_")}
-        object.__setattr__(self, "_bases", bases)
+    def built_from(self, contraction: ContractionBases) -> bool:
+        """Whether the polynomial was built from the bases of ``contraction``."""
+        return all(torch.equal(contraction.bases[key], basis.to(contraction.bases[key])) for key, basis in self.bases.items())
 
-    def _rebuild_if_bases_changed(self, incompatible_keys) -> None:
-        bases = dict(self.named_buffers())
-        if any(not torch.equal(bases[name], built.to(bases[name])) for name, built in self._bases.items()):
-            self._build()
-
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        self._contraction._apply(fn, recurse)
-        return self
-
-    def forward(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.irreps_in.dim:
-            raise ValueError(f"x has {x.shape[-1]} features but irreps_in '{self.irreps_in}' has dim {self.irreps_in.dim}")
-        weights = torch.cat([getattr(self, name).flatten(1) for name in self._weight_names], dim=1) * WEIGHT_SCALE
-        [out] = self._contraction([weights, x.index_select(1, self._in_columns)], input_indices={0: species})
-        return out.index_select(1, self._out_columns)
+    def forward(self, x: torch.Tensor, species: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        [out] = self.contraction([weights, x.index_select(1, self.in_columns)], input_indices={0: species})
+        return out.index_select(1, self.out_columns)

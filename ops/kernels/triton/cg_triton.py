@@ -1,7 +1,7 @@
 """Triton kernels of the channel-wise CG convolution and their launchers.
 
 Three kernels compute the four partial derivatives of the trilinear form described in
-:mod:`equinet.ops.kernels.cg_tables` (the ``conv`` and ``transpose`` tables share one
+:mod:`equinet.ops.kernels.triton.cg_tables` (the ``conv`` and ``transpose`` tables share one
 layout, hence one kernel):
 
 * :func:`gather_product_scatter` — ``out[n] = sum_{i in CSR(n)} sum_j c * y[e_i] * w[e_i] * a[gather i]``,
@@ -24,21 +24,18 @@ with one node per program, as on a GPU, the edge is a scalar all threads share);
 edge-kernel program holds ``[BLOCK_P * BLOCK_J ((edge, row) pair, entry) couples, BLOCK_U]``.
 
 Vectors: every operand is read and written as runs ``start + u`` of channels (the tables'
-``ir_mul`` layout), and ``ALIGN`` (:func:`~equinet.ops.kernels.cg_tables.channel_alignment`)
+``ir_mul`` layout), and ``ALIGN`` (:func:`~equinet.ops.kernels.triton.cg_tables.channel_alignment`)
 divides every start and multiplicity; the kernels say so to Triton (``tl.multiple_of``). The
 runs then compile to 16-byte loads and stores, and Triton gives each thread 16 bytes of a row
 (4 float32 or 2 float64 channels) instead of one channel: it holds fewer rows, and fewer of
-their table values, which more than halves the registers in float32
-(``scripts/triton_report.py``).
+their table values, so fewer registers.
 
 Block sizes (:func:`_node_blocks`, :func:`_edge_blocks`): on a GPU one node per program, one
 entry at a time (``BLOCK_J = 1``) and tiles of at most ``_GPU_TILE`` elements, the largest
 that compile without register spills for sm_90 at the benchmark sizes, float32 and float64
-(``scripts/triton_report.py``, Triton 3.6 to 3.9; not timed yet: no GPU measurement so far),
-with ``_GPU_WARPS`` warps. Each thread holds the per-row values (table entries, offsets) of
-the rows it computes, so registers grow with the rows per thread: 4096-element tiles spilled
-0.5-5 kB per thread before the vectors; 2048-element tiles still spill a little with 4 warps
-(Triton 3.6), not with 8. In Triton's interpreter, where every operation costs a fixed
+(``scripts/triton_report.py``; BENCHMARKS.md), with ``_GPU_WARPS`` warps. Each thread holds
+the per-row values (table entries, offsets) of the rows it computes, so registers grow with
+the rows per thread. In Triton's interpreter, where every operation costs a fixed
 Python overhead whatever its size, the whole table and as many nodes or pairs as fit
 ``2^18`` elements in one tile.
 """
@@ -79,8 +76,8 @@ def _gather_product_scatter_kernel(
 ):
     # q enumerates this program's (node, row, entry) triples, entry fastest: tiles are [Q] and
     # [Q, U]. With one node per program (on a GPU), the node's edge and source indices are
-    # scalars that all threads share: per-row copies cost registers, and Triton 3.6 failed to
-    # compile them (its layout pass). int64 nodes and edges: index * stride overflows int32.
+    # scalars that all threads share: per-row copies cost registers (BENCHMARKS.md). int64
+    # nodes and edges: index * stride overflows int32.
     q = tl.arange(0, BLOCK_N * BLOCK_R * BLOCK_J)
     r = tl.program_id(1) * BLOCK_R + (q // BLOCK_J) % BLOCK_R
     if BLOCK_N == 1:

@@ -77,8 +77,8 @@ def _blocks(num_rows: int, d1: int, d2: int, d3: int, points: int) -> tuple[int,
     sides = [max(16, triton.next_power_of_2(d)) for d in (d1, d2, d3)]
     if INTERPRETED:  # every operation has a fixed cost: one tile of many rows, all points
         return max(16, min(triton.next_power_of_2(num_rows), 1024)), *sides, max(16, triton.next_power_of_2(points))
-    # Not timed yet (no GPU measurement so far). Chunks of 16 grid points at l_max 6 (sides of 64):
-    # chunks of 32 spilled 36/100 bytes per thread in float32 on sm_90 (scripts/triton_report.py).
+    # Chunks of 16 grid points where a side is 64 or more, which sm_90 compiles without
+    # register spills (scripts/triton_report.py; BENCHMARKS.md).
     return 32, *sides, 16 if max(sides) >= 64 else 32
 
 

@@ -28,10 +28,10 @@ import math
 
 import torch
 
-from ..so2 import _frame_rows, _wigner_entries, _wigner_entry, _wigner_entry_starts
+from ...so2_blocks import SO2Blocks, frame_rows, wigner_entries, wigner_entry, wigner_entry_starts
 from .cg_ops import cg_conv, csr_order
 from .cg_tables import TABLE_NAMES, channel_alignment, trilinear_tables
-from .layout import inverse_permutation, ir_mul_columns
+from ..layout import inverse_permutation, ir_mul_columns
 
 __all__ = ["TritonSO2"]
 
@@ -41,24 +41,25 @@ STEPS = ("rotate_in", "so2_map", "rotate_out")
 class TritonSO2(torch.nn.Module):
     """The ``backend="triton"`` implementation behind :class:`~equinet.ops.SO2Convolution`.
 
-    Built from the convolution's structure (``conv``: an ``SO2Convolution``); holds the
-    tables of the three steps as buffers outside the state dict.
+    Built from the convolution's structure (``conv``: its :class:`~equinet.ops.so2_blocks.SO2Blocks`);
+    holds the tables of the three steps as buffers.
 
     Shapes: ``node_feats [N, irreps_in.dim]``, ``wigner`` as ``edge_wigner_D(l >= l_max,
-    edge_vec, m_max >= conv.m_max)``, ``edge_weights [E, weight_numel]``, ``sender``,
-    ``receiver [E]`` → ``[N, irreps_out.dim]``.
+    edge_vec, m_max >= conv.m_max)``, ``edge_weights [E, weight_numel]``, ``edge_index [2, E]``
+    → ``[N, irreps_out.dim]``. The kernels differentiate themselves: ``summed_messages`` (the
+    reference's message sum, which other backends differentiate) is not used.
     """
 
-    def __init__(self, conv):
+    def __init__(self, conv: SO2Blocks):
         super().__init__()
         self.l_max, self.m_max = conv.l_max, conv.m_max
         channels = self.channels = conv.channels
         # The Wigner entries: rows |m| <= min(l, m_max) of D^l, all columns, l = 0 .. l_max.
-        wigner_start = _wigner_entry_starts(self.l_max, self.m_max)
+        wigner_start = wigner_entry_starts(self.l_max, self.m_max)
 
-        def wigner_entry(l: int, offset: int, column: int) -> int:
+        def entry(l: int, offset: int, column: int) -> int:
             """Column of the Wigner entries holding ``D^l[m = offset, column]``."""
-            return _wigner_entry(wigner_start, self.m_max, l, offset) + column
+            return wigner_entry(wigner_start, self.m_max, l, offset) + column
 
         def node_families(irreps):
             """``(start, mul)`` of every (segment, component) in the ``ir_mul`` layout, and their index."""
@@ -69,7 +70,7 @@ class TritonSO2(torch.nn.Module):
                     families.append((irreps[:j].dim + m * mul, mul))
             return families, index
 
-        def frame_rows(ks):
+        def frame_row_index(ks):
             """Index of the edge-frame row ``t`` of segment ``j`` (``t < 2k + 1``) in x̃ or ỹ."""
             index = {}
             for j, k in enumerate(ks):
@@ -80,7 +81,7 @@ class TritonSO2(torch.nn.Module):
         def frame_families(rows):
             return [(row * channels, channels) for row in range(len(rows))]
 
-        rows_in, rows_out = frame_rows(conv._k_in), frame_rows(conv._k_out)
+        rows_in, rows_out = frame_row_index(conv.k_in), frame_row_index(conv.k_out)
         nodes_in, node_in = node_families(conv.irreps_in)
         nodes_out, node_out = node_families(conv.irreps_out)
         no_weights = [(0, channels)]  # the stride-0 ones
@@ -89,10 +90,10 @@ class TritonSO2(torch.nn.Module):
         # Into the edge frame: x̃[j, t] = f_t sum_m D^l[offset_t, m] x[j, m].
         terms = []
         for j, (_, ir) in enumerate(conv.irreps_in):
-            rows = _frame_rows(ir, conv._k_in[j], lambda m: 1.0) or ([], [])
+            rows = frame_rows(ir, conv.k_in[j], lambda m: 1.0) or ([], [])
             for t, (offset, factor) in enumerate(zip(*rows)):
                 for m in range(ir.dim):
-                    terms.append((node_in[j, m], wigner_entry(ir.l, offset, m), 0, rows_in[j, t], factor))
+                    terms.append((node_in[j, m], entry(ir.l, offset, m), 0, rows_in[j, t], factor))
         tables = {"rotate_in": trilinear_tables(nodes_in, frame_families(rows_in), no_weights, wigner_dim, terms)}
 
         # The SO(2) map: ỹ[o, m, ±] = 1/sqrt(n) sum_i w[block, o, i] x̃[i, m, ±].
@@ -111,14 +112,13 @@ class TritonSO2(torch.nn.Module):
         # Back to the global frame, summed at the receivers: out[j, m] = sum_t f_t D^l[offset_t, m] ỹ[j, t].
         terms = []
         for j, (_, ir) in enumerate(conv.irreps_out):
-            rows = _frame_rows(ir, conv._k_out[j], lambda m: 1.0)
+            rows = frame_rows(ir, conv.k_out[j], lambda m: 1.0)
             for t, (offset, factor) in enumerate(zip(*rows)):
                 if rows_out[j, t] in produced:  # rows of ỹ that no block writes are zero
                     for m in range(ir.dim):
-                        terms.append((rows_out[j, t], wigner_entry(ir.l, offset, m), 0, node_out[j, m], factor))
+                        terms.append((rows_out[j, t], entry(ir.l, offset, m), 0, node_out[j, m], factor))
         tables["rotate_out"] = trilinear_tables(frame_families(rows_out), nodes_out, no_weights, wigner_dim, terms)
 
-        # Constants of the irreps, kept out of the state dict: a model saved with one backend loads with the other.
         for step in STEPS:
             for name in TABLE_NAMES:
                 self.register_buffer(f"{step}_{name}", tables[step][name], persistent=False)
@@ -138,14 +138,15 @@ class TritonSO2(torch.nn.Module):
         tables = [t.to(x.dtype) if t.is_floating_point() else t for t in tables]
         return cg_conv(x, y, w, graph, tables, self._dims[step])
 
-    def forward(self, node_feats, wigner, edge_weights, sender, receiver):
+    def forward(self, node_feats, wigner, edge_weights, edge_index, summed_messages=None):
         if not node_feats.dtype == edge_weights.dtype == wigner[0].dtype:
             raise ValueError(
                 f"backend='triton' needs one dtype for all inputs, got {node_feats.dtype} (node_feats), "
                 f"{edge_weights.dtype} (edge_weights) and {wigner[0].dtype} (edge vectors)"
             )
+        sender, receiver = edge_index[0], edge_index[1]
         num_edges, num_nodes = sender.shape[0], node_feats.shape[0]
-        entries = _wigner_entries(wigner, self.l_max, self.m_max)
+        entries = wigner_entries(wigner, self.l_max, self.m_max)
         ones = node_feats.new_ones(()).expand(num_edges, self.channels)
         # Edge-wise steps read and write row e at edge e; the sender and receiver orders of
         # the convolution serve the first and last steps' sums. Graphs as cg_ops.edge_graph's

@@ -1,19 +1,9 @@
-"""The C++ CPU kernels (``backend="cpp"``), compiled on first use by
+"""Building the C++ CPU kernels (``backend="cpp"``), compiled on first use by
 :func:`torch.utils.cpp_extension.load` (g++ and ninja; about 30 s each, cached afterwards in
 torch's extension folder, ``TORCH_EXTENSIONS_DIR``):
 
-* ``gaunt_cpp.cpp`` — the Gaunt sphere-grid product of
-  :class:`~equinet.ops.GauntTensorProduct`. Per sample, it reads the features in e3nn's layout
-  through index tables, takes four channels at a time to the northern half of the grid
-  (mirror-even and mirror-odd parts, as the torch path does), multiplies pairs of them
-  pointwise, projects back and writes e3nn's layout, so no grid value and no permuted copy of
-  a feature ever reaches memory. The same kernel, with other tables, gives the gradients in
-  one pass (see :class:`~equinet.ops.gaunt._GauntProduct`).
-* ``so2_cpp.cpp`` — the SO(2) convolution of :class:`~equinet.ops.SO2Convolution`. Per edge,
-  it gathers the sender's features, rotates them into the edge frame, applies the SO(2) map
-  with the edge's weights, rotates back and adds the message to the receiver; the backward
-  pass makes the gradients of the features, Wigner entries and weights in one sweep (see
-  :class:`~equinet.ops.so2._SO2Kernel`).
+* ``gaunt_cpp.cpp`` — the Gaunt sphere-grid product (:mod:`.gaunt`);
+* ``so2_cpp.cpp`` — the SO(2) convolution (:mod:`.so2`).
 
 Both run on torch's number of threads with the GIL released. They are not themselves
 differentiable: a backward pass that builds a graph (force training) goes through

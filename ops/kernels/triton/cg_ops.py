@@ -1,7 +1,7 @@
 """The fused CG convolution as ``torch.library`` operators, differentiable to any order.
 
 The convolution is trilinear in the node features ``x``, edge attributes ``y`` and edge
-weights ``w`` (see :mod:`equinet.ops.kernels.cg_tables`): with ``F(x, y, w, g)`` the
+weights ``w`` (see :mod:`equinet.ops.kernels.triton.cg_tables`): with ``F(x, y, w, g)`` the
 scalar that pairs it with a receiver-side ``g``, the four operators are the partial
 derivatives of ``F``:
 
@@ -21,22 +21,19 @@ formulas below close over the set, and the second derivative that force training
 
 They are ``torch.library.custom_op``s with ``register_fake`` (shapes only) and
 ``register_autograd``, so ``torch.compile``, ``make_fx`` and ``torch.export`` trace them
-as single opaque nodes, also on a machine without a GPU. ``triton_op`` + ``wrap_triton``
-would let Inductor see into the kernels, but under ``TRITON_INTERPRET=1`` (how the CPU
-test suite runs them) ``wrap_triton`` hands back the interpreted kernel, which cannot run
-on fake tensors, so a ``triton_op`` could not be traced in the tests; ``torch.export``
-keeps triton ops opaque anyway. A program that loads an exported graph with these ops
-must import :mod:`equinet.ops.kernels.cg_ops` first, which registers them.
+as single opaque nodes, also on a machine without a GPU and under ``TRITON_INTERPRET=1``
+(why not ``triton_op``: BENCHMARKS.md). A program that loads an exported graph with these ops
+must import :mod:`equinet.ops.kernels.triton.cg_ops` first, which registers them.
 
 Common arguments:
 
 * ``graph``: ``[src, dst, order_by_dst, ptr_by_dst, order_by_src, ptr_by_src, src_by_dst,
   dst_by_src]`` from :func:`edge_graph` (edge endpoints, both CSR orders,
   and the far ends in those orders, so that a kernel reads an edge and its far end at once).
-* ``tables``: the tables of :func:`~equinet.ops.kernels.cg_tables.cg_kernel_tables` in the
+* ``tables``: the tables of :func:`~equinet.ops.kernels.triton.cg_tables.cg_kernel_tables` in the
   order of ``TABLE_NAMES``, coefficients in the dtype of the features.
 * ``dims``: ``[D1, D2, W, Dout, max_mul, align]`` (feature sizes, the largest multiplicity of
-  x and the tables' :func:`~equinet.ops.kernels.cg_tables.channel_alignment`).
+  x and the tables' :func:`~equinet.ops.kernels.triton.cg_tables.channel_alignment`).
 
 Node features and outputs are in the tables' ``ir_mul`` layout (:mod:`.layout`);
 :class:`TritonChannelwise` permutes e3nn's ``mul_ir`` at its boundary.
@@ -51,7 +48,7 @@ from e3nn import o3
 
 from . import cg_triton
 from .cg_tables import TABLE_NAMES, cg_kernel_tables, channel_alignment
-from .layout import inverse_permutation, ir_mul_columns
+from ..layout import inverse_permutation, ir_mul_columns
 
 __all__ = ["TritonChannelwise", "csr_order", "edge_graph"]
 
@@ -202,9 +199,9 @@ class TritonChannelwise(torch.nn.Module):
         super().__init__()
         tables = cg_kernel_tables(irreps_in1, irreps_in2, irreps_out, instructions)
         for name, table in tables.items():
-            self.register_buffer(name, table)
-        self.register_buffer("in1_columns", ir_mul_columns(irreps_in1))
-        self.register_buffer("out_columns", inverse_permutation(ir_mul_columns(irreps_out)))
+            self.register_buffer(name, table, persistent=False)
+        self.register_buffer("in1_columns", ir_mul_columns(irreps_in1), persistent=False)
+        self.register_buffer("out_columns", inverse_permutation(ir_mul_columns(irreps_out)), persistent=False)
         weight_numel = sum(irreps_in1[i1].mul for i1, _, _ in instructions)
         max_mul = max(mul for mul, _ in irreps_in1)
         self._dims = [irreps_in1.dim, irreps_in2.dim, weight_numel, irreps_out.dim, max_mul, channel_alignment(tables)]
