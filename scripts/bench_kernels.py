@@ -45,7 +45,7 @@ import statistics
 import torch
 from e3nn import o3
 
-from bench_tp import _times_ms  # scripts/ is on sys.path when a script in it runs
+from bench_tp import times_ms  # scripts/ is on sys.path when a script in it runs
 from equinet.ops import CGConvolution, spherical_harmonics
 
 # name: (node irreps, l_max of the edge spherical harmonics, allowed output irreps)
@@ -199,8 +199,8 @@ def bench_case(
         forward, forward_backward = _synchronized(forward, device), _synchronized(forward_backward, device)
         with _gpu_launches(conv, *blocks) if blocks else contextlib.nullcontext():
             results[row] = (
-                statistics.median(_times_ms(forward, repeats)),
-                statistics.median(_times_ms(forward_backward, repeats)),
+                statistics.median(times_ms(forward, repeats)),
+                statistics.median(times_ms(forward_backward, repeats)),
                 _peak_memory_mib(forward_backward, device),
             )
             if backend in ("triton", "cueq", "cuet") and "torch" in convolutions:

@@ -30,7 +30,7 @@ from e3nn import o3
 from equinet.ops import CGConvolution, GauntTensorProduct, spherical_harmonics
 
 
-def _times_ms(fn, repeats: int) -> list[float]:
+def times_ms(fn, repeats: int) -> list[float]:
     """Wall times of ``repeats`` calls of ``fn`` after one warm-up call, in ms."""
     fn()
     times = []
@@ -112,7 +112,7 @@ def gaunt_benchmark(
                     torch.autograd.grad(module(*leaves).sum(), leaves)
                     synchronize()
 
-                row[label] = (min(_times_ms(forward, repeats)), min(_times_ms(forward_backward, repeats)))
+                row[label] = (min(times_ms(forward, repeats)), min(times_ms(forward_backward, repeats)))
             results[(c, l_max)] = row
             grid_points = "x".join(map(str, modules["grid"].grid_size))
             fft_size = "x".join(map(str, modules["fft"].fft_size))
@@ -218,8 +218,8 @@ def main() -> None:
             torch.autograd.grad(out.square().sum(), leaves)
 
         results[backend] = (
-            statistics.median(_times_ms(forward, args.repeats)),
-            statistics.median(_times_ms(forward_backward, args.repeats)),
+            statistics.median(times_ms(forward, args.repeats)),
+            statistics.median(times_ms(forward_backward, args.repeats)),
         )
 
     print(f"{'':18}{'e3nn (ms)':>12}{'equinet (ms)':>14}{'speed-up':>10}")

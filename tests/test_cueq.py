@@ -17,7 +17,7 @@ from equinet.config import TrainConfig
 from equinet.datasets import atoms_to_graph
 from equinet.ops import CGConvolution, ChannelwiseTensorProduct, SymmetricContraction, spherical_harmonics
 from equinet.potentials import build_model
-from test_potentials import CUTOFF, STATISTICS, _alloy, _model  # the small models and the triclinic Cu/Ni cell
+from small_models import CUTOFF, STATISTICS, small_model, triclinic_alloy
 
 pytest.importorskip("cuequivariance_torch")
 
@@ -150,9 +150,9 @@ def test_symmetric_contraction_follows_the_bases_of_a_loaded_state_dict(float64)
     [("mace", {"conv_backend": "cueq", "product_backend": "cueq"}), ("nequip", {"conv_backend": "cueq"})],
 )
 def test_models_with_cueq_backends_match_torch_and_share_state_dicts(float64, variant, backends):
-    batch = Batch.from_data_list([atoms_to_graph(_alloy(), CUTOFF, dtype=torch.float64)]).to(DEVICE)
-    reference = _model(variant).to(DEVICE)
-    cueq = _model(variant, **backends).to(DEVICE)
+    batch = Batch.from_data_list([atoms_to_graph(triclinic_alloy(), CUTOFF, dtype=torch.float64)]).to(DEVICE)
+    reference = small_model(variant).to(DEVICE)
+    cueq = small_model(variant, **backends).to(DEVICE)
     assert {m.backend for m in cueq.modules() if isinstance(m, (CGConvolution, SymmetricContraction))} == {"cueq"}
     assert cueq.state_dict().keys() == reference.state_dict().keys()
     cueq.load_state_dict(reference.state_dict())

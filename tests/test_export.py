@@ -13,7 +13,7 @@ from equinet.cli import main
 from equinet.datasets import atoms_to_graph
 from equinet.export import ExportedForces, export_model, load_exported
 from equinet.potentials import build_model
-from test_potentials import _alloy  # triclinic 2-atom Cu/Ni cell, far smaller than the cutoff
+from small_models import triclinic_alloy
 
 STATISTICS = {
     "elements": [28, 29],
@@ -72,7 +72,7 @@ def images_folded(atoms, model):
 @pytest.mark.parametrize("variant", sorted(SMALL))
 def test_local_and_ghost_atoms_give_the_periodic_energy_forces_and_stress(variant, float64):
     model = _model(variant)
-    atoms = _alloy()
+    atoms = triclinic_alloy()
     atoms.calc = Calculator(model)
     inputs, owner = with_ghosts(atoms, model)
     energy, forces, virial = ExportedForces(model)(*inputs)
@@ -87,7 +87,7 @@ def test_local_and_ghost_atoms_give_the_periodic_energy_forces_and_stress(varian
 @pytest.mark.parametrize("variant", sorted(SMALL))
 def test_images_folded_onto_their_atoms_give_the_periodic_energy_forces_and_stress(variant, float64):
     model = _model(variant)
-    atoms = _alloy()
+    atoms = triclinic_alloy()
     atoms.calc = Calculator(model)
     energy, forces, virial = ExportedForces(model)(*images_folded(atoms, model))
     assert float(energy.sum()) == pytest.approx(atoms.get_potential_energy(), rel=1e-12, abs=1e-12)
@@ -109,7 +109,7 @@ def test_every_model_family_exports_a_graph_equal_to_the_model(variant, tmp_path
     assert stored == metadata
     assert stored["elements"] == [28, 29] and stored["cutoff"] == CUTOFF and stored["dtype"] == "float64"
     assert stored["message_passing_steps"] == model.message_passing_steps
-    inputs, _ = with_ghosts(_alloy(), model)  # sizes unlike those the graph was traced on
+    inputs, _ = with_ghosts(triclinic_alloy(), model)  # sizes unlike those the graph was traced on
     for name, expected, got in zip(("energy", "forces", "virial"), ExportedForces(model)(*inputs), graph(*inputs)):
         torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10, msg=name)
 
@@ -122,7 +122,7 @@ def test_models_with_kernel_backends_export_with_the_torch_backend(tmp_path, flo
     graph, _ = load_exported(tmp_path / "exported.pt")
     assert "equinet" not in graph.code
     assert model.interactions[0].conv.backend == "triton"  # the caller's model is unchanged
-    inputs, _ = with_ghosts(_alloy(), model)
+    inputs, _ = with_ghosts(triclinic_alloy(), model)
     for name, expected, got in zip(("energy", "forces", "virial"), ExportedForces(model)(*inputs), graph(*inputs)):
         torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10, msg=name)
 
@@ -135,7 +135,7 @@ def test_export_command_writes_float32_and_names_the_elements(tmp_path, capsys):
     graph, metadata = load_exported(tmp_path / "lammps.pt")
     assert metadata["dtype"] == "float32"
     model = _model("mace").to(torch.float32)
-    inputs, _ = with_ghosts(_alloy(), model)
+    inputs, _ = with_ghosts(triclinic_alloy(), model)
     inputs = (inputs[0].float(), *inputs[1:])  # edge vectors in the graph's dtype
     energy, forces, _ = graph(*inputs)
     assert energy.dtype == torch.float32

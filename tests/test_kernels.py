@@ -28,7 +28,7 @@ from equinet.ops import (
 )
 from equinet.potentials.registry import hyperparameters
 from equinet.testing import assert_equivariant
-from test_potentials import CUTOFF, SMALL, _alloy, _model  # the small models and the triclinic Cu/Ni cell
+from small_models import CUTOFF, SMALL, small_model, triclinic_alloy
 
 pytest.importorskip("triton")
 
@@ -520,9 +520,9 @@ KERNEL_BACKENDS.append(("mace-gaunt", "product_backend"))
 
 @pytest.mark.parametrize("variant, backend_key", KERNEL_BACKENDS)
 def test_models_with_triton_kernels_match(float64, variant, backend_key):
-    batch = Batch.from_data_list([atoms_to_graph(_alloy(), CUTOFF)]).to(DEVICE)
-    reference = _model(variant, **{backend_key: "torch"}).to(DEVICE)
-    ours = _model(variant, **{backend_key: "triton"}).to(DEVICE)
+    batch = Batch.from_data_list([atoms_to_graph(triclinic_alloy(), CUTOFF)]).to(DEVICE)
+    reference = small_model(variant, **{backend_key: "torch"}).to(DEVICE)
+    ours = small_model(variant, **{backend_key: "triton"}).to(DEVICE)
     ours.load_state_dict(reference.state_dict())
     expected, got = reference(batch), ours(batch)
     for key in ("energy", "forces"):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from ase.build import bulk, fcc111, molecule
+from ase.build import fcc111
 from torch_geometric.data import Batch
 
 from equinet import Calculator, load_model, save_model
@@ -13,6 +13,7 @@ from equinet.datasets import atoms_to_graph
 from equinet.model_io import model_to_dict
 from equinet.potentials import MODELS, build_model
 from equinet.potentials.registry import hyperparameters
+from small_models import CUTOFF, SMALL, STATISTICS, ethanol, small_model, triclinic_alloy
 from equinet.testing import (
     assert_calculators_agree,
     assert_forces_match_finite_differences,
@@ -23,67 +24,15 @@ from equinet.testing import (
     assert_translation_invariant,
 )
 
-CUTOFF = 4.0
-STATISTICS = {
-    "elements": [1, 6, 8, 28, 29],
-    "atomic_energies": {1: -13.6, 6: -1030.0, 8: -2040.0, 28: -4.1, 29: -3.7},
-    "avg_num_neighbors": 12.0,
-    "force_rms": 0.7,
-    "energy_per_atom_mean": 0.05,
-}
-# One small configuration per model (and per variant, e.g. another product); every
-# test below runs on each.
-SMALL = {
-    "nequip": {"name": "nequip", "num_channels": 4, "l_max": 2, "num_layers": 2, "radial_hidden": [8]},
-    "mace": {"name": "mace", "hidden_irreps": "4x0e+4x1o", "max_ell": 2, "correlation": 3, "num_interactions": 2, "radial_hidden": [8]},
-    "tensornet": {"name": "tensornet", "hidden_channels": 8, "num_layers": 2, "num_rbf": 8},
-    "escn": {"name": "escn", "num_channels": 4, "l_max": 3, "m_max": 2, "num_layers": 2, "radial_hidden": [8]},
-}
-SMALL["mace-gaunt"] = {**SMALL["mace"], "product": "gaunt"}
-SMALL["mace-residual"] = {**SMALL["mace"], "first_layer_residual": True}  # as MACE-MP-0
-SMALL["escn-gate"] = {**SMALL["escn"], "nonlinearity": "gate"}
-
-
 def test_every_registered_model_is_tested():
     assert {config["name"] for config in SMALL.values()} == set(MODELS)
-
-
-# Random weights of a fresh model give energies near zero; scaling them makes them count.
-# eSCN's S2 activation is a cubic per layer, so its forces grow fast with the scale (at 1.5,
-# 200 eV/Å on the molecule, where finite differences stop resolving them); 1.3 gives it
-# forces of a few eV/Å, as 1.5 gives the others.
-WEIGHT_SCALE = {"escn": 1.3}
-
-
-def _model(variant, dtype="float64", **overrides):
-    torch.manual_seed(0)
-    model = build_model({"dtype": dtype, "cutoff": CUTOFF, **SMALL[variant], **overrides}, STATISTICS)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.mul_(WEIGHT_SCALE.get(variant, 1.5))
-    return model.eval()
-
-
-def _alloy():
-    """Triclinic 2-atom Cu/Ni cell: far smaller than the cutoff, atoms see their images."""
-    atoms = bulk("Cu", "fcc", a=3.6) * (2, 1, 1)
-    atoms.symbols[1] = "Ni"
-    atoms.set_cell(atoms.cell.array @ np.array([[1.0, 0.08, 0.0], [0.0, 1.04, 0.1], [0.05, 0.0, 0.97]]), scale_atoms=True)
-    atoms.rattle(0.1, seed=1)
-    return atoms
-
-
-def _molecule():
-    atoms = molecule("CH3CH2OH")
-    atoms.rattle(0.05, seed=2)
-    return atoms
 
 
 @pytest.fixture(params=sorted(SMALL), scope="module")
 def calc(request):
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # exactness: e3nn's Wigner-D follows the default dtype
-    yield Calculator(_model(request.param))
+    yield Calculator(small_model(request.param))
     torch.set_default_dtype(previous)
 
 
@@ -93,32 +42,32 @@ def _with(calc, atoms):
 
 
 def test_rotation_and_reflection_equivariance(calc):
-    assert_rotation_equivariant(_with(calc, _alloy()), atol=1e-10)
-    assert_rotation_equivariant(_with(calc, _molecule()), atol=1e-10)
+    assert_rotation_equivariant(_with(calc, triclinic_alloy()), atol=1e-10)
+    assert_rotation_equivariant(_with(calc, ethanol()), atol=1e-10)
 
 
 def test_permutation_and_translation_invariance(calc):
-    for atoms in (_alloy() * (2, 1, 1), _molecule()):
+    for atoms in (triclinic_alloy() * (2, 1, 1), ethanol()):
         assert_permutation_invariant(_with(calc, atoms), atol=1e-10)
         assert_translation_invariant(_with(calc, atoms), atol=1e-10)
 
 
 def test_forces_are_minus_the_energy_gradient(calc):
-    assert_forces_match_finite_differences(_with(calc, _alloy()), eps=2e-5, atol=1e-6)
-    assert_forces_match_finite_differences(_with(calc, _molecule()), eps=2e-5, atol=1e-6)
+    assert_forces_match_finite_differences(_with(calc, triclinic_alloy()), eps=2e-5, atol=1e-6)
+    assert_forces_match_finite_differences(_with(calc, ethanol()), eps=2e-5, atol=1e-6)
     slab = fcc111("Cu", (1, 1, 3), a=3.6, vacuum=4.0)
     slab.rattle(0.1, seed=3)
     assert_forces_match_finite_differences(_with(calc, slab), eps=2e-5, atol=1e-6)
 
 
 def test_stress_matches_finite_strain(calc):
-    atoms = _with(calc, _alloy())
+    atoms = _with(calc, triclinic_alloy())
     assert np.abs(atoms.get_stress()).max() > 1e-4, "a stress this small tests nothing"
     assert_stress_matches_finite_strain(atoms, eps=1e-5, atol=1e-8)
 
 
 def test_supercell_is_extensive(calc):
-    atoms = _with(calc, _alloy())
+    atoms = _with(calc, triclinic_alloy())
     assert_supercell_extensive(atoms, repeat=(2, 2, 2), rtol=1e-10)
 
 
@@ -167,7 +116,7 @@ def test_an_atomic_energy_sees_atoms_up_to_message_passing_steps_hops_away(calc)
 
 def test_a_batch_gives_what_each_structure_gives_alone(calc):
     model = calc.model
-    structures = [_alloy(), _molecule(), _alloy() * (1, 2, 1), Atoms("Ni", cell=[5, 5, 5], pbc=True)]
+    structures = [triclinic_alloy(), ethanol(), triclinic_alloy() * (1, 2, 1), Atoms("Ni", cell=[5, 5, 5], pbc=True)]
     graphs = [atoms_to_graph(atoms, CUTOFF, dtype=torch.float64) for atoms in structures]
     together = model(Batch.from_data_list(graphs), stress=True)
     start = 0
@@ -185,8 +134,8 @@ def test_a_batch_gives_what_each_structure_gives_alone(calc):
 
 @pytest.mark.parametrize("variant", sorted(SMALL))
 def test_float32_agrees_with_float64(variant):
-    atoms = _alloy()
-    atoms.calc = Calculator(_model(variant, "float64"))
+    atoms = triclinic_alloy()
+    atoms.calc = Calculator(small_model(variant, "float64"))
     model32 = build_model({**atoms.calc.model.config, "dtype": "float32"}, STATISTICS)
     model32.load_state_dict(atoms.calc.model.state_dict())
     assert_calculators_agree(atoms, Calculator(model32), rtol=1e-4)
@@ -194,35 +143,35 @@ def test_float32_agrees_with_float64(variant):
 
 @pytest.mark.parametrize("variant", sorted(SMALL))
 def test_model_file_round_trip(variant, tmp_path):
-    model = _model(variant)
+    model = small_model(variant)
     save_model(model, tmp_path / "model.pt")
     data = torch.load(tmp_path / "model.pt", weights_only=True)  # plain data only
     assert data["config"] == model.config and data["statistics"] == STATISTICS
     loaded = load_model(tmp_path / "model.pt")
-    batch = Batch.from_data_list([atoms_to_graph(_alloy(), CUTOFF, dtype=torch.float64)])
+    batch = Batch.from_data_list([atoms_to_graph(triclinic_alloy(), CUTOFF, dtype=torch.float64)])
     expected, got = model(batch, stress=True), loaded(batch, stress=True)
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], atol=0, rtol=0)
 
 
 def test_escn_model_files_from_before_the_s2_default_load_with_the_gate(tmp_path):
-    model = _model("escn-gate")
+    model = small_model("escn-gate")
     data = model_to_dict(model)
     del data["config"]["nonlinearity"]  # as files written before the key existed
     torch.save(data, tmp_path / "model.pt")
     loaded = load_model(tmp_path / "model.pt")
     assert loaded.config["nonlinearity"] == "gate"
-    batch = Batch.from_data_list([atoms_to_graph(_alloy(), CUTOFF, dtype=torch.float64)])
+    batch = Batch.from_data_list([atoms_to_graph(triclinic_alloy(), CUTOFF, dtype=torch.float64)])
     torch.testing.assert_close(loaded(batch)["forces"], model(batch)["forces"], atol=0, rtol=0)
 
 
 def test_conv_backends_give_the_same_model(float64):
-    batch = Batch.from_data_list([atoms_to_graph(_alloy(), CUTOFF)])
+    batch = Batch.from_data_list([atoms_to_graph(triclinic_alloy(), CUTOFF)])
     for variant, config in sorted(SMALL.items()):
         if "conv_backend" not in hyperparameters(config["name"]) or config["name"] == "escn":
             continue  # escn's SO(2) convolution has no e3nn reference backend (tests/test_so2.py checks it)
-        reference = _model(variant, conv_backend="e3nn")
-        ours = _model(variant, conv_backend="torch")
+        reference = small_model(variant, conv_backend="e3nn")
+        ours = small_model(variant, conv_backend="torch")
         ours.load_state_dict(reference.state_dict())
         a, b = reference(batch), ours(batch)
         torch.testing.assert_close(b["energy"], a["energy"], atol=1e-10, rtol=0)
@@ -232,8 +181,8 @@ def test_conv_backends_give_the_same_model(float64):
 def test_escn_on_the_cpp_kernel_is_the_same_model(float64):
     # Energy, forces and stress for MD, and a force loss's parameter gradients for training
     # (the kernel's backward builds no graph; force training differentiates the torch path).
-    batch = Batch.from_data_list([atoms_to_graph(_alloy(), CUTOFF)])
-    reference, ours = _model("escn").train(), _model("escn", conv_backend="cpp").train()
+    batch = Batch.from_data_list([atoms_to_graph(triclinic_alloy(), CUTOFF)])
+    reference, ours = small_model("escn").train(), small_model("escn", conv_backend="cpp").train()
     ours.load_state_dict(reference.state_dict())
     a, b = reference(batch, stress=True), ours(batch, stress=True)
     for key in ("energy", "forces", "stress"):
@@ -245,8 +194,8 @@ def test_escn_on_the_cpp_kernel_is_the_same_model(float64):
 
 
 def test_training_mode_keeps_the_graph_for_force_losses():
-    model = _model("mace", "float32").train()
-    batch = Batch.from_data_list([atoms_to_graph(_alloy(), CUTOFF, dtype=torch.float32)])
+    model = small_model("mace", "float32").train()
+    batch = Batch.from_data_list([atoms_to_graph(triclinic_alloy(), CUTOFF, dtype=torch.float32)])
     out = model(batch)
     out["forces"].square().sum().backward()
     assert all(p.grad is not None for p in model.products[0].parameters())
@@ -255,8 +204,8 @@ def test_training_mode_keeps_the_graph_for_force_losses():
 def test_unknown_element_is_named():
     batch = Batch.from_data_list([atoms_to_graph(Atoms("CuXe", positions=[[0, 0, 0], [2.5, 0, 0]]), CUTOFF)])
     with pytest.raises(ValueError, match=r"element Z=54 is not one the model was built for \(Z=1, Z=6"):
-        _model("mace", "float32")(batch)
-    calc = Calculator(_model("mace", "float32"))
+        small_model("mace", "float32")(batch)
+    calc = Calculator(small_model("mace", "float32"))
     with pytest.raises(ValueError, match=r"element Xe is not one the model was built for \(H, C, O, Ni, Cu\)"):
         _with(calc, Atoms("CuXe", positions=[[0, 0, 0], [2.5, 0, 0]])).get_potential_energy()
 
@@ -279,4 +228,4 @@ def test_calculator_refuses_a_device_it_does_not_have():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(ValueError, match="torch sees no CUDA GPU here; use device='cpu'"):
-        Calculator(_model("mace", "float32"), device="cuda")
+        Calculator(small_model("mace", "float32"), device="cuda")
