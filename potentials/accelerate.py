@@ -21,7 +21,7 @@ from equinet.ops.kernels import backend_names, choose_backend
 
 from .dtypes import default_dtype
 
-__all__ = ["ROLES", "accelerate", "backend_requests", "role_backends"]
+__all__ = ["ROLES", "accelerate", "backend_requests", "backends_in_use", "role_backends"]
 
 # The operator families (equinet.ops.kernels.BACKENDS) of each role: "conv", the two-input
 # tensor products and convolutions; "product", the many-body products.
@@ -63,6 +63,12 @@ def accelerate(model: torch.nn.Module, conv: str | None = "auto", product: str |
                 module.set_backend(backend)
                 module.to(device)
     return model
+
+
+def backends_in_use(model: torch.nn.Module) -> dict[str, str]:
+    """``{operator family: backend}`` of the operators of ``model`` (for logs: what
+    ``"auto"`` chose)."""
+    return {module.family: module.backend for module in model.modules() if _ROLE_OF.get(getattr(module, "family", None)) is not None}
 
 
 def backend_requests(config: dict, families: dict[str, tuple[str, ...]]) -> tuple[dict, dict[str, str]]:

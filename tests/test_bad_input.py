@@ -183,6 +183,7 @@ CASES = [
     (["md", "run/model.pt", "missing.extxyz", "--output", "md/a.extxyz"], "missing.extxyz: file not found"),
     (["md", "run/model.pt", "xenon.extxyz", "--output", "md/a.extxyz"], "element Xe is not one the model was built for"),
     (["md", "run/model.pt", "cu.extxyz", "--device", "bogus", "--output", "md/a.extxyz"], "device 'bogus' is not a torch device"),
+    (["md", "run/model.pt", "cu.extxyz", "--backend", "bogus", "--output", "md/a.extxyz"], "backend must be one of"),
     # equinet export
     (["export", "run/model.pt", "-o", "run/model.pt"], "--output run/model.pt: is the input file run/model.pt"),
     (["export", "run/model.pt", "-o", "afile/m.pt"], "afile is a file, not a folder"),

@@ -20,6 +20,7 @@ def register(commands) -> None:
     parser.add_argument("--pressure", type=float, default=1.01325, help="bar, for npt (default 1 atm)")
     parser.add_argument("--output", type=Path, default=Path("md.extxyz"), help="trajectory: .traj or any ASE format (default md.extxyz)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backend", default="auto", help="operator backends: auto (the fastest exact one here, default), torch (the reference), cpp, triton, cueq")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)
 
@@ -31,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from equinet.datasets import DataError
     from equinet.files import ase_format, output_file
     from equinet.md import plot_md, run_md
+    from equinet.potentials.accelerate import backends_in_use
 
     stem = args.output.with_suffix("")
     log, plot = Path(f"{stem}.log"), Path(f"{stem}.png")
@@ -43,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
         atoms = ase.io.read(args.structure)
     except Exception as error:
         raise DataError(f"cannot read this structure ({str(error).splitlines()[0] if str(error) else type(error).__name__})", str(args.structure)) from None
-    atoms.calc = Calculator(args.model, device=args.device)
+    atoms.calc = Calculator(args.model, device=args.device, backend=args.backend)
+    used = backends_in_use(atoms.calc.model)
+    if used:
+        print("backends: " + ", ".join(f"{family} {backend}" for family, backend in sorted(used.items())), flush=True)
     result = run_md(
         atoms, args.ensemble, args.temperature, args.timestep, args.steps, args.interval,
         trajectory=args.output, log=log, pressure_bar=args.pressure, seed=args.seed,

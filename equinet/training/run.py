@@ -19,6 +19,7 @@ from equinet.datasets import check_elements, compute_statistics, graph_to_atoms,
 from equinet.evaluation import compute_metrics, format_metrics, parity_plots, predict
 from equinet.model_io import check_record, read_plain_data, save_model
 from equinet.potentials import MODELS, Potential, build_model
+from equinet.potentials.accelerate import backends_in_use
 from equinet.potentials.dtypes import DTYPES
 
 from .checkpoint import FiniteCheckpoint
@@ -185,6 +186,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, co
                 rank_zero_info(f"--overwrite: replaced the earlier run in {output}; kept what equinet train did not write there: {', '.join(kept)}")
         mark_run(output)
         (output / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    rank_zero_info("backends: " + ", ".join(f"{family} {backend}" for family, backend in sorted(backends_in_use(model).items())))
     single_process = config.trainer.num_nodes == 1 and config.trainer.devices in (1, "1")
     trainer.fit(
         module,
