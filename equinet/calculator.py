@@ -3,6 +3,7 @@
     atoms.calc = equinet.Calculator("run/model.pt")
     atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
     atoms = calc.atoms_for(pymatgen_structure)          # pymatgen Structure or Molecule
+    calc.get_hessian(atoms), calc.get_elastic_tensor(atoms)   # by autograd: eV/Å², GPa
 
 The neighbour list is rebuilt with vesin on every call (all periodic images, so cells
 smaller than the cutoff, slabs and molecules without a cell all work).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator as _ASECalculator
@@ -21,6 +23,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from torch_geometric.data import Batch
 
 from equinet.datasets import atoms_to_graph
+from equinet.derivatives import elastic_tensor, hessian
 from equinet.foreign.mace import import_mace
 from equinet.model_io import load_model
 from equinet.potentials import Potential, accelerate
@@ -109,6 +112,24 @@ class Calculator(_ASECalculator):
             names = ", ".join(chemical_symbols[z] for z in unknown)
             known = ", ".join(chemical_symbols[z] for z in sorted(self._elements))
             raise ValueError(f"element {names} is not one the model was built for ({known})")
+
+    def get_hessian(self, atoms: Atoms | None = None) -> np.ndarray:
+        """``d²E/dr dr`` ``[3n, 3n]`` in eV/Å² by autograd (:func:`equinet.derivatives.hessian`)."""
+        atoms = self._atoms_for_derivatives(atoms)
+        return hessian(self.model, atoms)
+
+    def get_elastic_tensor(self, atoms: Atoms | None = None, relaxed_ions: bool = True) -> np.ndarray:
+        """The elastic tensor ``[6, 6]`` in GPa, Voigt order, by autograd
+        (:func:`equinet.derivatives.elastic_tensor`; relax the atoms first)."""
+        atoms = self._atoms_for_derivatives(atoms)
+        return elastic_tensor(self.model, atoms, relaxed_ions)
+
+    def _atoms_for_derivatives(self, atoms: Atoms | None) -> Atoms:
+        atoms = self.atoms if atoms is None else atoms
+        if atoms is None:
+            raise ValueError("give the atoms: calc.get_hessian(atoms)")
+        self._check_elements(atoms)
+        return atoms
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)

@@ -184,6 +184,11 @@ CASES = [
     (["md", "run/model.pt", "xenon.extxyz", "--output", "md/a.extxyz"], "element Xe is not one the model was built for"),
     (["md", "run/model.pt", "cu.extxyz", "--device", "bogus", "--output", "md/a.extxyz"], "device 'bogus' is not a torch device"),
     (["md", "run/model.pt", "cu.extxyz", "--backend", "bogus", "--output", "md/a.extxyz"], "backend must be one of"),
+    # equinet phonons and elastic
+    (["phonons", "run/model.pt", "missing.extxyz"], "missing.extxyz: file not found"),
+    (["phonons", "run/model.pt", "xenon.extxyz"], "element Xe is not one the model was built for"),
+    (["elastic", "run/model.pt", "cu.extxyz", "--relax", "-1"], "--relax -1.0: give the largest force to stop at"),
+    (["elastic", "nan.pt", "cu.extxyz", "--clamped"], "the model's energy of this structure is not finite"),
     # equinet export
     (["export", "run/model.pt", "-o", "run/model.pt"], "--output run/model.pt: is the input file run/model.pt"),
     (["export", "run/model.pt", "-o", "afile/m.pt"], "afile is a file, not a folder"),

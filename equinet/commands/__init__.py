@@ -1,6 +1,7 @@
 """Subcommands of the ``equinet`` command line; each module registers one with ``register``."""
 
 import argparse
+from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -12,3 +13,18 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
+
+
+def read_structure(path: Path):
+    """The last frame of an ASE-readable file, as ``ase.Atoms``; one line if it cannot be read."""
+    import ase.io
+
+    from equinet.datasets import DataError
+
+    if not path.is_file():
+        raise DataError("file not found", str(path))
+    try:
+        return ase.io.read(path)
+    except Exception as error:  # ASE raises many types for unreadable files
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"cannot read this structure ({reason})", str(path)) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from equinet.commands import positive_int
+from equinet.commands import positive_int, read_structure
 
 
 def register(commands) -> None:
@@ -26,10 +26,7 @@ def register(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import ase.io
-
     from equinet.calculator import Calculator
-    from equinet.datasets import DataError
     from equinet.files import ase_format, output_file
     from equinet.md import plot_md, run_md
     from equinet.potentials.accelerate import backends_in_use
@@ -39,12 +36,7 @@ def run(args: argparse.Namespace) -> int:
     for path in (args.output, log, plot):
         output_file(path, "--output", inputs=[args.structure, args.model])
     ase_format(args.output, "--output")
-    if not args.structure.is_file():
-        raise DataError("file not found", str(args.structure))
-    try:
-        atoms = ase.io.read(args.structure)
-    except Exception as error:
-        raise DataError(f"cannot read this structure ({str(error).splitlines()[0] if str(error) else type(error).__name__})", str(args.structure)) from None
+    atoms = read_structure(args.structure)
     atoms.calc = Calculator(args.model, device=args.device, backend=args.backend)
     used = backends_in_use(atoms.calc.model)
     if used:

@@ -1,0 +1,47 @@
+"""``equinet phonons MODEL STRUCTURE [--relax]``: Γ-point phonon frequencies from the model's
+Hessian (by autograd)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from equinet.commands import read_structure
+
+THZ_IN_INVERSE_CM = 33.35641  # 1 THz in cm⁻¹
+
+
+def register(commands) -> None:
+    parser = commands.add_parser("phonons", help="Γ-point phonon frequencies of a structure (Hessian by autograd)")
+    parser.add_argument("model", type=Path, help="a model file (model.pt or a MACE .model)")
+    parser.add_argument("structure", type=Path, help="any ASE-readable file (last frame is used); a cell is taken as the supercell")
+    parser.add_argument("--relax", type=float, default=None, metavar="FMAX", help="first relax the atoms (fixed cell) to this max force, eV/Å")
+    parser.add_argument("--device", default="cpu")
+    parser.set_defaults(run=run)
+
+
+def relaxed(atoms, fmax: float | None):
+    """``atoms`` with their positions relaxed by BFGS to ``fmax`` (eV/Å), the cell fixed."""
+    if fmax is not None:
+        from ase.optimize import BFGS
+
+        if not fmax > 0:
+            raise ValueError(f"--relax {fmax}: give the largest force to stop at, in eV/Å (e.g. 1e-4)")
+        BFGS(atoms, logfile=None).run(fmax=fmax, steps=10_000)
+    return atoms
+
+
+def run(args: argparse.Namespace) -> int:
+    from equinet.calculator import Calculator
+    from equinet.derivatives import gamma_frequencies
+
+    atoms = read_structure(args.structure)
+    atoms.calc = Calculator(args.model, device=args.device)
+    relaxed(atoms, args.relax)
+    frequencies = gamma_frequencies(atoms.calc.get_hessian(atoms), atoms.get_masses())
+    print(f"Γ-point frequencies of {args.structure} ({len(atoms)} atoms, max force {abs(atoms.get_forces()).max():.1e} eV/Å):")
+    print(f"  {'mode':>4}  {'THz':>10}  {'cm-1':>10}")
+    for mode, value in enumerate(frequencies):
+        print(f"  {mode:>4}  {value:10.4f}  {value * THZ_IN_INVERSE_CM:10.2f}")
+    print("negative values are imaginary modes (the structure is not at a minimum along them)")
+    return 0
