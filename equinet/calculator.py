@@ -48,11 +48,13 @@ def check_device(device: str | torch.device) -> torch.device:
 
 
 class Calculator(_ASECalculator):
-    """An equinet potential as an ASE calculator.
+    """An equinet potential, or a committee of them, as an ASE calculator.
 
     Args:
         model: path of a deployed ``model.pt``, of a mace-torch ``.model`` file (imported by
-            :func:`equinet.import_mace`), or a :class:`~equinet.potentials.Potential`.
+            :func:`equinet.import_mace`), a :class:`~equinet.potentials.Potential`, or a
+            list of these: a committee, whose mean is the prediction and whose spread is its
+            uncertainty (the members must share elements and cutoff).
         device: ``"cpu"``, ``"cuda"``, ...
         dtype: ``"float32"`` or ``"float64"`` to run in; ``None`` keeps the model's.
         head: the head of a multi-head ``.model`` file to run.
@@ -63,16 +65,39 @@ class Calculator(_ASECalculator):
 
     Properties: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/Å), ``stress``
     (eV/Å³, ASE's Voigt order and sign; fully periodic cells only) and ``energies``
-    (per atom, eV).
+    (per atom, eV). A committee's ``results`` also hold ``energy_std`` (eV),
+    ``forces_std`` ``[n]`` (eV/Å, per atom the norm of the force components' standard
+    deviations) and ``energies_committee`` ``[M]`` (each member's energy).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
     def __init__(
-        self, model: str | Path | Potential, device: str | torch.device = "cpu", dtype=None, head: str | None = None, backend=None, **kwargs
+        self,
+        model: str | Path | Potential | list,
+        device: str | torch.device = "cpu",
+        dtype=None,
+        head: str | None = None,
+        backend=None,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.device = check_device(device)
+        members = list(model) if isinstance(model, (list, tuple)) else [model]
+        if not members:
+            raise ValueError("an empty committee: give at least one model")
+        self.models = [self._prepared(member, dtype, head, backend) for member in members]
+        self.model = self.models[0]
+        for other in self.models[1:]:
+            if other.elements != self.model.elements or other.cutoff != self.model.cutoff:
+                raise ValueError(
+                    f"committee members differ: elements {other.elements} and cutoff {other.cutoff} Å against "
+                    f"{self.model.elements} and {self.model.cutoff} Å; a committee needs the same elements and cutoff"
+                )
+        self._elements = set(self.model.elements)
+
+    def _prepared(self, model, dtype, head, backend) -> Potential:
+        """One model, loaded if a path, in ``dtype`` on the calculator's device, in eval mode."""
         if not isinstance(model, Potential) and Path(model).suffix == ".model":
             model = import_mace(model, head=head)
         elif head is not None:
@@ -84,10 +109,10 @@ class Calculator(_ASECalculator):
             if dtype not in DTYPES.values():
                 raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
             model = model.to(dtype)
-        self.model = model.to(self.device).eval()
+        model = model.to(self.device).eval()
         if backend is not None:
-            accelerate(self.model, **(backend if isinstance(backend, dict) else {"conv": backend, "product": backend}))
-        self._elements = set(model.elements)
+            accelerate(model, **(backend if isinstance(backend, dict) else {"conv": backend, "product": backend}))
+        return model
 
     def atoms_for(self, structure):
         """``ase.Atoms`` of a pymatgen ``Structure``/``Molecule`` (or a copy of ``ase.Atoms``)
@@ -114,15 +139,16 @@ class Calculator(_ASECalculator):
             raise ValueError(f"element {names} is not one the model was built for ({known})")
 
     def get_hessian(self, atoms: Atoms | None = None) -> np.ndarray:
-        """``d²E/dr dr`` ``[3n, 3n]`` in eV/Å² by autograd (:func:`equinet.derivatives.hessian`)."""
+        """``d²E/dr dr`` ``[3n, 3n]`` in eV/Å² by autograd (:func:`equinet.derivatives.hessian`;
+        a committee's mean)."""
         atoms = self._atoms_for_derivatives(atoms)
-        return hessian(self.model, atoms)
+        return np.mean([hessian(model, atoms) for model in self.models], axis=0)
 
     def get_elastic_tensor(self, atoms: Atoms | None = None, relaxed_ions: bool = True) -> np.ndarray:
         """The elastic tensor ``[6, 6]`` in GPa, Voigt order, by autograd
-        (:func:`equinet.derivatives.elastic_tensor`; relax the atoms first)."""
+        (:func:`equinet.derivatives.elastic_tensor`; relax the atoms first; a committee's mean)."""
         atoms = self._atoms_for_derivatives(atoms)
-        return elastic_tensor(self.model, atoms, relaxed_ions)
+        return np.mean([elastic_tensor(model, atoms, relaxed_ions) for model in self.models], axis=0)
 
     def _atoms_for_derivatives(self, atoms: Atoms | None) -> Atoms:
         atoms = self.atoms if atoms is None else atoms
@@ -137,14 +163,18 @@ class Calculator(_ASECalculator):
         self._check_elements(atoms)
         periodic = bool(atoms.pbc.all())
         batch = Batch.from_data_list([atoms_to_graph(atoms, self.model.cutoff, dtype=self.model.atomic_energies.dtype)]).to(self.device)
-        out = self.model(batch, forces=True, stress=periodic)
-        energy = float(out["energy"].detach()[0])
+        outs = [model(batch, forces=True, stress=periodic) for model in self.models]
+        stacked = {key: np.stack([out[key].detach().cpu().double().numpy() for out in outs]) for key in outs[0]}
+        energy = float(stacked["energy"][:, 0].mean())
         self.results = {
             "energy": energy,
             "free_energy": energy,
-            "energies": out["node_energy"].detach().cpu().double().numpy(),
-            "forces": out["forces"].detach().cpu().double().numpy(),
+            "energies": stacked["node_energy"].mean(0),
+            "forces": stacked["forces"].mean(0),
         }
         if periodic:
-            stress = out["stress"].detach().cpu().double().numpy()[0]
-            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
+            self.results["stress"] = full_3x3_to_voigt_6_stress(stacked["stress"][:, 0].mean(0))
+        if len(self.models) > 1:
+            self.results["energy_std"] = float(stacked["energy"][:, 0].std())
+            self.results["forces_std"] = np.sqrt(stacked["forces"].var(0).sum(-1))
+            self.results["energies_committee"] = stacked["energy"][:, 0]

@@ -29,14 +29,18 @@ ENSEMBLES = ("nve", "nvt", "npt")
 
 @dataclass
 class MDResult:
-    """What a run recorded, every ``interval`` steps: time (fs), energies (eV), temperature (K)."""
+    """What a run recorded, every ``interval`` steps: time (fs), energies (eV), temperature
+    (K) and, for a committee, the largest per-atom force standard deviation (eV/Å; NaN
+    otherwise). ``stopped_early``: the spread passed ``max_force_std`` and the run stopped."""
 
     time_fs: np.ndarray
     potential: np.ndarray
     kinetic: np.ndarray
     temperature: np.ndarray
+    max_force_std: np.ndarray
     num_atoms: int
     steps_per_second: float
+    stopped_early: bool = False
 
     @property
     def total(self) -> np.ndarray:
@@ -74,11 +78,14 @@ def run_md(
     pressure_bar: float = 1.01325,
     seed: int = 0,
     progress: bool = True,
+    max_force_std: float | None = None,
 ) -> MDResult:
     """Run MD on ``atoms`` (calculator attached), velocities drawn at ``temperature_K``.
 
     Records (and writes to ``trajectory``/``log``) every ``interval`` steps, including step 0.
     The files are opened only once the settings are checked and the first energy is computed.
+    With a committee calculator the log also gets the largest per-atom force standard
+    deviation, and the run stops at the first record where it exceeds ``max_force_std`` (eV/Å).
     """
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {', '.join(ENSEMBLES)}, got {ensemble!r}")
@@ -92,7 +99,10 @@ def run_md(
     Stationary(atoms)
     dynamics = _dynamics(atoms, ensemble, timestep_fs, temperature_K, pressure_bar, seed)
     atoms.get_potential_energy()  # a structure the model cannot take fails here, before any file exists
-    records: list[tuple[float, float, float, float]] = []
+    committee = "forces_std" in atoms.calc.results
+    if max_force_std is not None and not committee:
+        raise ValueError("max_force_std needs a committee: give the calculator several models")
+    records: list[tuple[float, float, float, float, float]] = []
     with contextlib.ExitStack() as stack:
         writer = None
         if trajectory and str(trajectory).endswith(".traj"):
@@ -101,30 +111,37 @@ def run_md(
             Path(trajectory).unlink(missing_ok=True)
         log_file = stack.enter_context(open(log, "w")) if log else None
         if log_file:
-            log_file.write(f"{'time_fs':>12}{'epot_eV':>16}{'ekin_eV':>16}{'etot_eV':>16}{'T_K':>10}\n")
+            log_file.write(f"{'time_fs':>12}{'epot_eV':>16}{'ekin_eV':>16}{'etot_eV':>16}{'T_K':>10}" + (f"{'fstd_max':>12}" if committee else "") + "\n")
 
-        def record():
+        def record() -> float:
             epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
-            row = (dynamics.nsteps * timestep_fs, epot, ekin, atoms.get_temperature())
+            spread = float(atoms.calc.results["forces_std"].max()) if committee else float("nan")
+            row = (dynamics.nsteps * timestep_fs, epot, ekin, atoms.get_temperature(), spread)
             records.append(row)
             if log_file:
-                log_file.write(f"{row[0]:12.2f}{epot:16.6f}{ekin:16.6f}{epot + ekin:16.6f}{row[3]:10.2f}\n")
+                log_file.write(f"{row[0]:12.2f}{epot:16.6f}{ekin:16.6f}{epot + ekin:16.6f}{row[3]:10.2f}" + (f"{spread:12.5f}" if committee else "") + "\n")
             if writer is not None:
                 writer.write(atoms)
             elif trajectory:
                 write(trajectory, atoms, append=True)
+            return spread
 
-        record()
+        def too_uncertain(spread: float) -> bool:
+            return max_force_std is not None and spread > max_force_std
+
+        stopped = too_uncertain(record())
         start = time.perf_counter()
         with tqdm(total=steps, desc=f"md {ensemble}", unit="step", disable=not progress) as bar:
             for done in range(0, steps, interval):
+                if stopped:
+                    break
                 chunk = min(interval, steps - done)
                 dynamics.run(chunk)
-                record()
+                stopped = too_uncertain(record())
                 bar.update(chunk)
         elapsed = time.perf_counter() - start
     columns = np.array(records).T
-    return MDResult(columns[0], columns[1], columns[2], columns[3], len(atoms), steps / elapsed)
+    return MDResult(*columns, len(atoms), dynamics.nsteps / max(elapsed, 1e-9), stopped)
 
 
 def plot_md(result: MDResult, path: str | Path) -> Path:

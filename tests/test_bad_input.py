@@ -184,6 +184,8 @@ CASES = [
     (["md", "run/model.pt", "xenon.extxyz", "--output", "md/a.extxyz"], "element Xe is not one the model was built for"),
     (["md", "run/model.pt", "cu.extxyz", "--device", "bogus", "--output", "md/a.extxyz"], "device 'bogus' is not a torch device"),
     (["md", "run/model.pt", "cu.extxyz", "--backend", "bogus", "--output", "md/a.extxyz"], "backend must be one of"),
+    (["md", "run/model.pt", "cu.extxyz", "--max-force-std", "0.1", "--output", "md/a.extxyz"], "--max-force-std 0.1: give a positive threshold in eV/Å and two or more models"),
+    (["md", "run/model.pt", "mismatch.pt", "cu.extxyz", "--output", "md/a.extxyz"], "mismatch.pt: its weights do not fit"),
     # equinet phonons and elastic
     (["phonons", "run/model.pt", "missing.extxyz"], "missing.extxyz: file not found"),
     (["phonons", "run/model.pt", "xenon.extxyz"], "element Xe is not one the model was built for"),

@@ -9,6 +9,7 @@ from ase.build import bulk, molecule
 from ase.filters import FrechetCellFilter
 from ase.io import read
 from ase.optimize import FIRE
+from small_models import small_model, triclinic_alloy
 from torch_geometric.data import Batch
 
 from equinet import Calculator, save_model
@@ -131,3 +132,59 @@ def test_md_command_errors_are_one_line(model, tmp_path, capsys):
     assert "npt needs a periodic cell" in capsys.readouterr().err
     assert main(["md", str(tmp_path / "missing.pt"), str(tmp_path / "water.xyz"), *output]) == 2
     assert "missing.pt: model file not found" in capsys.readouterr().err
+
+
+def test_a_committee_predicts_the_mean_and_its_spread():
+    members = [small_model("mace"), small_model("mace")]
+    with torch.no_grad():
+        for parameter in members[1].parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    atoms = triclinic_alloy()
+    singles = []
+    for member in members:
+        atoms.calc = Calculator(member)
+        singles.append((atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()))
+    atoms.calc = Calculator(members)
+    assert atoms.get_potential_energy() == pytest.approx(np.mean([e for e, _, _ in singles]), rel=1e-12)
+    np.testing.assert_allclose(atoms.get_forces(), np.mean([f for _, f, _ in singles], axis=0), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(atoms.get_stress(), np.mean([s for _, _, s in singles], axis=0), rtol=1e-12, atol=1e-14)
+    results = atoms.calc.results
+    np.testing.assert_allclose(results["energies_committee"], [e for e, _, _ in singles], rtol=1e-12)
+    assert results["energy_std"] == pytest.approx(abs(singles[0][0] - singles[1][0]) / 2, rel=1e-10)
+    expected_std = np.linalg.norm(np.std([f for _, f, _ in singles], axis=0), axis=1)
+    np.testing.assert_allclose(results["forces_std"], expected_std, rtol=1e-10)
+    assert (results["forces_std"] > 0).all()
+
+    atoms.calc = Calculator([members[0], members[0]])  # identical members: no spread
+    atoms.get_potential_energy()
+    assert atoms.calc.results["energy_std"] == 0 and not atoms.calc.results["forces_std"].any()
+
+
+def test_committee_members_must_share_elements_and_cutoff():
+    with pytest.raises(ValueError, match="committee members differ: .* a committee needs the same elements and cutoff"):
+        Calculator([small_model("mace"), small_model("mace", cutoff=3.5)])
+    with pytest.raises(ValueError, match="an empty committee"):
+        Calculator([])
+
+
+def test_md_with_a_committee_logs_its_spread_and_stops_where_it_grows(tmp_path, capsys):
+    from ase.io import write
+
+    members = [small_model("mace"), small_model("mace")]
+    with torch.no_grad():
+        for parameter in members[1].parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    for index, member in enumerate(members):
+        save_model(member, tmp_path / f"m{index}.pt")
+    write(tmp_path / "start.extxyz", triclinic_alloy())
+    models = [str(tmp_path / "m0.pt"), str(tmp_path / "m1.pt")]
+    argv = ["md", *models, str(tmp_path / "start.extxyz"), "--steps", "20", "--interval", "5", "--output", str(tmp_path / "md.extxyz")]
+    assert main(argv) == 0
+    log = np.loadtxt(tmp_path / "md.log", skiprows=1)
+    assert log.shape == (5, 6) and (log[:, 5] > 0).all()
+    assert "committee of 2: largest per-atom force std" in capsys.readouterr().out
+    threshold = float(log[0, 5]) / 2  # passed at the first record
+    assert main([*argv, "--max-force-std", str(threshold)]) == 1
+    assert "stopped at 0 fs: the force std" in capsys.readouterr().out
+    assert main(["md", models[0], str(tmp_path / "start.extxyz"), "--max-force-std", "0.1"]) == 2
+    assert "two or more models (a committee)" in capsys.readouterr().err

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from equinet.commands import positive_int, read_structure
 
 
 def register(commands) -> None:
     parser = commands.add_parser("md", help="molecular dynamics with a trained model (ASE)")
-    parser.add_argument("model", type=Path, help="a deployed model (model.pt)")
+    parser.add_argument("model", type=Path, nargs="+", help="a model file (model.pt or a MACE .model); several make a committee, whose spread is logged")
     parser.add_argument("structure", type=Path, help="starting structure, any ASE-readable file (last frame is used)")
     parser.add_argument("--ensemble", choices=("nve", "nvt", "npt"), default="nve")
     parser.add_argument("--temperature", type=float, default=300.0, help="K: initial velocities, and the thermostat (default 300)")
@@ -20,6 +22,8 @@ def register(commands) -> None:
     parser.add_argument("--pressure", type=float, default=1.01325, help="bar, for npt (default 1 atm)")
     parser.add_argument("--output", type=Path, default=Path("md.extxyz"), help="trajectory: .traj or any ASE format (default md.extxyz)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max-force-std", type=float, default=None, metavar="EV_PER_A",
+                        help="with a committee: stop once the largest per-atom force standard deviation passes this (eV/Å)")
     parser.add_argument("--backend", default="auto", help="operator backends: auto (the fastest exact one here, default), torch (the reference), cpp, triton, cueq")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)
@@ -34,22 +38,30 @@ def run(args: argparse.Namespace) -> int:
     stem = args.output.with_suffix("")
     log, plot = Path(f"{stem}.log"), Path(f"{stem}.png")
     for path in (args.output, log, plot):
-        output_file(path, "--output", inputs=[args.structure, args.model])
+        output_file(path, "--output", inputs=[args.structure, *args.model])
     ase_format(args.output, "--output")
     atoms = read_structure(args.structure)
+    if args.max_force_std is not None and not (len(args.model) > 1 and args.max_force_std > 0):
+        raise ValueError(f"--max-force-std {args.max_force_std}: give a positive threshold in eV/Å and two or more models (a committee)")
     atoms.calc = Calculator(args.model, device=args.device, backend=args.backend)
     used = backends_in_use(atoms.calc.model)
     if used:
         print("backends: " + ", ".join(f"{family} {backend}" for family, backend in sorted(used.items())), flush=True)
     result = run_md(
         atoms, args.ensemble, args.temperature, args.timestep, args.steps, args.interval,
-        trajectory=args.output, log=log, pressure_bar=args.pressure, seed=args.seed,
+        trajectory=args.output, log=log, pressure_bar=args.pressure, seed=args.seed, max_force_std=args.max_force_std,
     )
     plot = plot_md(result, plot)
+    steps = round(result.time_fs[-1] / args.timestep)
     print(
-        f"{args.steps} steps of {args.ensemble} MD ({len(atoms)} atoms, {args.steps * args.timestep / 1000:g} ps) "
+        f"{steps} steps of {args.ensemble} MD ({len(atoms)} atoms, {steps * args.timestep / 1000:g} ps) "
         f"at {result.steps_per_second:.1f} steps/s; final T {result.temperature[-1]:.0f} K\n"
         f"total-energy drift {1000 * result.drift_per_atom:+.3f} meV/atom over the run\n"
         f"trajectory {args.output}, log {stem}.log, plot {plot}"
     )
+    if len(args.model) > 1:
+        print(f"committee of {len(args.model)}: largest per-atom force std {np.nanmax(result.max_force_std):.4f} eV/Å")
+    if result.stopped_early:
+        print(f"stopped at {result.time_fs[-1]:g} fs: the force std {result.max_force_std[-1]:.4f} eV/Å passed --max-force-std {args.max_force_std}")
+        return 1
     return 0
