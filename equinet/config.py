@@ -2,7 +2,7 @@
 
     data:      where the structures come from, label keys and units, splits, batch sizes
     model:     {name: <a registered model, e.g. mace>, <hyper-parameters>}; the cutoff is the model's;
-               or {init_from: <a trained model.pt>, freeze: N, dtype: ...} to fine-tune one
+               or {init_from: <a model.pt or mace-torch .model>, freeze: N, dtype: ...} to fine-tune one
     loss:      weights of energy per atom, forces and stress, and of the second stage; mse or huber
     optimizer: adam | adamw, learning rate (by default the model family's), AMSGrad, weight decay
     scheduler: plateau | cosine | constant, with optional linear warm-up
