@@ -1,8 +1,11 @@
 """Backends chosen when a model is run: ``equinet.accelerate``, the registry it asks, and
 model files and configs from when backends were hyper-parameters."""
 
+import sys
+
 import pytest
 import torch
+from e3nn import o3
 from ase.build import bulk
 from torch_geometric.data import Batch
 
@@ -10,10 +13,10 @@ import equinet
 from equinet import load_model, save_model
 from equinet.datasets import atoms_to_graph
 from equinet.model_io import model_to_dict
-from equinet.ops import CGConvolution, SO2Convolution
+from equinet.ops import CGConvolution, SO2Convolution, SymmetricContraction
 from equinet.ops.kernels import BACKENDS, backend_names, choose_backend, unavailable
 from equinet.potentials import build_model
-from test_potentials import CUTOFF, SMALL, STATISTICS  # the small models
+from small_models import CUTOFF, SMALL, STATISTICS
 
 
 def _model(variant):
@@ -69,3 +72,22 @@ def test_a_model_file_with_backend_keys_loads_with_them_as_a_request(tmp_path, f
     torch.testing.assert_close(loaded(batch)["forces"], model(batch)["forces"], atol=1e-10, rtol=0)
     save_model(loaded, tmp_path / "again.pt")  # written without the request
     assert "conv_backend" not in torch.load(tmp_path / "again.pt", weights_only=True)["config"]
+
+
+# Where the optional packages are missing is where these messages matter: no importorskip.
+SH2 = o3.Irreps.spherical_harmonics(2)
+
+
+def test_missing_cuequivariance_is_one_clear_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cuequivariance_torch", None)  # `import cuequivariance_torch` raises ImportError
+    message = r"^backend='cueq' needs cuEquivariance: pip install 'equinet\[cueq\]'"
+    with pytest.raises(ImportError, match=message):
+        CGConvolution("2x0e", SH2, backend="cueq")
+    with pytest.raises(ImportError, match=message):
+        SymmetricContraction("2x0e+2x1o", "2x0e", 2, 1, backend="cueq")
+
+
+def test_missing_triton_is_one_clear_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "triton", None)  # `import triton` raises ImportError
+    with pytest.raises(ImportError, match=r"^backend='triton' needs the triton package: pip install triton"):
+        CGConvolution("2x0e", SH2, backend="triton")

@@ -314,8 +314,9 @@ def test_a_failed_conversion_leaves_the_old_output_as_it_was(workspace, tmp_path
 
 
 def test_metrics_count_the_structures_they_are_taken_over(workspace, tmp_path):
-    """Hand-checked: two of five structures lack forces; the energy error is the mean of
-    |E_pred - E_ref| / n_atoms over all five."""
+    """Two of five structures lack forces. Checked against errors computed independently
+    (the ASE calculator, one structure at a time): energy MAE and RMSE per atom over all
+    five, force-component MAE and RMSE over the three with forces."""
     model = load_model(workspace / "run" / "model.pt")
     frames = _frames(5, seed=3)
     for atoms in frames[:2]:
@@ -326,8 +327,12 @@ def test_metrics_count_the_structures_they_are_taken_over(workspace, tmp_path):
     assert metrics["energy"]["structures"] == metrics["energy"]["count"] == 5
     assert metrics["forces"]["structures"] == 3 and metrics["forces"]["count"] == 3 * 4 * 3
     calculator = Calculator(model)
-    errors = [abs(calculator.get_potential_energy(atoms.copy()) - atoms.get_potential_energy()) / 4 for atoms in frames]
-    assert metrics["energy"]["mae"] == pytest.approx(1000 * np.mean(errors), rel=1e-9)
+    errors = np.array([(calculator.get_potential_energy(atoms.copy()) - atoms.get_potential_energy()) / 4 for atoms in frames])
+    assert metrics["energy"]["mae"] == pytest.approx(1000 * np.abs(errors).mean(), rel=1e-9)
+    assert metrics["energy"]["rmse"] == pytest.approx(1000 * np.sqrt((errors**2).mean()), rel=1e-9)
+    force_errors = np.concatenate([(calculator.get_forces(atoms.copy()) - atoms.get_forces()).ravel() for atoms in frames[2:]])
+    assert metrics["forces"]["mae"] == pytest.approx(1000 * np.abs(force_errors).mean(), rel=1e-9)
+    assert metrics["forces"]["rmse"] == pytest.approx(1000 * np.sqrt((force_errors**2).mean()), rel=1e-9)
 
 
 def test_a_non_finite_validation_loss_never_wins_best_ckpt(workspace, tmp_path, monkeypatch, capsys):

@@ -6,7 +6,6 @@ on CPU tensors; with it, and a GPU, the same tests run its CUDA kernels on the G
 """
 
 import importlib.util
-import sys
 
 import pytest
 import torch
@@ -181,12 +180,3 @@ def test_config_accepts_the_backends_and_names_a_bad_value():
         build_model({"name": "mace", "product_backend": "triton"}, STATISTICS)
     with pytest.raises(ValueError, match=r"backend must be one of \('torch', 'cueq'\), got 'triton'"):
         SymmetricContraction("2x0e+2x1o", "2x0e", 2, 1, backend="triton")
-
-
-def test_missing_cuequivariance_is_one_clear_line(monkeypatch):
-    monkeypatch.setitem(sys.modules, "cuequivariance_torch", None)  # `import cuequivariance_torch` raises ImportError
-    message = r"^backend='cueq' needs cuEquivariance: pip install 'equinet\[cueq\]'"
-    with pytest.raises(ImportError, match=message):
-        CGConvolution("2x0e", SH2, backend="cueq")
-    with pytest.raises(ImportError, match=message):
-        SymmetricContraction("2x0e+2x1o", "2x0e", 2, 1, backend="cueq")

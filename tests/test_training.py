@@ -317,7 +317,7 @@ def test_missing_config_and_bad_yaml(tmp_path, capsys):
 def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path, data_file):
     epochs = 4
     reference = _config(tmp_path / "a", data_file, trainer={"max_epochs": epochs})
-    assert subprocess.run([EQUINET, "train", str(reference)], capture_output=True).returncode == 0
+    assert subprocess.run([EQUINET, "train", str(reference)], capture_output=True, timeout=600).returncode == 0
 
     killed = _config(tmp_path / "b", data_file, trainer={"max_epochs": epochs})
     process = subprocess.Popen([EQUINET, "train", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -330,7 +330,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path, data_file):
     process.wait()
     assert not (tmp_path / "b" / "run" / "model.pt").exists(), "killed before the end"
 
-    result = subprocess.run([EQUINET, "train", str(killed), "--resume"], capture_output=True, text=True)
+    result = subprocess.run([EQUINET, "train", str(killed), "--resume"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     expected, resumed = _state(tmp_path / "a" / "run" / "model.pt"), _state(tmp_path / "b" / "run" / "model.pt")
     for key in expected:
