@@ -148,20 +148,21 @@ class Potential(torch.nn.Module):
         no_edges = torch.zeros(2, 0, dtype=torch.long, device=device)
         return self.node_energy_terms(species, torch.zeros(0, 3, dtype=dtype, device=device), no_edges)
 
-    def deformed_energy(self, batch, pos: torch.Tensor, strain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def deformed_energy(self, batch, pos: torch.Tensor, strain: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Energies ``[B]`` and atomic energies ``[n]`` (eV) of ``batch`` with the atoms at
         ``pos`` ``[n, 3]`` (Å) and each structure deformed by ``strain`` ``[B, 3, 3]``
-        (positions and cell scaled by 1 + its symmetric part). Derivatives with respect to
-        ``pos`` and ``strain`` give forces, stress and, differentiated again, Hessians and
-        elastic constants (:mod:`equinet.derivatives`)."""
+        (positions and cell scaled by 1 + its symmetric part; ``None``: undeformed).
+        Derivatives with respect to ``pos`` and ``strain`` give forces, stress and,
+        differentiated again, Hessians and elastic constants (:mod:`equinet.derivatives`)."""
         dtype = self.atomic_energies.dtype
         cell = batch.cell.to(dtype).view(-1, 3, 3)
         num_graphs = cell.shape[0]
         batch_index = batch.batch if getattr(batch, "batch", None) is not None else pos.new_zeros(len(pos), dtype=torch.long)
         edge_index, edge_shift = batch.edge_index, batch.edge_shift.to(dtype)
-        symmetric = 0.5 * (strain + strain.transpose(1, 2))
-        pos = pos + torch.einsum("ni,nij->nj", pos, symmetric[batch_index])
-        cell = cell + cell @ symmetric
+        if strain is not None:
+            symmetric = 0.5 * (strain + strain.transpose(1, 2))
+            pos = pos + torch.einsum("ni,nij->nj", pos, symmetric[batch_index])
+            cell = cell + cell @ symmetric
         sender, receiver = edge_index
         edge_vec = pos[receiver] - pos[sender] + torch.einsum("ei,eij->ej", edge_shift, cell[batch_index[sender]])
         node_energy = self.node_energies(self.species(batch.z), edge_vec, edge_index)
@@ -184,10 +185,12 @@ class Potential(torch.nn.Module):
         dtype = self.atomic_energies.dtype
         create_graph = self.training if create_graph is None else create_graph
         pos = batch.pos.to(dtype).detach().requires_grad_(forces)
-        strain = torch.zeros(batch.cell.view(-1, 3, 3).shape[0], 3, 3, dtype=dtype, device=pos.device, requires_grad=stress)
+        strain = None
+        if stress:  # E(strain) only when the stress is asked for: no deformation in plain steps
+            strain = torch.zeros(batch.cell.view(-1, 3, 3).shape[0], 3, 3, dtype=dtype, device=pos.device, requires_grad=True)
         energy, node_energy = self.deformed_energy(batch, pos, strain)
         out = {"energy": energy, "node_energy": node_energy}
-        inputs = [tensor for tensor in (pos, strain) if tensor.requires_grad]
+        inputs = [tensor for tensor in (pos, strain) if tensor is not None and tensor.requires_grad]
 
         if inputs:
             grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph)

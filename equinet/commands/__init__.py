@@ -28,3 +28,14 @@ def read_structure(path: Path):
     except Exception as error:  # ASE raises many types for unreadable files
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataError(f"cannot read this structure ({reason})", str(path)) from None
+
+
+def relaxed(atoms, fmax: float | None):
+    """``atoms`` with their positions relaxed by BFGS to ``fmax`` (eV/Å), the cell fixed."""
+    if fmax is not None:
+        from ase.optimize import BFGS
+
+        if not fmax > 0:
+            raise ValueError(f"--relax {fmax}: give the largest force to stop at, in eV/Å (e.g. 1e-4)")
+        BFGS(atoms, logfile=None).run(fmax=fmax, steps=10_000)
+    return atoms

@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from equinet.commands import read_structure
-from equinet.commands.phonons import relaxed
+from equinet.commands import read_structure, relaxed
 
 
 def register(commands) -> None:

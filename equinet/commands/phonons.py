@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from equinet.commands import read_structure
+from equinet.commands import read_structure, relaxed
 
 THZ_IN_INVERSE_CM = 33.35641  # 1 THz in cm⁻¹
 
@@ -18,17 +18,6 @@ def register(commands) -> None:
     parser.add_argument("--relax", type=float, default=None, metavar="FMAX", help="first relax the atoms (fixed cell) to this max force, eV/Å")
     parser.add_argument("--device", default="cpu")
     parser.set_defaults(run=run)
-
-
-def relaxed(atoms, fmax: float | None):
-    """``atoms`` with their positions relaxed by BFGS to ``fmax`` (eV/Å), the cell fixed."""
-    if fmax is not None:
-        from ase.optimize import BFGS
-
-        if not fmax > 0:
-            raise ValueError(f"--relax {fmax}: give the largest force to stop at, in eV/Å (e.g. 1e-4)")
-        BFGS(atoms, logfile=None).run(fmax=fmax, steps=10_000)
-    return atoms
 
 
 def run(args: argparse.Namespace) -> int:

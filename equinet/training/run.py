@@ -148,7 +148,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, co
         model_config, shapes, step = _resumed_model(settings, checkpoint)
     elif "init_from" in config.model:
         pretrained = load_pretrained(config.model["init_from"], settings.get("dtype"))
-        freeze_layers(pretrained, config.model.get("freeze", 0))  # a wrong count fails before the data is read
+        frozen = freeze_layers(pretrained, config.model.get("freeze", 0))  # a wrong count fails before the data is read
         model_config, step = pretrained.config, None
     else:
         model_config, step = settings, None
@@ -170,7 +170,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, co
         model = build_model(model_config, statistics)
     if checkpoint is not None:
         _check_resumable(model, shapes, checkpoint)
-    frozen = freeze_layers(model, config.model.get("freeze", 0))
+    if pretrained is None:  # a resumed fine-tuning run keeps its layers fixed too
+        frozen = freeze_layers(model, config.model.get("freeze", 0))
     if frozen:
         rank_zero_info(f"model.freeze: {len(frozen)} weight tensors kept fixed (the embedding and the first {config.model['freeze']} layers)")
     module = PotentialModule(model, config)
