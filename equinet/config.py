@@ -2,7 +2,7 @@
 
     data:      where the structures come from, label keys and units, splits, batch sizes
     model:     {name: <a registered model, e.g. mace>, <hyper-parameters>}; the cutoff is the model's;
-               or {init_from: <a model.pt or mace-torch .model>, freeze: N, dtype: ...} to fine-tune one
+               or {init_from: <a model.pt or mace-torch .model>, freeze: N, head: NAME, dtype: ...} to fine-tune one
     loss:      weights of energy per atom, forces and stress, and of the second stage; mse or huber
     optimizer: adam | adamw, learning rate (by default the model family's), AMSGrad, weight decay
     scheduler: plateau | cosine | constant, with optional linear warm-up
@@ -173,7 +173,7 @@ class TrainConfig(_Section):
         from equinet.potentials.dtypes import DTYPES
         from equinet.potentials.registry import check_model_config
 
-        finetune = {key: self.model[key] for key in ("init_from", "freeze") if key in self.model}
+        finetune = {key: self.model[key] for key in ("init_from", "freeze", "head") if key in self.model}
         settings = {key: value for key, value in self.model.items() if key not in finetune}
         if "init_from" in finetune:
             if not Path(str(finetune["init_from"])).is_file():
@@ -184,11 +184,14 @@ class TrainConfig(_Section):
             if settings.get("dtype", "float32") not in DTYPES:
                 raise ValueError(f"model.dtype must be one of {', '.join(DTYPES)}, got {settings['dtype']!r}")
         else:
-            if "freeze" in finetune:
-                raise ValueError("model.freeze keeps layers of a trained model fixed: it needs model.init_from")
+            for key, purpose in (("freeze", "keeps layers of a trained model fixed"), ("head", "picks a head of a trained model")):
+                if key in finetune:
+                    raise ValueError(f"model.{key} {purpose}: it needs model.init_from")
             settings = check_model_config(settings)
             if self.optimizer.lr is None:
                 self.optimizer.lr = MODELS[settings["name"]].default_lr
+        if not isinstance(finetune.get("head", ""), str):
+            raise ValueError(f"model.head = {finetune['head']!r}: give the name of a head of the model file")
         freeze = finetune.get("freeze", 0)
         if not isinstance(freeze, int) or isinstance(freeze, bool) or freeze < 0:
             raise ValueError(f"model.freeze = {freeze!r}: give how many message-passing layers to keep fixed (0 or more)")

@@ -21,7 +21,7 @@ from .coupling_basis import symmetric_coupling_basis
 from .edge_pairs import EdgePairs, one_per_pair, per_edge, reverse_edge_pairs
 from .gaunt import GauntManyBodyProduct, GauntTensorProduct, gaunt_coefficients
 from .kernels import BACKENDS
-from .radial import BesselBasis, CosineCutoff, ExpNormalBasis, GaussianBasis, PolynomialCutoff
+from .radial import BesselBasis, CosineCutoff, ExpNormalBasis, GaussianBasis, PolynomialCutoff, polynomial_envelope
 from .scatter import edge_dot, gather_scale_scatter, scatter_outer
 from .sh import SphericalHarmonics, spherical_harmonics
 from .so2 import SO2Convolution, so2_weights_from_cg
@@ -58,6 +58,7 @@ __all__ = [
     "gaunt_coefficients",
     "one_per_pair",
     "per_edge",
+    "polynomial_envelope",
     "reverse_edge_pairs",
     "scatter_outer",
     "skew_symmetric",

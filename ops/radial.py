@@ -138,6 +138,13 @@ class ExpNormalBasis(torch.nn.Module):
         return f"cutoff={self.cutoff}, num_basis={self.num_basis}"
 
 
+def polynomial_envelope(x: torch.Tensor, p: int) -> torch.Tensor:
+    """:class:`PolynomialCutoff` of ``x = r / r_c`` (any shape), for cutoffs that differ
+    from edge to edge (MACE's ZBL repulsion ends at the sum of the two covalent radii)."""
+    f = 1.0 - 0.5 * (p + 1) * (p + 2) * x.pow(p) + p * (p + 2) * x.pow(p + 1) - 0.5 * p * (p + 1) * x.pow(p + 2)
+    return torch.where(x < 1.0, f, torch.zeros_like(f))
+
+
 class PolynomialCutoff(torch.nn.Module):
     """Polynomial envelope of Klicpera et al. (DimeNet), as used by NequIP and MACE.
 
@@ -156,15 +163,7 @@ class PolynomialCutoff(torch.nn.Module):
         self.p = p
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        p = self.p
-        x = r / self.cutoff
-        f = (
-            1.0
-            - 0.5 * (p + 1) * (p + 2) * x.pow(p)
-            + p * (p + 2) * x.pow(p + 1)
-            - 0.5 * p * (p + 1) * x.pow(p + 2)
-        )
-        return torch.where(x < 1.0, f, torch.zeros_like(f))
+        return polynomial_envelope(r / self.cutoff, self.p)
 
     def extra_repr(self) -> str:
         return f"cutoff={self.cutoff}, p={self.p}"

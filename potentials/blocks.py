@@ -10,28 +10,44 @@ import torch
 from e3nn import o3
 from e3nn.nn import FullyConnectedNet, Gate
 
-from equinet.ops import BesselBasis, PolynomialCutoff
+from equinet.ops import BesselBasis, GaussianBasis, PolynomialCutoff
 
-__all__ = ["RadialEmbedding", "gate", "radial_network"]
+__all__ = ["RADIAL_BASES", "RadialEmbedding", "gate", "radial_network"]
+
+RADIAL_BASES = {"bessel": BesselBasis, "gaussian": GaussianBasis}
 
 
 class RadialEmbedding(torch.nn.Module):
-    """Edge lengths → Bessel basis times a polynomial envelope (NequIP, MACE).
+    """Edge lengths → radial basis times a polynomial envelope (NequIP, MACE).
 
     Every feature and its first two derivatives vanish at the cutoff, so anything built
-    from them without a bias (``radial_network``) switches an edge off smoothly.
+    from them without a bias (``radial_network``) switches an edge off smoothly. With a
+    ``transform`` (:mod:`.pair_radii`: MACE's Agnesi or Soft), the basis reads the
+    transformed length and the envelope the length itself.
 
-    Shapes: ``r: [E]`` (Å) → ``[E, num_basis]``.
+    Args:
+        cutoff: in Å.
+        num_basis: functions of the basis.
+        envelope_p: exponent of the polynomial envelope.
+        basis: ``"bessel"`` (:class:`~equinet.ops.BesselBasis`) or ``"gaussian"``
+            (:class:`~equinet.ops.GaussianBasis`, centres from 0 to the cutoff).
+        transform: a module ``(r, radius_sum) → r'``, or ``None``.
+
+    Shapes: ``r: [E]`` (Å), ``radius_sum: [E]`` (Å, with a transform only) → ``[E, num_basis]``.
     """
 
-    def __init__(self, cutoff: float, num_basis: int = 8, envelope_p: int = 6):
+    def __init__(self, cutoff: float, num_basis: int = 8, envelope_p: int = 6, basis: str = "bessel", transform=None):
         super().__init__()
-        self.basis = BesselBasis(cutoff, num_basis)
+        if basis not in RADIAL_BASES:
+            raise ValueError(f"model.radial_basis must be one of {', '.join(RADIAL_BASES)}, got {basis!r}")
+        self.basis = RADIAL_BASES[basis](cutoff, num_basis)
         self.envelope = PolynomialCutoff(cutoff, envelope_p)
+        self.transform = transform
         self.num_basis = num_basis
 
-    def forward(self, r: torch.Tensor) -> torch.Tensor:
-        return self.basis(r) * self.envelope(r).unsqueeze(-1)
+    def forward(self, r: torch.Tensor, radius_sum: torch.Tensor | None = None) -> torch.Tensor:
+        x = r if self.transform is None else self.transform(r, radius_sum)
+        return self.basis(x) * self.envelope(r).unsqueeze(-1)
 
 
 def radial_network(num_basis: int, hidden: Sequence[int], num_weights: int) -> FullyConnectedNet:

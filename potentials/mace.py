@@ -32,6 +32,7 @@ from equinet.ops.kernels import backend_names
 
 from .base import Potential
 from .blocks import RadialEmbedding, radial_network
+from .pair_radii import COVALENT_RADII, AgnesiTransform, SoftTransform, ZBLRepulsion, pair_radius_sum
 from .registry import register_model
 
 __all__ = ["MACE"]
@@ -43,22 +44,33 @@ PRODUCTS = tuple(_PRODUCT_MODULES)
 # The operator family of each product, and what its backends run (for the error of a request).
 _PRODUCT_FAMILIES = {"cg": "symmetric_contraction", "gaunt": "gaunt_many_body"}
 _RUNS = {"cg": "the symmetric contraction", "gaunt": "the Gaunt product on the grid kernel"}
+DISTANCE_TRANSFORMS = {"agnesi": AgnesiTransform, "soft": SoftTransform}
 
 
 class _Interaction(torch.nn.Module):
-    """Atomic basis A of one layer: ``[n, irreps_in] → [n, C x (0e + 1o + ... + max_ell)]``."""
+    """Atomic basis A of one layer: ``[n, irreps_in] → [n, C x (0e + 1o + ... + max_ell)]``.
 
-    def __init__(self, irreps_in, irreps_sh, irreps_a, num_basis, radial_hidden, avg_num_neighbors):
+    The summed messages are divided by the mean neighbour count, or with
+    ``density_normalization`` by ``1 + rho_i``, a learned neighbour density
+    ``rho_i = sum_j tanh(w · e_ij)^2`` of the radial features ``e_ij`` (mace-torch's Density blocks).
+    """
+
+    def __init__(self, irreps_in, irreps_sh, irreps_a, num_basis, radial_hidden, avg_num_neighbors, density_normalization=False):
         super().__init__()
         self.linear_up = Linear(irreps_in, irreps_in)
         self.conv = CGConvolution(irreps_in, irreps_sh, irreps_out=irreps_a)
         self.radial = radial_network(num_basis, radial_hidden, self.conv.weight_numel)
         self.linear = Linear(self.conv.irreps_out, irreps_a)
         self.inv_avg_num_neighbors = 1.0 / avg_num_neighbors
+        self.density = radial_network(num_basis, (), 1) if density_normalization else None
 
     def forward(self, x, edge_sh, edge_features, edge_index):
-        messages = self.conv(self.linear_up(x), edge_sh, self.radial(edge_features), edge_index)
-        return self.linear(messages) * self.inv_avg_num_neighbors
+        messages = self.linear(self.conv(self.linear_up(x), edge_sh, self.radial(edge_features), edge_index))
+        if self.density is None:
+            return messages * self.inv_avg_num_neighbors
+        edge_density = torch.tanh(self.density(edge_features).squeeze(-1) ** 2)
+        density = edge_density.new_zeros(x.shape[0]).index_add(0, edge_index[1], edge_density)
+        return messages / (1.0 + density).unsqueeze(-1)
 
 
 @register_model("mace")
@@ -72,10 +84,17 @@ class MACE(Potential):
         max_ell: highest degree of the edge spherical harmonics and of A.
         correlation: body order of the product minus one (MACE's ``correlation``).
         num_interactions: number of layers.
-        num_basis: Bessel functions of the radial embedding.
+        num_basis: functions of the radial basis.
         envelope_p: exponent of the polynomial cutoff envelope (MACE: 5).
+        radial_basis: ``"bessel"`` or ``"gaussian"``.
+        distance_transform: ``None``, ``"agnesi"`` or ``"soft"``: edge lengths rescaled by
+            the pair's covalent radii before the radial basis (:mod:`.pair_radii`).
         radial_hidden: hidden widths of the radial MLP.
-        readout_hidden: width of the last layer's readout MLP.
+        density_normalization: divide each atom's messages by one plus a learned neighbour
+            density instead of the mean neighbour count (MACE-MPA-0, OMAT-0).
+        pair_repulsion: add the ZBL nuclear repulsion (:class:`.pair_radii.ZBLRepulsion`)
+            to the atomic energies.
+        readout_hidden: width of the last layer's readout MLP; 0 for a linear readout.
         first_layer_residual: the first layer adds an element-dependent self-connection
             of the element embedding, as every later layer does (mace-torch's
             ``RealAgnosticResidualInteractionBlock`` first, as in MACE-MP-0), instead of
@@ -113,7 +132,11 @@ class MACE(Potential):
         num_interactions: int = 2,
         num_basis: int = 8,
         envelope_p: int = 5,
+        radial_basis: str = "bessel",
+        distance_transform: str | None = None,
         radial_hidden: Sequence[int] = (64, 64, 64),
+        density_normalization: bool = False,
+        pair_repulsion: bool = False,
         readout_hidden: int = 16,
         first_layer_residual: bool = False,
         product: str = "cg",
@@ -132,6 +155,10 @@ class MACE(Potential):
             )
         if not isinstance(num_interactions, int) or num_interactions < 1:
             raise ValueError(f"model.num_interactions must be a positive integer, got {num_interactions!r}")
+        if distance_transform is not None and distance_transform not in DISTANCE_TRANSFORMS:
+            raise ValueError(f"model.distance_transform must be null or one of {', '.join(DISTANCE_TRANSFORMS)}, got {distance_transform!r}")
+        if readout_hidden < 0:
+            raise ValueError(f"model.readout_hidden must be 0 (a linear readout) or a positive width, got {readout_hidden!r}")
         num_channels = channels.pop()
         self.max_ell = max_ell
         self.first_layer_residual = first_layer_residual
@@ -141,7 +168,13 @@ class MACE(Potential):
         elements = o3.Irreps(f"{self.num_elements}x0e")
         scalars = o3.Irreps(f"{num_channels}x0e")
 
-        self.radial_embedding = RadialEmbedding(cutoff, num_basis, envelope_p)
+        transform = DISTANCE_TRANSFORMS[distance_transform]() if distance_transform else None
+        self.radial_embedding = RadialEmbedding(cutoff, num_basis, envelope_p, radial_basis, transform)
+        self.pair_repulsion = ZBLRepulsion(self.elements, envelope_p) if pair_repulsion else None
+        if transform is not None or pair_repulsion:
+            self.register_buffer("covalent_radii", torch.tensor([COVALENT_RADII[z] for z in self.elements]))
+        else:
+            self.covalent_radii = None
         self.embedding = Linear(elements, scalars)
         self.interactions, self.products, self.linears = torch.nn.ModuleList(), torch.nn.ModuleList(), torch.nn.ModuleList()
         self.self_connections, self.readouts = torch.nn.ModuleList(), torch.nn.ModuleList()
@@ -151,7 +184,7 @@ class MACE(Potential):
             last = layer == num_interactions - 1
             irreps_out = scalars if last else hidden
             self.interactions.append(
-                _Interaction(irreps_in, irreps_sh, irreps_a, num_basis, radial_hidden, self.avg_num_neighbors)
+                _Interaction(irreps_in, irreps_sh, irreps_a, num_basis, radial_hidden, self.avg_num_neighbors, density_normalization)
             )
             self.products.append(make_product(irreps_a, irreps_out, correlation, self.num_elements))
             self.linears.append(Linear(irreps_out, irreps_out))
@@ -161,7 +194,7 @@ class MACE(Potential):
             self.self_connections.append(
                 FullyConnectedTensorProduct(irreps_a if mixes_a else irreps_in, elements, irreps_a if mixes_a else irreps_out)
             )
-            if last:
+            if last and readout_hidden:
                 readout = torch.nn.Sequential(Linear(irreps_out, f"{readout_hidden}x0e"), torch.nn.SiLU(), Linear(f"{readout_hidden}x0e", "1x0e"))
             else:
                 readout = Linear(irreps_out, "1x0e")
@@ -174,10 +207,12 @@ class MACE(Potential):
 
     def node_energy_terms(self, species, edge_vec, edge_index):
         one_hot = self.one_hot(species)
+        r = edge_vec.norm(dim=-1)
+        radius_sum = None if self.covalent_radii is None else pair_radius_sum(self.covalent_radii, species, edge_index)
         edge_sh = spherical_harmonics(self.max_ell, edge_vec)
-        edge_features = self.radial_embedding(edge_vec.norm(dim=-1))
+        edge_features = self.radial_embedding(r, radius_sum)
         x = self.embedding(one_hot)
-        energy = 0.0
+        energy = 0.0 if self.pair_repulsion is None else self.pair_repulsion(r, radius_sum, species, edge_index) / self.scale
         for layer, (interaction, product, linear, self_connection, readout) in enumerate(
             zip(self.interactions, self.products, self.linears, self.self_connections, self.readouts)
         ):

@@ -6,8 +6,9 @@ tests of ``equinet.mace_import`` (which never need mace-torch).
 Builds small MACE models (a few channels) of the architectures that ``mace_run_train``
 builds for the foundation models, saves each as mace does (``torch.save(model)``, float64)
 to ``OUT/<name>.model``, and writes mace-torch's energy, forces, stress and per-atom
-energies (float64, through its ASE calculator) on a periodic crystal of several elements
-whose cell is smaller than the cutoff and on a molecule to ``OUT/references.json``.
+energies (float64, through its ASE calculator; for each head of a multi-head model) on a
+periodic crystal of several elements whose cell is smaller than the cutoff and on a
+molecule to ``OUT/references.json``.
 
 mace-torch pins e3nn 0.4.4, so this file re-runs itself (``--worker``) under the
 interpreter of ``.bench/mace-venv`` (created on first use, see ``peers.py``).
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from peers import MACE_TORCH, PEER_ENV, mace_python
@@ -26,14 +26,31 @@ from peers import MACE_TORCH, PEER_ENV, mace_python
 OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "mace"
 ELEMENTS = [1, 6, 8, 29]
 CUTOFF = 4.0
-# name: (model class, first interaction block, later interaction blocks, hidden irreps, max_ell, correlation)
-# "mp0": ScaleShiftMACE with residual blocks throughout, as MACE-MP-0 is built;
-# "off": `mace_run_train --model MACE` (ScaleShiftMACE, plain first block), as MACE-OFF;
-# "plain": the MACE class itself (no scale and shift).
+RESIDUAL, PLAIN = "RealAgnosticResidualInteractionBlock", "RealAgnosticInteractionBlock"
+DENSITY_RESIDUAL, DENSITY = "RealAgnosticDensityResidualInteractionBlock", "RealAgnosticDensityInteractionBlock"
+# name: the architecture (mace's keyword arguments beside those shared in build()):
 CASES = {
-    "mp0": ("ScaleShiftMACE", "RealAgnosticResidualInteractionBlock", "RealAgnosticResidualInteractionBlock", "3x0e+3x1o", 1, 3),
-    "off": ("ScaleShiftMACE", "RealAgnosticInteractionBlock", "RealAgnosticResidualInteractionBlock", "3x0e", 2, 3),
-    "plain": ("MACE", "RealAgnosticInteractionBlock", "RealAgnosticResidualInteractionBlock", "2x0e+2x1o+2x2e", 1, 2),
+    # ScaleShiftMACE with residual blocks throughout, as MACE-MP-0 is built
+    "mp0": dict(cls="ScaleShiftMACE", first=RESIDUAL, later=RESIDUAL, hidden="3x0e+3x1o", max_ell=1, correlation=3),
+    # `mace_run_train --model MACE` (ScaleShiftMACE, plain first block), as MACE-OFF
+    "off": dict(cls="ScaleShiftMACE", first=PLAIN, later=RESIDUAL, hidden="3x0e", max_ell=2, correlation=3),
+    # the MACE class itself (no scale and shift)
+    "plain": dict(cls="MACE", first=PLAIN, later=RESIDUAL, hidden="2x0e+2x1o+2x2e", max_ell=1, correlation=2),
+    # MACE-MP-0b3: ZBL repulsion (scaled with the learned energy) and the Agnesi transform
+    "mp0b3": dict(cls="ScaleShiftMACE", first=RESIDUAL, later=RESIDUAL, hidden="2x0e+2x1o", max_ell=1, correlation=2,
+                  pair_repulsion=True, distance_transform="Agnesi"),
+    # MACE-MPA-0 / OMAT-0: density-normalised blocks, ZBL, Agnesi
+    "mpa": dict(cls="ScaleShiftMACE", first=DENSITY, later=DENSITY_RESIDUAL, hidden="2x0e+2x1o", max_ell=1, correlation=2,
+                pair_repulsion=True, distance_transform="Agnesi"),
+    # Gaussian basis, Soft transform, ZBL in the unscaled MACE class
+    "gaussian_soft": dict(cls="MACE", first=DENSITY_RESIDUAL, later=DENSITY_RESIDUAL, hidden="2x0e+2x1o", max_ell=1,
+                          correlation=2, pair_repulsion=True, distance_transform="Soft", radial_type="gaussian"),
+    # one interaction: its only readout is linear
+    "one_layer": dict(cls="ScaleShiftMACE", first=PLAIN, later=RESIDUAL, hidden="3x0e", max_ell=2, correlation=2,
+                      num_interactions=1),
+    # two heads with their own reference energies, scale and shift, as multi-head fine-tuning writes
+    "two_heads": dict(cls="ScaleShiftMACE", first=RESIDUAL, later=RESIDUAL, hidden="2x0e+2x1o", max_ell=1,
+                      correlation=2, heads=["pt_head", "Default"]),
 }  # fmt: skip
 
 
@@ -41,16 +58,20 @@ CASES = {
 
 
 def structures():
-    """The periodic crystal (4 atoms of 3 elements, cell vectors under the cutoff) and the molecule."""
-    from ase import Atoms
+    """The periodic crystal (5 atoms of 4 elements, cell vectors under the cutoff), a molecule
+    and a cluster of atoms pressed closer than their covalent radii."""
+    from ase import Atom, Atoms
     from ase.build import molecule
 
     cell = [[3.1, 0.0, 0.0], [0.6, 3.3, 0.0], [-0.4, 0.5, 3.4]]
     crystal = Atoms("Cu2OC", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.1], [0.25, 0.6, 0.5], [0.7, 0.2, 0.6]], cell=cell, pbc=True)
     crystal.rattle(0.05, seed=1)
+    crystal.append(Atom("H", crystal.positions[2] + [0.8, 0.3, 0.0]))  # O-H closer than their covalent radii: ZBL acts
     methanol = molecule("CH3OH")
     methanol.rattle(0.05, seed=2)
-    return {"crystal": crystal, "molecule": methanol}
+    # atoms closer than their covalent radii, where the ZBL repulsion and the distance transforms matter
+    close = Atoms("CuOCH", positions=[[0.0, 0.0, 0.0], [1.25, 0.0, 0.0], [0.0, 1.3, 0.2], [1.0, 1.0, 0.9]])
+    return {"crystal": crystal, "molecule": methanol, "close": close}
 
 
 def build(name: str):
@@ -59,17 +80,21 @@ def build(name: str):
     from e3nn import o3
     from mace import modules
 
-    model_class, first, later, hidden, max_ell, correlation = CASES[name]
+    case = dict(CASES[name])
+    model_class, first, later, hidden = (case.pop(key) for key in ("cls", "first", "later", "hidden"))
+    heads = case.get("heads", ["Default"])
     rng = np.random.default_rng(len(name))
+    energies = rng.normal(-5.0, 2.0, (len(heads), len(ELEMENTS)))
     kwargs = dict(
-        r_max=CUTOFF, num_bessel=6, num_polynomial_cutoff=5, max_ell=max_ell,
+        r_max=CUTOFF, num_bessel=6, num_polynomial_cutoff=5, num_interactions=case.pop("num_interactions", 2),
         interaction_cls=modules.interaction_classes[later], interaction_cls_first=modules.interaction_classes[first],
-        num_interactions=2, num_elements=len(ELEMENTS), hidden_irreps=o3.Irreps(hidden), MLP_irreps=o3.Irreps("4x0e"),
-        atomic_energies=rng.normal(-5.0, 2.0, len(ELEMENTS)), avg_num_neighbors=7.5, atomic_numbers=ELEMENTS,
-        correlation=correlation, gate=torch.nn.functional.silu, radial_MLP=[8, 8],
+        num_elements=len(ELEMENTS), hidden_irreps=o3.Irreps(hidden), MLP_irreps=o3.Irreps("4x0e"),
+        atomic_energies=energies if len(heads) > 1 else energies[0], avg_num_neighbors=7.5, atomic_numbers=ELEMENTS,
+        gate=torch.nn.functional.silu, radial_MLP=[8, 8], **case,
     )  # fmt: skip
     if model_class == "ScaleShiftMACE":
-        return modules.ScaleShiftMACE(atomic_inter_scale=1.7, atomic_inter_shift=-0.3, **kwargs)
+        scale, shift = [1.7, 0.8][: len(heads)], [-0.3, 0.2][: len(heads)]
+        return modules.ScaleShiftMACE(atomic_inter_scale=scale if len(heads) > 1 else scale[0], atomic_inter_shift=shift if len(heads) > 1 else shift[0], **kwargs)
     return modules.MACE(**kwargs)
 
 
@@ -98,20 +123,23 @@ def worker(out: Path) -> None:
                 parameter.add_(0.1 * torch.randn_like(parameter))
         path = out / f"{name}.model"
         torch.save(model, path)
-        calculator = MACECalculator(model_paths=str(path), device="cpu", default_dtype="float64")
-        results = {}
-        for key, atoms in atoms_by_name.items():
-            atoms = atoms.copy()
-            atoms.calc = calculator
-            result = {
-                "energy": atoms.get_potential_energy(),
-                "forces": atoms.get_forces().tolist(),
-                "node_energy": np.asarray(calculator.results["energies"]).tolist(),  # with the E0s
-            }
-            if atoms.pbc.all():
-                result["stress"] = atoms.get_stress(voigt=False).tolist()
-            results[key] = result
-        references["models"][name] = {"file": path.name, "class": CASES[name][0], "results": results}
+        heads = CASES[name].get("heads", [None])
+        for head in heads:
+            calculator = MACECalculator(model_paths=str(path), device="cpu", default_dtype="float64", head=head)
+            results = {}
+            for key, atoms in atoms_by_name.items():
+                atoms = atoms.copy()
+                atoms.calc = calculator
+                result = {
+                    "energy": atoms.get_potential_energy(),
+                    "forces": atoms.get_forces().tolist(),
+                    "node_energy": np.asarray(calculator.results["energies"]).tolist(),  # with the E0s
+                }
+                if atoms.pbc.all():
+                    result["stress"] = atoms.get_stress(voigt=False).tolist()
+                results[key] = result
+            entry = name if head is None else f"{name}:{head}"
+            references["models"][entry] = {"file": path.name, "head": head, "class": CASES[name]["cls"], "results": results}
     (out / "references.json").write_text(json.dumps(references, indent=1) + "\n")
 
 

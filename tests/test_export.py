@@ -30,6 +30,10 @@ SMALL = {
 }
 SMALL["mace-gaunt"] = {**SMALL["mace"], "product": "gaunt"}
 SMALL["escn-gate"] = {**SMALL["escn"], "nonlinearity": "gate"}
+SMALL["mace-mpa"] = {
+    **SMALL["mace"], "first_layer_residual": True, "density_normalization": True, "pair_repulsion": True,
+    "distance_transform": "agnesi",
+}  # fmt: skip
 
 
 def _model(variant):

@@ -184,9 +184,10 @@ def test_other_units_are_refused(setup):
 
 
 def test_an_imported_mace_file_on_two_ranks_matches_mace_torch(setup):
-    """A random-weight mace-torch file (MP-0's architecture), imported and exported, on a
-    triclinic H/C/O/Cu cell smaller than the cutoff: LAMMPS on two ranks gives mace-torch's
-    numbers."""
+    """A random-weight mace-torch file (MPA-0's architecture: density-normalised blocks, ZBL
+    repulsion, Agnesi transform), imported and exported, on a triclinic H/C/O/Cu cell smaller
+    than the cutoff with an O-H pair inside the ZBL range: LAMMPS on two ranks gives
+    mace-torch's numbers."""
     import json
 
     from ase import Atoms
@@ -196,8 +197,8 @@ def test_an_imported_mace_file_on_two_ranks_matches_mace_torch(setup):
     folder, _ = setup
     data = Path(__file__).parent / "data" / "mace"
     reference = json.loads((data / "references.json").read_text())
-    structure, expected = reference["structures"]["crystal"], reference["models"]["mp0"]["results"]["crystal"]
-    model = import_mace(data / "mp0.model")
+    structure, expected = reference["structures"]["crystal"], reference["models"]["mpa"]["results"]["crystal"]
+    model = import_mace(data / "mpa.model")
     export_model(model, folder / "mace-lammps.pt")
     atoms = Atoms(numbers=structure["numbers"], positions=structure["positions"], cell=structure["cell"], pbc=True)
     tables, forces, log = _run(folder, atoms, ["H", "C", "O", "Cu"], "run 0", ranks=2, model="mace-lammps.pt")

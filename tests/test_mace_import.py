@@ -16,7 +16,7 @@ from torch_geometric.data import Batch
 
 from equinet.datasets import atoms_to_graph
 from equinet.foreign.mace import import_mace
-from equinet.foreign.mace_config import UnsupportedMace, mace_config
+from equinet.foreign.mace_config import UnsupportedMace, head_index, mace_config
 from equinet.foreign.pickle_reader import read_torch_pickle
 from equinet.model_io import load_model, save_model
 
@@ -42,10 +42,21 @@ def _assert_close(out: dict, reference: dict, rtol: float) -> None:
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_imported_models_reproduce_mace_torch_in_float64(name):
-    model = import_mace(DATA / MODELS[name]["file"])
+    model = import_mace(DATA / MODELS[name]["file"], head=MODELS[name]["head"])
     assert model.atomic_energies.dtype == torch.float64
     for key, structure in STRUCTURES.items():
         _assert_close(_predict(model, structure), MODELS[name]["results"][key], 1e-10)
+
+
+def test_the_references_exercise_the_pair_repulsion():
+    """Without the ZBL term, or unscaled where mace-torch scales it, the energies differ."""
+    for name in ("mp0b3", "mpa"):
+        model = import_mace(DATA / MODELS[name]["file"])
+        expected = MODELS[name]["results"]["crystal"]["energy"]
+        for factor in (0.0, 1.0):
+            with torch.no_grad():
+                model.pair_repulsion.factor.fill_(factor)
+            assert abs(float(_predict(model, STRUCTURES["crystal"])["energy"]) - expected) > 1e-3
 
 
 def test_imported_models_in_float32_and_after_a_round_trip_through_model_pt(tmp_path):
@@ -69,15 +80,23 @@ def _refusal(change) -> str:
 
 
 def test_options_equinet_does_not_reproduce_are_refused_by_name():
-    other = read_torch_pickle(DATA / "off.model")
+    density = read_torch_pickle(DATA / "mpa.model")
     radial = lambda r: r.get("radial_embedding").state["_modules"]  # noqa: E731
-    assert "heads" in _refusal(lambda r: r.state.update(heads=["a", "b"]))
-    assert "pair_repulsion" in _refusal(lambda r: r.state.update(pair_repulsion=True))
+    modules = lambda r, key: r.get(key).state["_modules"]  # noqa: E731
     assert "apply_cutoff" in _refusal(lambda r: r.state.update(apply_cutoff=False))
-    assert "distance_transform" in _refusal(lambda r: radial(r).update(distance_transform=radial(r)["cutoff_fn"]))
-    assert "radial_type" in _refusal(lambda r: radial(r).update(bessel_fn=radial(r)["cutoff_fn"]))
-    plain_block = other.get("interactions").children()["0"]
-    assert "interaction RealAgnosticInteractionBlock" in _refusal(lambda r: r.get("interactions").state["_modules"].update({"1": plain_block}))
+    assert "embedding_specs" in _refusal(lambda r: r.state["_modules"].update(joint_embedding=radial(r)["cutoff_fn"]))
+    assert "distance_transform PolynomialCutoff" in _refusal(lambda r: radial(r).update(distance_transform=radial(r)["cutoff_fn"]))
+    assert "radial_type PolynomialCutoff" in _refusal(lambda r: radial(r).update(bessel_fn=radial(r)["cutoff_fn"]))
+    chebyshev = read_torch_pickle(DATA / "mp0.model").get("radial_embedding").get("bessel_fn")
+    chebyshev.qualname = "mace.modules.radial.ChebychevBasis"
+    assert "chebyshev" in _refusal(lambda r: radial(r).update(bessel_fn=chebyshev))
+    later_density = density.get("interactions").children()["1"]
+    assert "density-normalised and plain" in _refusal(lambda r: modules(r, "interactions").update({"1": later_density}))
+    two_heads = read_torch_pickle(DATA / "two_heads.model")
+    assert [head_index(two_heads, head) for head in (None, "Default", "pt_head")] == [1, 1, 0]
+    two_heads.state["heads"] = ["pbe", "r2scan"]
+    with pytest.raises(UnsupportedMace, match=r"^has several heads \(pbe, r2scan\) and none named Default: pick one with head=$"):
+        head_index(two_heads, None)
 
 
 def test_a_mace_model_laid_out_otherwise_gets_one_line(monkeypatch):
@@ -118,6 +137,8 @@ def test_the_calculator_runs_a_mace_file_directly():
     _assert_close(out, reference, 1e-10)
     with pytest.raises(ValueError, match="no head 'pbe'"):
         equinet.Calculator(DATA / "off.model", head="pbe")
+    atoms.calc = equinet.Calculator(DATA / "two_heads.model", head="pt_head")
+    assert atoms.get_potential_energy() == pytest.approx(MODELS["two_heads:pt_head"]["results"]["crystal"]["energy"], rel=1e-12)
 
 
 def test_equinet_import_mace_writes_a_model_pt_equal_to_mace_torch(tmp_path, capsys):
@@ -128,6 +149,8 @@ def test_equinet_import_mace_writes_a_model_pt_equal_to_mace_torch(tmp_path, cap
     model = load_model(tmp_path / "mp0.pt")
     for name, structure in STRUCTURES.items():
         _assert_close(_predict(model, structure), MODELS["mp0"]["results"][name], 1e-10)
+    assert main(["import", "mace", str(DATA / "two_heads.model"), "-o", str(tmp_path / "pt.pt"), "--head", "pt_head"]) == 0
+    _assert_close(_predict(load_model(tmp_path / "pt.pt"), STRUCTURES["close"]), MODELS["two_heads:pt_head"]["results"]["close"], 1e-10)
     assert main(["import", "mace", str(DATA / "mp0.model"), "-o", str(tmp_path / "x.pt"), "--head", "nope"]) == 2
     assert "cannot import this MACE model: has no head 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
@@ -168,3 +191,11 @@ def test_fine_tuning_an_imported_mace_model_lowers_its_validation_error(tmp_path
     losses = [float(row[column]) for row in rows[1:] if row[column]]
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert load_model(tmp_path / "run" / "model.pt").config == import_mace(DATA / "mp0.model").config
+
+
+def test_the_covalent_radii_table_is_ase_s():
+    from ase.data import covalent_radii
+
+    from equinet.potentials.pair_radii import COVALENT_RADII
+
+    assert list(COVALENT_RADII) == covalent_radii.tolist()

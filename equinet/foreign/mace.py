@@ -18,7 +18,7 @@ import torch
 from equinet.potentials import Potential, build_model
 from equinet.potentials.dtypes import DTYPES
 
-from .mace_config import UnsupportedMace, mace_config
+from .mace_config import check_model_class, head_index, mace_config
 from .mace_weights import mace_state_dict
 from .pickle_reader import read_torch_pickle
 
@@ -29,7 +29,8 @@ def import_mace(path: str | Path, head: str | None = None, dtype: str | None = N
 
     Args:
         path: a mace-torch ``.model`` file (``MACE`` or ``ScaleShiftMACE``).
-        head: the head to import; ``None`` for a model with one head.
+        head: the head to import; ``None``: the model's only head, or the one named
+            "Default" (as mace-torch's calculator picks).
         dtype: ``"float32"`` or ``"float64"``; ``None`` keeps the file's.
 
     Raises:
@@ -43,14 +44,13 @@ def import_mace(path: str | Path, head: str | None = None, dtype: str | None = N
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     record = read_torch_pickle(path)
     try:
-        config, statistics = mace_config(record)
-        heads = record.get("heads", ["Default"])
-        if head is not None and head not in heads:
-            raise UnsupportedMace(f"has no head {head!r} (its heads: {', '.join(map(str, heads))})")
+        check_model_class(record)
+        index = head_index(record, head)
+        config, statistics = mace_config(record, index)
         stored = record.tensors()["node_embedding.linear.weight"].dtype
         config["dtype"] = dtype or ("float32" if stored == torch.float32 else "float64")
         model = build_model(config, statistics)
-        model.load_state_dict({**model.state_dict(), **mace_state_dict(record, model)})
+        model.load_state_dict({**model.state_dict(), **mace_state_dict(record, model, index)})
     except ValueError as error:  # UnsupportedMace, or settings that build_model refuses
         raise ValueError(f"{path}: cannot import this MACE model: {error}") from None
     except (AttributeError, KeyError, TypeError, IndexError, RuntimeError) as error:

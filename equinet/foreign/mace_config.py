@@ -1,11 +1,13 @@
 """The hyper-parameters of a mace-torch model, read from its records: the equinet ``mace``
 config and data statistics that build the same architecture.
 
-Supported: ``MACE`` and ``ScaleShiftMACE`` of mace-torch 0.3 with one head, a first
-``RealAgnosticInteractionBlock`` or ``RealAgnosticResidualInteractionBlock`` and residual
-blocks after it, Bessel radial functions, the polynomial cutoff, SiLU gates, the
-non-linear readout on the last layer. Anything else is refused in one line that names
-the option (:class:`UnsupportedMace`), never imported as a different model.
+Supported: ``MACE`` and ``ScaleShiftMACE`` of mace-torch 0.3, one head of a multi-head
+model, a first ``RealAgnostic[Density]InteractionBlock`` or
+``RealAgnostic[Density]ResidualInteractionBlock`` and residual blocks of the same kind after
+it, Bessel and Gaussian radial functions, the Agnesi and Soft distance transforms, the ZBL
+pair repulsion, the polynomial cutoff, SiLU gates, a non-linear (or, with one layer, linear)
+readout on the last layer. Anything else is refused in one line that names the option
+(:class:`UnsupportedMace`), never imported as a different model.
 """
 
 from __future__ import annotations
@@ -15,11 +17,17 @@ from e3nn import o3
 
 from .pickle_reader import Record
 
-__all__ = ["UnsupportedMace", "irreps_of", "mace_config"]
+__all__ = ["UnsupportedMace", "head_index", "irreps_of", "mace_config"]
 
 MODEL_CLASSES = {"mace.modules.models.MACE", "mace.modules.models.ScaleShiftMACE"}
-PLAIN_BLOCK = "RealAgnosticInteractionBlock"
-RESIDUAL_BLOCK = "RealAgnosticResidualInteractionBlock"
+# First interaction blocks and whether they are residual; later blocks must be residual.
+FIRST_BLOCKS = {
+    "RealAgnosticInteractionBlock": False, "RealAgnosticResidualInteractionBlock": True,
+    "RealAgnosticDensityInteractionBlock": False, "RealAgnosticDensityResidualInteractionBlock": True,
+}  # fmt: skip
+RESIDUAL_BLOCKS = ("RealAgnosticResidualInteractionBlock", "RealAgnosticDensityResidualInteractionBlock")
+RADIAL_BASES = {"BesselBasis": "bessel", "GaussianBasis": "gaussian"}
+DISTANCE_TRANSFORMS = {"AgnesiTransform": "agnesi", "SoftTransform": "soft"}
 SILU = "torch.nn.functional.silu"
 # Model attributes whose values other than these build an architecture equinet does not have.
 _PLAIN_OPTIONS = {
@@ -58,17 +66,46 @@ def _only_tensor(record: Record, name: str) -> torch.Tensor:
     return tensor
 
 
+def head_index(model: Record, head: str | None) -> int:
+    """The index of ``head`` in the model's heads; for ``None``, its only head or the one
+    named "default" (as mace-torch's calculator picks).
+
+    Raises:
+        UnsupportedMace: no such head, or several heads and none named "default".
+    """
+    heads = [str(name) for name in model.get("heads", None) or ["Default"]]
+    if head is None:
+        defaults = [i for i, name in enumerate(heads) if name.lower() == "default"]
+        if len(heads) > 1 and not defaults:
+            raise UnsupportedMace(f"has several heads ({', '.join(heads)}) and none named Default: pick one with head=")
+        return 0 if len(heads) == 1 else defaults[0]
+    if head not in heads:
+        raise UnsupportedMace(f"has no head {head!r} (its heads: {', '.join(heads)})")
+    return heads.index(head)
+
+
 def _radial(model: Record) -> dict:
     embedding = model.get("radial_embedding")
-    if embedding.get("distance_transform") is not None:
-        raise UnsupportedMace(f"distance_transform {embedding.get('distance_transform').name} is not supported yet")
     basis, cutoff = embedding.get("bessel_fn"), embedding.get("cutoff_fn")
-    if basis.name != "BesselBasis":
-        raise UnsupportedMace(f"radial_type {basis.name} is not supported yet (only BesselBasis)")
+    if basis.name == "ChebychevBasis":
+        raise UnsupportedMace(
+            "radial_type chebyshev is not supported: mace-torch's Chebyshev basis has no derivative in torch, "
+            "so its forces leave out the radial part and are not those of its energy"
+        )
+    if basis.name not in RADIAL_BASES:
+        raise UnsupportedMace(f"radial_type {basis.name} is not supported yet (BesselBasis or GaussianBasis)")
     if cutoff.name != "PolynomialCutoff":
         raise UnsupportedMace(f"cutoff function {cutoff.name} is not supported")
+    transform = embedding.get("distance_transform")
+    if transform is not None and transform.name not in DISTANCE_TRANSFORMS:
+        raise UnsupportedMace(f"distance_transform {transform.name} is not supported yet (Agnesi or Soft)")
+    num_basis = [tensor for name, tensor in basis.tensors().items() if name in ("bessel_weights", "gaussian_weights")]
+    if len(num_basis) != 1:
+        raise UnsupportedMace(f"its {basis.name} has no basis weights")
     return {
-        "num_basis": _only_tensor(basis, "bessel_weights").numel(),
+        "num_basis": num_basis[0].numel(),
+        "radial_basis": RADIAL_BASES[basis.name],
+        "distance_transform": None if transform is None else DISTANCE_TRANSFORMS[transform.name],
         "envelope_p": int(_only_tensor(cutoff, "p")),
         "cutoff": float(_only_tensor(cutoff, "r_max")),
     }
@@ -83,23 +120,42 @@ def _radial_hidden(interaction: Record) -> tuple[int, ...]:
     return tuple(layer.get("h_out") for layer in layers[:-1])
 
 
-def _check_blocks(interactions: list[Record], readouts: list[Record]) -> None:
-    if interactions[0].name not in (PLAIN_BLOCK, RESIDUAL_BLOCK):
-        raise UnsupportedMace(f"interaction_first {interactions[0].name} is not supported yet ({PLAIN_BLOCK} or {RESIDUAL_BLOCK})")
+def _check_blocks(interactions: list[Record], readouts: list[Record]) -> bool:
+    """Whether the blocks normalise messages by a learned density (mace's Density blocks)."""
+    if interactions[0].name not in FIRST_BLOCKS:
+        raise UnsupportedMace(f"interaction_first {interactions[0].name} is not supported yet ({' or '.join(FIRST_BLOCKS)})")
     for block in interactions[1:]:
-        if block.name != RESIDUAL_BLOCK:
-            raise UnsupportedMace(f"interaction {block.name} is not supported yet ({RESIDUAL_BLOCK})")
+        if block.name not in RESIDUAL_BLOCKS:
+            raise UnsupportedMace(f"interaction {block.name} is not supported yet ({' or '.join(RESIDUAL_BLOCKS)})")
+    density = {"Density" in block.name for block in interactions}
+    if len(density) != 1:
+        raise UnsupportedMace("density-normalised and plain interaction blocks in one model are not supported yet")
     for block in interactions:
         for key in ("cueq_config", "oeq_config"):
             if block.get(key) is not None:
                 raise UnsupportedMace(f"{key} is set (a model saved for cuEquivariance or OpenEquivariance); convert it back to e3nn first")
     if len(readouts) != len(interactions) or any(r.name != "LinearReadoutBlock" for r in readouts[:-1]):
         raise UnsupportedMace("readouts other than a linear one per layer and a non-linear last one are not supported")
-    if readouts[-1].name != "NonLinearReadoutBlock":
+    if readouts[-1].name == "LinearReadoutBlock" and len(readouts) > 1:
+        raise UnsupportedMace("a linear last readout after several layers is not supported yet")
+    if readouts[-1].name not in ("NonLinearReadoutBlock", "LinearReadoutBlock"):
         raise UnsupportedMace(f"readout {readouts[-1].name} is not supported yet (NonLinearReadoutBlock)")
-    acts = _list(readouts[-1].get("non_linearity").get("acts"))
-    if len(acts) != 1 or getattr(acts[0].get("f"), "qualname", None) != SILU:
-        raise UnsupportedMace("gate other than silu in the readout is not supported yet")
+    if readouts[-1].name == "NonLinearReadoutBlock":
+        acts = _list(readouts[-1].get("non_linearity").get("acts"))
+        if len(acts) != 1 or getattr(acts[0].get("f"), "qualname", None) != SILU:
+            raise UnsupportedMace("gate other than silu in the readout is not supported yet")
+    return density.pop()
+
+
+def _pair_repulsion(model: Record, envelope_p: int) -> bool:
+    if not model.get("pair_repulsion", False):
+        return False
+    zbl = model.get("pair_repulsion_fn")
+    if zbl is None or zbl.name != "ZBLBasis":
+        raise UnsupportedMace("pair_repulsion other than ZBLBasis is not supported")
+    if int(_only_tensor(zbl, "p")) != envelope_p:
+        raise UnsupportedMace("a ZBL envelope exponent other than the radial cutoff's is not supported")
+    return True
 
 
 def _check_options(model: Record) -> None:
@@ -107,12 +163,9 @@ def _check_options(model: Record) -> None:
         value = model.get(key, plain)
         if value != plain:
             raise UnsupportedMace(f"{key}={value!r} is not supported yet")
-    for key, option in (("pair_repulsion", "pair_repulsion (ZBL)"), ("joint_embedding", "embedding_specs")):
+    for key, option in (("joint_embedding", "embedding_specs"), ("embedding_readout", "use_embedding_readout")):
         if model.get(key) is not None:
             raise UnsupportedMace(f"{option} is not supported yet")
-    heads = model.get("heads", ["Default"])
-    if len(heads) != 1:
-        raise UnsupportedMace(f"multi-head models (heads {heads}) are not supported yet")
     sh = model.get("spherical_harmonics")
     if sh.get("normalize") is not True or sh.get("normalization") != "component":
         raise UnsupportedMace("spherical harmonics other than normalized, component-normalized ones are not supported")
@@ -124,21 +177,25 @@ def _single(values: list, option: str):
     return values[0]
 
 
-def mace_config(model: Record) -> tuple[dict, dict]:
+def check_model_class(model) -> None:
+    """Raises UnsupportedMace unless ``model`` is a record of mace-torch's MACE or ScaleShiftMACE."""
+    if not isinstance(model, Record) or model.qualname not in MODEL_CLASSES:
+        found = model.qualname if isinstance(model, Record) else type(model).__name__
+        raise UnsupportedMace(f"not a mace-torch MACE or ScaleShiftMACE model (it holds {found})")
+
+
+def mace_config(model: Record, head: int = 0) -> tuple[dict, dict]:
     """The equinet ``mace`` config (without ``dtype``) and the data statistics
-    (elements, reference energies, mean neighbour count) of a mace-torch model record.
+    (elements, reference energies, mean neighbour count) of head ``head`` (an index,
+    :func:`head_index`) of a mace-torch model record.
 
     Raises:
         UnsupportedMace: not a MACE model, or one with an option equinet does not reproduce.
     """
-    if not isinstance(model, Record) or model.qualname not in MODEL_CLASSES:
-        found = model.qualname if isinstance(model, Record) else type(model).__name__
-        raise UnsupportedMace(f"not a mace-torch MACE or ScaleShiftMACE model (it holds {found})")
+    check_model_class(model)
     _check_options(model)
     interactions, products, readouts = (_list(model.get(key)) for key in ("interactions", "products", "readouts"))
-    if len(interactions) < 2:
-        raise UnsupportedMace("num_interactions=1 is not supported yet")
-    _check_blocks(interactions, readouts)
+    density_normalization = _check_blocks(interactions, readouts)
     hidden = irreps_of(interactions[0].get("hidden_irreps"))
     if any(ir.p != (-1) ** ir.l for _, ir in hidden):
         raise UnsupportedMace(f"hidden_irreps {hidden} has irreps of parity other than (-1)^l, which is not supported yet")
@@ -148,13 +205,16 @@ def mace_config(model: Record) -> tuple[dict, dict]:
     contractions = [_list(p.get("symmetric_contractions").get("contractions")) for p in products]
     correlation = _single([c.get("correlation") for layer in contractions for c in layer], "correlation")
     avg_num_neighbors = _single([block.get("avg_num_neighbors") for block in interactions], "avg_num_neighbors")
-    energies = _only_tensor(model.get("atomic_energies_fn"), "atomic_energies").reshape(-1).tolist()
     elements = _only_tensor(model, "atomic_numbers").tolist()
-    scale_shift = model.get("scale_shift")
-    scale, shift = (1.0, 0.0) if scale_shift is None else (float(_only_tensor(scale_shift, k).reshape(-1)[0]) for k in ("scale", "shift"))
+    energies = _only_tensor(model.get("atomic_energies_fn"), "atomic_energies").reshape(-1, len(elements))[head].tolist()
+    scale, shift = head_scale_shift(model, head)
+    radial = _radial(model)
+    last_readout = readouts[-1]
     config = {
         "name": "mace",
-        **_radial(model),
+        **radial,
+        "density_normalization": density_normalization,
+        "pair_repulsion": _pair_repulsion(model, radial["envelope_p"]),
         "scale": scale,
         "shift": shift,
         "hidden_irreps": str(hidden),
@@ -162,8 +222,8 @@ def mace_config(model: Record) -> tuple[dict, dict]:
         "correlation": correlation,
         "num_interactions": len(interactions),
         "radial_hidden": list(_single([_radial_hidden(block) for block in interactions], "radial_MLP")),
-        "readout_hidden": irreps_of(readouts[-1].get("linear_1").get("irreps_out")).num_irreps,
-        "first_layer_residual": interactions[0].name == RESIDUAL_BLOCK,
+        "readout_hidden": 0 if last_readout.name == "LinearReadoutBlock" else readout_width(model),
+        "first_layer_residual": FIRST_BLOCKS[interactions[0].name],
         "product": "cg",
     }
     statistics = {
@@ -172,3 +232,20 @@ def mace_config(model: Record) -> tuple[dict, dict]:
         "avg_num_neighbors": float(avg_num_neighbors),
     }
     return config, statistics
+
+
+def head_scale_shift(model: Record, head: int) -> tuple[float, float]:
+    """mace's energy scale and shift of one head (1 and 0 for the ``MACE`` class)."""
+    scale_shift = model.get("scale_shift")
+    if scale_shift is None:
+        return 1.0, 0.0
+    scale, shift = (_only_tensor(scale_shift, key).reshape(-1) for key in ("scale", "shift"))
+    return float(scale[head if len(scale) > 1 else 0]), float(shift[head if len(shift) > 1 else 0])
+
+
+def readout_width(model: Record) -> int:
+    """The width of one head's hidden layer in the last, non-linear readout (mace's
+    ``MLP_irreps``; the layer holds one such block per head)."""
+    readout = _list(model.get("readouts"))[-1]
+    num_heads = len(model.get("heads", None) or ["Default"])
+    return irreps_of(readout.get("linear_1").get("irreps_out")).num_irreps // num_heads

@@ -3,7 +3,7 @@
 
 Most weights are e3nn ``Linear``, ``FullyConnectedTensorProduct`` and
 ``FullyConnectedNet`` weights of the same irreps and layout on both sides and are copied.
-Two are not:
+These are not:
 
 * the last readout's activation: mace's e3nn ``Activation`` scales SiLU by its
   second-moment constant ``cst``; equinet's readout has a plain SiLU, so ``cst`` moves
@@ -13,7 +13,14 @@ Two are not:
   maps. The product only sees the symmetrized U, so each of mace's basis tensors,
   symmetrized, is written in equinet's basis by a least-squares solve
   ``U_eq^T P = sym(U_mace)`` (``P: [K_eq, K]``), and ``w_eq = P w_mace / WEIGHT_SCALE``.
-  The solve must leave no residual (then the map is exact); otherwise the import is refused.
+  The solve must leave no residual (then the map is exact); otherwise the import is refused;
+* the readouts of a multi-head model: their outputs hold one column per head (and the
+  last one's hidden layer one block per head, the others masked), so one head's column
+  and block are taken, and the last linear map's e3nn normalisation ``1/sqrt(fan-in)``
+  corrected from the width of all heads to that of one;
+* the reference energies, scale and shift: one head's;
+* the ZBL repulsion, which mace's ``ScaleShiftMACE`` scales with the learned energy: that
+  scale becomes the repulsion's ``factor``.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from equinet.ops import symmetric_coupling_basis
 from equinet.ops.symmetric_contraction import WEIGHT_SCALE
 from equinet.potentials import Potential
 
-from .mace_config import UnsupportedMace, irreps_of
+from .mace_config import UnsupportedMace, head_scale_shift, irreps_of, readout_width
 from .pickle_reader import Record
 
 __all__ = ["mace_state_dict"]
@@ -82,36 +89,68 @@ def _product(prefix: str, product: Record, model_product) -> dict[str, torch.Ten
     return out
 
 
-def mace_state_dict(mace: Record, model: Potential) -> dict[str, torch.Tensor]:
+def _radial(source: dict[str, torch.Tensor], model: Potential) -> dict[str, torch.Tensor]:
+    """The radial basis, the distance transform's parameters and the covalent radii."""
+    state = {}
+    for mace_name, name in (("bessel_weights", "frequencies"), ("gaussian_weights", "centres")):
+        if f"radial_embedding.bessel_fn.{mace_name}" in source:
+            state[f"radial_embedding.basis.{name}"] = source[f"radial_embedding.bessel_fn.{mace_name}"]
+    if model.radial_embedding.transform is not None:
+        for name, _ in model.radial_embedding.transform.named_buffers():
+            state[f"radial_embedding.transform.{name}"] = source[f"radial_embedding.distance_transform.{name}"]
+    if model.covalent_radii is not None:
+        radii = source.get("pair_repulsion_fn.covalent_radii", source.get("radial_embedding.distance_transform.covalent_radii"))
+        state["covalent_radii"] = radii[model.elements]
+    return state
+
+
+def _readouts(source: dict[str, torch.Tensor], mace: Record, head: int) -> dict[str, torch.Tensor]:
+    """One head's readout weights (column ``head`` of the per-head outputs)."""
+    readouts = mace.get("readouts").children()
+    num_heads, last = len(mace.get("heads") or ["Default"]), len(readouts) - 1
+    linear = range(last + 1) if readouts[str(last)].name == "LinearReadoutBlock" else range(last)
+    state = {f"readouts.{i}.weight": source[f"readouts.{i}.linear.weight"].view(-1, num_heads)[:, head] for i in linear}
+    if last in linear:
+        return state
+    width = readout_width(mace)
+    block = slice(head * width, (head + 1) * width)
+    cst = readouts[str(last)].get("non_linearity").get("acts").children()["0"].get("cst")
+    first = source[f"readouts.{last}.linear_1.weight"].view(-1, num_heads * width)[:, block]
+    second = source[f"readouts.{last}.linear_2.weight"].double().view(num_heads * width, num_heads)[block, head]
+    state[f"readouts.{last}.0.weight"] = first.reshape(-1)
+    state[f"readouts.{last}.2.weight"] = second * cst / num_heads**0.5
+    return state
+
+
+def mace_state_dict(mace: Record, model: Potential, head: int = 0) -> dict[str, torch.Tensor]:
     """Every parameter and the reference energies, scale and shift of ``model`` (equinet
-    ``mace``) from the mace-torch record ``mace``, as a state dict (float64)."""
+    ``mace``) from head ``head`` of the mace-torch record ``mace``, as a state dict (float64)."""
     source = mace.tensors()
+    scale, shift = head_scale_shift(mace, head)
     state = {
         "embedding.weight": source["node_embedding.linear.weight"],
-        "radial_embedding.basis.frequencies": source["radial_embedding.bessel_fn.bessel_weights"],
-        "atomic_energies": source["atomic_energies_fn.atomic_energies"].reshape(-1),
+        "atomic_energies": source["atomic_energies_fn.atomic_energies"].reshape(-1, model.num_elements)[head],
+        "scale": torch.tensor(scale, dtype=torch.float64),
+        "shift": torch.tensor(shift, dtype=torch.float64),
+        **_radial(source, model),
+        **_readouts(source, mace, head),
     }
-    if mace.get("scale_shift") is not None:
-        state["scale"] = source["scale_shift.scale"].reshape(())
-        state["shift"] = source["scale_shift.shift"].reshape(())
-    products, readouts = mace.get("products").children(), mace.get("readouts").children()
-    last = len(products) - 1
-    for i in range(len(products)):
+    if model.pair_repulsion is not None:
+        for name in ("a_exp", "a_prefactor"):
+            state[f"pair_repulsion.{name}"] = source[f"pair_repulsion_fn.{name}"]
+        state["pair_repulsion.factor"] = torch.tensor(scale, dtype=torch.float64)
+    for i, product in enumerate(mace.get("products").children().values()):
         for name in ("linear_up", "linear"):
             state[f"interactions.{i}.{name}.weight"] = source[f"interactions.{i}.{name}.weight"]
         layer = 0
         while f"interactions.{i}.conv_tp_weights.layer{layer}.weight" in source:
             state[f"interactions.{i}.radial.layer{layer}.weight"] = source[f"interactions.{i}.conv_tp_weights.layer{layer}.weight"]
             layer += 1
+        if model.interactions[i].density is not None:
+            state[f"interactions.{i}.density.layer0.weight"] = source[f"interactions.{i}.density_fn.layer0.weight"]
         state[f"self_connections.{i}.weight"] = source[f"interactions.{i}.skip_tp.weight"]
         state[f"linears.{i}.weight"] = source[f"products.{i}.linear.weight"]
-        state.update(_product(f"products.{i}.", products[str(i)], model.products[i]))
-        if i < last:
-            state[f"readouts.{i}.weight"] = source[f"readouts.{i}.linear.weight"]
-        else:
-            cst = readouts[str(i)].get("non_linearity").get("acts").children()["0"].get("cst")
-            state[f"readouts.{i}.0.weight"] = source[f"readouts.{i}.linear_1.weight"]
-            state[f"readouts.{i}.2.weight"] = source[f"readouts.{i}.linear_2.weight"].double() * cst
+        state.update(_product(f"products.{i}.", product, model.products[i]))
     missing = [name for name, _ in model.named_parameters() if name not in state]
     if missing:
         raise UnsupportedMace(f"no mace weight maps onto equinet's {missing[0]}")

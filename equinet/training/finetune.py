@@ -1,5 +1,6 @@
-"""Starting a run from a trained model (``model: {init_from: FILE, freeze: N}``, an equinet
-``model.pt`` or a mace-torch ``.model`` file such as a MACE foundation model): its
+"""Starting a run from a trained model (``model: {init_from: FILE, freeze: N, head: NAME}``,
+an equinet ``model.pt`` or a mace-torch ``.model`` file such as a MACE foundation model, of
+which ``head`` picks one head of a multi-head file): its
 architecture and weights, the per-element reference energies fitted anew to the new data
 (unless ``data.atomic_energies`` gives them), and the first ``N`` message-passing layers
 (with the species embedding) kept fixed."""
@@ -17,14 +18,16 @@ from equinet.potentials.dtypes import DTYPES
 
 __all__ = ["FINETUNE_KEYS", "freeze_layers", "load_pretrained", "set_atomic_energies"]
 
-FINETUNE_KEYS = ("init_from", "freeze")
+FINETUNE_KEYS = ("init_from", "freeze", "head")
 
 
-def load_pretrained(path: str | Path, dtype: str | None = None) -> Potential:
+def load_pretrained(path: str | Path, dtype: str | None = None, head: str | None = None) -> Potential:
     """The trained model in ``path`` (an equinet ``model.pt`` or a mace-torch ``.model``
-    file), in ``dtype`` if given."""
+    file, of which ``head`` picks a head), in ``dtype`` if given."""
     if Path(path).suffix == ".model":
-        return import_mace(path, dtype=dtype).train()
+        return import_mace(path, head=head, dtype=dtype).train()
+    if head is not None:
+        raise ValueError(f"model.head picks a head of a mace-torch .model file; {path} is an equinet model with one head")
     model = load_model(path)
     if dtype is not None and dtype != model.config["dtype"]:
         model = model.to(DTYPES[dtype])

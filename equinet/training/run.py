@@ -147,7 +147,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, co
     if checkpoint is not None:
         model_config, shapes, step = _resumed_model(settings, checkpoint)
     elif "init_from" in config.model:
-        pretrained = load_pretrained(config.model["init_from"], settings.get("dtype"))
+        pretrained = load_pretrained(config.model["init_from"], settings.get("dtype"), config.model.get("head"))
         frozen = freeze_layers(pretrained, config.model.get("freeze", 0))  # a wrong count fails before the data is read
         model_config, step = pretrained.config, None
     else:
