@@ -6,7 +6,8 @@ Sub-packages: :mod:`equinet.ops` (equivariant operators), :mod:`equinet.datasets
 ``equinet.Calculator`` is the ASE calculator; ``equinet.load_model`` and
 ``equinet.save_model`` read and write deployable ``model.pt`` files;
 ``equinet.import_mace`` reads a mace-torch ``.model`` file as an equinet model;
-``equinet.accelerate`` chooses the backends a model's operators run on.
+``equinet.accelerate`` chooses the backends a model's operators run on;
+``equinet.D3Dispersion`` adds Grimme's D3 to a calculator.
 """
 
 from importlib import import_module
@@ -22,13 +23,14 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 # Imported on first use, so that `equinet --help` does not load torch_geometric and ASE.
 _LAZY = {
     "Calculator": "equinet.calculator",
+    "D3Dispersion": "equinet.dispersion",
     "accelerate": "equinet.potentials.accelerate",
     "import_mace": "equinet.foreign.mace",
     "load_model": "equinet.model_io",
     "save_model": "equinet.model_io",
 }
 
-__all__ = ["CONVENTIONS", "Calculator", "__version__", "accelerate", "import_mace", "load_model", "save_model"]
+__all__ = ["CONVENTIONS", "Calculator", "D3Dispersion", "__version__", "accelerate", "import_mace", "load_model", "save_model"]
 
 
 def __getattr__(name: str):

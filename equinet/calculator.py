@@ -4,6 +4,7 @@
     atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
     atoms = calc.atoms_for(pymatgen_structure)          # pymatgen Structure or Molecule
     calc.get_hessian(atoms), calc.get_elastic_tensor(atoms)   # by autograd: eV/Å², GPa
+    equinet.Calculator("mace-mp0.model", dispersion="d3bj", functional="pbe")   # + DFT-D3
 
 The neighbour list is rebuilt with vesin on every call (all periodic images, so cells
 smaller than the cutoff, slabs and molecules without a cell all work).
@@ -24,6 +25,7 @@ from torch_geometric.data import Batch
 
 from equinet.datasets import atoms_to_graph
 from equinet.derivatives import elastic_tensor, hessian
+from equinet.dispersion import D3Dispersion
 from equinet.foreign.mace import import_mace
 from equinet.model_io import load_model
 from equinet.potentials import Potential, accelerate
@@ -62,6 +64,10 @@ class Calculator(_ASECalculator):
             for a model file); a name (``"auto"``, ``"cpp"``, ...) for every operator, or
             ``{"conv": ..., "product": ...}``, runs them on others (:func:`equinet.accelerate`,
             in place).
+        dispersion: ``None``, a D3 damping (``"d3bj"``, ``"d3zero"``, ...; see
+            :mod:`equinet.dispersion`) or a :class:`~equinet.dispersion.D3Dispersion`, added
+            to every property (and to the Hessian).
+        functional: the DFT functional of the training data, for the D3 parameters.
 
     Properties: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/Å), ``stress``
     (eV/Å³, ASE's Voigt order and sign; fully periodic cells only) and ``energies``
@@ -79,9 +85,12 @@ class Calculator(_ASECalculator):
         dtype=None,
         head: str | None = None,
         backend=None,
+        dispersion: str | D3Dispersion | None = None,
+        functional: str = "pbe",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.dispersion = D3Dispersion(dispersion, functional) if isinstance(dispersion, str) else dispersion
         self.device = check_device(device)
         members = list(model) if isinstance(model, (list, tuple)) else [model]
         if not members:
@@ -142,12 +151,15 @@ class Calculator(_ASECalculator):
         """``d²E/dr dr`` ``[3n, 3n]`` in eV/Å² by autograd (:func:`equinet.derivatives.hessian`;
         a committee's mean)."""
         atoms = self._atoms_for_derivatives(atoms)
-        return np.mean([hessian(model, atoms) for model in self.models], axis=0)
+        dispersion = 0.0 if self.dispersion is None else self.dispersion.hessian(atoms)
+        return np.mean([hessian(model, atoms) for model in self.models], axis=0) + dispersion
 
     def get_elastic_tensor(self, atoms: Atoms | None = None, relaxed_ions: bool = True) -> np.ndarray:
         """The elastic tensor ``[6, 6]`` in GPa, Voigt order, by autograd
         (:func:`equinet.derivatives.elastic_tensor`; relax the atoms first; a committee's mean)."""
         atoms = self._atoms_for_derivatives(atoms)
+        if self.dispersion is not None:
+            raise ValueError("the elastic tensor with D3 dispersion is not available (s-dftd3 gives no strain derivatives of the stress); use a calculator without dispersion")
         return np.mean([elastic_tensor(model, atoms, relaxed_ions) for model in self.models], axis=0)
 
     def _atoms_for_derivatives(self, atoms: Atoms | None) -> Atoms:
@@ -178,3 +190,18 @@ class Calculator(_ASECalculator):
             self.results["energy_std"] = float(stacked["energy"][:, 0].std())
             self.results["forces_std"] = np.sqrt(stacked["forces"].var(0).sum(-1))
             self.results["energies_committee"] = stacked["energy"][:, 0]
+        if self.dispersion is not None:
+            self._add_dispersion(atoms, "energies" in properties)
+
+    def _add_dispersion(self, atoms: Atoms, energies: bool) -> None:
+        dispersion = self.dispersion(atoms, energies)
+        for key in ("energy", "free_energy", "energies_committee"):
+            if key in self.results:
+                self.results[key] = self.results[key] + dispersion["energy"]
+        self.results["forces"] = self.results["forces"] + dispersion["forces"]
+        if "stress" in self.results:
+            self.results["stress"] = self.results["stress"] + full_3x3_to_voigt_6_stress(dispersion["stress"])
+        if energies:
+            self.results["energies"] = self.results["energies"] + dispersion["energies"]
+        else:
+            del self.results["energies"]

@@ -56,12 +56,17 @@ def _thermo_tables(log: str) -> list[np.ndarray]:
     return tables
 
 
-def _run(folder: Path, atoms, elements: list[str], commands: str, ranks: int = 1, boundary: str = "p p p", units: str = "metal", model: str = "model-lammps.pt"):
-    """LAMMPS on ``atoms``; returns (thermo tables, forces by atom id at step 0, log text)."""
+def _run(
+    folder: Path, atoms, elements: list[str], commands: str, ranks: int = 1, boundary: str = "p p p", units: str = "metal",
+    model: str = "model-lammps.pt", pair: str | None = None,
+):
+    """LAMMPS on ``atoms``; returns (thermo tables, forces by atom id at step 0, log text).
+    ``pair``: the pair_style and pair_coeff lines, if not ``pair_style equinet`` alone."""
     write(folder / "structure.data", atoms, format="lammps-data", specorder=elements, masses=True, units=units)
+    pair = pair or f"pair_style equinet\npair_coeff * * {model} {' '.join(elements)}"
     (folder / "in.lmp").write_text(
         f"units {units}\natom_style atomic\nboundary {boundary}\nread_data structure.data\n"
-        f"plugin load {folder / 'equinet_plugin.so'}\npair_style equinet\npair_coeff * * {model} {' '.join(elements)}\n"
+        f"plugin load {folder / 'equinet_plugin.so'}\n{pair}\n"
         f"thermo_style custom {THERMO}\nthermo_modify format float %22.15g\n"
         "dump forces all custom 1 forces.dump id fx fy fz\ndump_modify forces format float %22.15g sort id\n"
         f"{commands}\n"
@@ -206,3 +211,27 @@ def test_an_imported_mace_file_on_two_ranks_matches_mace_torch(setup):
     assert tables[0][0, 1] == pytest.approx(expected["energy"], rel=1e-8)
     np.testing.assert_allclose(forces, expected["forces"], rtol=1e-8, atol=1e-10)
     _assert_matches_ase(tables, forces, atoms, Calculator(model))
+
+
+def test_d3_dispersion_beside_equinet_in_lammps(setup):
+    """``pair_style hybrid/overlay equinet dispersion/d3`` on two ranks is the equinet model
+    plus LAMMPS's own D3, exactly; and LAMMPS's D3 (checked by its authors against Grimme's
+    original dftd3 program) agrees with s-dftd3 (``Calculator(dispersion=)``) to within the
+    small difference of their coordination numbers (README, LAMMPS section)."""
+    pytest.importorskip("dftd3", reason="needs the d3 extra: pip install 'equinet[d3]'")
+    from equinet.dispersion import D3Dispersion
+
+    folder, calculator = setup
+    atoms, cutoff = _alloy(), 12.0
+    d3 = f"dispersion/d3 bj pbe {cutoff} {cutoff}"
+    both = f"pair_style hybrid/overlay equinet {d3}\npair_coeff * * equinet model-lammps.pt Cu Ni\npair_coeff * * dispersion/d3 Cu Ni"
+    tables, forces, log = _run(folder, atoms, ["Cu", "Ni"], "run 0", ranks=2, pair=both)
+    assert tables is not None, log
+    d3_alone = f"neigh_modify one 20000 page 200000\npair_style {d3}\npair_coeff * * Cu Ni"
+    d3_tables, d3_forces, log = _run(folder, atoms, ["Cu", "Ni"], "run 0", pair=d3_alone)
+    assert d3_tables is not None, log
+    _assert_matches_ase([tables[0] - d3_tables[0]], forces - d3_forces, atoms, calculator)
+
+    s_dftd3 = D3Dispersion("d3bj", "pbe", cutoff=cutoff, cn_cutoff=cutoff)(atoms)
+    assert d3_tables[0][0, 1] == pytest.approx(s_dftd3["energy"], rel=1e-3)
+    np.testing.assert_allclose(d3_forces, s_dftd3["forces"], atol=0.02)

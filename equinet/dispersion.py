@@ -1,0 +1,99 @@
+"""Grimme's DFT-D3 dispersion correction on top of a potential, computed by s-dftd3, the
+reference implementation (the ``dftd3`` package, an optional extra: ``pip install 'equinet[d3]'``).
+
+    calc = equinet.Calculator("mace-mp0.model", dispersion="d3bj", functional="pbe")
+
+Semi-local DFT (PBE, as in most materials data and the MACE-MP models) misses van der Waals
+binding. D3 adds it as damped ``-C6/r^6 - C8/r^8`` pair terms whose coefficients follow each
+atom's coordination number. The defaults are those of MACE-MP + D3 in mace-torch and of
+LAMMPS's ``pair_style dispersion/d3``: two-body terms only, within 40 Bohr (21.2 Å), and
+coordination numbers within 40 Bohr; ``three_body=True`` adds the Axilrod–Teller–Muto term.
+Periodic cells are summed over all images within the cutoffs.
+
+(tad-dftd3, D3 in PyTorch, handles molecules only, so s-dftd3 computes D3 here.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from ase.units import Bohr, Hartree
+
+__all__ = ["DAMPINGS", "D3Dispersion"]
+
+#: Damping functions: Becke–Johnson (rational), zero, and their modified forms (Sherrill et al.).
+DAMPINGS = {
+    "d3bj": "RationalDampingParam", "d3zero": "ZeroDampingParam",
+    "d3bjm": "ModifiedRationalDampingParam", "d3zerom": "ModifiedZeroDampingParam",
+}  # fmt: skip
+DEFAULT_CUTOFF = 40.0 * Bohr  # Å, as mace-torch's D3 and LAMMPS's examples
+
+
+class D3Dispersion:
+    """DFT-D3 energies, forces, stress, per-atom energies and Hessians of ``ase.Atoms``.
+
+    Args:
+        damping: one of :data:`DAMPINGS` (``"d3bj"``: Becke–Johnson, ``"d3zero"``: zero damping).
+        functional: the DFT functional of the potential's training data (``"pbe"``,
+            ``"r2scan"``, ...): s-dftd3 has damping parameters for each.
+        cutoff: two-body cutoff in Å.
+        cn_cutoff: cutoff of the coordination numbers in Å.
+        three_body: add the three-body (ATM) term, within ``cn_cutoff``.
+
+    Raises:
+        ValueError: in one line: ``dftd3`` is not installed, an unknown damping, or a
+            functional that s-dftd3 has no parameters for.
+    """
+
+    def __init__(
+        self,
+        damping: str = "d3bj",
+        functional: str = "pbe",
+        cutoff: float = DEFAULT_CUTOFF,
+        cn_cutoff: float = DEFAULT_CUTOFF,
+        three_body: bool = False,
+    ):
+        try:
+            from dftd3 import interface
+        except ModuleNotFoundError:
+            raise ValueError("D3 dispersion needs s-dftd3's Python package: pip install 'equinet[d3]' (or pip install dftd3)") from None
+        if damping not in DAMPINGS:
+            raise ValueError(f"dispersion must be one of {', '.join(DAMPINGS)}, got {damping!r}")
+        if not (cutoff > 0 and cn_cutoff > 0):
+            raise ValueError(f"D3 cutoffs must be positive distances in Å, got {cutoff!r} and {cn_cutoff!r}")
+        try:
+            self.param = getattr(interface, DAMPINGS[damping])(method=functional, atm=three_body)
+        except RuntimeError:
+            raise ValueError(f"s-dftd3 has no {damping} parameters for the functional {functional!r}") from None
+        self.damping, self.functional, self.three_body = damping, functional, three_body
+        self.cutoff, self.cn_cutoff = float(cutoff), float(cn_cutoff)
+        self._model_class = interface.DispersionModel
+
+    def __repr__(self) -> str:
+        three = ", three-body" if self.three_body else ""
+        return f"D3({self.damping}, {self.functional}, cutoff {self.cutoff:.2f} Å, cn cutoff {self.cn_cutoff:.2f} Å{three})"
+
+    def _model(self, atoms: Atoms):
+        periodic = atoms.pbc if atoms.pbc.any() else None
+        lattice = atoms.cell.array / Bohr if periodic is not None else None
+        model = self._model_class(atoms.numbers, atoms.positions / Bohr, lattice, periodic)
+        model.set_realspace_cutoff(self.cutoff / Bohr, self.cn_cutoff / Bohr, self.cn_cutoff / Bohr)
+        return model
+
+    def __call__(self, atoms: Atoms, energies: bool = False) -> dict[str, np.ndarray | float]:
+        """``energy`` (eV), ``forces`` ``[n, 3]`` (eV/Å), for fully periodic cells ``stress``
+        ``[3, 3]`` (eV/Å³, ASE's sign) and, if asked, ``energies`` ``[n]`` (eV, summing to the energy)."""
+        model = self._model(atoms)
+        result = model.get_dispersion(self.param, grad=True)
+        out = {"energy": float(result["energy"]) * Hartree, "forces": -result["gradient"] * (Hartree / Bohr)}
+        if atoms.pbc.all():
+            out["stress"] = result["virial"] * Hartree / atoms.get_volume()
+        if energies:
+            pairs = model.get_pairwise_dispersion(self.param)
+            out["energies"] = (pairs["additive pairwise energy"] + pairs["non-additive pairwise energy"]).sum(1) * Hartree
+        return out
+
+    def hessian(self, atoms: Atoms) -> np.ndarray:
+        """``d²E/dr dr`` ``[3n, 3n]`` in eV/Å² (analytical, from s-dftd3)."""
+        hessian = self._model(atoms).get_hessian(self.param)["hessian"]
+        return hessian.reshape(3 * len(atoms), 3 * len(atoms)) * (Hartree / Bohr**2)
