@@ -64,9 +64,11 @@ class Calculator(_ASECalculator):
             for a model file); a name (``"auto"``, ``"cpp"``, ...) for every operator, or
             ``{"conv": ..., "product": ...}``, runs them on others (:func:`equinet.accelerate`,
             in place).
-        dispersion: ``None``, a D3 damping (``"d3bj"``, ``"d3zero"``, ...; see
+        dispersion: a D3 damping (``"d3bj"``, ``"d3zero"``, ...; see
             :mod:`equinet.dispersion`) or a :class:`~equinet.dispersion.D3Dispersion`, added
-            to every property (and to the Hessian).
+            to every property (and to the Hessian); ``None``: the D3 that a model trained
+            with ``data.dispersion`` records (none for other models); ``True``: ``"d3bj"``;
+            ``False``: none, even for such a model.
         functional: the DFT functional of the training data, for the D3 parameters.
 
     Properties: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/Å), ``stress``
@@ -85,12 +87,11 @@ class Calculator(_ASECalculator):
         dtype=None,
         head: str | None = None,
         backend=None,
-        dispersion: str | D3Dispersion | None = None,
+        dispersion: str | D3Dispersion | bool | None = None,
         functional: str = "pbe",
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.dispersion = D3Dispersion(dispersion, functional) if isinstance(dispersion, str) else dispersion
         self.device = check_device(device)
         members = list(model) if isinstance(model, (list, tuple)) else [model]
         if not members:
@@ -104,6 +105,18 @@ class Calculator(_ASECalculator):
                     f"{self.model.elements} and {self.model.cutoff} Å; a committee needs the same elements and cutoff"
                 )
         self._elements = set(self.model.elements)
+        self.dispersion = self._dispersion(dispersion, functional)
+
+    def _dispersion(self, dispersion, functional: str) -> D3Dispersion | None:
+        """The D3 correction asked for, or the one the models record (:mod:`equinet.dispersion`)."""
+        if isinstance(dispersion, str) or dispersion is True:
+            return D3Dispersion("d3bj" if dispersion is True else dispersion, functional)
+        if dispersion is not None:
+            return dispersion or None
+        recorded = [model.statistics.get("dispersion") for model in self.models]
+        if any(settings != recorded[0] for settings in recorded):
+            raise ValueError(f"committee members were trained with different D3 corrections subtracted from their labels: {recorded}")
+        return None if recorded[0] is None else D3Dispersion(**recorded[0])
 
     def _prepared(self, model, dtype, head, backend) -> Potential:
         """One model, loaded if a path, in ``dtype`` on the calculator's device, in eval mode."""

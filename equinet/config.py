@@ -1,6 +1,7 @@
 """The training configuration: one YAML file, validated before anything runs.
 
-    data:      where the structures come from, label keys and units, splits, batch sizes
+    data:      where the structures come from, label keys and units, splits, batch sizes,
+               D3 to subtract from the labels (dispersion)
     model:     {name: <a registered model, e.g. mace>, <hyper-parameters>}; the cutoff is the model's;
                or {init_from: <a model.pt or mace-torch .model>, freeze: N, head: NAME, dtype: ...} to fine-tune one
     loss:      weights of energy per atom, forces and stress, and of the second stage; mse or huber
@@ -22,6 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from equinet.dispersion import DEFAULT_CUTOFF
 from equinet.potentials.closest import closest as _closest
 
 __all__ = ["ConfigError", "TrainConfig", "load_config"]
@@ -39,6 +41,17 @@ class GenerateConfig(_Section):
     name: Literal["emt-alloys", "xtb-molecules"] = "emt-alloys"
     n: int = Field(1000, ge=1)
     seed: int = 0
+
+
+class DispersionConfig(_Section):
+    """D3 subtracted from the labels (:mod:`equinet.dispersion`); the model file records it
+    and the calculator adds it back."""
+
+    damping: Literal["d3bj", "d3zero", "d3bjm", "d3zerom"] = "d3bj"
+    functional: str = "pbe"
+    cutoff: float = Field(DEFAULT_CUTOFF, gt=0)  # Å
+    cn_cutoff: float = Field(DEFAULT_CUTOFF, gt=0)
+    three_body: bool = False
 
 
 class DataConfig(_Section):
@@ -61,6 +74,8 @@ class DataConfig(_Section):
     valid_batch_size: int = Field(16, ge=1)
     num_workers: int = Field(0, ge=0)
     skip_bad: bool = False
+    # D3 subtracted from the labels, so that the model learns the short-range rest.
+    dispersion: DispersionConfig | None = None
 
     @model_validator(mode="after")
     def _valid_split(self):

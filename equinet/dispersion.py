@@ -10,6 +10,10 @@ LAMMPS's ``pair_style dispersion/d3``: two-body terms only, within 40 Bohr (21.2
 coordination numbers within 40 Bohr; ``three_body=True`` adds the Axilrod–Teller–Muto term.
 Periodic cells are summed over all images within the cutoffs.
 
+Training can learn only the short-range rest: ``data.dispersion`` in the config subtracts D3
+from the labels (:func:`subtract_from_labels`), the model file records the settings
+(:meth:`D3Dispersion.settings`), and the calculator adds D3 back for such a model.
+
 (tad-dftd3, D3 in PyTorch, handles molecules only, so s-dftd3 computes D3 here.)
 """
 
@@ -19,7 +23,7 @@ import numpy as np
 from ase import Atoms
 from ase.units import Bohr, Hartree
 
-__all__ = ["DAMPINGS", "D3Dispersion"]
+__all__ = ["DAMPINGS", "D3Dispersion", "subtract_from_labels"]
 
 #: Damping functions: Becke–Johnson (rational), zero, and their modified forms (Sherrill et al.).
 DAMPINGS = {
@@ -69,6 +73,13 @@ class D3Dispersion:
         self.cutoff, self.cn_cutoff = float(cutoff), float(cn_cutoff)
         self._model_class = interface.DispersionModel
 
+    def settings(self) -> dict:
+        """The arguments that rebuild this correction (as recorded in a model file)."""
+        return {
+            "damping": self.damping, "functional": self.functional, "cutoff": self.cutoff,
+            "cn_cutoff": self.cn_cutoff, "three_body": self.three_body,
+        }  # fmt: skip
+
     def __repr__(self) -> str:
         three = ", three-body" if self.three_body else ""
         return f"D3({self.damping}, {self.functional}, cutoff {self.cutoff:.2f} Å, cn cutoff {self.cn_cutoff:.2f} Å{three})"
@@ -97,3 +108,29 @@ class D3Dispersion:
         """``d²E/dr dr`` ``[3n, 3n]`` in eV/Å² (analytical, from s-dftd3)."""
         hessian = self._model(atoms).get_hessian(self.param)["hessian"]
         return hessian.reshape(3 * len(atoms), 3 * len(atoms)) * (Hartree / Bohr**2)
+
+
+def subtract_from_labels(graphs: list, dispersion: D3Dispersion) -> None:
+    """Subtract D3 from the energy, forces and stress labels of graphs (in place; absent
+    labels stay absent): what is left is what a model learns when D3 is added at run time.
+
+    Raises:
+        ValueError: ``graphs`` is not a list of graphs (an ``.h5`` data set is read lazily).
+    """
+    import torch
+
+    from equinet.datasets import graph_to_atoms
+
+    if not isinstance(graphs, list):
+        raise ValueError("data.dispersion corrects the labels of ASE-readable and .npz files; an .h5 data set is read lazily: convert it to extxyz, or leave data.dispersion out")
+    for graph in graphs:
+        correction = dispersion(graph_to_atoms(graph), energies="node_energy" in graph)
+        dtype = graph.pos.dtype
+        if "energy" in graph:
+            graph.energy = graph.energy - correction["energy"]
+        if "forces" in graph:
+            graph.forces = graph.forces - torch.tensor(correction["forces"], dtype=dtype)
+        if "stress" in graph and "stress" in correction:
+            graph.stress = graph.stress - torch.tensor(correction["stress"], dtype=dtype).view(1, 3, 3)
+        if "node_energy" in graph:
+            graph.node_energy = graph.node_energy - torch.tensor(correction["energies"], dtype=dtype)

@@ -146,6 +146,7 @@ CASES = [
     ([*TRAIN, "--set", "model={init_from: missing.pt}"], "model.init_from: file not found: missing.pt"),
     ([*TRAIN, "--set", "model={init_from: run/model.pt, max_ell: 2}", "--set", "output=new"], "model.max_ell: the model comes from model.init_from"),
     ([*TRAIN, "--set", "model.freeze=1"], "model.freeze keeps layers of a trained model fixed: it needs model.init_from"),
+    ([*TRAIN, "--set", "data.dispersion={damping: d4}"], "data.dispersion.damping = 'd4': Input should be 'd3bj', 'd3zero', 'd3bjm' or 'd3zerom'"),
     ([*TRAIN, "--set", "model.head=pbe"], "model.head picks a head of a trained model: it needs model.init_from"),
     ([*TRAIN, "--set", "model={init_from: run/model.pt, head: 3}"], "model.head = 3: give the name of a head of the model file"),
     ([*TRAIN, "--set", "model={init_from: run/model.pt, head: pbe}", "--set", "output=new"], "model.head picks a head of a mace-torch .model file; run/model.pt is an equinet model"),

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from ase.build import molecule
 from ase.stress import full_3x3_to_voigt_6_stress
 from small_models import ethanol, small_model, triclinic_alloy
@@ -100,3 +101,47 @@ def test_md_with_d3(tmp_path, capsys):
     assert "dispersion: D3(d3zero, pbe, cutoff 21.17 Å" in capsys.readouterr().out
     assert main([*run, "--dispersion", "d3bj", "--functional", "nope"]) == 2
     assert capsys.readouterr().err.strip().endswith("s-dftd3 has no d3bj parameters for the functional 'nope'")
+
+
+def test_training_subtracts_d3_from_the_labels_and_the_model_adds_it_back(tmp_path, capsys):
+    from ase.io import read, write
+
+    from equinet.config import TrainConfig
+    from ase.calculators.emt import EMT
+    from equinet.training.data import prepare_data
+    from equinet.training.run import _record_dispersion
+
+    frames = []
+    for seed in range(6):
+        atoms = triclinic_alloy()
+        atoms.rattle(0.05, seed=seed)
+        atoms.calc = EMT()
+        atoms.info["REF_energy"], atoms.arrays["REF_forces"] = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.calc = None
+        frames.append(atoms)
+    write(tmp_path / "data.extxyz", frames)
+    settings = {"damping": "d3zero", "functional": "pbe", "cutoff": 9.0, "cn_cutoff": 9.0, "three_body": True}
+    config = TrainConfig.model_validate({
+        "data": {"train": str(tmp_path / "data.extxyz"), "energy_key": "REF_energy", "forces_key": "REF_forces", "split": [4, 2, 0], "dispersion": settings},
+        "model": {"name": "mace", "cutoff": 4.0},
+    })  # fmt: skip
+    sets = prepare_data(config, 4.0, torch.float64)
+    d3 = D3Dispersion(**settings)
+    raw = read(tmp_path / "data.extxyz", ":")
+    corrected = {round(float(graph.energy), 9): graph for graph in [*sets["train"], *sets["valid"]]}
+    assert len(corrected) == 6
+    for atoms in raw:
+        dispersion = d3(atoms)
+        graph = corrected[round(atoms.info["REF_energy"] - dispersion["energy"], 9)]
+        np.testing.assert_allclose(graph.forces.numpy(), atoms.arrays["REF_forces"] - dispersion["forces"], atol=1e-12)
+
+    model = small_model("mace")
+    _record_dispersion(model, config)
+    save_model(model, tmp_path / "model.pt")
+    atoms = raw[0]
+    with_d3, without = Calculator(tmp_path / "model.pt"), Calculator(tmp_path / "model.pt", dispersion=False)
+    assert with_d3.dispersion.settings() == settings
+    assert with_d3.get_potential_energy(atoms) == pytest.approx(without.get_potential_energy(atoms) + d3(atoms)["energy"], rel=1e-12)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(tmp_path / "model.pt"), str(tmp_path / "data.extxyz"), "--energy-key", "REF_energy", "--forces-key", "REF_forces", "--output", str(out)]) == 0
+    assert "subtracted from the labels, as in the model's training" in capsys.readouterr().out

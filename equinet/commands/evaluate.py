@@ -37,6 +37,13 @@ def run(args: argparse.Namespace) -> int:
     dtype = model.atomic_energies.dtype
     dataset = load_dataset(args.data, model.cutoff, keys=keys, required=("energy",), energy_unit=args.energy_unit, dtype=dtype)
     check_elements(dataset, model.elements, source=str(args.data))
+    recorded = model.statistics.get("dispersion")
+    if recorded is not None:  # compare like with like: the model learned the labels without D3
+        from equinet.dispersion import D3Dispersion, subtract_from_labels
+
+        dispersion = D3Dispersion(**recorded)
+        subtract_from_labels(dataset, dispersion)
+        print(f"{dispersion} subtracted from the labels, as in the model's training (data.dispersion)")
     try:
         predictions = predict(model, dataset, args.batch_size)
     except ValueError as error:  # non-finite predictions

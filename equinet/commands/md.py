@@ -26,7 +26,8 @@ def register(commands) -> None:
     parser.add_argument("--max-force-std", type=float, default=None, metavar="EV_PER_A",
                         help="with a committee: stop once the largest per-atom force standard deviation passes this (eV/Å)")
     parser.add_argument("--backend", default="auto", help="operator backends: auto (the fastest exact one here, default), torch (the reference), cpp, triton, cueq")
-    parser.add_argument("--dispersion", choices=DAMPINGS, default=None, help="add DFT-D3 with this damping (needs equinet[d3])")
+    parser.add_argument("--dispersion", choices=(*DAMPINGS, "none"), default=None,
+                        help="add DFT-D3 with this damping (needs equinet[d3]); default: the D3 a model trained with data.dispersion records; none: no D3")
     parser.add_argument("--functional", default="pbe", help="the DFT functional of the training data, for D3's parameters (default pbe)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)
@@ -46,12 +47,14 @@ def run(args: argparse.Namespace) -> int:
     atoms = read_structure(args.structure)
     if args.max_force_std is not None and not (len(args.model) > 1 and args.max_force_std > 0):
         raise ValueError(f"--max-force-std {args.max_force_std}: give a positive threshold in eV/Å and two or more models (a committee)")
-    atoms.calc = Calculator(args.model, device=args.device, backend=args.backend, dispersion=args.dispersion, functional=args.functional)
+    dispersion = False if args.dispersion == "none" else args.dispersion
+    atoms.calc = Calculator(args.model, device=args.device, backend=args.backend, dispersion=dispersion, functional=args.functional)
     used = backends_in_use(atoms.calc.model)
     if used:
         print("backends: " + ", ".join(f"{family} {backend}" for family, backend in sorted(used.items())), flush=True)
     if atoms.calc.dispersion is not None:
-        print(f"dispersion: {atoms.calc.dispersion}", flush=True)
+        recorded = " (recorded in the model file)" if args.dispersion is None else ""
+        print(f"dispersion: {atoms.calc.dispersion}{recorded}", flush=True)
     result = run_md(
         atoms, args.ensemble, args.temperature, args.timestep, args.steps, args.interval,
         trajectory=args.output, log=log, pressure_bar=args.pressure, seed=args.seed, max_force_std=args.max_force_std,

@@ -8,6 +8,7 @@ from torch_geometric.loader import DataLoader
 
 from equinet.config import ConfigError, TrainConfig
 from equinet.datasets import build_graphs, load_dataset, split_dataset
+from equinet.dispersion import D3Dispersion, subtract_from_labels
 
 __all__ = ["loader", "prepare_data"]
 
@@ -32,7 +33,8 @@ def _load(config: TrainConfig, path, dtype, cutoff, required=("energy", "forces"
 
 
 def prepare_data(config: TrainConfig, cutoff: float, dtype: torch.dtype) -> dict:
-    """Train/valid/test graph sets from the config (file or embedded generator)."""
+    """Train/valid/test graph sets from the config (file or embedded generator), with D3
+    subtracted from their labels if ``data.dispersion`` asks."""
     data = config.data
     if data.generate is not None:
         from equinet.datasets.generate import GENERATORS
@@ -44,12 +46,16 @@ def prepare_data(config: TrainConfig, cutoff: float, dtype: torch.dtype) -> dict
         everything = build_graphs(structures, cutoff, source, data.skip_bad, progress=True, dtype=dtype)
     else:
         everything = _load(config, data.train, dtype, cutoff)
+    dispersion = None if data.dispersion is None else D3Dispersion(**data.dispersion.model_dump())
+    if dispersion is not None:
+        subtract_from_labels(everything, dispersion)
     train_set, valid_set, test_set = split_dataset(everything, _sizes(data.split, data.valid is not None, data.test is not None), data.seed)
     sets = {"train": train_set, "valid": valid_set, "test": test_set, "test_split_off": data.test is None}
-    if data.valid is not None:
-        sets["valid"] = _load(config, data.valid, dtype, cutoff)
-    if data.test is not None:
-        sets["test"] = _load(config, data.test, dtype, cutoff)
+    for name in ("valid", "test"):
+        if getattr(data, name) is not None:
+            sets[name] = _load(config, getattr(data, name), dtype, cutoff)
+            if dispersion is not None:
+                subtract_from_labels(sets[name], dispersion)
     for name in ("train", "valid"):
         if len(sets[name]) == 0:
             raise ConfigError(f"data.split gives an empty {name} set ({len(everything)} structures, split {data.split})")

@@ -168,6 +168,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, co
         for name in ("valid", "test"):
             check_elements(sets[name], statistics["elements"], source=f"{name} set")
         model = build_model(model_config, statistics)
+    _record_dispersion(model, config)
     if checkpoint is not None:
         _check_resumable(model, shapes, checkpoint)
     if pretrained is None:  # a resumed fine-tuning run keeps its layers fixed too
@@ -198,6 +199,19 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, co
     if not trainer.is_global_zero:
         return 0
     return _finish(module, sets, output, config)
+
+
+def _record_dispersion(model, config: TrainConfig) -> None:
+    """The D3 settings subtracted from the labels go into the model's statistics (and so
+    into its files), where the calculator finds them and adds D3 back."""
+    statistics = {key: value for key, value in model.statistics.items() if key != "dispersion"}
+    if config.data.dispersion is not None:
+        statistics["dispersion"] = config.data.dispersion.model_dump()
+        rank_zero_info(
+            f"data.dispersion: {config.data.dispersion.damping} ({config.data.dispersion.functional}) subtracted from the labels; "
+            "the model learns the rest, and equinet.Calculator and equinet md add D3 back"
+        )
+    model.statistics = statistics
 
 
 def _finish(module: PotentialModule, sets: dict, output: Path, config: TrainConfig) -> int:
