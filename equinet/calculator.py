@@ -23,6 +23,7 @@ from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 from torch_geometric.data import Batch
 
+from equinet.committee import is_committee_file, read_committee
 from equinet.datasets import atoms_to_graph
 from equinet.derivatives import elastic_tensor, hessian
 from equinet.dispersion import D3Dispersion
@@ -55,8 +56,9 @@ class Calculator(_ASECalculator):
     Args:
         model: path of a deployed ``model.pt``, of a mace-torch ``.model`` file (imported by
             :func:`equinet.import_mace`), a :class:`~equinet.potentials.Potential`, or a
-            list of these: a committee, whose mean is the prediction and whose spread is its
-            uncertainty (the members must share elements and cutoff).
+            list of these or a committee file (:mod:`equinet.committee`): a committee, whose
+            mean is the prediction and whose spread is its uncertainty (the members must
+            share elements and cutoff).
         device: ``"cpu"``, ``"cuda"``, ...
         dtype: ``"float32"`` or ``"float64"`` to run in; ``None`` keeps the model's.
         head: the head of a multi-head ``.model`` file to run.
@@ -94,6 +96,7 @@ class Calculator(_ASECalculator):
         super().__init__(**kwargs)
         self.device = check_device(device)
         members = list(model) if isinstance(model, (list, tuple)) else [model]
+        members = [part for member in members for part in (read_committee(member) if is_committee_file(member) else [member])]
         if not members:
             raise ValueError("an empty committee: give at least one model")
         self.models = [self._prepared(member, dtype, head, backend) for member in members]

@@ -167,6 +167,8 @@ class TrainerConfig(_Section):
     strategy: str = "auto"
     gradient_clip_val: float | None = Field(10.0, gt=0)  # null: no clipping
     seed: int = 0
+    # N > 1: a committee of N models that differ only in the seed (equinet/training/ensemble.py)
+    ensemble: int = Field(1, ge=1)
     check_val_every_n_epoch: int = Field(1, ge=1)
     log_every_n_steps: int = Field(10, ge=1)
     progress_bar: bool = True

@@ -20,7 +20,7 @@ import yaml
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.io import write
+from ase.io import read, write
 from torch_geometric.loader import DataLoader
 
 from equinet import Calculator, load_model
@@ -457,3 +457,45 @@ def test_fine_tuning_starts_from_a_trained_model_refits_its_energies_and_keeps_f
     assert not torch.equal(tuned["atomic_energies"], pretrained["atomic_energies"]), "reference energies refitted"
     losses = [loss for _, loss in _validation_rows(tmp_path / "tuned" / "metrics.csv")]
     assert len(losses) == 4 and losses[-1] < losses[0]
+
+
+def test_an_ensemble_trains_a_committee_that_evaluate_md_and_select_use(tmp_path, data_file, capsys):
+    """trainer.ensemble: 2 trains two members differing only in seed and writes the committee
+    file; evaluate reports the Spearman correlation of spread and error (checked against the
+    calculator's own spread per structure); select picks the most uncertain distinct frames."""
+    from scipy.stats import spearmanr
+
+    config = _config(tmp_path, data_file, trainer={"max_epochs": 1, "ensemble": 2, "seed": 4})
+    assert main(["train", str(config)]) == 0
+    assert "committee of 2 written to" in capsys.readouterr().out
+    run = tmp_path / "run"
+    assert yaml.safe_load((run / "committee.yaml").read_text()) == {"format": "equinet-committee", "members": ["member_0/model.pt", "member_1/model.pt"]}
+    seeds = [yaml.safe_load((run / f"member_{i}" / "config.yaml").read_text())["trainer"]["seed"] for i in range(2)]
+    assert seeds == [4, 5]
+    calculator = Calculator(run / "committee.yaml")
+    assert len(calculator.models) == 2
+
+    frames = read(data_file, ":")
+    assert main(["evaluate", str(run / "committee.yaml"), str(data_file), "--output", str(tmp_path / "eval")]) == 0
+    assert "Spearman correlation of force spread and force error over 24 structures" in capsys.readouterr().out
+    committee = json.loads((tmp_path / "eval" / "metrics.json").read_text())["committee"]
+    spread, error = [], []
+    for atoms in frames:
+        reference = atoms.get_forces()
+        calculator.get_forces(atoms)
+        spread.append(calculator.results["forces_std"].mean())
+        error.append(np.sqrt(((calculator.results["forces"] - reference) ** 2).mean()))
+    assert committee["spearman_force_spread_error"] == pytest.approx(spearmanr(spread, error).statistic, abs=1e-9)
+    assert committee["mean_force_spread"] == pytest.approx(np.mean(spread), rel=1e-9)
+
+    trajectory = [frames[0], frames[1], frames[1].copy(), frames[2]]  # frame 2 repeats frame 1
+    write(tmp_path / "traj.extxyz", trajectory)
+    assert main(["select", str(tmp_path / "traj.extxyz"), "--committee", str(run / "committee.yaml"), "-n", "3", "-o", str(tmp_path / "pick.extxyz")]) == 0
+    picked = read(tmp_path / "pick.extxyz", ":")
+    largest = []
+    for atoms in trajectory:
+        calculator.get_forces(atoms)
+        largest.append(calculator.results["forces_std"].max())
+    order = sorted(range(len(trajectory)), key=lambda i: -largest[i])  # stable: frame 1 before its repeat
+    assert [a.info["source_frame"] for a in picked] == [i for i in order if i != 2][:3]
+    assert picked[0].info["committee_force_std_max"] == pytest.approx(max(largest), rel=1e-9)

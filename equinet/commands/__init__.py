@@ -15,8 +15,9 @@ def positive_int(text: str) -> int:
     return value
 
 
-def read_structure(path: Path):
-    """The last frame of an ASE-readable file, as ``ase.Atoms``; one line if it cannot be read."""
+def read_structure(path: Path, index: int | str = -1):
+    """Frame ``index`` of an ASE-readable file (default the last), as ``ase.Atoms`` (a list
+    for a slice such as ``":"``); one line if it cannot be read."""
     import ase.io
 
     from equinet.datasets import DataError
@@ -24,7 +25,7 @@ def read_structure(path: Path):
     if not path.is_file():
         raise DataError("file not found", str(path))
     try:
-        return ase.io.read(path)
+        return ase.io.read(path, index)
     except Exception as error:  # ASE raises many types for unreadable files
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataError(f"cannot read this structure ({reason})", str(path)) from None

@@ -13,7 +13,7 @@ from equinet.dispersion import DAMPINGS
 
 def register(commands) -> None:
     parser = commands.add_parser("md", help="molecular dynamics with a trained model (ASE)")
-    parser.add_argument("model", type=Path, nargs="+", help="a model file (model.pt or a MACE .model); several make a committee, whose spread is logged")
+    parser.add_argument("model", type=Path, nargs="+", help="a model file (model.pt or a MACE .model); several, or a committee.yaml, make a committee, whose spread is logged")
     parser.add_argument("structure", type=Path, help="starting structure, any ASE-readable file (last frame is used)")
     parser.add_argument("--ensemble", choices=("nve", "nvt", "npt"), default="nve")
     parser.add_argument("--temperature", type=float, default=300.0, help="K: initial velocities, and the thermostat (default 300)")
@@ -45,10 +45,11 @@ def run(args: argparse.Namespace) -> int:
         output_file(path, "--output", inputs=[args.structure, *args.model])
     ase_format(args.output, "--output")
     atoms = read_structure(args.structure)
-    if args.max_force_std is not None and not (len(args.model) > 1 and args.max_force_std > 0):
-        raise ValueError(f"--max-force-std {args.max_force_std}: give a positive threshold in eV/Å and two or more models (a committee)")
     dispersion = False if args.dispersion == "none" else args.dispersion
     atoms.calc = Calculator(args.model, device=args.device, backend=args.backend, dispersion=dispersion, functional=args.functional)
+    members = len(atoms.calc.models)
+    if args.max_force_std is not None and not (members > 1 and args.max_force_std > 0):
+        raise ValueError(f"--max-force-std {args.max_force_std}: give a positive threshold in eV/Å and two or more models (a committee)")
     used = backends_in_use(atoms.calc.model)
     if used:
         print("backends: " + ", ".join(f"{family} {backend}" for family, backend in sorted(used.items())), flush=True)
@@ -67,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
         f"total-energy drift {1000 * result.drift_per_atom:+.3f} meV/atom over the run\n"
         f"trajectory {args.output}, log {stem}.log, plot {plot}"
     )
-    if len(args.model) > 1:
-        print(f"committee of {len(args.model)}: largest per-atom force std {np.nanmax(result.max_force_std):.4f} eV/Å")
+    if members > 1:
+        print(f"committee of {members}: largest per-atom force std {np.nanmax(result.max_force_std):.4f} eV/Å")
     if result.stopped_early:
         print(f"stopped at {result.time_fs[-1]:g} fs: the force std {result.max_force_std[-1]:.4f} eV/Å passed --max-force-std {args.max_force_std}")
         return 1

@@ -19,7 +19,8 @@ def register(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from equinet.config import load_config
-    from equinet.training import train
+    from equinet.training import train, train_ensemble
 
     config = load_config(args.config, args.overrides)
-    return train(config, resume=args.resume, overwrite=args.overwrite, config_path=args.config)
+    run_training = train_ensemble if config.trainer.ensemble > 1 else train
+    return run_training(config, resume=args.resume, overwrite=args.overwrite, config_path=args.config)

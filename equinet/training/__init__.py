@@ -10,12 +10,14 @@ plus, under ``"equinet"``, the record that ``model.pt`` carries too
 
 One module a concern, read in this order: ``run`` (one run, start to end), ``data`` (the
 sets and loaders), ``module`` (a training step, validation, the optimizer), ``loss``,
-``stage_two``, ``ema``, ``checkpoint``, ``metrics_csv`` and ``run_folder``.
+``stage_two``, ``ema``, ``checkpoint``, ``metrics_csv``, ``run_folder`` and ``ensemble``
+(committees: several runs and a committee file).
 """
 
 from .ema import ema_with_warmup
+from .ensemble import train_ensemble
 from .module import PotentialModule
 from .run import train
 from .stage_two import StageTwo, refit_atomic_energies
 
-__all__ = ["PotentialModule", "StageTwo", "ema_with_warmup", "refit_atomic_energies", "train"]
+__all__ = ["PotentialModule", "StageTwo", "ema_with_warmup", "refit_atomic_energies", "train", "train_ensemble"]
