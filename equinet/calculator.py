@@ -50,6 +50,20 @@ def check_device(device: str | torch.device) -> torch.device:
     return device
 
 
+def available_memory_gb(device: torch.device) -> float:
+    """Memory free for new tensors now, in GiB: the GPU's for a CUDA device, else the
+    machine's (``MemAvailable``, Linux; 8 GiB where unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] / 2**30
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return 8.0
+
+
 class Calculator(_ASECalculator):
     """An equinet potential, or a committee of them, as an ASE calculator.
 
@@ -72,6 +86,9 @@ class Calculator(_ASECalculator):
             with ``data.dispersion`` records (none for other models); ``True``: ``"d3bj"``;
             ``False``: none, even for such a model.
         functional: the DFT functional of the training data, for the D3 parameters.
+        max_memory_gb: memory for one evaluation, in GiB: the models compute their edges in
+            blocks sized to it (:meth:`~equinet.potentials.Potential.set_memory_budget`), so
+            large systems fit; ``None``: half of what is free on the device now.
 
     Properties: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/Å), ``stress``
     (eV/Å³, ASE's Voigt order and sign; fully periodic cells only) and ``energies``
@@ -91,6 +108,7 @@ class Calculator(_ASECalculator):
         backend=None,
         dispersion: str | D3Dispersion | bool | None = None,
         functional: str = "pbe",
+        max_memory_gb: float | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -109,6 +127,9 @@ class Calculator(_ASECalculator):
                 )
         self._elements = set(self.model.elements)
         self.dispersion = self._dispersion(dispersion, functional)
+        self.memory_gb = available_memory_gb(self.device) / 2 if max_memory_gb is None else max_memory_gb
+        for member in self.models:  # one after another: each may use the whole budget
+            member.set_memory_budget(self.memory_gb)
 
     def _dispersion(self, dispersion, functional: str) -> D3Dispersion | None:
         """The D3 correction asked for, or the one the models record (:mod:`equinet.dispersion`)."""

@@ -58,6 +58,13 @@ class Potential(torch.nn.Module):
     #: applied when the model is built and not stored in it.
     backend_families: dict[str, tuple[str, ...]] = {}
 
+    #: Edges per block when energies and forces are computed without a graph for training
+    #: (``create_graph=False``: the calculator, MD, evaluation): per-edge intermediates then
+    #: exist for one block at a time (:func:`.blocks.summed_over_edge_blocks`). ``None``: all
+    #: edges at once. Not saved with the model; :meth:`set_memory_budget` chooses it.
+    edge_block_size: int | None = None
+    _edge_block: int | None = None  # edge_block_size during such a call, else None
+
     @classmethod
     def check_backend_requests(cls, config: dict, requests: dict[str, str]) -> None:
         """A one-line ValueError for a requested backend (``{role: backend}``) that the model
@@ -109,6 +116,24 @@ class Potential(torch.nn.Module):
             ``[n]`` dimensionless energies, scaled by ``scale`` into eV.
         """
         raise NotImplementedError
+
+    def edge_bytes(self) -> int | None:
+        """Bytes of per-edge intermediates per edge of a block (forward and recomputed
+        backward), to size blocks from a memory budget; ``None`` where the model does not
+        process its edges in blocks."""
+        return None
+
+    def set_memory_budget(self, gigabytes: float) -> int | None:
+        """Choose :attr:`edge_block_size` so that a block's per-edge intermediates take about
+        half of ``gigabytes`` (the rest is left to per-atom tensors); returns it (``None``
+        where the model does not block its edges)."""
+        per_edge = self.edge_bytes()
+        if per_edge is None:
+            return None
+        if not gigabytes > 0:
+            raise ValueError(f"max_memory_gb must be positive, got {gigabytes!r}")
+        self.edge_block_size = max(1024, int(0.5 * gigabytes * 2**30 / per_edge))
+        return self.edge_block_size
 
     @property
     def message_passing_steps(self) -> int:
@@ -188,7 +213,11 @@ class Potential(torch.nn.Module):
         strain = None
         if stress:  # E(strain) only when the stress is asked for: no deformation in plain steps
             strain = torch.zeros(batch.cell.view(-1, 3, 3).shape[0], 3, 3, dtype=dtype, device=pos.device, requires_grad=True)
-        energy, node_energy = self.deformed_energy(batch, pos, strain)
+        self._edge_block = None if create_graph else self.edge_block_size
+        try:
+            energy, node_energy = self.deformed_energy(batch, pos, strain)
+        finally:
+            self._edge_block = None
         out = {"energy": energy, "node_energy": node_energy}
         inputs = [tensor for tensor in (pos, strain) if tensor is not None and tensor.requires_grad]
 

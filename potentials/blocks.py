@@ -1,18 +1,19 @@
 """Pieces that several potentials share: the radial embedding of edge lengths, the
-radial network that turns it into per-edge tensor-product weights, and the gated
-nonlinearity of NequIP-style layers."""
+radial network that turns it into per-edge tensor-product weights, the gated
+nonlinearity of NequIP-style layers, and messages summed edge block by edge block."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
+from torch.utils.checkpoint import checkpoint
 from e3nn import o3
 from e3nn.nn import FullyConnectedNet, Gate
 
 from equinet.ops import BesselBasis, GaussianBasis, PolynomialCutoff
 
-__all__ = ["RADIAL_BASES", "RadialEmbedding", "gate", "radial_network"]
+__all__ = ["RADIAL_BASES", "RadialEmbedding", "conv_edge_bytes", "gate", "radial_network", "summed_over_edge_blocks"]
 
 RADIAL_BASES = {"bessel": BesselBasis, "gaussian": GaussianBasis}
 
@@ -61,3 +62,34 @@ def gate(irreps_out: o3.Irreps) -> Gate:
     gated = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l > 0])
     gates = o3.Irreps([(gated.num_irreps, "0e")]) if gated else o3.Irreps("")
     return Gate(scalars, [torch.nn.functional.silu] * len(scalars), gates, [torch.sigmoid] * len(gates), gated)
+
+
+def summed_over_edge_blocks(
+    messages: Callable[..., torch.Tensor], nodes: torch.Tensor, edge_inputs: Sequence[torch.Tensor], edge_index: torch.Tensor, block_size: int | None
+) -> torch.Tensor:
+    """``messages(nodes, *edge_inputs, edge_index)`` (a sum over edges into ``[n, ...]``),
+    computed ``block_size`` edges at a time: each block runs under activation checkpointing,
+    so its per-edge intermediates (radial weights, gathered features, products) are freed
+    after its forward and recomputed block by block in the backward. Memory then grows with
+    the block, not with all edges. ``None``, or no more edges than a block: one call.
+
+    Shapes: ``edge_inputs``: ``[E, ...]`` each; ``edge_index``: ``[2, E]``.
+    """
+    num_edges = edge_index.shape[1]
+    if block_size is None or num_edges <= block_size:
+        return messages(nodes, *edge_inputs, edge_index)
+    total = None
+    for start in range(0, num_edges, block_size):
+        block = slice(start, start + block_size)
+        part = checkpoint(messages, nodes, *(tensor[block] for tensor in edge_inputs), edge_index[:, block], use_reentrant=False)
+        total = part if total is None else total + part
+    return total
+
+
+def conv_edge_bytes(conv, radial: FullyConnectedNet, like: torch.Tensor) -> int:
+    """Bytes per edge of a block of a CG convolution with its radial network: the MLP's
+    activations and weights, the gathered features, and the coupled spherical harmonics and
+    products (about 4 x the message width); x2 for the recomputed forward and its gradients."""
+    widths = sum(layer.weight.shape[-1] for layer in radial)  # hidden widths and the weights
+    features = conv.irreps_in1.dim + 4 * conv.irreps_out.dim
+    return 2 * (2 * widths + features) * like.element_size()

@@ -42,7 +42,7 @@ from e3nn import o3
 from equinet.ops import FullyConnectedTensorProduct, GauntManyBodyProduct, Linear, SO2Convolution, edge_wigner_D
 
 from .base import Potential
-from .blocks import RadialEmbedding, gate, radial_network
+from .blocks import RadialEmbedding, gate, radial_network, summed_over_edge_blocks
 from .registry import register_model
 
 __all__ = ["ESCN"]
@@ -68,9 +68,20 @@ class _ESCNLayer(torch.nn.Module):
         self.self_connection = FullyConnectedTensorProduct(irreps_in, o3.Irreps(f"{num_elements}x0e"), activation_in)
         self.residual = o3.Irreps(irreps_in) == hidden
         self.norm = avg_num_neighbors**-0.5
+        self.l_max, self.m_max = hidden.lmax, m_max
 
-    def forward(self, x, species, one_hot, edge_vec, edge_features, edge_index, wigner):
-        messages = self.conv(self.linear_in(x), edge_vec, self.radial(edge_features), edge_index, wigner)
+    def _messages(self, x_in, edge_vec, edge_features, edge_index, wigner=None):
+        if wigner is None:
+            wigner = edge_wigner_D(self.l_max, edge_vec, self.m_max)
+        return self.conv(x_in, edge_vec, self.radial(edge_features), edge_index, wigner)
+
+    def forward(self, x, species, one_hot, edge_vec, edge_features, edge_index, wigner=None, edge_block=None):
+        """``wigner``: the edges' rotations, shared by the layers; ``None`` (with edge blocks)
+        computes them block by block."""
+        if wigner is None:
+            messages = summed_over_edge_blocks(self._messages, self.linear_in(x), (edge_vec, edge_features), edge_index, edge_block)
+        else:
+            messages = self._messages(self.linear_in(x), edge_vec, edge_features, edge_index, wigner)
         if self.s2 is None:
             update = self.gate(self.linear_out(messages * self.norm) + self.self_connection(x, one_hot))
         else:  # as in MACE: powers of the messages only, the self-connection added after
@@ -147,11 +158,21 @@ class ESCN(Potential):
     def message_passing_steps(self) -> int:
         return len(self.layers)
 
+    def edge_bytes(self) -> int:
+        # Per edge of a block: the Wigner blocks, the radial MLP's activations and weights, the
+        # rotated features and messages (about 4 x the hidden width); x2 for the recomputed
+        # forward and its gradients.
+        layer = self.layers[-1]
+        wigner = sum(block.numel() for block in edge_wigner_D(self.l_max, torch.ones(1, 3, dtype=self.atomic_energies.dtype), self.m_max))
+        widths = sum(linear.weight.shape[-1] for linear in layer.radial)
+        return 2 * (2 * widths + wigner + 5 * layer.conv.irreps_out.dim) * self.atomic_energies.element_size()
+
     def node_energy_terms(self, species, edge_vec, edge_index):
         one_hot = self.one_hot(species)
         edge_features = self.radial_embedding(edge_vec.norm(dim=-1))
-        wigner = edge_wigner_D(self.l_max, edge_vec, self.m_max)
+        blocked = self._edge_block is not None and edge_index.shape[1] > self._edge_block
+        wigner = None if blocked else edge_wigner_D(self.l_max, edge_vec, self.m_max)
         x = self.embedding(one_hot)
         for layer in self.layers:
-            x = layer(x, species, one_hot, edge_vec, edge_features, edge_index, wigner)
+            x = layer(x, species, one_hot, edge_vec, edge_features, edge_index, wigner, self._edge_block)
         return self.readout(x).squeeze(-1)

@@ -31,7 +31,7 @@ from equinet.ops import (
 from equinet.ops.kernels import backend_names
 
 from .base import Potential
-from .blocks import RadialEmbedding, radial_network
+from .blocks import RadialEmbedding, conv_edge_bytes, radial_network, summed_over_edge_blocks
 from .pair_radii import COVALENT_RADII, AgnesiTransform, SoftTransform, ZBLRepulsion, pair_radius_sum
 from .registry import register_model
 
@@ -64,8 +64,12 @@ class _Interaction(torch.nn.Module):
         self.inv_avg_num_neighbors = 1.0 / avg_num_neighbors
         self.density = radial_network(num_basis, (), 1) if density_normalization else None
 
-    def forward(self, x, edge_sh, edge_features, edge_index):
-        messages = self.linear(self.conv(self.linear_up(x), edge_sh, self.radial(edge_features), edge_index))
+    def _messages(self, x_up, edge_sh, edge_features, edge_index):
+        return self.conv(x_up, edge_sh, self.radial(edge_features), edge_index)
+
+    def forward(self, x, edge_sh, edge_features, edge_index, edge_block=None):
+        summed = summed_over_edge_blocks(self._messages, self.linear_up(x), (edge_sh, edge_features), edge_index, edge_block)
+        messages = self.linear(summed)
         if self.density is None:
             return messages * self.inv_avg_num_neighbors
         edge_density = torch.tanh(self.density(edge_features).squeeze(-1) ** 2)
@@ -205,6 +209,9 @@ class MACE(Potential):
     def message_passing_steps(self) -> int:
         return len(self.interactions)
 
+    def edge_bytes(self) -> int:
+        return conv_edge_bytes(max((i.conv for i in self.interactions), key=lambda conv: conv.irreps_in1.dim), self.interactions[0].radial, self.atomic_energies)
+
     def node_energy_terms(self, species, edge_vec, edge_index):
         one_hot = self.one_hot(species)
         r = edge_vec.norm(dim=-1)
@@ -216,7 +223,7 @@ class MACE(Potential):
         for layer, (interaction, product, linear, self_connection, readout) in enumerate(
             zip(self.interactions, self.products, self.linears, self.self_connections, self.readouts)
         ):
-            a = interaction(x, edge_sh, edge_features, edge_index)
+            a = interaction(x, edge_sh, edge_features, edge_index, self._edge_block)
             if layer == 0 and not self.first_layer_residual:
                 x = linear(product(self_connection(a, one_hot), species))
             else:

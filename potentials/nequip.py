@@ -17,7 +17,7 @@ from e3nn import o3
 from equinet.ops import CGConvolution, FullyConnectedTensorProduct, Linear, spherical_harmonics
 
 from .base import Potential
-from .blocks import RadialEmbedding, gate, radial_network
+from .blocks import RadialEmbedding, conv_edge_bytes, gate, radial_network, summed_over_edge_blocks
 from .registry import register_model
 
 __all__ = ["NequIP"]
@@ -37,8 +37,11 @@ class _NequIPLayer(torch.nn.Module):
         self.residual = o3.Irreps(irreps_in) == self.gate.irreps_out
         self.norm = avg_num_neighbors**-0.5
 
-    def forward(self, x, one_hot, edge_sh, edge_features, edge_index):
-        messages = self.conv(self.linear_in(x), edge_sh, self.radial(edge_features), edge_index)
+    def _messages(self, x_in, edge_sh, edge_features, edge_index):
+        return self.conv(x_in, edge_sh, self.radial(edge_features), edge_index)
+
+    def forward(self, x, one_hot, edge_sh, edge_features, edge_index, edge_block=None):
+        messages = summed_over_edge_blocks(self._messages, self.linear_in(x), (edge_sh, edge_features), edge_index, edge_block)
         update = self.gate(self.linear_out(messages * self.norm) + self.self_connection(x, one_hot))
         return x + update if self.residual else update
 
@@ -100,11 +103,14 @@ class NequIP(Potential):
     def message_passing_steps(self) -> int:
         return len(self.layers)
 
+    def edge_bytes(self) -> int:
+        return conv_edge_bytes(max((layer.conv for layer in self.layers), key=lambda conv: conv.irreps_out.dim), self.layers[0].radial, self.atomic_energies)
+
     def node_energy_terms(self, species, edge_vec, edge_index):
         one_hot = self.one_hot(species)
         edge_sh = spherical_harmonics(self.l_max, edge_vec)
         edge_features = self.radial_embedding(edge_vec.norm(dim=-1))
         x = self.embedding(one_hot)
         for layer in self.layers:
-            x = layer(x, one_hot, edge_sh, edge_features, edge_index)
+            x = layer(x, one_hot, edge_sh, edge_features, edge_index, self._edge_block)
         return self.readout(x).squeeze(-1)

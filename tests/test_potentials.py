@@ -132,6 +132,39 @@ def test_a_batch_gives_what_each_structure_gives_alone(calc):
     assert torch.isfinite(together["stress"][[0, 2, 3]]).all()
 
 
+@pytest.mark.parametrize("variant", sorted(v for v in SMALL if small_model(v).edge_bytes() is not None))
+def test_edges_in_blocks_give_the_same_energy_forces_and_stress(variant, monkeypatch):
+    """Inference edge block by edge block (recomputed in the backward) equals all edges at
+    once, in float64; training keeps the one-pass graph."""
+    from equinet.potentials import blocks
+
+    model, atoms = small_model(variant), triclinic_alloy() * (2, 2, 2)
+    graph = Batch.from_data_list([atoms_to_graph(atoms, CUTOFF, dtype=torch.float64)])
+    whole = model(graph, stress=True)
+    blocks_run = []
+    checkpoint = blocks.checkpoint
+    monkeypatch.setattr(blocks, "checkpoint", lambda *args, **kwargs: blocks_run.append(1) or checkpoint(*args, **kwargs))
+    model.edge_block_size = 97  # edges: several hundred
+    blocked = model(graph, stress=True)
+    assert len(blocks_run) >= model.message_passing_steps * graph.edge_index.shape[1] // 97
+    for key in ("energy", "forces", "stress"):
+        torch.testing.assert_close(blocked[key], whole[key], rtol=1e-10, atol=1e-12)
+    blocks_run.clear()
+    model.train()(graph, stress=True)
+    assert not blocks_run
+
+
+def test_the_memory_budget_sets_the_edge_blocks():
+    model = small_model("mace")
+    assert model.set_memory_budget(1.0) == int(0.5 * 2**30 / model.edge_bytes())
+    assert model.set_memory_budget(1e-9) == 1024  # at least
+    calculator = Calculator(small_model("escn"), max_memory_gb=2.0)
+    assert calculator.model.edge_block_size == int(2**30 / calculator.model.edge_bytes())
+    assert small_model("tensornet").set_memory_budget(1.0) is None  # all edges at once
+    with pytest.raises(ValueError, match="max_memory_gb must be positive, got -1"):
+        Calculator(small_model("mace"), max_memory_gb=-1)
+
+
 @pytest.mark.parametrize("variant", sorted(SMALL))
 def test_float32_agrees_with_float64(variant):
     atoms = triclinic_alloy()

@@ -23,7 +23,7 @@ def register(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from equinet.calculator import Calculator, check_device
+    from equinet.calculator import Calculator, available_memory_gb, check_device
     from equinet.committee import is_committee_file
     from equinet.committee_evaluation import CommitteeMean
     from equinet.datasets import check_elements, load_dataset
@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     members = Calculator(args.model, device=device, dispersion=False).models if is_committee_file(args.model) else []
     model = CommitteeMean(members) if members else load_model(args.model, device)
+    for member in members or [model]:  # edges in blocks where a structure is large (half the free memory)
+        member.set_memory_budget(available_memory_gb(device) / 2)
     keys = {"energy": args.energy_key, "forces": args.forces_key, "stress": args.stress_key}
     dtype = model.atomic_energies.dtype
     dataset = load_dataset(args.data, model.cutoff, keys=keys, required=("energy",), energy_unit=args.energy_unit, dtype=dtype)

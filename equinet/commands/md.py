@@ -29,6 +29,8 @@ def register(commands) -> None:
     parser.add_argument("--dispersion", choices=(*DAMPINGS, "none"), default=None,
                         help="add DFT-D3 with this damping (needs equinet[d3]); default: the D3 a model trained with data.dispersion records; none: no D3")
     parser.add_argument("--functional", default="pbe", help="the DFT functional of the training data, for D3's parameters (default pbe)")
+    parser.add_argument("--max-memory-gb", type=float, default=None,
+                        help="GiB for one force evaluation: edges are processed in blocks that fit (default: half the free memory)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)
 
@@ -46,7 +48,12 @@ def run(args: argparse.Namespace) -> int:
     ase_format(args.output, "--output")
     atoms = read_structure(args.structure)
     dispersion = False if args.dispersion == "none" else args.dispersion
-    atoms.calc = Calculator(args.model, device=args.device, backend=args.backend, dispersion=dispersion, functional=args.functional)
+    atoms.calc = Calculator(
+        args.model, device=args.device, backend=args.backend, dispersion=dispersion, functional=args.functional, max_memory_gb=args.max_memory_gb
+    )
+    block = atoms.calc.model.edge_block_size
+    if block is not None:
+        print(f"memory: {atoms.calc.memory_gb:.1f} GiB per evaluation; edges in blocks of {block:,} when there are more", flush=True)
     members = len(atoms.calc.models)
     if args.max_force_std is not None and not (members > 1 and args.max_force_std > 0):
         raise ValueError(f"--max-force-std {args.max_force_std}: give a positive threshold in eV/Å and two or more models (a committee)")

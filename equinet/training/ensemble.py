@@ -14,7 +14,7 @@ from pathlib import Path
 from equinet.committee import write_committee
 from equinet.config import TrainConfig
 
-from .run import _inputs, train
+from .run import run_inputs, train
 from .run_folder import check_run_folder
 
 __all__ = ["member_configs", "train_ensemble"]
@@ -35,7 +35,7 @@ def train_ensemble(config: TrainConfig, resume: bool = False, overwrite: bool = 
     committee file; returns the exit code of the first member that failed, else 0."""
     members = member_configs(config)
     for member in members:
-        check_run_folder(Path(member.output), _inputs(member, config_path and Path(config_path)), resume, overwrite)
+        check_run_folder(Path(member.output), run_inputs(member, config_path and Path(config_path)), resume, overwrite)
     for index, member in enumerate(members):
         print(f"committee member {index + 1} of {len(members)}: trainer.seed {member.trainer.seed}, output {member.output}", flush=True)
         code = train(member, resume=resume, overwrite=overwrite, config_path=config_path)

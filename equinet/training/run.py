@@ -78,7 +78,7 @@ def _fitted_to_the_data(model: Potential, sets: dict, atomic_energies: dict | No
     return model
 
 
-def _inputs(config: TrainConfig, config_path: Path | None) -> list[Path]:
+def run_inputs(config: TrainConfig, config_path: Path | None) -> list[Path]:
     """The files a run reads: its config, data and starting model."""
     data = config.data
     paths = [config_path, data.train, data.valid, data.test, data.atomic_energies, config.model.get("init_from")]
@@ -138,7 +138,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, co
     """
     output = Path(config.output)
     if rank_zero_only.rank == 0:
-        checkpoint = check_run_folder(output, _inputs(config, config_path and Path(config_path)), resume, overwrite)
+        checkpoint = check_run_folder(output, run_inputs(config, config_path and Path(config_path)), resume, overwrite)
     else:  # a DDP worker re-running the command: the launching process has checked
         checkpoint = output / "last.ckpt" if resume else None
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
