@@ -39,6 +39,7 @@ import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from equinet.files import atomic_write
+from equinet.ops import SymmetricContraction
 from equinet.potentials import Potential, accelerate
 
 __all__ = ["ExportedForces", "export_model", "load_exported", "FORMATS", "METADATA_FILE"]
@@ -70,9 +71,14 @@ class ExportedForces(torch.nn.Module):
 
 
 def _with_torch_backends(model: Potential) -> Potential:
-    """A copy of ``model`` whose operators run the PyTorch reference: the triton, cueq and cpp
-    kernels are not part of libtorch, and the backends share the weights."""
-    return accelerate(copy.deepcopy(model), conv="torch", product="torch")
+    """A copy of ``model`` whose operators run the PyTorch reference (the triton, cueq and cpp
+    kernels are not part of libtorch, and the backends share the weights), with sizes that
+    do not depend on the data."""
+    model = accelerate(copy.deepcopy(model), conv="torch", product="torch")
+    for module in model.modules():
+        if isinstance(module, SymmetricContraction):
+            module.every_element = True  # the traced graph must not depend on which elements are present
+    return model
 
 
 def _example_inputs(model: Potential, num_atoms: int, seed: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:

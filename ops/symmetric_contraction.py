@@ -10,9 +10,10 @@ and ``U_nu[..., k]`` is an orthonormal basis of the equivariant maps from the
 *symmetric* nu-fold tensor power of A to L (generalized Clebsch–Gordan coefficients).
 
 The basis comes from :mod:`equinet.ops.coupling_basis`. The contraction runs Horner-style,
-highest order first, as MACE does, with the per-element weights folded into U once per call
-and the atoms grouped by element, so the cost per atom is independent of the number of basis
-elements.
+highest order first, as MACE does, with the atoms grouped by element and each element's
+weights folded into U once per call, so the cost per atom is independent of the number of
+basis elements. Only the elements present are folded: a foundation model knows 89 elements,
+a structure holds a few.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class SymmetricContraction(torch.nn.Module):
     """
 
     family = "symmetric_contraction"  # in the backend registry, equinet.ops.kernels
+    #: Fold and run every element, present or not, so that no size depends on the species
+    #: (set on the copy of a model that is traced for export).
+    every_element: bool = False
 
     def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int, *, backend: str = "torch"):
         super().__init__()
@@ -115,10 +119,10 @@ class SymmetricContraction(torch.nn.Module):
         if self.kernels is not None and not self.kernels.built_from(self.bases()):
             self.set_backend(self.backend)
 
-    def _folded(self, ir_out, orders) -> dict[int, torch.Tensor]:
-        """The bases contracted with every element's weights: order → ``[Z, C, M D^(order-1), D]``."""
+    def _folded(self, ir_out, orders, element: int) -> dict[int, torch.Tensor]:
+        """The bases contracted with one element's weights: order → ``[C, M D^(order-1), D]``."""
         return {
-            order: torch.einsum("xdk,zkc->zcxd", getattr(self, f"U_{order}_{ir_out}"), getattr(self, f"weight_{order}_{ir_out}") * WEIGHT_SCALE)
+            order: torch.einsum("xdk,kc->cxd", getattr(self, f"U_{order}_{ir_out}"), getattr(self, f"weight_{order}_{ir_out}")[element] * WEIGHT_SCALE)
             for order in orders
         }
 
@@ -135,27 +139,28 @@ class SymmetricContraction(torch.nn.Module):
         # atom, which compilers that treat sizes as unknowns (AOTInductor) would ask about.
         a = torch.cat([a, a.new_zeros(2, c, d)])
         padding = torch.arange(2, device=x.device) + num_nodes
+        elements = range(self.num_elements) if self.every_element else torch.unique(species).tolist()
         groups = []
-        for element in range(self.num_elements):
+        for element in elements:
             nodes = (species == element).nonzero().squeeze(1)
             groups.append((element, nodes, torch.cat([nodes, padding])))
         pieces = []
         for ir_out, orders in self._outputs:
             m = ir_out.dim
-            folded = self._folded(ir_out, orders)
             out = x.new_zeros(num_nodes, c, m)
             for element, nodes, padded in groups:
+                folded = self._folded(ir_out, orders, element)
                 a_e = a.index_select(0, padded).transpose(0, 1)  # [C, n_e + 2, D]
                 result = None  # [C, n_e + 2, M D^order] before the Horner step of each order
                 for order in range(self.correlation, 0, -1):
                     if order not in folded and result is None:
                         continue
                     if result is None:  # highest order: one matmul for all atoms of the element
-                        result = torch.matmul(a_e, folded[order][element].transpose(1, 2))  # [C, n_e, M D^(order-1)]
+                        result = torch.matmul(a_e, folded[order].transpose(1, 2))  # [C, n_e, M D^(order-1)]
                     else:  # (result + W_order) . A, contracting one D-axis
                         result = result.view(c, -1, m * d ** (order - 1), d)
                         if order in folded:
-                            result = result + folded[order][element].unsqueeze(1)
+                            result = result + folded[order].unsqueeze(1)
                         result = torch.matmul(result, a_e.unsqueeze(-1)).squeeze(-1)
                 out = out.index_copy(0, nodes, result.view(c, -1, m)[:, : nodes.shape[0]].transpose(0, 1))
             pieces.append(out.reshape(num_nodes, c * m))
