@@ -13,7 +13,7 @@ from e3nn.nn import FullyConnectedNet, Gate
 
 from equinet.ops import BesselBasis, GaussianBasis, PolynomialCutoff
 
-__all__ = ["RADIAL_BASES", "RadialEmbedding", "conv_edge_bytes", "gate", "radial_network", "summed_over_edge_blocks"]
+__all__ = ["RADIAL_BASES", "RadialEmbedding", "conv_edge_bytes", "gate", "over_node_blocks", "radial_network", "summed_over_edge_blocks"]
 
 RADIAL_BASES = {"bessel": BesselBasis, "gaussian": GaussianBasis}
 
@@ -93,3 +93,15 @@ def conv_edge_bytes(conv, radial: FullyConnectedNet, like: torch.Tensor) -> int:
     widths = sum(layer.weight.shape[-1] for layer in radial)  # hidden widths and the weights
     features = conv.irreps_in1.dim + 4 * conv.irreps_out.dim
     return 2 * (2 * widths + features) * like.element_size()
+
+
+def over_node_blocks(fn: Callable[..., torch.Tensor], node_inputs: Sequence[torch.Tensor], block_size: int | None) -> torch.Tensor:
+    """``fn(*node_inputs)`` for a function that acts on each atom alone (rows in, rows out),
+    ``block_size`` atoms at a time under activation checkpointing, as
+    :func:`summed_over_edge_blocks` does for edges. ``None``, or no more atoms than a block:
+    one call."""
+    num_nodes = node_inputs[0].shape[0]
+    if block_size is None or num_nodes <= block_size:
+        return fn(*node_inputs)
+    blocks = [slice(start, start + block_size) for start in range(0, num_nodes, block_size)]
+    return torch.cat([checkpoint(fn, *(tensor[block] for tensor in node_inputs), use_reentrant=False) for block in blocks])

@@ -31,7 +31,7 @@ from equinet.ops import (
 from equinet.ops.kernels import backend_names
 
 from .base import Potential
-from .blocks import RadialEmbedding, conv_edge_bytes, radial_network, summed_over_edge_blocks
+from .blocks import RadialEmbedding, conv_edge_bytes, over_node_blocks, radial_network, summed_over_edge_blocks
 from .pair_radii import COVALENT_RADII, AgnesiTransform, SoftTransform, ZBLRepulsion, pair_radius_sum
 from .registry import register_model
 
@@ -113,6 +113,7 @@ class MACE(Potential):
     """
 
     isolated_energy_is_zero = True
+    product_block_size: int | None = None  # atoms per block of the product in inference (set_memory_budget)
     backend_families = {"conv": ("cg",), "product": tuple(_PRODUCT_FAMILIES.values())}
 
     @classmethod
@@ -212,6 +213,18 @@ class MACE(Potential):
     def edge_bytes(self) -> int:
         return conv_edge_bytes(max((i.conv for i in self.interactions), key=lambda conv: conv.irreps_in1.dim), self.interactions[0].radial, self.atomic_energies)
 
+    def set_memory_budget(self, gigabytes: float) -> int | None:
+        """Edge blocks as every model, and atom blocks for the many-body product, whose
+        intermediates per atom (``C x M x D^(correlation-1)`` values for each output irrep
+        ``L`` of dimension ``M``) dwarf the features: half the budget each."""
+        block = super().set_memory_budget(gigabytes)
+        product = self.products[0]
+        dim_one = sum(ir.dim for _, ir in o3.Irreps.spherical_harmonics(self.max_ell))
+        widest = max(ir.dim for _, ir in product.irreps_out) * dim_one ** (product.correlation - 1)
+        per_atom = 4 * product.channels * widest * self.atomic_energies.element_size()  # x2 outputs, x2 recompute
+        self.product_block_size = max(64, int(0.5 * gigabytes * 2**30 / per_atom))
+        return block
+
     def node_energy_terms(self, species, edge_vec, edge_index):
         one_hot = self.one_hot(species)
         r = edge_vec.norm(dim=-1)
@@ -224,9 +237,10 @@ class MACE(Potential):
             zip(self.interactions, self.products, self.linears, self.self_connections, self.readouts)
         ):
             a = interaction(x, edge_sh, edge_features, edge_index, self._edge_block)
+            atoms_block = None if self._edge_block is None else self.product_block_size
             if layer == 0 and not self.first_layer_residual:
-                x = linear(product(self_connection(a, one_hot), species))
+                x = linear(over_node_blocks(product, (self_connection(a, one_hot), species), atoms_block))
             else:
-                x = linear(product(a, species)) + self_connection(x, one_hot)
+                x = linear(over_node_blocks(product, (a, species), atoms_block)) + self_connection(x, one_hot)
             energy = energy + readout(x).squeeze(-1)
         return energy

@@ -36,10 +36,10 @@ CASES = {
     "off": dict(cls="ScaleShiftMACE", first=PLAIN, later=RESIDUAL, hidden="3x0e", max_ell=2, correlation=3),
     # the MACE class itself (no scale and shift)
     "plain": dict(cls="MACE", first=PLAIN, later=RESIDUAL, hidden="2x0e+2x1o+2x2e", max_ell=1, correlation=2),
-    # MACE-MP-0b3: ZBL repulsion (scaled with the learned energy) and the Agnesi transform
-    "mp0b3": dict(cls="ScaleShiftMACE", first=RESIDUAL, later=RESIDUAL, hidden="2x0e+2x1o", max_ell=1, correlation=2,
+    # MACE-MP-0b: ZBL repulsion (scaled with the learned energy) and the Agnesi transform
+    "mp0b": dict(cls="ScaleShiftMACE", first=RESIDUAL, later=RESIDUAL, hidden="2x0e+2x1o", max_ell=1, correlation=2,
                   pair_repulsion=True, distance_transform="Agnesi"),
-    # MACE-MPA-0 / OMAT-0: density-normalised blocks, ZBL, Agnesi
+    # MACE-MP-0b3, MPA-0, OMAT-0: density-normalised blocks, ZBL, Agnesi
     "mpa": dict(cls="ScaleShiftMACE", first=DENSITY, later=DENSITY_RESIDUAL, hidden="2x0e+2x1o", max_ell=1, correlation=2,
                 pair_repulsion=True, distance_transform="Agnesi"),
     # Gaussian basis, Soft transform, ZBL in the unscaled MACE class

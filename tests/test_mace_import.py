@@ -50,7 +50,7 @@ def test_imported_models_reproduce_mace_torch_in_float64(name):
 
 def test_the_references_exercise_the_pair_repulsion():
     """Without the ZBL term, or unscaled where mace-torch scales it, the energies differ."""
-    for name in ("mp0b3", "mpa"):
+    for name in ("mp0b", "mpa"):
         model = import_mace(DATA / MODELS[name]["file"])
         expected = MODELS[name]["results"]["crystal"]["energy"]
         for factor in (0.0, 1.0):

@@ -145,6 +145,8 @@ def test_edges_in_blocks_give_the_same_energy_forces_and_stress(variant, monkeyp
     checkpoint = blocks.checkpoint
     monkeypatch.setattr(blocks, "checkpoint", lambda *args, **kwargs: blocks_run.append(1) or checkpoint(*args, **kwargs))
     model.edge_block_size = 97  # edges: several hundred
+    if variant.startswith("mace"):
+        model.product_block_size = 5  # atoms: 16
     blocked = model(graph, stress=True)
     assert len(blocks_run) >= model.message_passing_steps * graph.edge_index.shape[1] // 97
     for key in ("energy", "forces", "stress"):
@@ -157,6 +159,7 @@ def test_edges_in_blocks_give_the_same_energy_forces_and_stress(variant, monkeyp
 def test_the_memory_budget_sets_the_edge_blocks():
     model = small_model("mace")
     assert model.set_memory_budget(1.0) == int(0.5 * 2**30 / model.edge_bytes())
+    assert model.product_block_size == int(0.5 * 2**30 / (4 * 4 * 3 * 9**2 * 8))  # C=4, 1o out, D=9 (l<=2), correlation 3, float64
     assert model.set_memory_budget(1e-9) == 1024  # at least
     calculator = Calculator(small_model("escn"), max_memory_gb=2.0)
     assert calculator.model.edge_block_size == int(2**30 / calculator.model.edge_bytes())
