@@ -31,7 +31,8 @@ ENSEMBLES = ("nve", "nvt", "npt")
 class MDResult:
     """What a run recorded, every ``interval`` steps: time (fs), energies (eV), temperature
     (K) and, for a committee, the largest per-atom force standard deviation (eV/Å; NaN
-    otherwise). ``stopped_early``: the spread passed ``max_force_std`` and the run stopped."""
+    otherwise). ``stopped_early``: the spread passed ``max_force_std`` and the run stopped;
+    ``uncertain_frames``: how many records past it were written to ``uncertain`` instead."""
 
     time_fs: np.ndarray
     potential: np.ndarray
@@ -41,6 +42,7 @@ class MDResult:
     num_atoms: int
     steps_per_second: float
     stopped_early: bool = False
+    uncertain_frames: int = 0
 
     @property
     def total(self) -> np.ndarray:
@@ -79,13 +81,15 @@ def run_md(
     seed: int = 0,
     progress: bool = True,
     max_force_std: float | None = None,
+    uncertain: str | Path | None = None,
 ) -> MDResult:
     """Run MD on ``atoms`` (calculator attached), velocities drawn at ``temperature_K``.
 
     Records (and writes to ``trajectory``/``log``) every ``interval`` steps, including step 0.
     The files are opened only once the settings are checked and the first energy is computed.
     With a committee calculator the log also gets the largest per-atom force standard
-    deviation, and the run stops at the first record where it exceeds ``max_force_std`` (eV/Å).
+    deviation, and the run stops at the first record where it exceeds ``max_force_std`` (eV/Å);
+    with ``uncertain`` (a file), it goes on and writes every such record's frame there.
     """
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {', '.join(ENSEMBLES)}, got {ensemble!r}")
@@ -102,6 +106,8 @@ def run_md(
     committee = "forces_std" in atoms.calc.results
     if max_force_std is not None and not committee:
         raise ValueError("max_force_std needs a committee: give the calculator several models")
+    if uncertain is not None and max_force_std is None:
+        raise ValueError("writing the uncertain frames needs a threshold: give max_force_std")
     records: list[tuple[float, float, float, float, float]] = []
     with contextlib.ExitStack() as stack:
         writer = None
@@ -109,6 +115,9 @@ def run_md(
             writer = stack.enter_context(Trajectory(str(trajectory), "w", atoms))
         elif trajectory:
             Path(trajectory).unlink(missing_ok=True)
+        if uncertain is not None:
+            Path(uncertain).unlink(missing_ok=True)
+        saved = 0
         log_file = stack.enter_context(open(log, "w")) if log else None
         if log_file:
             log_file.write(f"{'time_fs':>12}{'epot_eV':>16}{'ekin_eV':>16}{'etot_eV':>16}{'T_K':>10}" + (f"{'fstd_max':>12}" if committee else "") + "\n")
@@ -127,7 +136,15 @@ def run_md(
             return spread
 
         def too_uncertain(spread: float) -> bool:
-            return max_force_std is not None and spread > max_force_std
+            """Past the threshold: stop, or write the frame to ``uncertain`` and go on."""
+            nonlocal saved
+            if max_force_std is None or not spread > max_force_std:
+                return False
+            if uncertain is None:
+                return True
+            write(uncertain, atoms, append=True)
+            saved += 1
+            return False
 
         stopped = too_uncertain(record())
         start = time.perf_counter()
@@ -141,7 +158,7 @@ def run_md(
                 bar.update(chunk)
         elapsed = time.perf_counter() - start
     columns = np.array(records).T
-    return MDResult(*columns, len(atoms), dynamics.nsteps / max(elapsed, 1e-9), stopped)
+    return MDResult(*columns, len(atoms), dynamics.nsteps / max(elapsed, 1e-9), stopped, saved)
 
 
 def plot_md(result: MDResult, path: str | Path) -> Path:

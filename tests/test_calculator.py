@@ -186,5 +186,11 @@ def test_md_with_a_committee_logs_its_spread_and_stops_where_it_grows(tmp_path, 
     threshold = float(log[0, 5]) / 2  # passed at the first record
     assert main([*argv, "--max-force-std", str(threshold)]) == 1
     assert "stopped at 0 fs: the force std" in capsys.readouterr().out
+    between = float(np.median(log[:, 5]))  # some records above, some below
+    assert main([*argv, "--max-force-std", str(between), "--on-uncertain", "save"]) == 0
+    saved = read(tmp_path / "md_uncertain.extxyz", ":")
+    assert len(saved) == int((log[:, 5] > between).sum()) > 0
+    assert main([*argv, "--on-uncertain", "save"]) == 2
+    assert "give --max-force-std too" in capsys.readouterr().err
     assert main(["md", models[0], str(tmp_path / "start.extxyz"), "--max-force-std", "0.1"]) == 2
     assert "two or more models (a committee)" in capsys.readouterr().err

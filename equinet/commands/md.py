@@ -25,6 +25,8 @@ def register(commands) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-force-std", type=float, default=None, metavar="EV_PER_A",
                         help="with a committee: stop once the largest per-atom force standard deviation passes this (eV/Å)")
+    parser.add_argument("--on-uncertain", choices=("stop", "save"), default="stop",
+                        help="past --max-force-std: stop (default), or go on and write those frames to OUTPUT_uncertain.extxyz")
     parser.add_argument("--backend", default="auto", help="operator backends: auto (the fastest exact one here, default), torch (the reference), cpp, triton, cueq")
     parser.add_argument("--dispersion", choices=(*DAMPINGS, "none"), default=None,
                         help="add DFT-D3 with this damping (needs equinet[d3]); default: the D3 a model trained with data.dispersion records; none: no D3")
@@ -43,8 +45,10 @@ def run(args: argparse.Namespace) -> int:
 
     stem = args.output.with_suffix("")
     log, plot = Path(f"{stem}.log"), Path(f"{stem}.png")
-    for path in (args.output, log, plot):
-        output_file(path, "--output", inputs=[args.structure, *args.model])
+    uncertain = Path(f"{stem}_uncertain.extxyz") if args.on_uncertain == "save" else None
+    for path in (args.output, log, plot, uncertain):
+        if path is not None:
+            output_file(path, "--output", inputs=[args.structure, *args.model])
     ase_format(args.output, "--output")
     atoms = read_structure(args.structure)
     dispersion = False if args.dispersion == "none" else args.dispersion
@@ -57,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     members = len(atoms.calc.models)
     if args.max_force_std is not None and not (members > 1 and args.max_force_std > 0):
         raise ValueError(f"--max-force-std {args.max_force_std}: give a positive threshold in eV/Å and two or more models (a committee)")
+    if uncertain is not None and args.max_force_std is None:
+        raise ValueError("--on-uncertain save writes the frames past --max-force-std: give --max-force-std too")
     used = backends_in_use(atoms.calc.model)
     if used:
         print("backends: " + ", ".join(f"{family} {backend}" for family, backend in sorted(used.items())), flush=True)
@@ -66,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_md(
         atoms, args.ensemble, args.temperature, args.timestep, args.steps, args.interval,
         trajectory=args.output, log=log, pressure_bar=args.pressure, seed=args.seed, max_force_std=args.max_force_std,
+        uncertain=uncertain,
     )
     plot = plot_md(result, plot)
     steps = round(result.time_fs[-1] / args.timestep)
@@ -77,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if members > 1:
         print(f"committee of {members}: largest per-atom force std {np.nanmax(result.max_force_std):.4f} eV/Å")
+    if uncertain is not None:
+        print(f"{result.uncertain_frames} recorded frames passed --max-force-std {args.max_force_std}: written to {uncertain}")
     if result.stopped_early:
         print(f"stopped at {result.time_fs[-1]:g} fs: the force std {result.max_force_std[-1]:.4f} eV/Å passed --max-force-std {args.max_force_std}")
         return 1
