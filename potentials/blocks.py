@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
-from torch.utils.checkpoint import checkpoint
 from e3nn import o3
 from e3nn.nn import FullyConnectedNet, Gate
+from torch.utils.checkpoint import checkpoint
 
 from equinet.ops import BesselBasis, GaussianBasis, PolynomialCutoff
 

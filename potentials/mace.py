@@ -52,7 +52,7 @@ class _Interaction(torch.nn.Module):
 
     The summed messages are divided by the mean neighbour count, or with
     ``density_normalization`` by ``1 + rho_i``, a learned neighbour density
-    ``rho_i = sum_j tanh(w · e_ij)^2`` of the radial features ``e_ij`` (mace-torch's Density blocks).
+    ``rho_i = sum_j tanh((w · e_ij)^2)`` of the radial features ``e_ij`` (mace-torch's Density blocks).
     """
 
     def __init__(self, irreps_in, irreps_sh, irreps_a, num_basis, radial_hidden, avg_num_neighbors, density_normalization=False):
