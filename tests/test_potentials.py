@@ -230,11 +230,23 @@ def test_escn_on_the_cpp_kernel_is_the_same_model(float64):
 
 
 def test_training_mode_keeps_the_graph_for_force_losses():
-    model = small_model("mace", "float32").train()
-    batch = Batch.from_data_list([atoms_to_graph(triclinic_alloy(), CUTOFF, dtype=torch.float32)])
-    out = model(batch)
-    out["forces"].square().sum().backward()
-    assert all(p.grad is not None for p in model.products[0].parameters())
+    """A force loss's gradient with respect to the weights (a double backward) equals
+    central finite differences of the loss."""
+    model = small_model("mace").train()
+    batch = Batch.from_data_list([atoms_to_graph(triclinic_alloy(), CUTOFF, dtype=torch.float64)])
+
+    def loss() -> torch.Tensor:
+        return model(batch)["forces"].square().sum()
+
+    loss().backward()
+    parameters, h = dict(model.named_parameters()), 1e-6
+    for name, index in (("products.0.weight_1_0e", (0, 0, 1)), ("interactions.1.radial.layer0.weight", (5, 1))):
+        weight, values = parameters[name], []
+        for step in (h, -2 * h, h):  # up, down, back
+            with torch.no_grad():
+                weight[index] += step
+            values.append(float(loss()))
+        assert weight.grad[index].item() == pytest.approx((values[0] - values[1]) / (2 * h), rel=1e-5, abs=1e-9), name
 
 
 def test_unknown_element_is_named():

@@ -30,11 +30,19 @@ def test_beyond_e3nn_is_normalized_homogeneous_and_equivariant(float64):
 
 
 def test_integral_normalization_is_orthonormal_on_the_sphere(float64):
-    # Lebedev-free check: Monte Carlo over 200k points, tolerance from its sampling error.
-    points = torch.randn(200_000, 3)
+    # Exact quadrature: Gauss-Legendre in cos(theta) (16 nodes) times 32 equally spaced phi
+    # integrates every product of two harmonics of degree <= 13 (degree <= 26) exactly.
+    import numpy as np
+
+    nodes, weights = np.polynomial.legendre.leggauss(16)
+    phi = np.arange(32) * 2 * np.pi / 32
+    cos_theta, phi = np.meshgrid(nodes, phi, indexing="ij")
+    sin_theta = np.sqrt(1 - cos_theta**2)
+    points = torch.tensor(np.stack([sin_theta * np.cos(phi), sin_theta * np.sin(phi), cos_theta], -1).reshape(-1, 3))
+    w = torch.tensor(np.repeat(weights, 32) * 2 * np.pi / 32)
     sh = spherical_harmonics(13, points, normalization="integral")
-    gram = 4 * torch.pi * sh.T @ sh / points.shape[0]
-    torch.testing.assert_close(gram, torch.eye(196), atol=0.03, rtol=0)
+    gram = sh.T @ (w[:, None] * sh)
+    torch.testing.assert_close(gram, torch.eye(196, dtype=torch.float64), atol=1e-12, rtol=0)
 
 
 def test_twice_differentiable(float64):
