@@ -71,6 +71,30 @@ def test_nve_conserves_energy(model):
     assert np.abs(result.total - result.total[0]).max() / len(atoms) < 1e-4
 
 
+def test_the_thermostat_and_the_barostat_reach_their_targets(tmp_path):
+    """Langevin NVT holds the target temperature, and Berendsen NPT takes a stretched cell to
+    the target pressure, given in bar. On EMT copper: the ensembles, not a model, are tested."""
+    from ase import units
+    from ase.calculators.emt import EMT
+    from ase.io import Trajectory
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)  # 32 atoms
+    atoms.calc = EMT()
+    nvt = run_md(atoms, "nvt", temperature_K=500, timestep_fs=2.0, steps=1500, interval=10, progress=False)
+    assert nvt.temperature[50:].mean() == pytest.approx(500, rel=0.1)  # after 1 ps: 10 thermostat times
+
+    stretched = bulk("Cu", "fcc", a=3.61 * 1.02, cubic=True) * (2, 2, 2)
+    stretched.calc = EMT()
+    start_volume = stretched.get_volume()
+    run_md(stretched, "npt", temperature_K=300, pressure_bar=1e4, timestep_fs=2.0, steps=400, interval=10,
+           trajectory=tmp_path / "npt.traj", progress=False)  # fmt: skip
+    frames = Trajectory(str(tmp_path / "npt.traj"))[20:]  # the second half
+    # The pressure the barostat holds: the virial's and the ideal gas's, 2 E_kin / (3 V).
+    pressures = [(-np.trace(f.get_stress(voigt=False)) / 3 + 2 * f.get_kinetic_energy() / (3 * f.get_volume())) / units.GPa for f in frames]
+    assert np.mean(pressures) == pytest.approx(1.0, abs=0.3)  # 1e4 bar = 1 GPa
+    assert frames[-1].get_volume() < 0.95 * start_volume  # most of the 6% stretch is gone
+
+
 def test_cell_relaxation_converges(model):
     atoms = _alloy((2, 1, 1))
     atoms.set_cell(atoms.cell.array @ np.diag([1.05, 0.97, 1.02]), scale_atoms=True)
