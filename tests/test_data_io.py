@@ -64,11 +64,16 @@ def test_custom_keys_and_other_ase_formats(tmp_path):
     write(tmp_path / "custom.extxyz", frames)
     structures = read_structures(tmp_path / "custom.extxyz", keys={"energy": "dft_energy", "forces": "dft_forces"})
     assert structures[0][1].energy == pytest.approx(frames[0].info["dft_energy"])
-    write(tmp_path / "frames.traj", _emt_frames(3))
-    write(tmp_path / "frames.db", _emt_frames(3))
-    traj, db = read_structures(tmp_path / "frames.traj"), read_structures(tmp_path / "frames.db")
-    for (_, a), (_, b) in zip(traj, db):
-        assert a.energy == pytest.approx(b.energy) and a.stress is not None
+    emt = _emt_frames(3)
+    for suffix in ("traj", "db"):
+        write(tmp_path / f"frames.{suffix}", emt)
+        structures = read_structures(tmp_path / f"frames.{suffix}")
+        assert len(structures) == len(emt)
+        for (atoms, labels), expected in zip(structures, emt):  # the labels EMT gave, in ASE's units
+            np.testing.assert_allclose(atoms.positions, expected.positions, atol=1e-12)
+            assert labels.energy == pytest.approx(expected.get_potential_energy(), abs=1e-10)
+            np.testing.assert_allclose(labels.forces, expected.get_forces(), atol=1e-10)
+            np.testing.assert_allclose(labels.stress, expected.get_stress(voigt=False), atol=1e-10)
 
 
 def test_rmd17_npz_in_kcal_per_mol(tmp_path):
