@@ -76,7 +76,7 @@ def _with_torch_backends(model: Potential) -> Potential:
     do not depend on the data."""
     model = accelerate(copy.deepcopy(model), conv="torch", product="torch")
     for module in model.modules():
-        if isinstance(module, SymmetricContraction):
+        if isinstance(module, (Potential, SymmetricContraction)):
             module.every_element = True  # the traced graph must not depend on which elements are present
     return model
 

@@ -57,6 +57,9 @@ class Potential(torch.nn.Module):
     #: switches; a config may request a backend per role (``conv_backend: triton``), which is
     #: applied when the model is built and not stored in it.
     backend_families: dict[str, tuple[str, ...]] = {}
+    #: Take the isolated-atom terms of every element, not only of those present, so that no
+    #: size depends on the species (set on the copy of a model that is traced for export).
+    every_element: bool = False
 
     #: Edges per block when energies and forces are computed without a graph for training
     #: (``create_graph=False``: the calculator, MD, evaluation): per-edge intermediates then
@@ -163,15 +166,19 @@ class Potential(torch.nn.Module):
         """Atomic energies ``[n]`` in eV (arguments as for :meth:`node_energy_terms`)."""
         terms = self.node_energy_terms(species, edge_vec, edge_index)
         if not self.isolated_energy_is_zero:
-            terms = terms - self._isolated_terms()[species]
+            terms = terms - self._isolated_terms(species)
         return self.atomic_energies[species] + self.shift + self.scale * terms
 
-    def _isolated_terms(self) -> torch.Tensor:
-        """Learned part of one isolated atom of each element: ``[num_elements]``."""
+    def _isolated_terms(self, species: torch.Tensor) -> torch.Tensor:
+        """Learned part of an isolated atom of each atom's element, ``[n]``: one isolated atom
+        per element present (of every element with :attr:`every_element`) through the model."""
         device, dtype = self.atomic_energies.device, self.atomic_energies.dtype
-        species = torch.arange(self.num_elements, device=device)
+        if self.every_element:
+            elements, index = torch.arange(self.num_elements, device=device), species
+        else:
+            elements, index = torch.unique(species, return_inverse=True)
         no_edges = torch.zeros(2, 0, dtype=torch.long, device=device)
-        return self.node_energy_terms(species, torch.zeros(0, 3, dtype=dtype, device=device), no_edges)
+        return self.node_energy_terms(elements, torch.zeros(0, 3, dtype=dtype, device=device), no_edges)[index]
 
     def deformed_energy(self, batch, pos: torch.Tensor, strain: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Energies ``[B]`` and atomic energies ``[n]`` (eV) of ``batch`` with the atoms at

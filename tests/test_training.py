@@ -21,6 +21,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
+from small_models import SMALL
 from torch_geometric.loader import DataLoader
 
 from equinet import Calculator, load_model
@@ -499,3 +500,22 @@ def test_an_ensemble_trains_a_committee_that_evaluate_md_and_select_use(tmp_path
     order = sorted(range(len(trajectory)), key=lambda i: -largest[i])  # stable: frame 1 before its repeat
     assert [a.info["source_frame"] for a in picked] == [i for i in order if i != 2][:3]
     assert picked[0].info["committee_force_std_max"] == pytest.approx(max(largest), rel=1e-9)
+
+
+@pytest.mark.parametrize("family, dtype", [("nequip", "float64"), ("escn", "float64"), ("tensornet", "float32")])
+def test_every_model_family_learns_from_generated_data(tmp_path, family, dtype):
+    """A few epochs lower the validation force error of each family (MACE's: the fine-tuning
+    tests), on data from ``data.generate`` as ``make demo`` trains, once in float32."""
+    config = {
+        "data": {"generate": {"name": "emt-alloys", "n": 24, "seed": 0}, "split": [16, 8, 0], "batch_size": 4},
+        "model": {**SMALL[family], "dtype": dtype, "cutoff": 4.0},
+        "loss": {"forces_weight": 10.0, "stage_two": None},
+        "optimizer": {"lr": 0.02},
+        "trainer": {"max_epochs": 6, "progress_bar": False, "accelerator": "cpu"},
+        "output": str(tmp_path / "run"),
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", str(tmp_path / "config.yaml")]) == 0
+    with open(tmp_path / "run" / "metrics.csv") as file:
+        errors = [float(row["val_forces_mae_meV"]) for row in csv.DictReader(file) if row["val_forces_mae_meV"]]
+    assert len(errors) == 6 and errors[-1] < 0.8 * errors[0], errors
