@@ -31,6 +31,7 @@ from equinet.ops import (
 from equinet.ops.kernels import backend_names
 
 from .base import Potential
+from .heads import head_irreps, tensorial_heads
 from .blocks import RadialEmbedding, conv_edge_bytes, over_node_blocks, radial_network, summed_over_edge_blocks
 from .pair_radii import COVALENT_RADII, AgnesiTransform, SoftTransform, ZBLRepulsion, pair_radius_sum
 from .registry import register_model
@@ -84,7 +85,8 @@ class MACE(Potential):
     Args:
         statistics, cutoff, scale, shift: see :class:`~equinet.potentials.Potential`.
         hidden_irreps: node features between layers, one multiplicity for all irreps
-            (``"64x0e+64x1o"``; the last layer keeps only its scalars).
+            (``"64x0e+64x1o"``; the last layer keeps only its scalars, and the ``1o``/``2e``
+            channels that the tensorial outputs need).
         max_ell: highest degree of the edge spherical harmonics and of A.
         correlation: body order of the product minus one (MACE's ``correlation``).
         num_interactions: number of layers.
@@ -106,6 +108,8 @@ class MACE(Potential):
         product: the many-body product: ``"cg"`` (symmetric contraction, all couplings) or
             ``"gaunt"`` (:class:`~equinet.ops.GauntManyBodyProduct`; then every output irrep of
             the product needs the parity (-1)^l, e.g. ``"64x0e+64x1o"``, not ``"64x1e"``).
+        outputs: ``energy``, ``dipole``, ``polarizability`` (:mod:`.heads`); the heads read
+            every layer's features, as the energy does.
 
     Backends (:func:`equinet.accelerate`, or ``conv_backend`` / ``product_backend`` in a config):
     ``conv`` the CG convolution, ``product`` the symmetric contraction of ``product: cg`` or
@@ -145,8 +149,9 @@ class MACE(Potential):
         readout_hidden: int = 16,
         first_layer_residual: bool = False,
         product: str = "cg",
+        outputs: Sequence[str] = ("energy",),
     ):
-        super().__init__(statistics, cutoff, scale, shift)
+        super().__init__(statistics, cutoff, scale, shift, outputs)
         hidden = o3.Irreps(hidden_irreps)
         channels = {mul for mul, _ in hidden}
         if len(channels) != 1 or not any(ir == o3.Irrep("0e") for _, ir in hidden):
@@ -187,7 +192,7 @@ class MACE(Potential):
         irreps_in = scalars
         for layer in range(num_interactions):
             last = layer == num_interactions - 1
-            irreps_out = scalars if last else hidden
+            irreps_out = scalars + head_irreps(self.outputs, num_channels) if last else hidden  # tensorial heads keep 1o/2e
             self.interactions.append(
                 _Interaction(irreps_in, irreps_sh, irreps_a, num_basis, radial_hidden, self.avg_num_neighbors, density_normalization)
             )
@@ -205,6 +210,7 @@ class MACE(Potential):
                 readout = Linear(irreps_out, "1x0e")
             self.readouts.append(readout)
             irreps_in = irreps_out
+        self.heads = tensorial_heads(self.outputs, [linear.irreps_out for linear in self.linears], readout_hidden)
 
     @property
     def message_passing_steps(self) -> int:
@@ -225,7 +231,7 @@ class MACE(Potential):
         self.product_block_size = max(64, int(0.5 * gigabytes * 2**30 / per_atom))
         return block
 
-    def node_energy_terms(self, species, edge_vec, edge_index):
+    def node_terms_and_features(self, species, edge_vec, edge_index):
         one_hot = self.one_hot(species)
         r = edge_vec.norm(dim=-1)
         radius_sum = None if self.covalent_radii is None else pair_radius_sum(self.covalent_radii, species, edge_index)
@@ -233,6 +239,7 @@ class MACE(Potential):
         edge_features = self.radial_embedding(r, radius_sum)
         x = self.embedding(one_hot)
         energy = 0.0 if self.pair_repulsion is None else self.pair_repulsion(r, radius_sum, species, edge_index) / self.scale
+        features = []
         for layer, (interaction, product, linear, self_connection, readout) in enumerate(
             zip(self.interactions, self.products, self.linears, self.self_connections, self.readouts)
         ):
@@ -243,4 +250,5 @@ class MACE(Potential):
             else:
                 x = linear(over_node_blocks(product, (a, species), atoms_block)) + self_connection(x, one_hot)
             energy = energy + readout(x).squeeze(-1)
-        return energy
+            features.append(x)
+        return energy, features
