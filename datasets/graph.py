@@ -33,7 +33,7 @@ from ase import Atoms
 from torch_geometric.data import Data
 
 from .errors import DataError
-from .labels import Labels
+from .labels import Labels, total_charge
 
 MIN_DISTANCE = 0.1  # Å; closer atoms are a broken structure, not physics
 
@@ -70,18 +70,6 @@ def check_structure(atoms: Atoms, source: str | None = None, frame: int | None =
             )
     if atoms.pbc.all() and abs(atoms.cell.volume) < 1e-8:
         raise DataError("periodic cell has zero volume (its vectors are linearly dependent)", source, frame)
-
-
-def _total_charge(atoms: Atoms, source: str | None = None, frame: int | None = None) -> float:
-    """The charge of a structure in e: ``atoms.info["charge"]`` (as fairchem reads it), else 0."""
-    value = atoms.info.get("charge", 0.0)
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise DataError(f"info charge = {value!r} is not a number (the structure's total charge in e)", source, frame) from None
-    if not np.isfinite(value):
-        raise DataError("info charge is NaN or Inf", source, frame)
-    return value
 
 
 def atoms_to_graph(
@@ -126,7 +114,7 @@ def atoms_to_graph(
         pbc=torch.tensor(pbc).unsqueeze(0),
         edge_index=torch.from_numpy(np.stack([sender, receiver])),
         edge_shift=torch.from_numpy(shift),
-        total_charge=torch.tensor([_total_charge(atoms, source, frame)], dtype=dtype),
+        total_charge=torch.tensor([total_charge(atoms, source, frame)], dtype=dtype),
     )
     if labels is not None:
         for key, value in labels.as_tensors(len(atoms), dtype).items():

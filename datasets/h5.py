@@ -35,7 +35,7 @@ import numpy as np
 from ase import Atoms
 
 from .errors import DataError
-from .labels import Labels
+from .labels import Labels, total_charge
 
 H5_SUFFIXES = (".h5", ".hdf5")
 FORMAT = "equinet-structures"
@@ -85,7 +85,7 @@ def _append(file: h5py.File, buffer: list[tuple[Atoms, Labels]]) -> int:
         "stress": np.stack([label(labels, "stress", (3, 3)) for _, labels in buffer]),
         "dipole": np.stack([label(labels, "dipole", (3,)) for _, labels in buffer]),
         "polarizability": np.stack([label(labels, "polarizability", (3, 3)) for _, labels in buffer]),
-        "charge": np.array([float(atoms.info.get("charge", 0.0)) for atoms, _ in buffer]),
+        "charge": np.array([total_charge(atoms) for atoms, _ in buffer]),
     }
     for name, values in columns.items():
         dataset = file[name]

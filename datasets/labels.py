@@ -99,6 +99,18 @@ def _stress_matrix(value, source, frame) -> np.ndarray:
     raise DataError(f"stress has {value.size} values; give 6 (Voigt) or 9 (3x3)", source, frame)
 
 
+def total_charge(atoms: Atoms, source: str | None = None, frame: int | None = None) -> float:
+    """The charge of a structure in e: ``atoms.info["charge"]`` (as fairchem reads it), else 0."""
+    value = atoms.info.get("charge", 0.0)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"info charge = {value!r} is not a number (the structure's total charge in e)", source, frame) from None
+    if not np.isfinite(value):
+        raise DataError("info charge is NaN or Inf", source, frame)
+    return value
+
+
 def _tensor_label(name: str, value, source, frame) -> np.ndarray:
     """A dipole ``[3]`` or a polarizability ``[3, 3]`` (from 9 values, symmetrised)."""
     try:
@@ -135,6 +147,7 @@ def read_labels(
     """
     keys = keys or {}
     factor = energy_unit_factor(energy_unit)
+    total_charge(atoms, source, frame)  # an input, not a label, but read and checked with them
     labels = Labels()
     for name in LABELS:
         candidates = (keys[name],) if keys.get(name) else _DEFAULT_KEYS[name]

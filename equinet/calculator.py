@@ -208,6 +208,8 @@ class Calculator(_ASECalculator):
     def get_born_charges(self, atoms: Atoms | None = None) -> np.ndarray:
         """Born effective charges ``Z[i, a, b] = d mu_a / d r_ib`` ``[n, 3, 3]`` in e by
         autograd (:func:`equinet.derivatives.born_charges`; a committee's mean)."""
+        if "dipole" not in self.model.outputs:
+            raise ValueError(f"Born charges need a model that predicts dipoles; this one predicts {', '.join(self.model.outputs)} (model.outputs)")
         return self.get_property("born_charges", atoms)
 
     def get_elastic_tensor(self, atoms: Atoms | None = None, relaxed_ions: bool = True) -> np.ndarray:

@@ -1,0 +1,136 @@
+"""Tensorial heads (equinet.potentials.heads): the dipole is a vector and the polarizability a
+symmetric rank-2 tensor under rotations and reflections, both are invariant under permutations,
+the charges add up to the total charge, and the Born charges are the derivatives of the dipole
+(central finite differences, float64) and obey the acoustic sum rule."""
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+from scipy.spatial.transform import Rotation
+from small_models import ethanol, small_model, triclinic_alloy
+from torch_geometric.data import Batch
+
+from equinet import Calculator, load_model, save_model
+from equinet.datasets import atoms_to_graph
+from equinet.potentials import build_model
+
+BOTH = ["energy", "dipole", "polarizability"]
+FAMILIES = ["mace", "nequip", "escn", "mace-gaunt"]
+
+
+def _predict(model, *structures):
+    batch = Batch.from_data_list([atoms_to_graph(atoms, model.cutoff, dtype=torch.float64) for atoms in structures])
+    return {key: value.detach().numpy() for key, value in model(batch).items()}
+
+
+@pytest.mark.parametrize("variant", FAMILIES)
+@pytest.mark.parametrize("structure", [ethanol, triclinic_alloy], ids=["molecule", "crystal"])
+def test_a_dipole_is_a_vector_and_a_polarizability_a_symmetric_tensor(variant, structure):
+    model, atoms = small_model(variant, outputs=BOTH), structure()
+    reference = _predict(model, atoms)
+    assert np.abs(reference["dipole"]).max() > 0.1 and np.abs(reference["polarizability"]).max() > 0.1
+    np.testing.assert_allclose(reference["polarizability"][0], reference["polarizability"][0].T, atol=1e-12)
+    for sign in (1, -1):  # a rotation, and a rotation times the inversion
+        matrix = sign * Rotation.random(random_state=3).as_matrix()
+        moved = atoms.copy()
+        moved.positions = atoms.positions @ matrix.T
+        moved.set_cell(atoms.cell.array @ matrix.T)
+        out = _predict(model, moved)
+        np.testing.assert_allclose(out["dipole"][0], matrix @ reference["dipole"][0], atol=1e-10)
+        np.testing.assert_allclose(out["polarizability"][0], matrix @ reference["polarizability"][0] @ matrix.T, atol=1e-10)
+        np.testing.assert_allclose(out["energy"], reference["energy"], rtol=1e-12)
+        np.testing.assert_allclose(out["charges"], reference["charges"], atol=1e-12)
+
+
+def test_permutations_translations_and_the_total_charge():
+    model, atoms = small_model("mace", outputs=BOTH), ethanol()
+    reference = _predict(model, atoms)
+    np.testing.assert_allclose(reference["charges"].sum(), 0.0, atol=1e-12)
+    order = np.random.default_rng(0).permutation(len(atoms))
+    permuted = _predict(model, atoms[order])
+    np.testing.assert_allclose(permuted["dipole"], reference["dipole"], atol=1e-12)
+    np.testing.assert_allclose(permuted["polarizability"], reference["polarizability"], atol=1e-12)
+    np.testing.assert_allclose(permuted["charges"], reference["charges"][order], atol=1e-12)
+    shift = np.array([1.5, -2.0, 0.7])
+    moved = atoms.copy()
+    moved.translate(shift)
+    np.testing.assert_allclose(_predict(model, moved)["dipole"], reference["dipole"], atol=1e-12)  # neutral: invariant
+    charged, moved_charged = atoms.copy(), moved.copy()
+    charged.info["charge"] = moved_charged.info["charge"] = 1.0
+    charged_out, moved_out = _predict(model, charged), _predict(model, moved_charged)
+    np.testing.assert_allclose(charged_out["charges"].sum(), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(moved_out["dipole"][0], charged_out["dipole"][0] + shift, atol=1e-12)  # moves by Q t
+    # In a batch, each structure keeps its own charge and its own outputs.
+    batched = _predict(model, charged, atoms)
+    np.testing.assert_allclose(batched["dipole"], np.concatenate([charged_out["dipole"], reference["dipole"]]), atol=1e-12)
+    np.testing.assert_allclose(batched["polarizability"][1], reference["polarizability"][0], atol=1e-12)
+
+
+@pytest.mark.parametrize("variant", ["mace", "nequip"])
+def test_born_charges_are_the_derivatives_of_the_dipole_and_sum_to_zero(variant):
+    model, atoms = small_model(variant, outputs=["energy", "dipole"]), molecule("H2O")
+    atoms.rattle(0.05, seed=4)
+    calculator = Calculator(model)
+    charges = calculator.get_born_charges(atoms)
+    assert charges.shape == (len(atoms), 3, 3)
+    step, expected = 1e-5, np.zeros_like(charges)
+    for atom in range(len(atoms)):
+        for axis in range(3):
+            dipoles = []
+            for sign in (1, -1):
+                displaced = atoms.copy()
+                displaced.positions[atom, axis] += sign * step
+                displaced.calc = calculator
+                dipoles.append(displaced.get_dipole_moment())
+            expected[atom, :, axis] = (dipoles[0] - dipoles[1]) / (2 * step)
+    np.testing.assert_allclose(charges, expected, rtol=0, atol=1e-6 * np.abs(expected).max())
+    np.testing.assert_allclose(charges.sum(axis=0), np.zeros((3, 3)), atol=1e-12)  # acoustic sum rule
+    charged = atoms.copy()
+    charged.info["charge"] = -1.0
+    np.testing.assert_allclose(calculator.get_born_charges(charged).sum(axis=0), -np.eye(3), atol=1e-12)
+
+
+def test_the_calculator_gives_the_tensorial_properties_and_a_saved_model_the_same(tmp_path):
+    model, atoms = small_model("mace", outputs=BOTH), ethanol()
+    save_model(model, tmp_path / "model.pt")
+    loaded = load_model(tmp_path / "model.pt")
+    assert loaded.config["outputs"] == BOTH
+    for calculator in (Calculator(model), Calculator(loaded)):
+        atoms.calc = calculator
+        out = _predict(model, atoms)
+        np.testing.assert_allclose(atoms.get_dipole_moment(), out["dipole"][0], atol=1e-12)
+        np.testing.assert_allclose(calculator.get_property("polarizability", atoms), out["polarizability"][0], atol=1e-12)
+        np.testing.assert_allclose(atoms.get_charges(), out["charges"], atol=1e-12)
+        assert calculator.get_property("born_charges", atoms).shape == (len(atoms), 3, 3)
+
+
+def test_a_model_of_dipoles_alone_and_the_energy_model_unchanged():
+    dipoles = small_model("mace", outputs=["dipole"])
+    out = _predict(dipoles, ethanol())
+    assert set(out) == {"dipole", "charges"}
+    calculator = Calculator(dipoles)
+    assert calculator.implemented_properties == ["dipole", "charges", "born_charges"]
+    with pytest.raises(ValueError, match="predicts dipole, not energies"):
+        calculator.get_hessian(ethanol())
+    energy = small_model("mace")
+    assert energy.config["outputs"] == ["energy"] and energy.heads is None
+    with pytest.raises(ValueError, match="Born charges need a model that predicts dipoles"):
+        Calculator(energy).get_born_charges(ethanol())
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"name": "mace", "outputs": ["energy", "dipoles"]}, "model.outputs: 'dipoles' is not an output; choose from energy, dipole, polarizability"),
+        ({"name": "mace", "outputs": []}, "model.outputs must be a list of one or more"),
+        ({"name": "mace", "outputs": "dipole"}, "model.outputs = 'dipole'"),
+        ({"name": "nequip", "l_max": 1, "outputs": ["polarizability"]}, "model.outputs: polarizability needs node features with 2e"),
+        ({"name": "tensornet", "outputs": ["dipole"]}, "model.outputs is not a setting of model 'tensornet'"),
+    ],
+)
+def test_bad_outputs_are_one_line_errors(settings, message):
+    statistics = {"elements": [1], "atomic_energies": {1: 0.0}}
+    with pytest.raises(ValueError) as info:
+        build_model(settings, statistics)
+    assert message in str(info.value) and "\n" not in str(info.value)
