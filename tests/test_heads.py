@@ -134,3 +134,56 @@ def test_bad_outputs_are_one_line_errors(settings, message):
     with pytest.raises(ValueError) as info:
         build_model(settings, statistics)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def _labelled_molecules(count: int):
+    """Rattled H2O, CH3OH and H2CO with EMT energies and forces, and dipoles of fixed
+    per-element charges made neutral (e·Å): a dipole a model can learn."""
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    charge_of = {1: 0.35, 6: 0.2, 8: -0.6}
+    frames = []
+    for index in range(count):
+        atoms = molecule(("H2O", "CH3OH", "H2CO")[index % 3])
+        atoms.rattle(0.1, seed=index)
+        atoms.calc = EMT()
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        charges = np.array([charge_of[z] for z in atoms.numbers])
+        charges -= charges.mean()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces, dipole=charges @ atoms.positions)
+        frames.append(atoms)
+    return frames
+
+
+def test_training_a_dipole_model_lowers_its_validation_error_and_evaluate_reports_it(tmp_path, capsys):
+    import csv
+
+    import yaml
+    from ase.io import read, write
+
+    from equinet.cli import main
+
+    write(tmp_path / "molecules.extxyz", _labelled_molecules(24))
+    config = {
+        "data": {"train": str(tmp_path / "molecules.extxyz"), "split": [16, 4, 4], "batch_size": 4, "valid_batch_size": 4},
+        "model": {"name": "mace", "dtype": "float64", "cutoff": 4.0, "hidden_irreps": "4x0e+4x1o", "max_ell": 1,
+                  "correlation": 2, "num_interactions": 2, "radial_hidden": [8], "outputs": ["energy", "dipole"]},
+        "loss": {"forces_weight": 1.0, "dipole_weight": 100.0, "stage_two": None},
+        "optimizer": {"lr": 0.01},
+        "ema": {"enabled": False},
+        "trainer": {"max_epochs": 6, "progress_bar": False, "accelerator": "cpu"},
+        "output": str(tmp_path / "run"),
+    }  # fmt: skip
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", str(tmp_path / "config.yaml")]) == 0
+    with open(tmp_path / "run" / "metrics.csv") as file:
+        errors = [float(row["val_dipole_mae_meA"]) for row in csv.DictReader(file) if row.get("val_dipole_mae_meA")]
+    assert len(errors) == 6 and errors[-1] < 0.5 * errors[0], errors
+    assert "dipole" in capsys.readouterr().out  # the test metrics
+    test_frames = read(tmp_path / "run" / "test.extxyz", ":")
+    assert all(frame.get_dipole_moment().shape == (3,) for frame in test_frames)
+    assert main(["evaluate", str(tmp_path / "run" / "model.pt"), str(tmp_path / "run" / "test.extxyz"), "--output", str(tmp_path / "evaluation")]) == 0
+    out = capsys.readouterr().out
+    assert "dipole" in out and "me·Å" in out
+    assert (tmp_path / "evaluation" / "parity_dipole.png").is_file()
