@@ -187,3 +187,17 @@ def test_training_a_dipole_model_lowers_its_validation_error_and_evaluate_report
     out = capsys.readouterr().out
     assert "dipole" in out and "me·Å" in out
     assert (tmp_path / "evaluation" / "parity_dipole.png").is_file()
+
+
+def test_md_writes_the_dipole_and_polarizability_of_every_frame(tmp_path):
+    from ase.io import read
+
+    from equinet.md import run_md
+
+    atoms = molecule("H2O")
+    atoms.calc = Calculator(small_model("mace", outputs=BOTH))
+    run_md(atoms, steps=4, interval=2, timestep_fs=0.2, trajectory=tmp_path / "md.extxyz", progress=False)
+    frames = read(tmp_path / "md.extxyz", ":")
+    assert len(frames) == 3
+    for frame in frames:
+        assert frame.calc.results["dipole"].shape == (3,) and frame.info["polarizability"].shape == (3, 3)
