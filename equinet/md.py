@@ -131,6 +131,7 @@ def run_md(
             records.append(row)
             if log_file:
                 log_file.write(f"{row[0]:12.2f}{epot:16.6f}{ekin:16.6f}{epot + ekin:16.6f}{row[3]:10.2f}" + (f"{spread:12.5f}" if committee else "") + "\n")
+            atoms.info["time_fs"] = row[0]  # for spectra: equinet spectrum ir reads the spacing
             if "polarizability" in atoms.calc.results:  # not one of ASE's properties: written from info
                 atoms.info["polarizability"] = atoms.calc.results["polarizability"]
             if writer is not None:

@@ -201,3 +201,33 @@ def test_md_writes_the_dipole_and_polarizability_of_every_frame(tmp_path):
     assert len(frames) == 3
     for frame in frames:
         assert frame.calc.results["dipole"].shape == (3,) and frame.info["polarizability"].shape == (3, 3)
+
+
+def test_the_ir_spectrum_of_two_oscillating_dipoles_peaks_at_their_wavenumbers():
+    from equinet.spectra import SPEED_OF_LIGHT_CM_PER_FS, ir_spectrum
+
+    time = np.arange(2000) * 1.0  # fs
+    dipoles = np.stack([np.sin(2 * np.pi * 1000 * SPEED_OF_LIGHT_CM_PER_FS * time), 0.3 * np.cos(2 * np.pi * 3000 * SPEED_OF_LIGHT_CM_PER_FS * time), 0 * time], axis=1)
+    wavenumbers, intensity = ir_spectrum(dipoles, timestep_fs=1.0)
+    resolution = wavenumbers[1]
+    assert abs(wavenumbers[np.argmax(intensity)] - 1000) < resolution
+    high = wavenumbers > 2000
+    assert abs(wavenumbers[high][np.argmax(intensity[high])] - 3000) < resolution and intensity[high].max() > 0.5
+
+
+def test_equinet_spectrum_ir_plots_the_dipoles_of_an_md_run(tmp_path, capsys):
+    from ase.io import write
+
+    from equinet.cli import main
+    from equinet.md import run_md
+
+    atoms = molecule("H2O")
+    atoms.calc = Calculator(small_model("mace", outputs=["energy", "dipole"]))
+    run_md(atoms, steps=32, interval=1, timestep_fs=0.5, trajectory=tmp_path / "md.extxyz", progress=False)
+    assert main(["spectrum", "ir", str(tmp_path / "md.extxyz"), "-o", str(tmp_path / "ir.png")]) == 0
+    assert "33 frames 0.5 fs apart" in capsys.readouterr().out
+    assert (tmp_path / "ir.png").is_file() and np.loadtxt(tmp_path / "ir.csv", delimiter=",", skiprows=1).shape[1] == 2
+    write(tmp_path / "plain.extxyz", [molecule("H2O")] * 10)
+    assert main(["spectrum", "ir", str(tmp_path / "plain.extxyz")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "plain.extxyz: frame 0: has no dipole" in err
