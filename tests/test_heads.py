@@ -231,3 +231,27 @@ def test_equinet_spectrum_ir_plots_the_dipoles_of_an_md_run(tmp_path, capsys):
     assert main(["spectrum", "ir", str(tmp_path / "plain.extxyz")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "plain.extxyz: frame 0: has no dipole" in err
+
+
+def test_the_training_loss_weighs_every_output_the_model_predicts(tmp_path):
+    from equinet.config import TrainConfig
+    from equinet.datasets import read_labels
+    from equinet.export import export_model
+    from equinet.training import PotentialModule
+
+    model = small_model("mace", outputs=BOTH)
+    atoms = ethanol()
+    atoms.info.update(dipole=np.array([0.1, 0.2, -0.3]), polarizability=np.eye(3) * 5.0)
+    batch = Batch.from_data_list([atoms_to_graph(atoms, model.cutoff, read_labels(atoms), dtype=torch.float64)])
+    losses = {}
+    for key in ("dipole", "polarizability"):
+        weights = {f"{label}_weight": float(label == key) for label in ("energy", "forces", "dipole", "polarizability")}
+        config = TrainConfig(data={"generate": {}}, model=model.config, loss=weights)
+        module = PotentialModule(model, config)
+        pairs = module._pairs(batch)
+        assert set(pairs) == {"energy", "forces", "dipole", "polarizability"}
+        losses[key] = float(module._loss(pairs))
+        expected = ((pairs[key][0] - pairs[key][1]) ** 2).mean()
+        assert losses[key] == pytest.approx(float(expected), rel=1e-12)
+    with pytest.raises(ValueError, match="nothing for an MD code to run"):
+        export_model(small_model("mace", outputs=["dipole"]), tmp_path / "model.pt")
