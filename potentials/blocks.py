@@ -33,11 +33,13 @@ class RadialEmbedding(torch.nn.Module):
         basis: ``"bessel"`` (:class:`~equinet.ops.BesselBasis`) or ``"gaussian"``
             (:class:`~equinet.ops.GaussianBasis`, centres from 0 to the cutoff).
         transform: a module ``(r, radius_sum) → r'``, or ``None``.
+        envelope_on_basis: ``False`` leaves the envelope off (it is then applied to what is
+            computed from the features, as MACE-MH's ``apply_cutoff=False`` does).
 
     Shapes: ``r: [E]`` (Å), ``radius_sum: [E]`` (Å, with a transform only) → ``[E, num_basis]``.
     """
 
-    def __init__(self, cutoff: float, num_basis: int = 8, envelope_p: int = 6, basis: str = "bessel", transform=None):
+    def __init__(self, cutoff: float, num_basis: int = 8, envelope_p: int = 6, basis: str = "bessel", transform=None, envelope_on_basis: bool = True):
         super().__init__()
         if basis not in RADIAL_BASES:
             raise ValueError(f"model.radial_basis must be one of {', '.join(RADIAL_BASES)}, got {basis!r}")
@@ -45,10 +47,12 @@ class RadialEmbedding(torch.nn.Module):
         self.envelope = PolynomialCutoff(cutoff, envelope_p)
         self.transform = transform
         self.num_basis = num_basis
+        self.envelope_on_basis = envelope_on_basis
 
     def forward(self, r: torch.Tensor, radius_sum: torch.Tensor | None = None) -> torch.Tensor:
         x = r if self.transform is None else self.transform(r, radius_sum)
-        return self.basis(x) * self.envelope(r).unsqueeze(-1)
+        basis = self.basis(x)
+        return basis * self.envelope(r).unsqueeze(-1) if self.envelope_on_basis else basis
 
 
 def radial_network(num_basis: int, hidden: Sequence[int], num_weights: int) -> FullyConnectedNet:

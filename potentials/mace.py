@@ -9,7 +9,8 @@ contraction; ``product: gaunt``: powers of A read as a spherical function, taken
 on a sphere grid — fewer couplings, far cheaper at high degree), a linear
 map, and an element-dependent self-connection from the previous layer. Every layer
 reads out an energy; the last one through a small MLP. The learned energy of an atom
-without neighbours is exactly zero (unless ``first_layer_residual``).
+without neighbours is exactly zero (unless ``first_layer_residual`` or a non-linear first
+layer). MACE-MH's non-linear layers are in :mod:`.mace_nonlinear`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from equinet.ops.kernels import backend_names
 from .base import Potential
 from .heads import head_irreps, tensorial_heads
 from .blocks import RadialEmbedding, conv_edge_bytes, over_node_blocks, radial_network, summed_over_edge_blocks
+from .mace_nonlinear import NonLinearInteraction, SharedSelfConnection
 from .pair_radii import COVALENT_RADII, AgnesiTransform, SoftTransform, ZBLRepulsion, pair_radius_sum
 from .registry import register_model
 
@@ -46,24 +48,30 @@ PRODUCTS = tuple(_PRODUCT_MODULES)
 _PRODUCT_FAMILIES = {"cg": "symmetric_contraction", "gaunt": "gaunt_many_body"}
 _RUNS = {"cg": "the symmetric contraction", "gaunt": "the Gaunt product on the grid kernel"}
 DISTANCE_TRANSFORMS = {"agnesi": AgnesiTransform, "soft": SoftTransform}
+INTERACTIONS = ("linear", "nonlinear")
+ENVELOPES = ("basis", "weights")
 
 
 class _Interaction(torch.nn.Module):
     """Atomic basis A of one layer: ``[n, irreps_in] → [n, C x (0e + 1o + ... + max_ell)]``.
 
-    The summed messages are divided by the mean neighbour count, or with
+    The node features are first mapped linearly to ``irreps_edge``, what the convolution
+    reads. The summed messages are divided by the mean neighbour count, or with
     ``density_normalization`` by ``1 + rho_i``, a learned neighbour density
     ``rho_i = sum_j tanh((w · e_ij)^2)`` of the radial features ``e_ij`` (mace-torch's Density blocks).
     """
 
-    def __init__(self, irreps_in, irreps_sh, irreps_a, num_basis, radial_hidden, avg_num_neighbors, density_normalization=False):
+    def __init__(self, irreps_in, irreps_edge, irreps_sh, irreps_a, num_basis, radial_hidden, avg_num_neighbors, density_normalization=False):
         super().__init__()
-        self.linear_up = Linear(irreps_in, irreps_in)
-        self.conv = CGConvolution(irreps_in, irreps_sh, irreps_out=irreps_a)
+        self.linear_up = Linear(irreps_in, irreps_edge)
+        self.conv = CGConvolution(irreps_edge, irreps_sh, irreps_out=irreps_a)
         self.radial = radial_network(num_basis, radial_hidden, self.conv.weight_numel)
         self.linear = Linear(self.conv.irreps_out, irreps_a)
         self.inv_avg_num_neighbors = 1.0 / avg_num_neighbors
         self.density = radial_network(num_basis, (), 1) if density_normalization else None
+
+    def edge_bytes(self, like: torch.Tensor) -> int:
+        return conv_edge_bytes(self.conv, self.radial, like)
 
     def _messages(self, x_up, edge_sh, edge_features, edge_index):
         return self.conv(x_up, edge_sh, self.radial(edge_features), edge_index)
@@ -101,6 +109,21 @@ class MACE(Potential):
         pair_repulsion: add the ZBL nuclear repulsion (:class:`.pair_radii.ZBLRepulsion`)
             to the atomic energies.
         readout_hidden: width of the last layer's readout MLP; 0 for a linear readout.
+        readout_every_layer: every layer reads out an energy; ``False``: only the last one.
+        interaction: the layers after the first: ``"linear"`` (MACE's interaction) or
+            ``"nonlinear"`` (:class:`.mace_nonlinear.NonLinearInteraction`, MACE-MH's:
+            element-aware radial weights, a learned density normalisation, a gate, and a
+            self-connection shared by all elements).
+        first_interaction: the first layer's, ``"linear"`` or ``"nonlinear"``; ``None``:
+            as ``interaction``.
+        edge_irreps: what the convolutions read, a linear map of the node features away
+            (mace-torch's ``edge_irreps``); ``None``: the node features themselves.
+        edge_irreps_first: the first layer's convolution reads the scalars of
+            ``edge_irreps`` (mace-torch's ``use_edge_irreps_first``).
+        agnostic_product: the many-body product has the same weights for every element.
+        envelope: where the cutoff envelope goes: on the radial ``"basis"``, or on the
+            radial MLP's output ``"weights"`` (and the density; non-linear layers only:
+            mace-torch's ``apply_cutoff=False``).
         first_layer_residual: the first layer adds an element-dependent self-connection
             of the element embedding, as every later layer does (mace-torch's
             ``RealAgnosticResidualInteractionBlock`` first, as in MACE-MP-0), instead of
@@ -109,7 +132,7 @@ class MACE(Potential):
             ``"gaunt"`` (:class:`~equinet.ops.GauntManyBodyProduct`; then every output irrep of
             the product needs the parity (-1)^l, e.g. ``"64x0e+64x1o"``, not ``"64x1e"``).
         outputs: ``energy``, ``dipole``, ``polarizability`` (:mod:`.heads`); the heads read
-            every layer's features, as the energy does.
+            every layer's features.
 
     Backends (:func:`equinet.accelerate`, or ``conv_backend`` / ``product_backend`` in a config):
     ``conv`` the CG convolution, ``product`` the symmetric contraction of ``product: cg`` or
@@ -147,7 +170,14 @@ class MACE(Potential):
         density_normalization: bool = False,
         pair_repulsion: bool = False,
         readout_hidden: int = 16,
+        readout_every_layer: bool = True,
         first_layer_residual: bool = False,
+        interaction: str = "linear",
+        first_interaction: str | None = None,
+        edge_irreps: str | None = None,
+        edge_irreps_first: bool = False,
+        agnostic_product: bool = False,
+        envelope: str = "basis",
         product: str = "cg",
         outputs: Sequence[str] = ("energy",),
     ):
@@ -169,17 +199,28 @@ class MACE(Potential):
             raise ValueError(f"model.distance_transform must be null or one of {', '.join(DISTANCE_TRANSFORMS)}, got {distance_transform!r}")
         if readout_hidden < 0:
             raise ValueError(f"model.readout_hidden must be 0 (a linear readout) or a positive width, got {readout_hidden!r}")
+        kinds = [first_interaction or interaction] + [interaction] * (num_interactions - 1)
+        if not set(kinds) <= set(INTERACTIONS):
+            raise ValueError(f"model.interaction and model.first_interaction must be one of {', '.join(INTERACTIONS)}, got {kinds}")
+        if envelope not in ENVELOPES:
+            raise ValueError(f"model.envelope must be one of {', '.join(ENVELOPES)}, got {envelope!r}")
+        if envelope == "weights" and "linear" in kinds:
+            raise ValueError("model.envelope 'weights' needs non-linear layers only (model.interaction and first_interaction 'nonlinear')")
         num_channels = channels.pop()
         self.max_ell = max_ell
-        self.first_layer_residual = first_layer_residual
-        self.isolated_energy_is_zero = not first_layer_residual
+        self.first_layer_mixes_a = kinds[0] == "linear" and not first_layer_residual
+        self.isolated_energy_is_zero = self.first_layer_mixes_a
+        self.envelope_on_weights = envelope == "weights"
+        self.agnostic_product = agnostic_product
         irreps_sh = o3.Irreps.spherical_harmonics(max_ell)
         irreps_a = o3.Irreps([(num_channels, ir) for _, ir in irreps_sh])
         elements = o3.Irreps(f"{self.num_elements}x0e")
         scalars = o3.Irreps(f"{num_channels}x0e")
+        edge = None if edge_irreps is None else o3.Irreps(edge_irreps)
+        first_edge = o3.Irreps(f"{edge.count('0e')}x0e") if edge is not None and edge_irreps_first else scalars
 
         transform = DISTANCE_TRANSFORMS[distance_transform]() if distance_transform else None
-        self.radial_embedding = RadialEmbedding(cutoff, num_basis, envelope_p, radial_basis, transform)
+        self.radial_embedding = RadialEmbedding(cutoff, num_basis, envelope_p, radial_basis, transform, envelope_on_basis=envelope == "basis")
         self.pair_repulsion = ZBLRepulsion(self.elements, envelope_p) if pair_repulsion else None
         if transform is not None or pair_repulsion:
             self.register_buffer("covalent_radii", torch.tensor([COVALENT_RADII[z] for z in self.elements]))
@@ -190,25 +231,33 @@ class MACE(Potential):
         self.self_connections, self.readouts = torch.nn.ModuleList(), torch.nn.ModuleList()
         make_product = _PRODUCT_MODULES[product]
         irreps_in = scalars
-        for layer in range(num_interactions):
+        for layer, kind in enumerate(kinds):
             last = layer == num_interactions - 1
             irreps_out = scalars + head_irreps(self.outputs, num_channels) if last else hidden  # tensorial heads keep 1o/2e
-            self.interactions.append(
-                _Interaction(irreps_in, irreps_sh, irreps_a, num_basis, radial_hidden, self.avg_num_neighbors, density_normalization)
-            )
-            self.products.append(make_product(irreps_a, irreps_out, correlation, self.num_elements))
+            irreps_edge = first_edge if layer == 0 else (edge or irreps_in)
+            if kind == "nonlinear":
+                interaction_block = NonLinearInteraction(irreps_in, irreps_edge, irreps_sh, irreps_a, num_basis, radial_hidden, self.num_elements)
+            else:
+                interaction_block = _Interaction(
+                    irreps_in, irreps_edge, irreps_sh, irreps_a, num_basis, radial_hidden, self.avg_num_neighbors, density_normalization
+                )
+            self.interactions.append(interaction_block)
+            self.products.append(make_product(irreps_a, irreps_out, correlation, 1 if agnostic_product else self.num_elements))
             self.linears.append(Linear(irreps_out, irreps_out))
-            # The first layer mixes A by element instead (mace-torch's skip_tp), unless
+            # A linear first layer mixes A by element instead (mace-torch's skip_tp), unless
             # first_layer_residual: its input is only the element embedding.
-            mixes_a = layer == 0 and not first_layer_residual
-            self.self_connections.append(
-                FullyConnectedTensorProduct(irreps_a if mixes_a else irreps_in, elements, irreps_a if mixes_a else irreps_out)
-            )
+            mixes_a = layer == 0 and self.first_layer_mixes_a
+            if kind == "nonlinear":
+                self_connection = SharedSelfConnection(irreps_in, irreps_out)
+            else:
+                self_connection = FullyConnectedTensorProduct(irreps_a if mixes_a else irreps_in, elements, irreps_a if mixes_a else irreps_out)
+            self.self_connections.append(self_connection)
             if last and readout_hidden:
                 readout = torch.nn.Sequential(Linear(irreps_out, f"{readout_hidden}x0e"), torch.nn.SiLU(), Linear(f"{readout_hidden}x0e", "1x0e"))
             else:
                 readout = Linear(irreps_out, "1x0e")
-            self.readouts.append(readout)
+            if last or readout_every_layer:
+                self.readouts.append(readout)
             irreps_in = irreps_out
         self.heads = tensorial_heads(self.outputs, [linear.irreps_out for linear in self.linears], readout_hidden)
 
@@ -217,7 +266,7 @@ class MACE(Potential):
         return len(self.interactions)
 
     def edge_bytes(self) -> int:
-        return conv_edge_bytes(max((i.conv for i in self.interactions), key=lambda conv: conv.irreps_in1.dim), self.interactions[0].radial, self.atomic_energies)
+        return max(interaction.edge_bytes(self.atomic_energies) for interaction in self.interactions)
 
     def set_memory_budget(self, gigabytes: float) -> int | None:
         """Edge blocks as every model, and atom blocks for the many-body product, whose
@@ -237,18 +286,23 @@ class MACE(Potential):
         radius_sum = None if self.covalent_radii is None else pair_radius_sum(self.covalent_radii, species, edge_index)
         edge_sh = spherical_harmonics(self.max_ell, edge_vec)
         edge_features = self.radial_embedding(r, radius_sum)
+        edge_scale = self.radial_embedding.envelope(r) if self.envelope_on_weights else torch.ones_like(r)
+        product_species = torch.zeros_like(species) if self.agnostic_product else species
         x = self.embedding(one_hot)
         energy = 0.0 if self.pair_repulsion is None else self.pair_repulsion(r, radius_sum, species, edge_index) / self.scale
         features = []
-        for layer, (interaction, product, linear, self_connection, readout) in enumerate(
-            zip(self.interactions, self.products, self.linears, self.self_connections, self.readouts)
-        ):
-            a = interaction(x, edge_sh, edge_features, edge_index, self._edge_block)
-            atoms_block = None if self._edge_block is None else self.product_block_size
-            if layer == 0 and not self.first_layer_residual:
-                x = linear(over_node_blocks(product, (self_connection(a, one_hot), species), atoms_block))
+        first_readout = len(self.interactions) - len(self.readouts)
+        for layer, (interaction, product, linear, self_connection) in enumerate(zip(self.interactions, self.products, self.linears, self.self_connections)):
+            if isinstance(interaction, NonLinearInteraction):
+                a = interaction(x, species, edge_sh, edge_features, edge_scale, edge_index, self._edge_block)
             else:
-                x = linear(over_node_blocks(product, (a, species), atoms_block)) + self_connection(x, one_hot)
-            energy = energy + readout(x).squeeze(-1)
+                a = interaction(x, edge_sh, edge_features, edge_index, self._edge_block)
+            atoms_block = None if self._edge_block is None else self.product_block_size
+            if layer == 0 and self.first_layer_mixes_a:
+                x = linear(over_node_blocks(product, (self_connection(a, one_hot), product_species), atoms_block))
+            else:
+                x = linear(over_node_blocks(product, (a, product_species), atoms_block)) + self_connection(x, one_hot)
+            if layer >= first_readout:
+                energy = energy + self.readouts[layer - first_readout](x).squeeze(-1)
             features.append(x)
         return energy, features

@@ -50,6 +50,13 @@ versions whose U matrices are the full, non-reduced ones). What each case is bas
   multi-head fine-tune of it has (per-head E0s, scale, shift and readouts); each head is
   compared (mace-torch's calculator takes the head from its ``head=`` argument;
   ``atoms.info["head"]`` is not read by it in mace-torch 0.3.16).
+* ``mh-medium``: MACE-MH-1's training command is not published; this case has the
+  options its paper and mace-torch 0.3.16 give the MH models: non-linear interaction blocks
+  (``RealAgnosticResidualNonLinearInteractionBlock``) first and later, edge irreps
+  128x0e+128x1o+128x2e (scalars only in the first layer, ``use_edge_irreps_first``), one
+  product for all elements (``use_agnostic_product``), the cutoff on the radial MLP's
+  output (``apply_cutoff=False``), one readout (``use_last_readout_only``), 128x0e+128x1o,
+  r_max 6, 10 Bessel functions, two heads.
 
 The materials models have MPtrj's 89 elements (1-83 and 89-94, as OMAT-0's command lists
 them; the one-hot width is that of the real files). mace-torch pins e3nn 0.4.4, so the
@@ -73,6 +80,7 @@ MP_ELEMENTS = [*range(1, 84), *range(89, 95)]
 OFF_ELEMENTS = [1, 6, 7, 8, 9, 15, 16, 17, 35, 53]
 RESIDUAL, PLAIN = "RealAgnosticResidualInteractionBlock", "RealAgnosticInteractionBlock"
 DENSITY, DENSITY_RESIDUAL = "RealAgnosticDensityInteractionBlock", "RealAgnosticDensityResidualInteractionBlock"
+NONLINEAR = "RealAgnosticResidualNonLinearInteractionBlock"
 _MP0 = {"first": RESIDUAL, "later": RESIDUAL, "r_max": 6.0, "num_bessel": 10, "elements": "mp"}
 _MP0B3 = {**_MP0, "first": DENSITY, "later": DENSITY_RESIDUAL, "pair_repulsion": True, "distance_transform": "Agnesi"}
 _OFF = {"first": PLAIN, "later": RESIDUAL, "r_max": 5.0, "num_bessel": 8, "elements": "off"}
@@ -88,6 +96,9 @@ CASES = {
     "off23-medium": {**_OFF, "hidden": "128x0e+128x1o"},
     "off23-large": {**_OFF, "hidden": "192x0e+192x1o+192x2e"},
     "two-head": {**_MP0, "hidden": "128x0e+128x1o", "heads": ["pt_head", "Default"]},
+    "mh-medium": {**_MP0, "first": NONLINEAR, "later": NONLINEAR, "hidden": "128x0e+128x1o", "heads": ["omat_pbe", "Default"],
+                        "options": {"edge_irreps": "128x0e+128x1o+128x2e", "use_edge_irreps_first": True,
+                                    "use_agnostic_product": True, "apply_cutoff": False, "use_last_readout_only": True}},
 }  # fmt: skip
 STRUCTURES_VERSION = 1  # bump when structures() changes, so that cached references are rebuilt
 
@@ -144,6 +155,9 @@ def build(name: str):
     rng = np.random.default_rng(len(name))
     energies = rng.normal(-5.0, 2.0, (len(heads), len(elements)) if len(heads) > 1 else len(elements))
     scale, shift = ([1.7, 0.9][: len(heads)], [-0.3, 0.2][: len(heads)]) if len(heads) > 1 else (1.7, -0.3)
+    options = dict(case.get("options", {}))
+    if "edge_irreps" in options:
+        options["edge_irreps"] = o3.Irreps(options["edge_irreps"])
     torch.manual_seed(0)
     model = modules.ScaleShiftMACE(
         atomic_inter_scale=scale, atomic_inter_shift=shift,
@@ -154,7 +168,7 @@ def build(name: str):
         MLP_irreps=o3.Irreps("16x0e"), atomic_energies=energies, avg_num_neighbors=40.0, atomic_numbers=elements,
         correlation=3, gate=torch.nn.functional.silu, radial_MLP=[64, 64, 64],
         pair_repulsion=case.get("pair_repulsion", False), distance_transform=case.get("distance_transform", "None"),
-        heads=heads, use_reduced_cg=False,
+        heads=heads, use_reduced_cg=False, **options,
     )  # fmt: skip
     # Random weights where mace initialises to zero or one, so every weight matters.
     with torch.no_grad():

@@ -28,6 +28,7 @@ ELEMENTS = [1, 6, 8, 29]
 CUTOFF = 4.0
 RESIDUAL, PLAIN = "RealAgnosticResidualInteractionBlock", "RealAgnosticInteractionBlock"
 DENSITY_RESIDUAL, DENSITY = "RealAgnosticDensityResidualInteractionBlock", "RealAgnosticDensityInteractionBlock"
+NONLINEAR = "RealAgnosticResidualNonLinearInteractionBlock"
 # name: the architecture (mace's keyword arguments beside those shared in build()):
 CASES = {
     # ScaleShiftMACE with residual blocks throughout, as MACE-MP-0 is built
@@ -36,9 +37,6 @@ CASES = {
     "off": dict(cls="ScaleShiftMACE", first=PLAIN, later=RESIDUAL, hidden="3x0e", max_ell=2, correlation=3),
     # the MACE class itself (no scale and shift)
     "plain": dict(cls="MACE", first=PLAIN, later=RESIDUAL, hidden="2x0e+2x1o+2x2e", max_ell=1, correlation=2),
-    # MACE-MP-0b: ZBL repulsion (scaled with the learned energy) and the Agnesi transform
-    "mp0b": dict(cls="ScaleShiftMACE", first=RESIDUAL, later=RESIDUAL, hidden="2x0e+2x1o", max_ell=1, correlation=2,
-                  pair_repulsion=True, distance_transform="Agnesi"),
     # MACE-MP-0b3, MPA-0, OMAT-0: density-normalised blocks, ZBL, Agnesi
     "mpa": dict(cls="ScaleShiftMACE", first=DENSITY, later=DENSITY_RESIDUAL, hidden="2x0e+2x1o", max_ell=1, correlation=2,
                 pair_repulsion=True, distance_transform="Agnesi"),
@@ -48,9 +46,16 @@ CASES = {
     # one interaction: its only readout is linear
     "one_layer": dict(cls="ScaleShiftMACE", first=PLAIN, later=RESIDUAL, hidden="3x0e", max_ell=2, correlation=2,
                       num_interactions=1),
-    # two heads with their own reference energies, scale and shift, as multi-head fine-tuning writes
-    "two_heads": dict(cls="ScaleShiftMACE", first=RESIDUAL, later=RESIDUAL, hidden="2x0e+2x1o", max_ell=1,
-                      correlation=2, heads=["pt_head", "Default"]),
+    # MACE-MH: non-linear blocks, edge irreps (scalars only in the first layer), one product
+    # for all elements, the envelope on the radial MLP's output, one readout; two heads with
+    # their own reference energies, scale and shift, as multi-head fine-tuning writes
+    "mh": dict(cls="ScaleShiftMACE", first=NONLINEAR, later=NONLINEAR, hidden="2x0e+2x1o", max_ell=1, correlation=2,
+               edge_irreps="3x0e+3x1o+3x2e", use_edge_irreps_first=True, use_agnostic_product=True, apply_cutoff=False,
+               use_last_readout_only=True, heads=["pt_head", "Default"]),
+    # a linear residual first block before non-linear ones, the envelope on the radial basis;
+    # MACE-MP-0b's ZBL repulsion (scaled with the learned energy) and Agnesi transform
+    "mh_mixed": dict(cls="ScaleShiftMACE", first=RESIDUAL, later=NONLINEAR, hidden="2x0e+2x1o", max_ell=1, correlation=2,
+                     edge_irreps="2x0e+2x1o+2x2e", pair_repulsion=True, distance_transform="Agnesi"),
 }  # fmt: skip
 
 
@@ -83,6 +88,8 @@ def build(name: str):
     case = dict(CASES[name])
     model_class, first, later, hidden = (case.pop(key) for key in ("cls", "first", "later", "hidden"))
     heads = case.get("heads", ["Default"])
+    if "edge_irreps" in case:
+        case["edge_irreps"] = o3.Irreps(case["edge_irreps"])
     rng = np.random.default_rng(len(name))
     energies = rng.normal(-5.0, 2.0, (len(heads), len(ELEMENTS)))
     kwargs = dict(

@@ -30,6 +30,11 @@ SMALL["mace-mpa"] = {
     "radial_basis": "gaussian", "readout_hidden": 0,
 }  # fmt: skip
 SMALL["escn-gate"] = {**SMALL["escn"], "nonlinearity": "gate"}
+# as MACE-MH: non-linear layers, edge irreps, one product for all elements, the envelope on the weights
+SMALL["mace-mh"] = {
+    **SMALL["mace"], "interaction": "nonlinear", "edge_irreps": "4x0e+4x1o+4x2e", "edge_irreps_first": True,
+    "agnostic_product": True, "envelope": "weights", "readout_every_layer": False,
+}  # fmt: skip
 
 
 # Random weights of a fresh model give energies near zero; scaling them makes them count.

@@ -34,6 +34,7 @@ SMALL["mace-mpa"] = {
     **SMALL["mace"], "first_layer_residual": True, "density_normalization": True, "pair_repulsion": True,
     "distance_transform": "agnesi",
 }  # fmt: skip
+SMALL["mace-mh"] = {**SMALL["mace"], "interaction": "nonlinear", "edge_irreps": "4x0e+4x1o+4x2e", "agnostic_product": True, "envelope": "weights"}
 
 
 def _model(variant):

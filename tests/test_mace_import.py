@@ -50,7 +50,7 @@ def test_imported_models_reproduce_mace_torch_in_float64(name):
 
 def test_the_references_exercise_the_pair_repulsion():
     """Without the ZBL term, or unscaled where mace-torch scales it, the energies differ."""
-    for name in ("mp0b", "mpa"):
+    for name in ("mh_mixed", "mpa"):
         model = import_mace(DATA / MODELS[name]["file"])
         expected = MODELS[name]["results"]["crystal"]["energy"]
         for factor in (0.0, 1.0):
@@ -92,7 +92,13 @@ def test_options_equinet_does_not_reproduce_are_refused_by_name():
     assert "chebyshev" in _refusal(lambda r: radial(r).update(bessel_fn=chebyshev))
     later_density = density.get("interactions").children()["1"]
     assert "density-normalised and plain" in _refusal(lambda r: modules(r, "interactions").update({"1": later_density}))
-    two_heads = read_torch_pickle(DATA / "two_heads.model")
+    assert "use_so3" in _refusal(lambda r: r.state.update(use_so3=True))
+    nonlinear = read_torch_pickle(DATA / "mh.model").get("interactions").children()["1"]
+    assert "interaction that differs" in _refusal(lambda r: modules(r, "interactions").update({"2": nonlinear}))
+    gate = nonlinear.get("equivariant_nonlin")
+    gate.state["_act_gate"] = gate.get("_act_scalar")  # SiLU gates
+    assert "gate other than SiLU with sigmoid" in _refusal(lambda r: modules(r, "interactions").update({"1": nonlinear}))
+    two_heads = read_torch_pickle(DATA / "mh.model")
     assert [head_index(two_heads, head) for head in (None, "Default", "pt_head")] == [1, 1, 0]
     two_heads.state["heads"] = ["pbe", "r2scan"]
     with pytest.raises(UnsupportedMace, match=r"^has several heads \(pbe, r2scan\) and none named Default: pick one with head=$"):
@@ -137,8 +143,8 @@ def test_the_calculator_runs_a_mace_file_directly():
     _assert_close(out, reference, 1e-10)
     with pytest.raises(ValueError, match="no head 'pbe'"):
         equinet.Calculator(DATA / "off.model", head="pbe")
-    atoms.calc = equinet.Calculator(DATA / "two_heads.model", head="pt_head")
-    assert atoms.get_potential_energy() == pytest.approx(MODELS["two_heads:pt_head"]["results"]["crystal"]["energy"], rel=1e-12)
+    atoms.calc = equinet.Calculator(DATA / "mh.model", head="pt_head")
+    assert atoms.get_potential_energy() == pytest.approx(MODELS["mh:pt_head"]["results"]["crystal"]["energy"], rel=1e-12)
 
 
 def test_equinet_import_mace_writes_a_model_pt_equal_to_mace_torch(tmp_path, capsys):
@@ -149,8 +155,8 @@ def test_equinet_import_mace_writes_a_model_pt_equal_to_mace_torch(tmp_path, cap
     model = load_model(tmp_path / "mp0.pt")
     for name, structure in STRUCTURES.items():
         _assert_close(_predict(model, structure), MODELS["mp0"]["results"][name], 1e-10)
-    assert main(["import", "mace", str(DATA / "two_heads.model"), "-o", str(tmp_path / "pt.pt"), "--head", "pt_head"]) == 0
-    _assert_close(_predict(load_model(tmp_path / "pt.pt"), STRUCTURES["close"]), MODELS["two_heads:pt_head"]["results"]["close"], 1e-10)
+    assert main(["import", "mace", str(DATA / "mh.model"), "-o", str(tmp_path / "pt.pt"), "--head", "pt_head"]) == 0
+    _assert_close(_predict(load_model(tmp_path / "pt.pt"), STRUCTURES["close"]), MODELS["mh:pt_head"]["results"]["close"], 1e-10)
     assert main(["import", "mace", str(DATA / "mp0.model"), "-o", str(tmp_path / "x.pt"), "--head", "nope"]) == 2
     assert "cannot import this MACE model: has no head 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()

@@ -215,11 +215,16 @@ def test_conv_backends_give_the_same_model(float64):
 
 
 def test_escn_on_the_cpp_kernel_is_the_same_model(float64):
-    # Energy, forces and stress for MD, and a force loss's parameter gradients for training
-    # (the kernel's backward builds no graph; force training differentiates the torch path).
+    # Energy, forces and stress for MD (eval mode: the kernel's own backward gives the forces
+    # and stress), and a force loss's parameter gradients for training (training mode: the
+    # kernel's backward builds no graph, so force training differentiates the torch path).
     batch = Batch.from_data_list([atoms_to_graph(triclinic_alloy(), CUTOFF)])
-    reference, ours = small_model("escn").train(), small_model("escn", conv_backend="cpp").train()
+    reference, ours = small_model("escn").eval(), small_model("escn", conv_backend="cpp").eval()
     ours.load_state_dict(reference.state_dict())
+    a, b = reference(batch, stress=True), ours(batch, stress=True)
+    for key in ("energy", "forces", "stress"):
+        torch.testing.assert_close(b[key], a[key], atol=1e-10, rtol=0)
+    reference.train(), ours.train()
     a, b = reference(batch, stress=True), ours(batch, stress=True)
     for key in ("energy", "forces", "stress"):
         torch.testing.assert_close(b[key], a[key], atol=1e-10, rtol=0)

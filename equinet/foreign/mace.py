@@ -56,7 +56,7 @@ def import_mace(path: str | Path, head: str | None = None, dtype: str | None = N
     except (AttributeError, KeyError, TypeError, IndexError, RuntimeError) as error:
         reason = ([line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__])[-1]
         raise ValueError(f"{path}: not a MACE model that equinet can read (laid out unlike mace-torch 0.3's: {reason})") from None
-    if config["first_layer_residual"]:
+    if not model.isolated_energy_is_zero:
         _absorb_isolated_energies(model)
     return model.eval()
 

@@ -2,11 +2,15 @@
 config and data statistics that build the same architecture.
 
 Supported: ``MACE`` and ``ScaleShiftMACE`` of mace-torch 0.3, one head of a multi-head
-model, a first ``RealAgnostic[Density]InteractionBlock`` or
-``RealAgnostic[Density]ResidualInteractionBlock`` and residual blocks of the same kind after
-it, Bessel and Gaussian radial functions, the Agnesi and Soft distance transforms, the ZBL
-pair repulsion, the polynomial cutoff, SiLU gates, a non-linear (or, with one layer, linear)
-readout on the last layer. Anything else is refused in one line that names the option
+model, a first ``RealAgnostic[Density]InteractionBlock``,
+``RealAgnostic[Density]ResidualInteractionBlock`` or
+``RealAgnosticResidualNonLinearInteractionBlock`` (MACE-MH) and residual blocks of one kind
+after it, linear blocks of one kind of normalisation, edge irreps (also scalars only in the
+first layer), an element-agnostic product, the cutoff on the radial features or (non-linear
+blocks only) on the weights, Bessel and Gaussian radial functions, the Agnesi and Soft
+distance transforms, the ZBL pair repulsion, the polynomial cutoff, SiLU gates, linear
+readouts per layer (or none) and a non-linear (or, with one layer, linear) readout on the
+last layer. Anything else is refused in one line that names the option
 (:class:`UnsupportedMace`), never imported as a different model.
 """
 
@@ -20,20 +24,18 @@ from .pickle_reader import Record
 __all__ = ["UnsupportedMace", "head_index", "irreps_of", "mace_config"]
 
 MODEL_CLASSES = {"mace.modules.models.MACE", "mace.modules.models.ScaleShiftMACE"}
+NONLINEAR_BLOCK = "RealAgnosticResidualNonLinearInteractionBlock"
 # First interaction blocks and whether they are residual; later blocks must be residual.
 FIRST_BLOCKS = {
     "RealAgnosticInteractionBlock": False, "RealAgnosticResidualInteractionBlock": True,
     "RealAgnosticDensityInteractionBlock": False, "RealAgnosticDensityResidualInteractionBlock": True,
+    NONLINEAR_BLOCK: True,
 }  # fmt: skip
-RESIDUAL_BLOCKS = ("RealAgnosticResidualInteractionBlock", "RealAgnosticDensityResidualInteractionBlock")
+RESIDUAL_BLOCKS = ("RealAgnosticResidualInteractionBlock", "RealAgnosticDensityResidualInteractionBlock", NONLINEAR_BLOCK)
 RADIAL_BASES = {"BesselBasis": "bessel", "GaussianBasis": "gaussian"}
 DISTANCE_TRANSFORMS = {"AgnesiTransform": "agnesi", "SoftTransform": "soft"}
-SILU = "torch.nn.functional.silu"
-# Model attributes whose values other than these build an architecture equinet does not have.
-_PLAIN_OPTIONS = {
-    "apply_cutoff": True, "edge_irreps": None, "use_edge_irreps_first": False, "use_agnostic_product": False,
-    "use_so3": False, "use_last_readout_only": False,
-}  # fmt: skip
+SILU, SIGMOID = "torch.nn.functional.silu", "torch.nn.functional.sigmoid"
+DENSITY_HIDDEN = [64]  # the one hidden width of the non-linear blocks' density MLP
 
 
 class UnsupportedMace(ValueError):
@@ -113,6 +115,8 @@ def _radial(model: Record) -> dict:
 
 def _radial_hidden(interaction: Record) -> tuple[int, ...]:
     network = interaction.get("conv_tp_weights")
+    if network.name == "RadialMLP":  # the non-linear blocks': widths [in, *hidden, out]
+        return tuple(network.get("hs")[1:-1])
     layers = [network.children()[f"layer{i}"] for i in range(len(network.children()))]
     for layer in layers[:-1]:
         if getattr(layer.get("act").get("f"), "qualname", None) != SILU:
@@ -120,22 +124,39 @@ def _radial_hidden(interaction: Record) -> tuple[int, ...]:
     return tuple(layer.get("h_out") for layer in layers[:-1])
 
 
-def _check_blocks(interactions: list[Record], readouts: list[Record]) -> bool:
-    """Whether the blocks normalise messages by a learned density (mace's Density blocks)."""
+def _check_nonlinear(block: Record) -> None:
+    """A non-linear block's gate and density MLP are those equinet builds."""
+    gate = block.get("equivariant_nonlin")
+    acts = (getattr(gate.get("_act_scalar"), "qualname", None), getattr(gate.get("_act_gate"), "qualname", None))
+    if acts != (SILU, SIGMOID) or gate.get("_layout_is_ir_mul"):
+        raise UnsupportedMace("a non-linear interaction gate other than SiLU with sigmoid gates (mul_ir layout) is not supported")
+    if list(block.get("density_fn").get("hs")[1:-1]) != DENSITY_HIDDEN:
+        raise UnsupportedMace(f"a density MLP other than one hidden layer of {DENSITY_HIDDEN[0]} is not supported")
+
+
+def _check_blocks(model: Record, interactions: list[Record], readouts: list[Record]) -> bool:
+    """Whether the linear blocks normalise messages by a learned density (mace's Density blocks)."""
     if interactions[0].name not in FIRST_BLOCKS:
         raise UnsupportedMace(f"interaction_first {interactions[0].name} is not supported yet ({' or '.join(FIRST_BLOCKS)})")
+    _single([block.name for block in interactions[1:]] or [RESIDUAL_BLOCKS[0]], "interaction")
     for block in interactions[1:]:
         if block.name not in RESIDUAL_BLOCKS:
             raise UnsupportedMace(f"interaction {block.name} is not supported yet ({' or '.join(RESIDUAL_BLOCKS)})")
-    density = {"Density" in block.name for block in interactions}
-    if len(density) != 1:
+    linear = [block for block in interactions if block.name != NONLINEAR_BLOCK]
+    density = {"Density" in block.name for block in linear}
+    if len(density) > 1:
         raise UnsupportedMace("density-normalised and plain interaction blocks in one model are not supported yet")
+    if linear and not model.get("apply_cutoff", True):
+        raise UnsupportedMace("apply_cutoff=False with linear interaction blocks is not supported yet (only with non-linear ones)")
     for block in interactions:
         for key in ("cueq_config", "oeq_config"):
             if block.get(key) is not None:
                 raise UnsupportedMace(f"{key} is set (a model saved for cuEquivariance or OpenEquivariance); convert it back to e3nn first")
-    if len(readouts) != len(interactions) or any(r.name != "LinearReadoutBlock" for r in readouts[:-1]):
-        raise UnsupportedMace("readouts other than a linear one per layer and a non-linear last one are not supported")
+        if block.name == NONLINEAR_BLOCK:
+            _check_nonlinear(block)
+    every_layer = not model.get("use_last_readout_only", False)
+    if len(readouts) != (len(interactions) if every_layer else 1) or any(r.name != "LinearReadoutBlock" for r in readouts[:-1]):
+        raise UnsupportedMace("readouts other than a linear one per layer (or none) and a non-linear last one are not supported")
     if readouts[-1].name == "LinearReadoutBlock" and len(readouts) > 1:
         raise UnsupportedMace("a linear last readout after several layers is not supported yet")
     if readouts[-1].name not in ("NonLinearReadoutBlock", "LinearReadoutBlock"):
@@ -144,7 +165,7 @@ def _check_blocks(interactions: list[Record], readouts: list[Record]) -> bool:
         acts = _list(readouts[-1].get("non_linearity").get("acts"))
         if len(acts) != 1 or getattr(acts[0].get("f"), "qualname", None) != SILU:
             raise UnsupportedMace("gate other than silu in the readout is not supported yet")
-    return density.pop()
+    return density.pop() if density else False
 
 
 def _pair_repulsion(model: Record, envelope_p: int) -> bool:
@@ -159,10 +180,8 @@ def _pair_repulsion(model: Record, envelope_p: int) -> bool:
 
 
 def _check_options(model: Record) -> None:
-    for key, plain in _PLAIN_OPTIONS.items():
-        value = model.get(key, plain)
-        if value != plain:
-            raise UnsupportedMace(f"{key}={value!r} is not supported yet")
+    if model.get("use_so3", False):
+        raise UnsupportedMace("use_so3=True is not supported yet")
     for key, option in (("joint_embedding", "embedding_specs"), ("embedding_readout", "use_embedding_readout")):
         if model.get(key) is not None:
             raise UnsupportedMace(f"{option} is not supported yet")
@@ -195,7 +214,7 @@ def mace_config(model: Record, head: int = 0) -> tuple[dict, dict]:
     check_model_class(model)
     _check_options(model)
     interactions, products, readouts = (_list(model.get(key)) for key in ("interactions", "products", "readouts"))
-    density_normalization = _check_blocks(interactions, readouts)
+    density_normalization = _check_blocks(model, interactions, readouts)
     hidden = irreps_of(interactions[0].get("hidden_irreps"))
     if any(ir.p != (-1) ** ir.l for _, ir in hidden):
         raise UnsupportedMace(f"hidden_irreps {hidden} has irreps of parity other than (-1)^l, which is not supported yet")
@@ -223,7 +242,13 @@ def mace_config(model: Record, head: int = 0) -> tuple[dict, dict]:
         "num_interactions": len(interactions),
         "radial_hidden": list(_single([_radial_hidden(block) for block in interactions], "radial_MLP")),
         "readout_hidden": 0 if last_readout.name == "LinearReadoutBlock" else readout_width(model),
+        "readout_every_layer": not model.get("use_last_readout_only", False),
         "first_layer_residual": FIRST_BLOCKS[interactions[0].name],
+        "interaction": _kind(interactions[-1]),
+        "first_interaction": _kind(interactions[0]),
+        **_edge_irreps(model),
+        "agnostic_product": bool(model.get("use_agnostic_product", False)),
+        "envelope": "basis" if model.get("apply_cutoff", True) else "weights",
         "product": "cg",
     }
     statistics = {
@@ -232,6 +257,15 @@ def mace_config(model: Record, head: int = 0) -> tuple[dict, dict]:
         "avg_num_neighbors": float(avg_num_neighbors),
     }
     return config, statistics
+
+
+def _kind(block: Record) -> str:
+    return "nonlinear" if block.name == NONLINEAR_BLOCK else "linear"
+
+
+def _edge_irreps(model: Record) -> dict:
+    edge = model.get("edge_irreps", None)
+    return {"edge_irreps": None if edge is None else str(irreps_of(edge)), "edge_irreps_first": bool(model.get("use_edge_irreps_first", False))}
 
 
 def head_scale_shift(model: Record, head: int) -> tuple[float, float]:

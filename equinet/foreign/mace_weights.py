@@ -20,12 +20,16 @@ These are not:
   corrected from the width of all heads to that of one;
 * the reference energies, scale and shift: one head's;
 * the ZBL repulsion, which mace's ``ScaleShiftMACE`` scales with the learned energy: that
-  scale becomes the repulsion's ``factor``.
+  scale becomes the repulsion's ``factor``;
+* the gate of a non-linear block: mace's and e3nn's each scale their activations to unit
+  second moment, by constants computed in the dtype each was built in; the ratio of the two
+  moves into the linear map after the gate.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 from e3nn import o3
@@ -34,7 +38,7 @@ from equinet.ops import symmetric_coupling_basis
 from equinet.ops.symmetric_contraction import WEIGHT_SCALE
 from equinet.potentials import Potential
 
-from .mace_config import UnsupportedMace, head_scale_shift, irreps_of, readout_width
+from .mace_config import NONLINEAR_BLOCK, UnsupportedMace, head_scale_shift, irreps_of, readout_width
 from .pickle_reader import Record
 
 __all__ = ["mace_state_dict"]
@@ -122,6 +126,50 @@ def _readouts(source: dict[str, torch.Tensor], mace: Record, head: int) -> dict[
     return state
 
 
+def _linear_interaction(prefix: str, source: dict[str, torch.Tensor], interaction) -> dict[str, torch.Tensor]:
+    """A linear block's weights: e3nn's modules on both sides."""
+    state = {f"{prefix}{name}.weight": source[f"{prefix}{name}.weight"] for name in ("linear_up", "linear")}
+    layer = 0
+    while f"{prefix}conv_tp_weights.layer{layer}.weight" in source:
+        state[f"{prefix}radial.layer{layer}.weight"] = source[f"{prefix}conv_tp_weights.layer{layer}.weight"]
+        layer += 1
+    if interaction.density is not None:
+        state[f"{prefix}density.layer0.weight"] = source[f"{prefix}density_fn.layer0.weight"]
+    return state
+
+
+def _scaled_by_input_degree(linear, weight: torch.Tensor, scalars: float, others: float) -> torch.Tensor:
+    """An e3nn ``Linear``'s flat ``weight`` with the paths from scalars times ``scalars``
+    and the others times ``others``."""
+    pieces, start = [], 0
+    for instruction in linear.instructions:
+        size = math.prod(instruction.path_shape)
+        factor = scalars if linear.irreps_in[instruction.i_in].ir.l == 0 else others
+        pieces.append(weight[start : start + size].double() * factor)
+        start += size
+    return torch.cat(pieces)
+
+
+def _nonlinear_interaction(prefix: str, source: dict[str, torch.Tensor], block: Record, interaction) -> dict[str, torch.Tensor]:
+    """A non-linear block's weights (:class:`~equinet.potentials.mace_nonlinear.NonLinearInteraction`)."""
+    state = {f"{prefix}{name}": source[f"{prefix}{name}"] for name in ("alpha", "beta")}
+    linears = {"source_embedding": "source_embedding", "target_embedding": "target_embedding", "linear_up": "linear_up",
+               "linear_res": "linear_residual", "linear_1": "linear_messages", "linear_2": "linear_out"}  # fmt: skip
+    for mace_name, name in linears.items():
+        state[f"{prefix}{name}.weight"] = source[f"{prefix}{mace_name}.weight"]
+    for mace_name, name in (("conv_tp_weights", "radial"), ("density_fn", "density")):
+        network = f"{prefix}{mace_name}.net."
+        state.update({f"{prefix}{name}.{key[len(network):]}": value for key, value in source.items() if key.startswith(network)})
+    gate, ours = block.get("equivariant_nonlin"), interaction.gate
+    state[f"{prefix}linear_out.weight"] = _scaled_by_input_degree(
+        interaction.linear_out,
+        state[f"{prefix}linear_out.weight"],
+        gate.get("_scalar_cst") / ours.act_scalars.acts[0].cst,
+        gate.get("_gate_cst") / ours.act_gates.acts[0].cst,
+    )
+    return state
+
+
 def mace_state_dict(mace: Record, model: Potential, head: int = 0) -> dict[str, torch.Tensor]:
     """Every parameter and the reference energies, scale and shift of ``model`` (equinet
     ``mace``) from head ``head`` of the mace-torch record ``mace``, as a state dict (float64)."""
@@ -139,15 +187,12 @@ def mace_state_dict(mace: Record, model: Potential, head: int = 0) -> dict[str, 
         for name in ("a_exp", "a_prefactor"):
             state[f"pair_repulsion.{name}"] = source[f"pair_repulsion_fn.{name}"]
         state["pair_repulsion.factor"] = torch.tensor(scale, dtype=torch.float64)
+    blocks = mace.get("interactions").children()
     for i, product in enumerate(mace.get("products").children().values()):
-        for name in ("linear_up", "linear"):
-            state[f"interactions.{i}.{name}.weight"] = source[f"interactions.{i}.{name}.weight"]
-        layer = 0
-        while f"interactions.{i}.conv_tp_weights.layer{layer}.weight" in source:
-            state[f"interactions.{i}.radial.layer{layer}.weight"] = source[f"interactions.{i}.conv_tp_weights.layer{layer}.weight"]
-            layer += 1
-        if model.interactions[i].density is not None:
-            state[f"interactions.{i}.density.layer0.weight"] = source[f"interactions.{i}.density_fn.layer0.weight"]
+        if blocks[str(i)].name == NONLINEAR_BLOCK:
+            state.update(_nonlinear_interaction(f"interactions.{i}.", source, blocks[str(i)], model.interactions[i]))
+        else:
+            state.update(_linear_interaction(f"interactions.{i}.", source, model.interactions[i]))
         state[f"self_connections.{i}.weight"] = source[f"interactions.{i}.skip_tp.weight"]
         state[f"linears.{i}.weight"] = source[f"products.{i}.linear.weight"]
         state.update(_product(f"products.{i}.", product, model.products[i]))
