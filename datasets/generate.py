@@ -1,7 +1,8 @@
 """Default data sets generated on the fly, so that nothing has to be downloaded.
 
 Each generator returns ``ase.Atoms`` whose labels (energy and free_energy in eV, forces
-in eV/Å, stress in eV/Å³ for fully periodic cells) sit in a ``SinglePointCalculator``,
+in eV/Å, stress in eV/Å³ for fully periodic cells, the dipole in e·Å for molecules where
+the method gives one) sit in a ``SinglePointCalculator``,
 so ``ase.io.write("x.extxyz", frames)`` stores them; ``atoms.info["config_type"]``
 names the kind of configuration. The same seed gives identical structures and labels.
 """
@@ -50,14 +51,17 @@ def _check_n(n: object) -> None:
 
 
 def _labelled(atoms: Atoms, calc: Calculator, config_type: str) -> Atoms:
-    """Copy of ``atoms`` holding ``calc``'s energy (eV), forces (eV/Å) and, if fully
-    periodic, stress (eV/Å³) in a SinglePointCalculator."""
+    """Copy of ``atoms`` holding ``calc``'s energy (eV), forces (eV/Å), if fully periodic,
+    stress (eV/Å³), and if not periodic and ``calc`` has one, the dipole (e·Å) in a
+    SinglePointCalculator."""
     atoms = atoms.copy()
     atoms.calc = calc
     results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
     results["free_energy"] = results["energy"]
     if atoms.pbc.all():
         results["stress"] = atoms.get_stress()
+    if not atoms.pbc.any() and "dipole" in calc.implemented_properties:
+        results["dipole"] = atoms.get_dipole_moment()
     atoms.calc = SinglePointCalculator(atoms, **results)
     atoms.info["config_type"] = config_type
     return atoms
@@ -187,7 +191,8 @@ def _xtb_md_snapshots(rng: np.random.Generator, calculator: Callable[[], Calcula
 
 def generate_xtb_molecules(n: int, seed: int = 0, progress: bool = True) -> list[Atoms]:
     """``n`` Langevin MD snapshots of small organic molecules (no cell, no pbc) labelled by
-    GFN2-xTB (tblite): energy in eV, forces in eV/Å."""
+    GFN2-xTB (tblite): energy in eV, forces in eV/Å, and the molecular dipole moment that
+    tblite reports for the same SCF, in e·Å."""
     _check_n(n)
     try:
         from tblite.ase import TBLite

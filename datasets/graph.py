@@ -9,10 +9,12 @@ One graph per structure, with
 ``pbc``         ``[1, 3]``   periodic directions (bool)
 ``edge_index``  ``[2, e]``   row 0 senders j, row 1 receivers i (full list)
 ``edge_shift``  ``[e, 3]``   integer cell shifts S (int64)
+``total_charge`` ``[1]``     the structure's charge in e (``atoms.info["charge"]``, else 0)
 ==============  ===========  =================================================
 
 and, when labels are given, ``energy [1]`` (eV), ``forces [n, 3]`` (eV/Å), ``stress
-[1, 3, 3]`` (eV/Å³, ASE sign) and ``node_energy [n]`` (eV), NaN where a label is absent
+[1, 3, 3]`` (eV/Å³, ASE sign), ``node_energy [n]`` (eV), ``dipole [1, 3]`` (e·Å) and
+``polarizability [1, 3, 3]`` (Å³), NaN where a label is absent
 (so that structures with and without, say, stress batch together). The edge vector is
 ``pos[receiver] - pos[sender] + edge_shift @ cell``; models recompute it from these
 fields so that forces and stress flow through autograd.
@@ -31,7 +33,7 @@ from ase import Atoms
 from torch_geometric.data import Data
 
 from .errors import DataError
-from .labels import Labels
+from .labels import Labels, total_charge
 
 MIN_DISTANCE = 0.1  # Å; closer atoms are a broken structure, not physics
 
@@ -112,6 +114,7 @@ def atoms_to_graph(
         pbc=torch.tensor(pbc).unsqueeze(0),
         edge_index=torch.from_numpy(np.stack([sender, receiver])),
         edge_shift=torch.from_numpy(shift),
+        total_charge=torch.tensor([total_charge(atoms, source, frame)], dtype=dtype),
     )
     if labels is not None:
         for key, value in labels.as_tensors(len(atoms), dtype).items():
@@ -138,6 +141,12 @@ def graph_to_atoms(graph: Data) -> Atoms:
             results[name] = float(value[0]) if key == "energy" else value
     if "stress" in graph and torch.isfinite(graph.stress).all():
         results["stress"] = full_3x3_to_voigt_6_stress(graph.stress.view(3, 3).double().numpy())
+    if "dipole" in graph and torch.isfinite(graph.dipole).all():
+        results["dipole"] = graph.dipole.view(3).double().numpy()
+    if "polarizability" in graph and torch.isfinite(graph.polarizability).all():
+        atoms.info["polarizability"] = graph.polarizability.view(3, 3).double().numpy()
+    if "total_charge" in graph and float(graph.total_charge[0]) != 0:
+        atoms.info["charge"] = float(graph.total_charge[0])
     if results:
         atoms.calc = SinglePointCalculator(atoms, **results)
     return atoms

@@ -10,12 +10,17 @@ Ragged layout, one row per atom or per frame, readable by any HDF5 tool:
 ``pbc``           ``[S, 3]``
 ``energy``        ``[S]``      eV
 ``stress``        ``[S, 3, 3]`` eV/Å³, ASE sign
+``dipole``        ``[S, 3]``   e·Å
+``polarizability`` ``[S, 3, 3]`` Å³
+``charge``        ``[S]``      the structure's total charge, e (``atoms.info["charge"]``)
 ``forces``        ``[A, 3]``   eV/Å
 ``node_energy``   ``[A]``      eV
 ================  ===========  ============================================
 
 A label a frame does not have is stored as NaN (input with NaN labels is rejected when
-read, so NaN only ever means "absent"). Frames are read by random access; the file is
+read, so NaN only ever means "absent"). Stores written before ``dipole``,
+``polarizability`` and ``charge`` existed lack them, and read as without those labels and
+neutral. Frames are read by random access; the file is
 opened lazily in each process, so several DataLoader workers can share one store.
 """
 
@@ -30,13 +35,13 @@ import numpy as np
 from ase import Atoms
 
 from .errors import DataError
-from .labels import Labels
+from .labels import Labels, total_charge
 
 H5_SUFFIXES = (".h5", ".hdf5")
 FORMAT = "equinet-structures"
 VERSION = 1
 _PER_ATOM = {"numbers": (), "positions": (3,), "forces": (3,), "node_energy": ()}
-_PER_FRAME = {"cell": (3, 3), "pbc": (3,), "energy": (), "stress": (3, 3)}
+_PER_FRAME = {"cell": (3, 3), "pbc": (3,), "energy": (), "stress": (3, 3), "dipole": (3,), "polarizability": (3, 3), "charge": ()}
 
 
 def write_h5(path: str | Path, structures: Iterable[tuple[Atoms, Labels]], chunk_frames: int = 1024) -> int:
@@ -78,6 +83,9 @@ def _append(file: h5py.File, buffer: list[tuple[Atoms, Labels]]) -> int:
         "pbc": np.stack([atoms.pbc for atoms, _ in buffer]),
         "energy": np.array([label(labels, "energy", ()) for _, labels in buffer]),
         "stress": np.stack([label(labels, "stress", (3, 3)) for _, labels in buffer]),
+        "dipole": np.stack([label(labels, "dipole", (3,)) for _, labels in buffer]),
+        "polarizability": np.stack([label(labels, "polarizability", (3, 3)) for _, labels in buffer]),
+        "charge": np.array([total_charge(atoms) for atoms, _ in buffer]),
     }
     for name, values in columns.items():
         dataset = file[name]
@@ -132,11 +140,14 @@ class H5Structures:
             cell=file["cell"][index],
             pbc=file["pbc"][index],
         )
+        if "charge" in file and file["charge"][index] != 0:
+            atoms.info["charge"] = float(file["charge"][index])
         values = {
             "energy": file["energy"][index],
             "stress": file["stress"][index],
             "forces": file["forces"][start:stop],
             "node_energy": file["node_energy"][start:stop],
+            **{name: file[name][index] for name in ("dipole", "polarizability") if name in file},
         }
         present = {name: value for name, value in values.items() if not np.isnan(value).all()}
         if "energy" in present:

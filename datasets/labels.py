@@ -1,8 +1,12 @@
 """Reference labels of a structure, found under configurable keys and converted to eV/Å.
 
-ASE (>= 3.23) turns ``energy``/``forces``/``stress`` columns of an extended XYZ file
-into calculator results, while other codes (mace-torch) write ``REF_energy`` and
+ASE (>= 3.23) turns ``energy``/``forces``/``stress``/``dipole`` columns of an extended XYZ
+file into calculator results, while other codes (mace-torch) write ``REF_energy`` and
 ``REF_forces`` into ``atoms.info``/``atoms.arrays``: by default both are found.
+
+The dipole moment is in e·Å (ASE's unit), 3 values; the polarizability in Å³ (the
+polarizability volume, alpha / (4 pi eps0)), 9 values or a 3x3 matrix, symmetrised (a
+model predicts its symmetric part). Neither is converted by ``energy_unit``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from ase import Atoms, units
 
 from .errors import DataError
 
-LABELS = ("energy", "forces", "stress", "node_energy")
+LABELS = ("energy", "forces", "stress", "node_energy", "dipole", "polarizability")
 
 # Where each label is looked for, in order, when no key is given.
 _DEFAULT_KEYS = {
@@ -23,7 +27,10 @@ _DEFAULT_KEYS = {
     "forces": ("forces", "REF_forces"),
     "stress": ("stress", "REF_stress"),
     "node_energy": ("energies", "node_energy", "REF_node_energy"),
+    "dipole": ("dipole", "REF_dipole"),
+    "polarizability": ("polarizability", "REF_polarizability"),
 }
+_NOT_ENERGIES = {"dipole", "polarizability"}  # not scaled by energy_unit
 _PER_ATOM = {"forces", "node_energy"}
 
 # Multiply by these to get eV (forces and stress: per Å and per Å³ of the same unit).
@@ -52,6 +59,8 @@ class Labels:
     forces: np.ndarray | None = None  # [n, 3]
     stress: np.ndarray | None = None  # [3, 3]
     node_energy: np.ndarray | None = None  # [n]
+    dipole: np.ndarray | None = None  # [3], e·Å
+    polarizability: np.ndarray | None = None  # [3, 3], Å³, symmetric
 
     def as_tensors(self, num_atoms: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """Every label, shaped as the graph contract wants it; NaN where absent.
@@ -60,7 +69,10 @@ class Labels:
         mix, say, molecules without stress and crystals with it; losses and metrics
         skip the NaN entries.
         """
-        shapes = {"energy": (1,), "forces": (num_atoms, 3), "stress": (1, 3, 3), "node_energy": (num_atoms,)}
+        shapes = {
+            "energy": (1,), "forces": (num_atoms, 3), "stress": (1, 3, 3), "node_energy": (num_atoms,),
+            "dipole": (1, 3), "polarizability": (1, 3, 3),
+        }  # fmt: skip
         return {
             key: torch.full(shape, float("nan"), dtype=dtype)
             if (value := getattr(self, key)) is None
@@ -87,6 +99,34 @@ def _stress_matrix(value, source, frame) -> np.ndarray:
     raise DataError(f"stress has {value.size} values; give 6 (Voigt) or 9 (3x3)", source, frame)
 
 
+def total_charge(atoms: Atoms, source: str | None = None, frame: int | None = None) -> float:
+    """The charge of a structure in e: ``atoms.info["charge"]`` (as fairchem reads it), else 0."""
+    value = atoms.info.get("charge", 0.0)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"info charge = {value!r} is not a number (the structure's total charge in e)", source, frame) from None
+    if not np.isfinite(value):
+        raise DataError("info charge is NaN or Inf", source, frame)
+    return value
+
+
+def _tensor_label(name: str, value, source, frame) -> np.ndarray:
+    """A dipole ``[3]`` or a polarizability ``[3, 3]`` (from 9 values, symmetrised)."""
+    try:
+        value = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise DataError(f"{name} is not numbers ({value!r})", source, frame) from None
+    size = 3 if name == "dipole" else 9
+    if value.size != size:
+        shape = "3 values (e·Å)" if name == "dipole" else "9 values or a 3x3 matrix (Å³)"
+        raise DataError(f"{name} has {value.size} values; give {shape}", source, frame)
+    if name == "dipole":
+        return value.reshape(3)
+    value = value.reshape(3, 3)
+    return 0.5 * (value + value.T)
+
+
 def read_labels(
     atoms: Atoms,
     keys: dict[str, str | None] | None = None,
@@ -107,6 +147,7 @@ def read_labels(
     """
     keys = keys or {}
     factor = energy_unit_factor(energy_unit)
+    total_charge(atoms, source, frame)  # an input, not a label, but read and checked with them
     labels = Labels()
     for name in LABELS:
         candidates = (keys[name],) if keys.get(name) else _DEFAULT_KEYS[name]
@@ -118,7 +159,7 @@ def read_labels(
             continue
         if name == "stress":
             value = _stress_matrix(value, source, frame)
-        value = np.asarray(value, dtype=float) * factor
+        value = _tensor_label(name, value, source, frame) if name in _NOT_ENERGIES else np.asarray(value, dtype=float) * factor
         if name in _PER_ATOM and value.shape[0] != len(atoms):
             raise DataError(f"{name} has {value.shape[0]} rows but the structure has {len(atoms)} atoms", source, frame)
         if name == "forces" and value.shape != (len(atoms), 3):

@@ -4,6 +4,7 @@
     atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
     atoms = calc.atoms_for(pymatgen_structure)          # pymatgen Structure or Molecule
     calc.get_hessian(atoms), calc.get_elastic_tensor(atoms)   # by autograd: eV/Å², GPa
+    atoms.get_dipole_moment(), calc.get_born_charges(atoms)   # models with model.outputs [energy, dipole]
     equinet.Calculator("mace-mp0.model", dispersion="d3bj", functional="pbe")   # + DFT-D3
 
 The neighbour list is rebuilt with vesin on every call (all periodic images, so cells
@@ -25,7 +26,7 @@ from torch_geometric.data import Batch
 
 from equinet.committee import is_committee_file, read_committee
 from equinet.datasets import atoms_to_graph
-from equinet.derivatives import elastic_tensor, hessian
+from equinet.derivatives import born_charges, elastic_tensor, hessian
 from equinet.dispersion import D3Dispersion
 from equinet.foreign.mace import import_mace
 from equinet.model_io import load_model
@@ -95,9 +96,17 @@ class Calculator(_ASECalculator):
     (per atom, eV). A committee's ``results`` also hold ``energy_std`` (eV),
     ``forces_std`` ``[n]`` (eV/Å, per atom the norm of the force components' standard
     deviations) and ``energies_committee`` ``[M]`` (each member's energy).
+
+    A model with tensorial outputs (``model.outputs``, :mod:`equinet.potentials.heads`) adds
+    ``dipole`` (e·Å, ASE's name: ``atoms.get_dipole_moment()``) with the atomic ``charges``
+    (e), and ``polarizability`` ``[3, 3]`` (Å³); ``born_charges`` ``[n, 3, 3]`` (e,
+    ``d mu_a / d r_ib``) by autograd when asked for (``calc.get_born_charges(atoms)`` or
+    ``calc.get_property("born_charges", atoms)``). The total charge is
+    ``atoms.info["charge"]`` (default 0). A model without ``energy`` gives only these.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+    _TENSORIAL = {"dipole": ["dipole", "charges", "born_charges"], "polarizability": ["polarizability"]}
 
     def __init__(
         self,
@@ -126,6 +135,11 @@ class Calculator(_ASECalculator):
                     f"{self.model.elements} and {self.model.cutoff} Å; a committee needs the same elements and cutoff"
                 )
         self._elements = set(self.model.elements)
+        outputs = [tuple(member.outputs) for member in self.models]
+        if any(other != outputs[0] for other in outputs):
+            raise ValueError(f"committee members predict different outputs {sorted(set(outputs))}; a committee needs the same model.outputs")
+        energy = type(self).implemented_properties if "energy" in self.model.outputs else []
+        self.implemented_properties = energy + [name for output in self.model.outputs for name in self._TENSORIAL.get(output, [])]
         self.dispersion = self._dispersion(dispersion, functional)
         self.memory_gb = available_memory_gb(self.device) / 2 if max_memory_gb is None else max_memory_gb
         for member in self.models:  # one after another: each may use the whole budget
@@ -191,6 +205,13 @@ class Calculator(_ASECalculator):
         dispersion = 0.0 if self.dispersion is None else self.dispersion.hessian(atoms)
         return np.mean([hessian(model, atoms) for model in self.models], axis=0) + dispersion
 
+    def get_born_charges(self, atoms: Atoms | None = None) -> np.ndarray:
+        """Born effective charges ``Z[i, a, b] = d mu_a / d r_ib`` ``[n, 3, 3]`` in e by
+        autograd (:func:`equinet.derivatives.born_charges`; a committee's mean)."""
+        if "dipole" not in self.model.outputs:
+            raise ValueError(f"Born charges need a model that predicts dipoles; this one predicts {', '.join(self.model.outputs)} (model.outputs)")
+        return self.get_property("born_charges", atoms)
+
     def get_elastic_tensor(self, atoms: Atoms | None = None, relaxed_ions: bool = True) -> np.ndarray:
         """The elastic tensor ``[6, 6]`` in GPa, Voigt order, by autograd
         (:func:`equinet.derivatives.elastic_tensor`; relax the atoms first; a committee's mean)."""
@@ -214,13 +235,23 @@ class Calculator(_ASECalculator):
         batch = Batch.from_data_list([atoms_to_graph(atoms, self.model.cutoff, dtype=self.model.atomic_energies.dtype)]).to(self.device)
         outs = [model(batch, forces=True, stress=periodic) for model in self.models]
         stacked = {key: np.stack([out[key].detach().cpu().double().numpy() for out in outs]) for key in outs[0]}
+        self.results = {}
+        for key in ("dipole", "polarizability"):
+            if key in stacked:
+                self.results[key] = stacked[key][:, 0].mean(0)
+        if "charges" in stacked:
+            self.results["charges"] = stacked["charges"].mean(0)
+        if "born_charges" in properties:
+            self.results["born_charges"] = np.mean([born_charges(model, atoms) for model in self.models], axis=0)
+        if "energy" not in stacked:
+            return
         energy = float(stacked["energy"][:, 0].mean())
-        self.results = {
+        self.results.update({
             "energy": energy,
             "free_energy": energy,
             "energies": stacked["node_energy"].mean(0),
             "forces": stacked["forces"].mean(0),
-        }
+        })  # fmt: skip
         if periodic:
             self.results["stress"] = full_3x3_to_voigt_6_stress(stacked["stress"][:, 0].mean(0))
         if len(self.models) > 1:

@@ -13,7 +13,7 @@ import os
 import sys
 import traceback
 
-from equinet.commands import data, elastic, evaluate, export, imports, info, lammps, md, phonons, select, train
+from equinet.commands import data, elastic, evaluate, export, imports, info, lammps, md, phonons, select, spectrum, train
 from equinet.lammps import LammpsError
 
 
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"equinet {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    for command in (info, data, train, evaluate, md, select, phonons, elastic, export, imports, lammps):
+    for command in (info, data, train, evaluate, md, spectrum, select, phonons, elastic, export, imports, lammps):
         command.register(commands)
     return parser
 

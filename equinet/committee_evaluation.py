@@ -30,6 +30,7 @@ class CommitteeMean(torch.nn.Module):
         self.members = torch.nn.ModuleList(members)
         first = members[0]  # what the members share, as a Potential holds it
         self.atomic_energies, self.cutoff, self.elements, self.statistics = first.atomic_energies, first.cutoff, first.elements, first.statistics
+        self.outputs = first.outputs
 
     def forward(self, batch, forces: bool = True, stress: bool = False, create_graph: bool | None = None) -> dict[str, torch.Tensor]:
         outs = [member(batch, forces=forces, stress=stress, create_graph=create_graph) for member in self.members]

@@ -4,7 +4,7 @@
                D3 to subtract from the labels (dispersion)
     model:     {name: <a registered model, e.g. mace>, <hyper-parameters>}; the cutoff is the model's;
                or {init_from: <a model.pt or mace-torch .model>, freeze: N, head: NAME, dtype: ...} to fine-tune one
-    loss:      weights of energy per atom, forces and stress, and of the second stage; mse or huber
+    loss:      weights of energy per atom, forces, stress, dipole and polarizability, and of the second stage; mse or huber
     optimizer: adam | adamw, learning rate (by default the model family's), AMSGrad, weight decay
     scheduler: plateau | cosine | constant, with optional linear warm-up
     ema:       exponential moving average of the weights
@@ -66,6 +66,8 @@ class DataConfig(_Section):
     energy_key: str | None = None
     forces_key: str | None = None
     stress_key: str | None = None
+    dipole_key: str | None = None  # e·Å, 3 values
+    polarizability_key: str | None = None  # Å³, 9 values
     energy_unit: str = "eV"
     # Per-element reference energies: None fits them to the training set by least
     # squares; a path reads a file of isolated atoms; a mapping gives {Z: eV}.
@@ -118,6 +120,8 @@ class StageTwoConfig(_Section):
     energy_weight: float | None = Field(1000.0, ge=0)
     forces_weight: float | None = Field(100.0, ge=0)
     stress_weight: float | None = Field(None, ge=0)
+    dipole_weight: float | None = Field(None, ge=0)
+    polarizability_weight: float | None = Field(None, ge=0)
     lr: float | None = Field(0.001, gt=0)
     refit_atomic_energies: bool = True
 
@@ -126,13 +130,17 @@ class LossConfig(_Section):
     energy_weight: float = Field(1.0, ge=0)  # on (energy per atom)^2, eV^2
     forces_weight: float = Field(1000.0, ge=0)  # on force components^2, (eV/Å)^2
     stress_weight: float = Field(0.0, ge=0)  # on stress components^2, (eV/Å^3)^2
+    # The tensorial outputs (model.outputs), per structure: on dipole components^2, (e·Å)^2,
+    # and on polarizability components^2, (Å^3)^2.
+    dipole_weight: float = Field(100.0, ge=0)
+    polarizability_weight: float = Field(1.0, ge=0)
     type: Literal["mse", "huber"] = "mse"
     huber_delta: float = Field(0.01, gt=0)
     stage_two: StageTwoConfig | None = StageTwoConfig()  # null: one stage
 
     def weights(self, stage_two: bool = False) -> dict[str, float]:
         """The weight of each label in the loss of the first stage or of stage two."""
-        weights = {"energy": self.energy_weight, "forces": self.forces_weight, "stress": self.stress_weight}
+        weights = {key: getattr(self, f"{key}_weight") for key in ("energy", "forces", "stress", "dipole", "polarizability")}
         if stage_two and self.stage_two is not None:
             weights.update({key: value for key in weights if (value := getattr(self.stage_two, f"{key}_weight")) is not None})
         return weights

@@ -1,11 +1,12 @@
 """Second derivatives of a potential's energy, by autograd: the Hessian, Γ-point phonon
-frequencies and the elastic tensor. No finite differences: each row of a second derivative is
-one backward pass through the graph of the first, so memory stays that of a force evaluation
-with its graph kept.
+frequencies and the elastic tensor; and the Born effective charges, the derivatives of its
+dipole. No finite differences: each row of a second derivative is one backward pass through
+the graph of the first, so memory stays that of a force evaluation with its graph kept.
 
     H = hessian(model, atoms)                 # [3n, 3n] eV/Å², atom-major (x0 y0 z0 x1 ...)
     frequencies = gamma_frequencies(H, atoms.get_masses())     # [3n] THz, imaginary < 0
     C = elastic_tensor(model, atoms)          # [6, 6] GPa, Voigt order xx yy zz yz xz xy
+    Z = born_charges(model, atoms)            # [n, 3, 3] e, Z[i, a, b] = d mu_a / d r_ib
 """
 
 from __future__ import annotations
@@ -18,20 +19,29 @@ from torch_geometric.data import Batch
 from equinet.datasets import atoms_to_graph
 from equinet.potentials import Potential
 
-__all__ = ["elastic_tensor", "gamma_frequencies", "hessian"]
+__all__ = ["born_charges", "elastic_tensor", "gamma_frequencies", "hessian"]
 
 EV_PER_A3_IN_GPA = 1.0 / units.GPa
 VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 
 
-def _energy_and_inputs(model: Potential, atoms: Atoms):
-    """The energy of ``atoms`` and the leaves it depends on: positions ``[n, 3]`` and strain ``[1, 3, 3]``."""
+def _outputs_and_inputs(model: Potential, atoms: Atoms):
+    """The outputs of ``model`` for ``atoms`` (:meth:`~equinet.potentials.Potential.deformed_outputs`)
+    and the leaves they depend on: positions ``[n, 3]`` and strain ``[1, 3, 3]``."""
     dtype = model.atomic_energies.dtype
     device = model.atomic_energies.device
     batch = Batch.from_data_list([atoms_to_graph(atoms, model.cutoff, dtype=dtype)]).to(device)
     pos = batch.pos.to(dtype).detach().requires_grad_(True)
     strain = torch.zeros(1, 3, 3, dtype=dtype, device=device, requires_grad=True)
-    energy, _ = model.deformed_energy(batch, pos, strain)
+    return model.deformed_outputs(batch, pos, strain), pos, strain
+
+
+def _energy_and_inputs(model: Potential, atoms: Atoms):
+    """The energy of ``atoms`` and the leaves it depends on: positions ``[n, 3]`` and strain ``[1, 3, 3]``."""
+    if "energy" not in model.outputs:
+        raise ValueError(f"the model predicts {', '.join(model.outputs)}, not energies (model.outputs), so it has no energy derivatives")
+    out, pos, strain = _outputs_and_inputs(model, atoms)
+    energy = out["energy"]
     if not torch.isfinite(energy).all():
         raise ValueError("the model's energy of this structure is not finite, so neither are its derivatives")
     return energy.sum(), pos, strain
@@ -55,6 +65,22 @@ def hessian(model: Potential, atoms: Atoms) -> np.ndarray:
     rows = _jacobian_rows(gradient.reshape(-1), pos)
     matrix = rows.reshape(3 * len(atoms), 3 * len(atoms)).detach().cpu().double().numpy()
     return 0.5 * (matrix + matrix.T)  # exact up to rounding; symmetrised
+
+
+def born_charges(model: Potential, atoms: Atoms) -> np.ndarray:
+    """The Born effective charges ``Z[i, a, b] = d mu_a / d r_ib`` ``[n, 3, 3]`` in e of a
+    model that predicts dipoles (``model.outputs`` with ``dipole``; see
+    :mod:`equinet.potentials.heads`). Their sum over atoms is the total charge times the
+    identity (zero for a neutral structure: the acoustic sum rule)."""
+    if "dipole" not in model.outputs:
+        raise ValueError(f"Born charges need a model that predicts dipoles; this one predicts {', '.join(model.outputs)} (model.outputs)")
+    model.eval()
+    out, pos, _ = _outputs_and_inputs(model, atoms)
+    dipole = out["dipole"].reshape(-1)
+    if not torch.isfinite(dipole).all():
+        raise ValueError("the model's dipole of this structure is not finite, so neither are its derivatives")
+    rows = _jacobian_rows(dipole, pos)  # [3, n, 3]: d mu_a / d r_ib
+    return rows.permute(1, 0, 2).detach().cpu().double().numpy()
 
 
 def gamma_frequencies(hessian_matrix: np.ndarray, masses: np.ndarray) -> np.ndarray:

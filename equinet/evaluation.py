@@ -1,7 +1,8 @@
 """Errors of a potential on a data set: predictions, the metrics table, parity plots.
 
 Shared by ``equinet train`` (the test split) and ``equinet evaluate MODEL DATA``.
-Errors are reported in meV/atom (energy), meV/Å (forces) and meV/Å³ (stress); labels a
+Errors are reported in meV/atom (energy), meV/Å (forces), meV/Å³ (stress), me·Å (dipole,
+per structure) and mÅ³ (polarizability, per structure); labels a
 structure lacks (NaN) are left out of the metrics, never counted as zero, and the table says
 over how many structures each metric is taken. A non-finite prediction is an error: no
 metric is ever computed over fewer values than it reports.
@@ -18,24 +19,37 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
 from equinet.potentials import Potential
+from equinet.potentials.heads import TENSORIAL_OUTPUTS
 
-__all__ = ["Pairs", "compute_metrics", "format_metrics", "paired_labels", "parity_plots", "predict"]
+__all__ = ["UNITS", "Pairs", "compute_metrics", "format_metrics", "paired_labels", "parity_plots", "predict"]
 
 _QUANTITIES = {  # key: (label, unit of the errors)
     "energy": ("energy per atom", "meV/atom"),
     "forces": ("forces", "meV/Å"),
     "stress": ("stress", "meV/Å³"),
+    "dipole": ("dipole", "me·Å"),
+    "polarizability": ("polarizability", "mÅ³"),
 }
+# The unit of the values (the errors are in thousandths of it).
+UNITS = {"energy": "eV/atom", "forces": "eV/Å", "stress": "eV/Å³", "dipole": "e·Å", "polarizability": "Å³"}
 
 
 def paired_labels(out: dict[str, torch.Tensor], batch, stress: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """``{label: (predicted, reference)}`` of a batch: energy per atom ``[B]`` (eV/atom),
-    forces ``[n, 3]`` (eV/Å) and, with ``stress``, stress ``[B, 3, 3]`` (eV/Å³); the pairs
-    the training loss, the validation metrics and the test metrics all compare."""
-    num_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(out["energy"].dtype)
-    pairs = {"energy": (out["energy"] / num_atoms, batch.energy.to(out["energy"].dtype) / num_atoms), "forces": (out["forces"], batch.forces)}
-    if stress:
-        pairs["stress"] = (out["stress"], batch.stress)
+    forces ``[n, 3]`` (eV/Å) and, with ``stress``, stress ``[B, 3, 3]`` (eV/Å³), for a model
+    that predicts energies; dipole ``[B, 3]`` (e·Å) and polarizability ``[B, 3, 3]`` (Å³) for
+    one that predicts those. The pairs the training loss, the validation metrics and the
+    test metrics all compare."""
+    pairs = {}
+    if "energy" in out:
+        num_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(out["energy"].dtype)
+        pairs["energy"] = (out["energy"] / num_atoms, batch.energy.to(out["energy"].dtype) / num_atoms)
+        pairs["forces"] = (out["forces"], batch.forces)
+        if stress:
+            pairs["stress"] = (out["stress"], batch.stress)
+    for key in TENSORIAL_OUTPUTS:
+        if key in out:
+            pairs[key] = (out[key], batch[key])
     return pairs
 
 
@@ -49,7 +63,8 @@ class Pairs(NamedTuple):
 
 def predict(model: Potential, dataset: Sequence[Data], batch_size: int = 16) -> dict[str, Pairs]:
     """Reference and predicted values over ``dataset``, by quantity: energies per atom
-    (eV/atom), force components (eV/Å) and stress components (eV/Å³), only where the
+    (eV/atom), force components (eV/Å), stress components (eV/Å³), and the components of
+    dipoles (e·Å) and polarizabilities (Å³) for a model that predicts them, only where the
     reference exists.
 
     Raises:
@@ -67,7 +82,7 @@ def predict(model: Potential, dataset: Sequence[Data], batch_size: int = 16) -> 
         batch = batch.to(device)
         out = model(batch, forces=True, stress=stress, create_graph=False)
         structure = torch.arange(batch.num_graphs, device=device)
-        per_structure = {"energy": structure, "forces": batch.batch, "stress": structure}
+        per_structure = {"energy": structure, "forces": batch.batch, "stress": structure, "dipole": structure, "polarizability": structure}
         for key, (predicted, reference) in paired_labels(out, batch, stress).items():
             owner = per_structure[key].repeat_interleave(reference[0].numel())  # the structure of each value
             reference, predicted = reference.detach().reshape(-1), predicted.detach().reshape(-1).to(reference.dtype)
@@ -127,15 +142,14 @@ def parity_plots(predictions: dict[str, Pairs], folder: str | Path, title: str =
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    units = {"energy": "eV/atom", "forces": "eV/Å", "stress": "eV/Å³"}
     metrics = compute_metrics(predictions)
     for key, (reference, predicted, _) in predictions.items():
         figure, axes = plt.subplots(figsize=(4.5, 4.5), layout="constrained")
         axes.scatter(reference, predicted, s=4, alpha=0.5, linewidths=0)
         low, high = float(min(reference.min(), predicted.min())), float(max(reference.max(), predicted.max()))
         axes.plot([low, high], [low, high], color="black", linewidth=0.8)
-        axes.set_xlabel(f"reference {_QUANTITIES[key][0]} ({units[key]})")
-        axes.set_ylabel(f"predicted ({units[key]})")
+        axes.set_xlabel(f"reference {_QUANTITIES[key][0]} ({UNITS[key]})")
+        axes.set_ylabel(f"predicted ({UNITS[key]})")
         axes.set_title(f"{title} MAE {metrics[key]['mae']:.2f}, RMSE {metrics[key]['rmse']:.2f} {_QUANTITIES[key][1]}".strip(), fontsize=9)
         path = folder / f"parity_{key}.png"
         figure.savefig(path, dpi=120)

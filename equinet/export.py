@@ -143,10 +143,13 @@ def export_model(model: Potential, path: str | Path, dtype: torch.dtype | None =
             minutes to write); by default, aotinductor for a ``.pt2`` path.
 
     The written file is loaded back and checked against the model on structures of other
-    sizes than the one it was traced on (a ``RuntimeError`` if they differ).
+    sizes than the one it was traced on (a ``RuntimeError`` if they differ). Only the energy
+    and its derivatives are exported; a model without ``energy`` in its outputs is refused.
     """
     from equinet import __version__
 
+    if "energy" not in model.outputs:
+        raise ValueError(f"the model predicts {', '.join(model.outputs)}, not energies (model.outputs): there is nothing for an MD code to run")
     path = Path(path)
     format = format or ("aotinductor" if path.suffix == ".pt2" else "torchscript")
     if format not in FORMATS:

@@ -90,6 +90,8 @@ def run_md(
     With a committee calculator the log also gets the largest per-atom force standard
     deviation, and the run stops at the first record where it exceeds ``max_force_std`` (eV/Å);
     with ``uncertain`` (a file), it goes on and writes every such record's frame there.
+    A model with tensorial outputs writes each frame's ``dipole`` (and atomic ``charges``) and
+    ``polarizability`` too: the dipoles of a trajectory give its IR spectrum.
     """
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {', '.join(ENSEMBLES)}, got {ensemble!r}")
@@ -129,6 +131,9 @@ def run_md(
             records.append(row)
             if log_file:
                 log_file.write(f"{row[0]:12.2f}{epot:16.6f}{ekin:16.6f}{epot + ekin:16.6f}{row[3]:10.2f}" + (f"{spread:12.5f}" if committee else "") + "\n")
+            atoms.info["time_fs"] = row[0]  # for spectra: equinet spectrum ir reads the spacing
+            if "polarizability" in atoms.calc.results:  # not one of ASE's properties: written from info
+                atoms.info["polarizability"] = atoms.calc.results["polarizability"]
             if writer is not None:
                 writer.write(atoms)
             elif trajectory:

@@ -6,6 +6,10 @@ edge vectors (recomputed from ``pos``, ``cell`` and ``edge_shift`` so that force
 stress flow through autograd) and the outputs. A concrete model only defines
 :meth:`Potential.node_energy_terms`: its interaction blocks and readout.
 
+Models that read out tensorial outputs (``outputs: [energy, dipole, polarizability]``)
+define :meth:`Potential.node_terms_and_features` instead, which also returns the node
+features that :class:`~.heads.TensorialHeads` reads.
+
 The energy of atom i of element z is
 
     E_i = E0[z] + shift + scale * (f_i - f_isolated[z])
@@ -18,6 +22,8 @@ models whose learned part vanishes without neighbours (MACE) skip that subtracti
 from __future__ import annotations
 
 import torch
+
+from .heads import check_outputs
 
 __all__ = ["Potential"]
 
@@ -42,10 +48,15 @@ class Potential(torch.nn.Module):
             times 1 Å (MACE's default), making the learned part of order one.
         shift: per-atom energy shift in eV, or ``"energy_per_atom_mean"`` for the mean
             residual energy per atom after the references.
+        outputs: what the model predicts, among ``energy``, ``dipole`` and
+            ``polarizability`` (:mod:`.heads`); the families with equivariant features
+            (MACE, NequIP, eSCN) have the tensorial ones.
 
     Outputs of ``model(batch, forces=True, stress=False)``: ``energy [B]`` (eV),
     ``node_energy [n]`` (eV), ``forces [n, 3]`` (eV/Å, −∂E/∂pos) and ``stress [B, 3, 3]``
-    (eV/Å³, ASE sign: (1/V) ∂E/∂strain; NaN for structures that are not periodic).
+    (eV/Å³, ASE sign: (1/V) ∂E/∂strain; NaN for structures that are not periodic); with the
+    heads, ``dipole [B, 3]`` (e·Å), ``charges [n]`` (e) and ``polarizability [B, 3, 3]`` (Å³).
+    A model without ``energy`` in its outputs returns none of the energy outputs.
     """
 
     #: True where the learned part is exactly zero for an atom without neighbours.
@@ -73,8 +84,12 @@ class Potential(torch.nn.Module):
         """A one-line ValueError for a requested backend (``{role: backend}``) that the model
         that ``config`` describes cannot run; none here."""
 
-    def __init__(self, statistics: dict, cutoff: float = 5.0, scale: float | str = "force_rms", shift: float | str = 0.0):
+    def __init__(
+        self, statistics: dict, cutoff: float = 5.0, scale: float | str = "force_rms", shift: float | str = 0.0, outputs=("energy",)
+    ):
         super().__init__()
+        self.outputs = check_outputs(outputs)
+        self.heads = None  # a TensorialHeads, built by the models that have them
         if not cutoff > 0:
             raise ValueError(f"cutoff must be a positive distance in Å, got {cutoff!r}")
         self.cutoff = float(cutoff)
@@ -118,6 +133,14 @@ class Potential(torch.nn.Module):
         Returns:
             ``[n]`` dimensionless energies, scaled by ``scale`` into eV.
         """
+        return self.node_terms_and_features(species, edge_vec, edge_index)[0]
+
+    def node_terms_and_features(
+        self, species: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`node_energy_terms` and the node features the tensorial heads read (one
+        tensor per layer read out; see :class:`~.heads.TensorialHeads`). A model defines
+        one of the two."""
         raise NotImplementedError
 
     def edge_bytes(self) -> int | None:
@@ -164,7 +187,9 @@ class Potential(torch.nn.Module):
 
     def node_energies(self, species: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """Atomic energies ``[n]`` in eV (arguments as for :meth:`node_energy_terms`)."""
-        terms = self.node_energy_terms(species, edge_vec, edge_index)
+        return self._energies_of_terms(self.node_energy_terms(species, edge_vec, edge_index), species)
+
+    def _energies_of_terms(self, terms: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         if not self.isolated_energy_is_zero:
             terms = terms - self._isolated_terms(species)
         return self.atomic_energies[species] + self.shift + self.scale * terms
@@ -186,6 +211,13 @@ class Potential(torch.nn.Module):
         (positions and cell scaled by 1 + its symmetric part; ``None``: undeformed).
         Derivatives with respect to ``pos`` and ``strain`` give forces, stress and,
         differentiated again, Hessians and elastic constants (:mod:`equinet.derivatives`)."""
+        out = self.deformed_outputs(batch, pos, strain)
+        return out["energy"], out["node_energy"]
+
+    def deformed_outputs(self, batch, pos: torch.Tensor, strain: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """As :meth:`deformed_energy`, as a dict with the heads' outputs too (``dipole``,
+        ``charges``, ``polarizability``); the dipole's derivative with respect to ``pos``
+        gives the Born charges."""
         dtype = self.atomic_energies.dtype
         cell = batch.cell.to(dtype).view(-1, 3, 3)
         num_graphs = cell.shape[0]
@@ -197,9 +229,19 @@ class Potential(torch.nn.Module):
             cell = cell + cell @ symmetric
         sender, receiver = edge_index
         edge_vec = pos[receiver] - pos[sender] + torch.einsum("ei,eij->ej", edge_shift, cell[batch_index[sender]])
-        node_energy = self.node_energies(self.species(batch.z), edge_vec, edge_index)
+        species = self.species(batch.z)
+        if self.heads is None:
+            node_energy = self.node_energies(species, edge_vec, edge_index)
+        else:
+            terms, features = self.node_terms_and_features(species, edge_vec, edge_index)
+            node_energy = self._energies_of_terms(terms, species)
         energy = node_energy.new_zeros(num_graphs).index_add(0, batch_index, node_energy)
-        return energy, node_energy
+        out = {"energy": energy, "node_energy": node_energy}
+        if self.heads is not None:
+            total_charge = getattr(batch, "total_charge", None)
+            total_charge = pos.new_zeros(num_graphs) if total_charge is None else total_charge.view(-1)
+            out.update(self.heads(features, pos, batch_index, num_graphs, total_charge))
+        return out
 
     def forward(
         self, batch, forces: bool = True, stress: bool = False, create_graph: bool | None = None
@@ -216,16 +258,20 @@ class Potential(torch.nn.Module):
         """
         dtype = self.atomic_energies.dtype
         create_graph = self.training if create_graph is None else create_graph
+        if "energy" not in self.outputs:
+            forces = stress = False
         pos = batch.pos.to(dtype).detach().requires_grad_(forces)
         strain = None
         if stress:  # E(strain) only when the stress is asked for: no deformation in plain steps
             strain = torch.zeros(batch.cell.view(-1, 3, 3).shape[0], 3, 3, dtype=dtype, device=pos.device, requires_grad=True)
         self._edge_block = None if create_graph else self.edge_block_size
         try:
-            energy, node_energy = self.deformed_energy(batch, pos, strain)
+            out = self.deformed_outputs(batch, pos, strain)
         finally:
             self._edge_block = None
-        out = {"energy": energy, "node_energy": node_energy}
+        energy = out["energy"]
+        if "energy" not in self.outputs:
+            del out["energy"], out["node_energy"]
         inputs = [tensor for tensor in (pos, strain) if tensor is not None and tensor.requires_grad]
 
         if inputs:

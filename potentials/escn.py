@@ -42,6 +42,7 @@ from e3nn import o3
 from equinet.ops import FullyConnectedTensorProduct, GauntManyBodyProduct, Linear, SO2Convolution, edge_wigner_D
 
 from .base import Potential
+from .heads import tensorial_heads
 from .blocks import RadialEmbedding, gate, radial_network, summed_over_edge_blocks
 from .registry import register_model
 
@@ -109,6 +110,8 @@ class ESCN(Potential):
         nonlinearity: ``"s2"``, the exact polynomial S2 activation (see the module docstring),
             or ``"gate"`` (SiLU on the scalars, sigmoid gates on the other degrees), the only
             one before this key was added (model files without the key load with it).
+        outputs: ``energy``, ``dipole``, ``polarizability`` (:mod:`.heads`, reading the last
+            layer's features; a polarizability needs ``l_max >= 2``).
 
     Hidden irreps: ``num_channels x (0e + 1o + 2e + ...)`` up to ``l_max``.
     """
@@ -130,8 +133,9 @@ class ESCN(Potential):
         radial_hidden: Sequence[int] = (64,),
         readout_hidden: int = 16,
         nonlinearity: str = "s2",
+        outputs: Sequence[str] = ("energy",),
     ):
-        super().__init__(statistics, cutoff, scale, shift)
+        super().__init__(statistics, cutoff, scale, shift, outputs)
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"model.nonlinearity must be one of {', '.join(NONLINEARITIES)}, got {nonlinearity!r}")
         for key, value, least in (("num_channels", num_channels, 1), ("num_layers", num_layers, 1), ("l_max", l_max, 0), ("m_max", m_max, 0)):
@@ -153,6 +157,7 @@ class ESCN(Potential):
         self.readout = torch.nn.Sequential(
             Linear(hidden, f"{readout_hidden}x0e"), torch.nn.SiLU(), Linear(f"{readout_hidden}x0e", "1x0e")
         )
+        self.heads = tensorial_heads(self.outputs, [hidden], readout_hidden)
 
     @property
     def message_passing_steps(self) -> int:
@@ -167,7 +172,7 @@ class ESCN(Potential):
         widths = sum(linear.weight.shape[-1] for linear in layer.radial)
         return 2 * (2 * widths + wigner + 5 * layer.conv.irreps_out.dim) * self.atomic_energies.element_size()
 
-    def node_energy_terms(self, species, edge_vec, edge_index):
+    def node_terms_and_features(self, species, edge_vec, edge_index):
         one_hot = self.one_hot(species)
         edge_features = self.radial_embedding(edge_vec.norm(dim=-1))
         blocked = self._edge_block is not None and edge_index.shape[1] > self._edge_block
@@ -175,4 +180,4 @@ class ESCN(Potential):
         x = self.embedding(one_hot)
         for layer in self.layers:
             x = layer(x, species, one_hot, edge_vec, edge_features, edge_index, wigner, self._edge_block)
-        return self.readout(x).squeeze(-1)
+        return self.readout(x).squeeze(-1), [x]

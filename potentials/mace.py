@@ -32,6 +32,7 @@ from equinet.ops import (
 from equinet.ops.kernels import backend_names
 
 from .base import Potential
+from .heads import head_irreps, tensorial_heads
 from .blocks import RadialEmbedding, conv_edge_bytes, over_node_blocks, radial_network, summed_over_edge_blocks
 from .mace_nonlinear import NonLinearInteraction, SharedSelfConnection
 from .pair_radii import COVALENT_RADII, AgnesiTransform, SoftTransform, ZBLRepulsion, pair_radius_sum
@@ -92,7 +93,8 @@ class MACE(Potential):
     Args:
         statistics, cutoff, scale, shift: see :class:`~equinet.potentials.Potential`.
         hidden_irreps: node features between layers, one multiplicity for all irreps
-            (``"64x0e+64x1o"``; the last layer keeps only its scalars).
+            (``"64x0e+64x1o"``; the last layer keeps only its scalars, and the ``1o``/``2e``
+            channels that the tensorial outputs need).
         max_ell: highest degree of the edge spherical harmonics and of A.
         correlation: body order of the product minus one (MACE's ``correlation``).
         num_interactions: number of layers.
@@ -129,6 +131,8 @@ class MACE(Potential):
         product: the many-body product: ``"cg"`` (symmetric contraction, all couplings) or
             ``"gaunt"`` (:class:`~equinet.ops.GauntManyBodyProduct`; then every output irrep of
             the product needs the parity (-1)^l, e.g. ``"64x0e+64x1o"``, not ``"64x1e"``).
+        outputs: ``energy``, ``dipole``, ``polarizability`` (:mod:`.heads`); the heads read
+            every layer's features.
 
     Backends (:func:`equinet.accelerate`, or ``conv_backend`` / ``product_backend`` in a config):
     ``conv`` the CG convolution, ``product`` the symmetric contraction of ``product: cg`` or
@@ -175,8 +179,9 @@ class MACE(Potential):
         agnostic_product: bool = False,
         envelope: str = "basis",
         product: str = "cg",
+        outputs: Sequence[str] = ("energy",),
     ):
-        super().__init__(statistics, cutoff, scale, shift)
+        super().__init__(statistics, cutoff, scale, shift, outputs)
         hidden = o3.Irreps(hidden_irreps)
         channels = {mul for mul, _ in hidden}
         if len(channels) != 1 or not any(ir == o3.Irrep("0e") for _, ir in hidden):
@@ -228,7 +233,7 @@ class MACE(Potential):
         irreps_in = scalars
         for layer, kind in enumerate(kinds):
             last = layer == num_interactions - 1
-            irreps_out = scalars if last else hidden
+            irreps_out = scalars + head_irreps(self.outputs, num_channels) if last else hidden  # tensorial heads keep 1o/2e
             irreps_edge = first_edge if layer == 0 else (edge or irreps_in)
             if kind == "nonlinear":
                 interaction_block = NonLinearInteraction(irreps_in, irreps_edge, irreps_sh, irreps_a, num_basis, radial_hidden, self.num_elements)
@@ -254,6 +259,7 @@ class MACE(Potential):
             if last or readout_every_layer:
                 self.readouts.append(readout)
             irreps_in = irreps_out
+        self.heads = tensorial_heads(self.outputs, [linear.irreps_out for linear in self.linears], readout_hidden)
 
     @property
     def message_passing_steps(self) -> int:
@@ -274,7 +280,7 @@ class MACE(Potential):
         self.product_block_size = max(64, int(0.5 * gigabytes * 2**30 / per_atom))
         return block
 
-    def node_energy_terms(self, species, edge_vec, edge_index):
+    def node_terms_and_features(self, species, edge_vec, edge_index):
         one_hot = self.one_hot(species)
         r = edge_vec.norm(dim=-1)
         radius_sum = None if self.covalent_radii is None else pair_radius_sum(self.covalent_radii, species, edge_index)
@@ -284,6 +290,7 @@ class MACE(Potential):
         product_species = torch.zeros_like(species) if self.agnostic_product else species
         x = self.embedding(one_hot)
         energy = 0.0 if self.pair_repulsion is None else self.pair_repulsion(r, radius_sum, species, edge_index) / self.scale
+        features = []
         first_readout = len(self.interactions) - len(self.readouts)
         for layer, (interaction, product, linear, self_connection) in enumerate(zip(self.interactions, self.products, self.linears, self.self_connections)):
             if isinstance(interaction, NonLinearInteraction):
@@ -297,4 +304,5 @@ class MACE(Potential):
                 x = linear(over_node_blocks(product, (a, product_species), atoms_block)) + self_connection(x, one_hot)
             if layer >= first_readout:
                 energy = energy + self.readouts[layer - first_readout](x).squeeze(-1)
-        return energy
+            features.append(x)
+        return energy, features

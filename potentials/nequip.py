@@ -17,6 +17,7 @@ from e3nn import o3
 from equinet.ops import CGConvolution, FullyConnectedTensorProduct, Linear, spherical_harmonics
 
 from .base import Potential
+from .heads import tensorial_heads
 from .blocks import RadialEmbedding, conv_edge_bytes, gate, radial_network, summed_over_edge_blocks
 from .registry import register_model
 
@@ -58,7 +59,9 @@ class NequIP(Potential):
         num_basis: Bessel functions of the radial embedding.
         envelope_p: exponent of the polynomial cutoff envelope.
         radial_hidden: hidden widths of the radial MLP.
-        readout_hidden: width of the scalar readout MLP.
+        readout_hidden: width of the scalar readout MLP (and of the tensorial heads' gated readout).
+        outputs: ``energy``, ``dipole``, ``polarizability`` (:mod:`.heads`, reading the last
+            layer's features; a polarizability needs ``l_max >= 2``).
 
     Hidden irreps: ``num_channels x (0e + 1o + 2e + ...)`` up to ``l_max``.
     """
@@ -78,8 +81,9 @@ class NequIP(Potential):
         envelope_p: int = 6,
         radial_hidden: Sequence[int] = (64, 64),
         readout_hidden: int = 16,
+        outputs: Sequence[str] = ("energy",),
     ):
-        super().__init__(statistics, cutoff, scale, shift)
+        super().__init__(statistics, cutoff, scale, shift, outputs)
         for key, value, least in (("num_channels", num_channels, 1), ("num_layers", num_layers, 1), ("l_max", l_max, 0)):
             if not isinstance(value, int) or value < least:
                 raise ValueError(f"model.{key} must be an integer >= {least}, got {value!r}")
@@ -98,6 +102,7 @@ class NequIP(Potential):
         self.readout = torch.nn.Sequential(
             Linear(hidden, f"{readout_hidden}x0e"), torch.nn.SiLU(), Linear(f"{readout_hidden}x0e", "1x0e")
         )
+        self.heads = tensorial_heads(self.outputs, [hidden], readout_hidden)
 
     @property
     def message_passing_steps(self) -> int:
@@ -106,11 +111,11 @@ class NequIP(Potential):
     def edge_bytes(self) -> int:
         return conv_edge_bytes(max((layer.conv for layer in self.layers), key=lambda conv: conv.irreps_out.dim), self.layers[0].radial, self.atomic_energies)
 
-    def node_energy_terms(self, species, edge_vec, edge_index):
+    def node_terms_and_features(self, species, edge_vec, edge_index):
         one_hot = self.one_hot(species)
         edge_sh = spherical_harmonics(self.l_max, edge_vec)
         edge_features = self.radial_embedding(edge_vec.norm(dim=-1))
         x = self.embedding(one_hot)
         for layer in self.layers:
             x = layer(x, one_hot, edge_sh, edge_features, edge_index, self._edge_block)
-        return self.readout(x).squeeze(-1)
+        return self.readout(x).squeeze(-1), [x]

@@ -65,7 +65,7 @@ def _checked(name: str, key: str, value):
         raise ValueError(f"model.{key} = {value!r}: must be 0 or more")
     if key == "cutoff" and not value > 0:
         raise ValueError(f"model.cutoff = {value!r}: must be a positive distance in Å")
-    if isinstance(value, (list, tuple)) and any(item < 1 for item in value):
+    if isinstance(value, (list, tuple)) and any(isinstance(item, (int, float)) and item < 1 for item in value):
         raise ValueError(f"model.{key} = {value!r}: every entry must be 1 or more")
     if key.endswith("irreps"):
         try:

@@ -114,3 +114,41 @@ def test_command_line_reports_data_errors_in_one_line(tmp_path, capsys):
     assert main(["data", "convert", str(path), str(tmp_path / "out.h5"), "--skip-bad"]) == 0
     out = capsys.readouterr().out
     assert "wrote 3 structures" in out and "skipped 1 bad ones" in out
+
+
+def _with_info(**info):
+    atoms = _frame()
+    atoms.info.update(info)
+    return atoms
+
+
+@pytest.mark.parametrize(
+    "bad, problem",
+    [
+        (_with_info(dipole=np.array([0.1, 0.2])), "dipole has 2 values; give 3 values (e·Å)"),
+        (_with_info(dipole=np.array([0.1, np.nan, 0.2])), "dipole contains NaN or Inf"),
+        (_with_info(polarizability=np.arange(6.0)), "polarizability has 6 values; give 9 values or a 3x3 matrix (Å³)"),
+        (_with_info(polarizability=np.full(9, np.inf)), "polarizability contains NaN or Inf"),
+        (_with_info(charge="minus one"), "info charge = 'minus one' is not a number"),
+    ],
+)
+def test_bad_tensorial_labels_name_file_frame_and_problem(tmp_path, capsys, bad, problem):
+    path = _file(tmp_path, bad)
+    with pytest.raises(DataError) as info:
+        load_dataset(path, cutoff=4.0)
+    _assert_one_line(info.value, "data.extxyz: frame 2:", problem)
+    assert main(["data", "convert", str(path), str(tmp_path / "out.h5")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "frame 2" in err and problem in err
+
+
+def test_dipoles_polarizabilities_and_charges_survive_an_h5_store(tmp_path):
+    frames = [_with_info(dipole=np.array([0.1, -0.2, 0.3]), polarizability=np.arange(9.0), charge=-1.0), _frame()]
+    write(tmp_path / "data.extxyz", frames)
+    assert main(["data", "convert", str(tmp_path / "data.extxyz"), str(tmp_path / "data.h5")]) == 0
+    for path in ("data.extxyz", "data.h5"):
+        first, second = load_dataset(tmp_path / path, cutoff=4.0)
+        np.testing.assert_allclose(first.dipole.numpy(), [[0.1, -0.2, 0.3]])
+        np.testing.assert_allclose(first.polarizability[0].numpy(), 0.5 * (np.arange(9.0).reshape(3, 3) + np.arange(9.0).reshape(3, 3).T))
+        assert float(first.total_charge) == -1.0 and float(second.total_charge) == 0.0
+        assert np.isnan(second.dipole.numpy()).all() and np.isnan(second.polarizability.numpy()).all()

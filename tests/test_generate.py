@@ -121,6 +121,7 @@ def test_xtb_molecules_labels_equal_a_fresh_tblite_evaluation(xtb_frames):
     atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
     assert atoms.get_potential_energy() == pytest.approx(frame.get_potential_energy(), abs=1e-6)
     np.testing.assert_allclose(atoms.get_forces(), frame.get_forces(), atol=1e-5)
+    np.testing.assert_allclose(atoms.get_dipole_moment(), frame.get_dipole_moment(), atol=1e-5)  # e·Å
 
 
 def test_xtb_molecules_without_tblite_says_how_to_install_it(monkeypatch):

@@ -117,12 +117,13 @@ def test_train_writes_a_complete_run_folder(tmp_path, data_file, capsys):
 
 
 def test_stage_two_defaults_to_mace_weights_and_null_keeps_the_first_stages():
+    tensorial = {"dipole": 100.0, "polarizability": 1.0}  # used by models with those outputs
     loss = LossConfig()
-    assert loss.weights(False) == {"energy": 1.0, "forces": 1000.0, "stress": 0.0}
-    assert loss.weights(True) == {"energy": 1000.0, "forces": 100.0, "stress": 0.0}
-    loss = LossConfig(stress_weight=10.0, stage_two={"energy_weight": 100.0, "forces_weight": None})
-    assert loss.weights(True) == {"energy": 100.0, "forces": 1000.0, "stress": 10.0}
-    assert LossConfig(stage_two=None).weights(True) == {"energy": 1.0, "forces": 1000.0, "stress": 0.0}
+    assert loss.weights(False) == {"energy": 1.0, "forces": 1000.0, "stress": 0.0, **tensorial}
+    assert loss.weights(True) == {"energy": 1000.0, "forces": 100.0, "stress": 0.0, **tensorial}
+    loss = LossConfig(stress_weight=10.0, stage_two={"energy_weight": 100.0, "forces_weight": None, "dipole_weight": 10.0})
+    assert loss.weights(True) == {"energy": 100.0, "forces": 1000.0, "stress": 10.0, "dipole": 10.0, "polarizability": 1.0}
+    assert LossConfig(stage_two=None).weights(True) == {"energy": 1.0, "forces": 1000.0, "stress": 0.0, **tensorial}
 
 
 def test_the_learning_rate_defaults_to_the_model_family():

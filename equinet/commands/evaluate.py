@@ -16,7 +16,7 @@ def register(commands) -> None:
     parser.add_argument("--output", type=Path, default=None, help="folder for plots and metrics (default: next to the model)")
     parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--device", default="cpu")
-    for label in ("energy", "forces", "stress"):
+    for label in ("energy", "forces", "stress", "dipole", "polarizability"):
         parser.add_argument(f"--{label}-key", default=None, help=f"key of the {label} label in the data")
     parser.add_argument("--energy-unit", default="eV", help="unit of the data's energies, e.g. kcal/mol (default eV)")
     parser.set_defaults(run=run)
@@ -39,9 +39,10 @@ def run(args: argparse.Namespace) -> int:
     model = CommitteeMean(members) if members else load_model(args.model, device)
     for member in members or [model]:  # edges in blocks where a structure is large (half the free memory)
         member.set_memory_budget(available_memory_gb(device) / 2)
-    keys = {"energy": args.energy_key, "forces": args.forces_key, "stress": args.stress_key}
+    keys = {key: getattr(args, f"{key}_key") for key in ("energy", "forces", "stress", "dipole", "polarizability")}
     dtype = model.atomic_energies.dtype
-    dataset = load_dataset(args.data, model.cutoff, keys=keys, required=("energy",), energy_unit=args.energy_unit, dtype=dtype)
+    required = ("energy",) if "energy" in model.outputs else ()  # the other labels where the data has them
+    dataset = load_dataset(args.data, model.cutoff, keys=keys, required=required, energy_unit=args.energy_unit, dtype=dtype)
     check_elements(dataset, model.elements, source=str(args.data))
     recorded = model.statistics.get("dispersion")
     if recorded is not None:  # compare like with like: the model learned the labels without D3

@@ -10,7 +10,7 @@ from equinet.config import ConfigError, TrainConfig
 from equinet.datasets import build_graphs, load_dataset, split_dataset
 from equinet.dispersion import D3Dispersion, subtract_from_labels
 
-__all__ = ["loader", "prepare_data"]
+__all__ = ["loader", "prepare_data", "required_labels"]
 
 
 def _sizes(split: list[float], has_valid: bool, has_test: bool) -> list[float | int]:
@@ -26,26 +26,35 @@ def _sizes(split: list[float], has_valid: bool, has_test: bool) -> list[float | 
     return sizes
 
 
-def _load(config: TrainConfig, path, dtype, cutoff, required=("energy", "forces")):
+def required_labels(config: TrainConfig, outputs) -> tuple[str, ...]:
+    """The labels every training frame must have for a model with ``outputs``: energy and
+    forces for an energy model, and each tensorial output that the loss weighs."""
+    weights = config.loss.weights(False)
+    tensorial = tuple(key for key in outputs if key != "energy" and weights[key] > 0)
+    return (("energy", "forces") if "energy" in outputs else ()) + tensorial
+
+
+def _load(config: TrainConfig, path, dtype, cutoff, required):
     data = config.data
-    keys = {"energy": data.energy_key, "forces": data.forces_key, "stress": data.stress_key}
+    keys = {key: getattr(data, f"{key}_key") for key in ("energy", "forces", "stress", "dipole", "polarizability")}
     return load_dataset(path, cutoff, keys=keys, required=required, energy_unit=data.energy_unit, skip_bad=data.skip_bad, progress=True, dtype=dtype)
 
 
-def prepare_data(config: TrainConfig, cutoff: float, dtype: torch.dtype) -> dict:
+def prepare_data(config: TrainConfig, cutoff: float, dtype: torch.dtype, required: tuple[str, ...] = ("energy", "forces")) -> dict:
     """Train/valid/test graph sets from the config (file or embedded generator), with D3
-    subtracted from their labels if ``data.dispersion`` asks."""
+    subtracted from their labels if ``data.dispersion`` asks; every frame has the
+    ``required`` labels (:func:`required_labels`)."""
     data = config.data
     if data.generate is not None:
         from equinet.datasets.generate import GENERATORS
         from equinet.datasets.labels import read_labels
 
         frames = GENERATORS[data.generate.name](data.generate.n, seed=data.generate.seed)
-        structures = [(atoms, read_labels(atoms, required=("energy", "forces"))) for atoms in frames]
         source = f"generated {data.generate.name}"
+        structures = [(atoms, read_labels(atoms, required=required, source=source, frame=frame)) for frame, atoms in enumerate(frames)]
         everything = build_graphs(structures, cutoff, source, data.skip_bad, progress=True, dtype=dtype)
     else:
-        everything = _load(config, data.train, dtype, cutoff)
+        everything = _load(config, data.train, dtype, cutoff, required)
     dispersion = None if data.dispersion is None else D3Dispersion(**data.dispersion.model_dump())
     if dispersion is not None:
         subtract_from_labels(everything, dispersion)
@@ -53,7 +62,7 @@ def prepare_data(config: TrainConfig, cutoff: float, dtype: torch.dtype) -> dict
     sets = {"train": train_set, "valid": valid_set, "test": test_set, "test_split_off": data.test is None}
     for name in ("valid", "test"):
         if getattr(data, name) is not None:
-            sets[name] = _load(config, getattr(data, name), dtype, cutoff)
+            sets[name] = _load(config, getattr(data, name), dtype, cutoff, required)
             if dispersion is not None:
                 subtract_from_labels(sets[name], dispersion)
     for name in ("train", "valid"):

@@ -16,7 +16,9 @@ from .loss import entry_losses, weighted_loss
 
 __all__ = ["PotentialModule"]
 
-_LABELS = ("energy", "forces", "stress")
+_LABELS = ("energy", "forces", "stress", "dipole", "polarizability")
+# How the validation errors are logged: val_{label}_mae_{suffix}, in thousandths of the unit.
+_LOGGED_UNITS = {"energy": "meV", "forces": "meV", "stress": "meV", "dipole": "meA", "polarizability": "mA3"}
 
 
 class PotentialModule(pl.LightningModule):
@@ -35,6 +37,8 @@ class PotentialModule(pl.LightningModule):
         self.nonfinite: str | None = None
         self.in_stage_two = False  # set by the StageTwo callback
         self.use_stress = config.loss.weights(False)["stress"] > 0 or config.loss.weights(True)["stress"] > 0
+        energy = ("energy", "forces", *(("stress",) if self.use_stress else ())) if "energy" in model.outputs else ()
+        self.labels = (*energy, *(key for key in model.outputs if key != "energy"))  # those validated
         self.val_loss = torch.nn.ModuleDict({key: MeanMetric() for key in _LABELS})  # mean entry loss
         self.val_mae = torch.nn.ModuleDict({key: MeanAbsoluteError() for key in _LABELS})
         self.val_mse = torch.nn.ModuleDict({key: MeanSquaredError() for key in _LABELS})
@@ -87,7 +91,7 @@ class PotentialModule(pl.LightningModule):
 
     def on_validation_epoch_end(self):
         means = {}
-        for key in _LABELS if self.use_stress else _LABELS[:2]:
+        for key in self.labels:
             # compute() synchronises across processes, so every process calls it.
             metrics = (self.val_loss[key], self.val_mae[key], self.val_mse[key], self.val_count[key])
             loss, mae, mse, count = (metric.compute() for metric in metrics)
@@ -95,8 +99,8 @@ class PotentialModule(pl.LightningModule):
                 metric.reset()
             if count == 0:  # no structure of the validation set has this label
                 continue
-            self.log(f"val_{key}_mae_meV", 1000 * mae, prog_bar=key != "stress")
-            self.log(f"val_{key}_rmse_meV", 1000 * mse.sqrt())
+            self.log(f"val_{key}_mae_{_LOGGED_UNITS[key]}", 1000 * mae, prog_bar=key != "stress")
+            self.log(f"val_{key}_rmse_{_LOGGED_UNITS[key]}", 1000 * mse.sqrt())
             means[key] = loss
         loss = torch.as_tensor(weighted_loss(means, self.config.loss, self.in_stage_two))
         if not torch.isfinite(loss):

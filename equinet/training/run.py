@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from equinet.config import ConfigError, TrainConfig
-from equinet.datasets import check_elements, compute_statistics, graph_to_atoms, read_atomic_energies
+from equinet.datasets import check_elements, compute_statistics, dataset_elements, graph_to_atoms, read_atomic_energies
 from equinet.evaluation import compute_metrics, format_metrics, parity_plots, predict
 from equinet.model_io import check_record, read_plain_data, save_model
 from equinet.potentials import MODELS, Potential, build_model
@@ -23,7 +23,7 @@ from equinet.potentials.accelerate import backends_in_use
 from equinet.potentials.dtypes import DTYPES
 
 from .checkpoint import FiniteCheckpoint
-from .data import loader, prepare_data
+from .data import loader, prepare_data, required_labels
 from .ema import ema_callback
 from .finetune import FINETUNE_KEYS, freeze_layers, load_pretrained, set_atomic_energies
 from .metrics_csv import MetricsCSV
@@ -85,12 +85,13 @@ def run_inputs(config: TrainConfig, config_path: Path | None) -> list[Path]:
     return [Path(path) for path in paths if isinstance(path, (str, Path))]
 
 
-def _trainer(config: TrainConfig, output: Path, resume_step: int | None) -> pl.Trainer:
-    """The Lightning trainer of a run, with its checkpoints, callbacks and loggers."""
+def _trainer(config: TrainConfig, output: Path, resume_step: int | None, energy: bool = True) -> pl.Trainer:
+    """The Lightning trainer of a run, with its checkpoints, callbacks and loggers (``energy``:
+    the model predicts energies, whose reference energies stage two may refit)."""
     callbacks = [FiniteCheckpoint(dirpath=output, filename="best", monitor="val_loss", mode="min", save_last=True, enable_version_counter=False)]
     stage_two = config.loss.stage_two
     if stage_two is not None:
-        callbacks.append(StageTwo(stage_two, refit=stage_two.refit_atomic_energies and config.data.atomic_energies is None))
+        callbacks.append(StageTwo(stage_two, refit=energy and stage_two.refit_atomic_energies and config.data.atomic_energies is None))
     callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="epoch"))
     if config.ema.enabled:
         callbacks.append(ema_callback(config.ema.decay))
@@ -157,10 +158,13 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, co
     dtype = DTYPES[model_config.get("dtype", "float32")]
     cutoff = float(model_config.get("cutoff", 5.0))
 
-    sets = prepare_data(config, cutoff, dtype)
+    outputs = model_config.get("outputs", ["energy"])
+    sets = prepare_data(config, cutoff, dtype, required_labels(config, outputs))
     atomic_energies = config.data.atomic_energies
     if isinstance(atomic_energies, Path):
         atomic_energies = read_atomic_energies(atomic_energies, energy_unit=config.data.energy_unit)
+    if atomic_energies is None and "energy" not in outputs:  # no energies to fit them to, nor a use
+        atomic_energies = dict.fromkeys(dataset_elements(sets["train"]), 0.0)
     if pretrained is not None:
         model = _fitted_to_the_data(pretrained, sets, atomic_energies, config)
     else:
@@ -176,7 +180,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, co
     if frozen:
         rank_zero_info(f"model.freeze: {len(frozen)} weight tensors kept fixed (the embedding and the first {config.model['freeze']} layers)")
     module = PotentialModule(model, config)
-    trainer = _trainer(config, output, step)
+    trainer = _trainer(config, output, step, "energy" in outputs)
 
     # The run folder holds the config, logs and checkpoints together, by design: Lightning's
     # warnings that the folder is not empty (written config.yaml, or a resumed run) mislead.
