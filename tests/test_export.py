@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import equinet.export
 from equinet import Calculator, save_model
 from equinet.cli import main
 from equinet.datasets import atoms_to_graph
@@ -158,3 +159,20 @@ def test_an_export_format_that_contradicts_the_suffix_is_one_line(tmp_path, caps
 def test_export_of_a_missing_or_wrong_file_is_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nothing.pt"), "-o", str(tmp_path / "out.pt")]) == 2
     assert "model file not found" in capsys.readouterr().err
+
+
+def test_an_export_that_fails_its_own_check_leaves_the_old_file(tmp_path, monkeypatch, float64):
+    """The written graph is loaded back and compared with the model; one that differs (here:
+    forces 0.1% off) is refused and never replaces the file at the path."""
+    (tmp_path / "lammps.pt").write_text("the previous export\n")
+    written = equinet.export.load_exported
+
+    def skewed(path):
+        graph, metadata = written(path)
+        return (lambda *inputs: [value * factor for value, factor in zip(graph(*inputs), (1.0, 1.001, 1.0))]), metadata
+
+    monkeypatch.setattr(equinet.export, "load_exported", skewed)
+    with pytest.raises(RuntimeError, match="^the exported graph's forces differs from the model's on 37 atoms: report this as a bug$"):
+        export_model(_model("mace"), tmp_path / "lammps.pt")
+    assert (tmp_path / "lammps.pt").read_text() == "the previous export\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["lammps.pt"]

@@ -8,6 +8,8 @@ import pytest
 from ase.calculators.emt import EMT
 from ase.io import read, write
 
+from equinet.cli import main
+from equinet.datasets import read_structures
 from equinet.datasets.generate import GENERATORS, METALS, generate_emt_alloys, generate_xtb_molecules
 
 N_EMT = 40
@@ -89,6 +91,16 @@ def test_emt_alloys_labels_equal_a_fresh_emt_evaluation(emt_frames):
         np.testing.assert_allclose(atoms.get_forces(), frame.get_forces(), atol=1e-10)
         if atoms.pbc.all():
             np.testing.assert_allclose(atoms.get_stress(), frame.get_stress(), atol=1e-10)
+
+
+def test_equinet_data_generate_writes_the_generator_s_frames(tmp_path):
+    assert main(["data", "generate", "emt-alloys", str(tmp_path / "emt.h5"), "--n", "5", "--seed", "0"]) == 0
+    written = read_structures(tmp_path / "emt.h5")
+    assert len(written) == 5
+    for (atoms, labels), frame in zip(written, generate_emt_alloys(5, seed=0, progress=False)):
+        np.testing.assert_allclose(atoms.positions, frame.positions, atol=1e-12)
+        assert labels.energy == pytest.approx(frame.get_potential_energy(), abs=1e-9)
+        np.testing.assert_allclose(labels.forces, frame.get_forces(), atol=1e-9)
 
 
 def test_emt_alloys_survive_an_extxyz_round_trip(emt_frames, tmp_path):
