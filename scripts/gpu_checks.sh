@@ -13,7 +13,10 @@
 #   2. scripts/bench_kernels.py --device cuda (CG convolution: triton, torch, e3nn, cuEquivariance),
 #      the Triton kernels at five launch configurations (tile elements x warps; x1: scalar loads);
 #   3. scripts/bench_so2.py --device cuda --triton (SO(2) convolution, torch and triton backends);
-#   4. scripts/bench_tp.py --gaunt --device cuda --triton (Gaunt grid product, torch and triton).
+#   4. scripts/bench_tp.py --gaunt --device cuda --triton (Gaunt grid product, torch and triton);
+#   5. scripts/triton_report.py --check: every launch compiles for sm_90 with the device's Triton
+#      and keeps its values in registers (no spills; the answer depends on the Triton version,
+#      so it is checked here and not in the test suite).
 # The tests run with PYTHONSAFEPATH=1 (python -P, inherited by their subprocesses) so that the
 # checkout's equinet/ folder does not shadow the installed package (the scripts import their
 # neighbours in scripts/, so they run without it).
@@ -63,9 +66,10 @@ step tests 170 env PYTHONSAFEPATH=1 "$python" -m pytest -q -p no:cacheprovider -
 step bench_kernels 210 "$python" scripts/bench_kernels.py --device cuda --repeats 10 --triton-blocks 1024x4,1024x4x1,512x4,1024x8,2048x8
 step bench_so2 90 "$python" scripts/bench_so2.py --device cuda --triton --lmax 2 4 6 --repeats 5 --budget 10
 step bench_gaunt 70 "$python" scripts/bench_tp.py --gaunt --device cuda --triton --lmax-range 2,4,6 --channels 1,32
+step triton_report 60 "$python" scripts/triton_report.py --check
 
 cat "$out/versions.log" "$out/steps.log"
-for name in tests bench_kernels bench_so2 bench_gaunt; do
+for name in tests bench_kernels bench_so2 bench_gaunt triton_report; do
     echo "== $name"
     tail -n 12 "$out/$name.log"
 done

@@ -209,27 +209,6 @@ def test_so2_steps_get_the_channel_alignment(channels, expected):
     assert {step: dims[5] for step, dims in so2.kernels._dims.items()} == dict.fromkeys(so2.kernels._dims, expected)
 
 
-def test_the_kernels_compile_for_an_h100_without_spills(tmp_path):
-    # Triton compiles for sm_90 without a GPU (its own ptxas): every launch the CG, SO(2) and
-    # Gaunt operators make at the benchmark sizes, float32 and float64, forward to the
-    # double backward, must compile and keep its values in registers.
-    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "triton_report.py")
-    command = [sys.executable, script, "--check", "--dump", str(tmp_path)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    rows = [line for line in result.stdout.splitlines() if "_kernel" in line]
-    assert {row.split()[1] for row in rows} == {
-        "gather_product_scatter_kernel", "edge_attrs_kernel", "edge_weights_kernel", "grid_product_kernel"
-    }  # fmt: skip
-    assert {"float32", "float64"} <= {row.split()[2] for row in rows}
-    # Every kernel moves some of its data 16 bytes at a time (v16, the next to last column): the
-    # channel runs of the CG kernels, the zero-padded grid tiles of the Gaunt kernel.
-    assert all(int(row.split()[-2]) > 0 for row in rows), result.stdout
-    # --dump wrote the PTX and machine code of every launch.
-    dumped = sorted(path.suffix for path in tmp_path.iterdir() if path.stat().st_size > 0)
-    assert dumped == [".cubin"] * len(rows) + [".ptx"] * len(rows)
-
-
 def test_zero_edges_and_isolated_nodes(poisoned_outputs):
     triton, reference = _pair("4x0e+2x1o", SH2)
     node_feats, edge_attrs, edge_index = _graph("4x0e+2x1o", SH2, num_nodes=5, num_edges=0)
