@@ -3,11 +3,14 @@ of the same model, in float64."""
 
 import numpy as np
 import pytest
+from ase import Atoms
 from ase.build import bulk
+from ase.io import write
 from ase.optimize import BFGS
 from small_models import ethanol, small_model, triclinic_alloy
 
-from equinet import Calculator
+from equinet import Calculator, save_model
+from equinet.cli import main
 from equinet.derivatives import EV_PER_A3_IN_GPA, VOIGT, elastic_tensor, gamma_frequencies, hessian
 
 
@@ -100,11 +103,6 @@ def test_an_fcc_crystal_has_a_cubic_elastic_tensor_and_three_acoustic_modes():
 
 
 def test_the_phonons_and_elastic_commands_print_the_calculators_numbers(tmp_path, capsys):
-    from ase.io import write
-
-    from equinet import save_model
-    from equinet.cli import main
-
     model = small_model("mace")
     save_model(model, tmp_path / "model.pt")
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
@@ -118,3 +116,40 @@ def test_the_phonons_and_elastic_commands_print_the_calculators_numbers(tmp_path
     write(tmp_path / "molecule.extxyz", ethanol())
     assert main(["elastic", str(tmp_path / "model.pt"), str(tmp_path / "molecule.extxyz")]) == 2
     assert "the elastic tensor needs a periodic cell" in capsys.readouterr().err
+
+
+def test_phonopy_bands_from_the_hessian_equal_phonopy_s_own_finite_differences(tmp_path, capsys):
+    """Force constants from the Hessian (autograd) against phonopy's displaced supercells
+    (central differences of the calculator's forces): the same frequencies on q-points."""
+    pytest.importorskip("phonopy")
+    from phonopy import Phonopy
+    from phonopy.structure.atoms import PhonopyAtoms
+
+    from equinet.phonon_bands import phonopy_from_hessian
+
+    model = small_model("mace")
+    calculator = Calculator(model)
+    cell = bulk("Cu", "fcc", a=3.6)  # primitive, one atom
+    ours = phonopy_from_hessian(calculator, cell, (2, 2, 2))
+    unit = PhonopyAtoms(symbols=["Cu"], cell=cell.cell.array, scaled_positions=cell.get_scaled_positions())
+    theirs = Phonopy(unit, supercell_matrix=np.diag([2, 2, 2]))
+    theirs.generate_displacements(distance=1e-3, is_plusminus=True)
+    forces = []
+    for displaced in theirs.supercells_with_displacements:
+        atoms = Atoms(displaced.symbols, cell=displaced.cell, scaled_positions=displaced.scaled_positions, pbc=True)
+        atoms.calc = calculator
+        forces.append(atoms.get_forces())
+    theirs.forces = forces
+    theirs.produce_force_constants()
+    q_points = [[0.0, 0.0, 0.0], [0.5, 0.0, 0.5], [0.5, 0.5, 0.5], [0.25, 0.1, 0.0]]
+    expected = np.array([theirs.get_frequencies(q) for q in q_points])
+    got = np.array([ours.get_frequencies(q) for q in q_points])
+    assert np.abs(expected).max() > 0.5  # THz: a band structure worth comparing
+    np.testing.assert_allclose(got, expected, atol=1e-4 * np.abs(expected).max())
+
+    save_model(model, tmp_path / "model.pt")
+    write(tmp_path / "cu.extxyz", cell)
+    argv = ["phonons", str(tmp_path / "model.pt"), str(tmp_path / "cu.extxyz"), "--band-structure", str(tmp_path / "bands.png")]
+    assert main(argv) == 0
+    assert "band structure (2x2x2 supercell, 8 atoms, force constants from the Hessian)" in capsys.readouterr().out
+    assert (tmp_path / "bands.png").stat().st_size > 10_000

@@ -1,5 +1,6 @@
-"""``equinet phonons MODEL STRUCTURE [--relax]``: Γ-point phonon frequencies from the model's
-Hessian (by autograd)."""
+"""``equinet phonons MODEL STRUCTURE [--relax FMAX] [--band-structure PNG --supercell N N N]``:
+Γ-point phonon frequencies from the model's Hessian (by autograd), and through phonopy the
+band structure of the structure taken as a unit cell (:mod:`equinet.phonon_bands`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ def register(commands) -> None:
     parser.add_argument("model", type=Path, help="a model file (model.pt or a MACE .model)")
     parser.add_argument("structure", type=Path, help="any ASE-readable file (last frame is used); a cell is taken as the supercell")
     parser.add_argument("--relax", type=float, default=None, metavar="FMAX", help="first relax the atoms (fixed cell) to this max force, eV/Å")
+    parser.add_argument(
+        "--band-structure", type=Path, default=None, metavar="PNG",
+        help="also plot the band structure of the structure as a unit cell, through phonopy (pip install 'equinet[phonons]')",
+    )  # fmt: skip
+    parser.add_argument("--supercell", type=int, nargs=3, default=(2, 2, 2), metavar="N", help="supercell of the band structure's force constants (default 2 2 2)")
     parser.add_argument("--device", default="cpu")
     parser.set_defaults(run=run)
 
@@ -33,4 +39,11 @@ def run(args: argparse.Namespace) -> int:
     for mode, value in enumerate(frequencies):
         print(f"  {mode:>4}  {value:10.4f}  {value * THZ_IN_INVERSE_CM:10.2f}")
     print("negative values are imaginary modes (the structure is not at a minimum along them)")
+    if args.band_structure is not None:
+        from equinet.phonon_bands import phonopy_from_hessian, plot_band_structure
+
+        phonon = phonopy_from_hessian(atoms.calc, atoms, args.supercell)
+        plot_band_structure(phonon, args.band_structure)
+        size = "x".join(map(str, args.supercell))
+        print(f"band structure ({size} supercell, {len(phonon.supercell)} atoms, force constants from the Hessian) written to {args.band_structure}")
     return 0
