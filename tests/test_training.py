@@ -520,3 +520,12 @@ def test_every_model_family_learns_from_generated_data(tmp_path, family, dtype):
     with open(tmp_path / "run" / "metrics.csv") as file:
         errors = [float(row["val_forces_mae_meV"]) for row in csv.DictReader(file) if row["val_forces_mae_meV"]]
     assert len(errors) == 6 and errors[-1] < 0.8 * errors[0], errors
+
+
+def test_max_time_minutes_ends_training_and_writes_the_model(tmp_path, data_file):
+    config = _config(tmp_path, data_file, trainer={"max_epochs": 500, "max_time_minutes": 0.1}, loss={"stage_two": None})
+    assert main(["train", str(config)]) == 0
+    with open(tmp_path / "run" / "metrics.csv") as file:
+        epochs = {int(row["epoch"]) for row in csv.DictReader(file) if row["val_loss"]}
+    assert 1 <= len(epochs) < 500  # stopped by the clock, after at least one validated epoch
+    assert (tmp_path / "run" / "model.pt").is_file() and (tmp_path / "run" / "test_metrics.json").is_file()
