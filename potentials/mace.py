@@ -64,8 +64,8 @@ class _Interaction(torch.nn.Module):
         self.inv_avg_num_neighbors = 1.0 / avg_num_neighbors
         self.density = radial_network(num_basis, (), 1) if density_normalization else None
 
-    def _messages(self, x_up, edge_sh, edge_features, edge_index):
-        return self.conv(x_up, edge_sh, self.radial(edge_features), edge_index)
+    def _messages(self, x_up, edge_sh, edge_features, edge_index, num_receivers):
+        return self.conv(x_up, edge_sh, self.radial(edge_features), edge_index, num_receivers)
 
     def forward(self, x, edge_sh, edge_features, edge_index, edge_block=None):
         summed = summed_over_edge_blocks(self._messages, self.linear_up(x), (edge_sh, edge_features), edge_index, edge_block)
