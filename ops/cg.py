@@ -242,7 +242,9 @@ class CGConvolution(_ChannelwiseBase):
 
     Shapes: ``node_feats: [N, irreps_node.dim]``, ``edge_attrs: [E, irreps_edge.dim]``,
     ``edge_weights: [E, weight_numel]``, ``edge_index: [2, E]`` (row 0 senders, row 1
-    receivers, torch_geometric's source → target) → ``[N, irreps_out.dim]``.
+    receivers, torch_geometric's source → target) → ``[N, irreps_out.dim]``; with
+    ``num_receivers`` → ``[num_receivers, irreps_out.dim]`` (receivers then index those rows,
+    not ``node_feats``: a block of receivers sums into its own rows).
     """
 
     def __init__(self, irreps_node, irreps_edge, irreps_out=None, backend: str = "torch"):
@@ -256,6 +258,7 @@ class CGConvolution(_ChannelwiseBase):
         edge_attrs: torch.Tensor,
         edge_weights: torch.Tensor,
         edge_index: torch.Tensor,
+        num_receivers: int | None = None,
     ) -> torch.Tensor:
         self._check(node_feats, edge_attrs, edge_weights, "node_feats", "edge_attrs")
         if edge_index.dim() != 2 or edge_index.shape != (2, edge_attrs.shape[0]):
@@ -263,4 +266,5 @@ class CGConvolution(_ChannelwiseBase):
                 f"edge_index must have shape [2, {edge_attrs.shape[0]}] (senders, receivers), "
                 f"got {list(edge_index.shape)}"
             )
-        return self.tp(node_feats, edge_attrs, edge_weights, edge_index[0], edge_index[1], node_feats.shape[0])
+        rows = node_feats.shape[0] if num_receivers is None else num_receivers
+        return self.tp(node_feats, edge_attrs, edge_weights, edge_index[0], edge_index[1], rows)

@@ -88,7 +88,7 @@ class SO2Convolution(torch.nn.Module):
 
     Shapes: ``node_feats: [N, irreps_in.dim]``, ``edge_vec: [E, 3]`` (sender → receiver),
     ``edge_weights: [E, weight_numel]``, ``edge_index: [2, E]`` (row 0 senders, row 1
-    receivers) → ``[N, irreps_out.dim]``.
+    receivers) → ``[N, irreps_out.dim]``, or ``[num_receivers, irreps_out.dim]``.
 
     Example:
         >>> conv = SO2Convolution((6, 32), m_max=2)   # 32x0e+32x1o+...+32x6e in and out, eSCN's truncation
@@ -143,21 +143,25 @@ class SO2Convolution(torch.nn.Module):
         edge_weights: torch.Tensor,
         edge_index: torch.Tensor,
         wigner: list[torch.Tensor] | None = None,
+        num_receivers: int | None = None,
     ) -> torch.Tensor:
         """Convolve; ``wigner`` may pass ``edge_wigner_D(conv.l_max, edge_vec, conv.m_max)``
-        when several convolutions share the edges (it is computed here otherwise)."""
+        when several convolutions share the edges (it is computed here otherwise);
+        ``num_receivers``: rows of the output, which the receivers index (``None``: they are
+        the nodes, ``node_feats.shape[0]``)."""
         self._check(node_feats, edge_vec, edge_weights, edge_index, wigner)
         if wigner is None:
             wigner = edge_wigner_D(self.l_max, edge_vec, self.m_max)
+        rows = node_feats.shape[0] if num_receivers is None else num_receivers
         if self.kernels is not None:
-            return self.kernels(node_feats, wigner, edge_weights, edge_index, self._summed_messages)
+            return self.kernels(node_feats, wigner, edge_weights, edge_index, rows, self._summed_messages)
         x = self.structure.channels_last(node_feats)
-        out = self._summed_messages(x, edge_index, edge_weights, wigner[: self.l_max + 1], node_feats.shape[0])
+        out = self._summed_messages(x, edge_index, edge_weights, wigner[: self.l_max + 1], rows)
         return self.structure.channels_first(out)
 
-    def _summed_messages(self, x, edge_index, edge_weights, wigner, num_nodes) -> torch.Tensor:
+    def _summed_messages(self, x, edge_index, edge_weights, wigner, num_receivers) -> torch.Tensor:
         """The torch path: ``[N, sum of 2l+1 over irreps_out, C]`` flattened, from channels-last ``x``."""
-        out = x.new_zeros(num_nodes, self.irreps_out.dim // self.channels * x.shape[-1])
+        out = x.new_zeros(num_receivers, self.irreps_out.dim // self.channels * x.shape[-1])
         # On the CPU the edges go in chunks small enough for their intermediates to stay in
         # cache (BENCHMARKS.md); split, not sliced, so that backward stays one pass.
         # On the GPU, and when traced with symbolic sizes for export, all edges go at once.

@@ -223,6 +223,9 @@ class Potential(torch.nn.Module):
         num_graphs = cell.shape[0]
         batch_index = batch.batch if getattr(batch, "batch", None) is not None else pos.new_zeros(len(pos), dtype=torch.long)
         edge_index, edge_shift = batch.edge_index, batch.edge_shift.to(dtype)
+        if self._edge_block is not None:  # edge blocks are cut at receiver boundaries
+            order = torch.argsort(edge_index[1], stable=True)
+            edge_index, edge_shift = edge_index[:, order], edge_shift[order]
         if strain is not None:
             symmetric = 0.5 * (strain + strain.transpose(1, 2))
             pos = pos + torch.einsum("ni,nij->nj", pos, symmetric[batch_index])

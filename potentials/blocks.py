@@ -4,6 +4,7 @@ nonlinearity of NequIP-style layers, and messages summed edge block by edge bloc
 
 from __future__ import annotations
 
+import bisect
 from typing import Callable, Sequence
 
 import torch
@@ -13,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 
 from equinet.ops import BesselBasis, GaussianBasis, PolynomialCutoff
 
-__all__ = ["RADIAL_BASES", "RadialEmbedding", "conv_edge_bytes", "gate", "over_node_blocks", "radial_network", "summed_over_edge_blocks"]
+__all__ = ["RADIAL_BASES", "RadialEmbedding", "conv_edge_bytes", "gate", "over_node_blocks", "radial_network", "receiver_blocks", "summed_over_edge_blocks"]
 
 RADIAL_BASES = {"bessel": BesselBasis, "gaussian": GaussianBasis}
 
@@ -68,26 +69,60 @@ def gate(irreps_out: o3.Irreps) -> Gate:
     return Gate(scalars, [torch.nn.functional.silu] * len(scalars), gates, [torch.sigmoid] * len(gates), gated)
 
 
+def receiver_blocks(receiver: torch.Tensor, num_nodes: int, block_size: int) -> list[tuple[int, int]]:
+    """Cut edges sorted by receiver into blocks that never split one atom's edges: per
+    block, its edges and its receivers as counts, ``(edges, atoms)``; the blocks follow each
+    other, their atoms tile ``0 .. num_nodes``. A block holds at most ``block_size`` edges,
+    or one atom's edges where that atom alone has more.
+
+    Shapes: ``receiver``: ``[E]``, non-decreasing.
+    """
+    if receiver.shape[0] > 1 and bool((receiver[1:] < receiver[:-1]).any()):
+        raise ValueError("edges must be sorted by receiver to be summed in blocks (torch.argsort(edge_index[1], stable=True))")
+    ptr = [0, *torch.bincount(receiver, minlength=num_nodes).cumsum(0).tolist()]  # atom i's edges: ptr[i] .. ptr[i + 1]
+    blocks, first = [], 0
+    while first < num_nodes:
+        end = max(first + 1, bisect.bisect_right(ptr, ptr[first] + block_size, lo=first) - 1)
+        blocks.append((ptr[end] - ptr[first], end - first))
+        first = end
+    return blocks
+
+
 def summed_over_edge_blocks(
     messages: Callable[..., torch.Tensor], nodes: torch.Tensor, edge_inputs: Sequence[torch.Tensor], edge_index: torch.Tensor, block_size: int | None
 ) -> torch.Tensor:
-    """``messages(nodes, *edge_inputs, edge_index)`` (a sum over edges into ``[n, ...]``),
-    computed ``block_size`` edges at a time: each block runs under activation checkpointing,
-    so its per-edge intermediates (radial weights, gathered features, products) are freed
-    after its forward and recomputed block by block in the backward. Memory then grows with
-    the block, not with all edges. ``None``, or no more edges than a block: one call.
+    """``messages(nodes, *edge_inputs, edge_index, num_receivers)``, a sum over edges into
+    ``[num_receivers, ...]`` that reads ``nodes`` at the senders (row 0 of ``edge_index``)
+    only and sums at the receivers (row 1, indexing the output's rows), computed about
+    ``block_size`` edges at a time.
 
-    Shapes: ``edge_inputs``: ``[E, ...]`` each; ``edge_index``: ``[2, E]``.
+    Edges must be sorted by receiver. Each block covers a range of atoms
+    (:func:`receiver_blocks`), reads a table of its own senders' rows and sums into its own
+    rows; the rows are concatenated. A block so costs its edges and atoms, never all atoms,
+    and the backward sums the node gradients of all blocks once. Each block runs under
+    activation checkpointing: its per-edge intermediates (radial weights, gathered features,
+    products) are freed after its forward and recomputed block by block in the backward.
+    ``None``, or no more edges than a block: one call.
+
+    Shapes: ``nodes``: ``[n, ...]``; ``edge_inputs``: ``[E, ...]`` each; ``edge_index``:
+    ``[2, E]`` → ``[n, ...]``.
     """
-    num_edges = edge_index.shape[1]
+    num_nodes, num_edges = nodes.shape[0], edge_index.shape[1]
     if block_size is None or num_edges <= block_size:
-        return messages(nodes, *edge_inputs, edge_index)
-    total = None
-    for start in range(0, num_edges, block_size):
-        block = slice(start, start + block_size)
-        part = checkpoint(messages, nodes, *(tensor[block] for tensor in edge_inputs), edge_index[:, block], use_reentrant=False)
-        total = part if total is None else total + part
-    return total
+        return messages(nodes, *edge_inputs, edge_index, num_nodes)
+    blocks = receiver_blocks(edge_index[1], num_nodes, block_size)
+    sizes = [edges for edges, _ in blocks]
+    senders, local_senders = zip(*(torch.unique(sender, return_inverse=True) for sender in edge_index[0].split(sizes)))
+    # One gather for all blocks' sender tables, and split (not sliced) edge inputs: the
+    # backward of each is then one pass, not a full-size gradient per block.
+    tables = nodes.index_select(0, torch.cat(senders)).split([sender.shape[0] for sender in senders])
+    pieces = zip(tables, local_senders, edge_index[1].split(sizes), *(tensor.split(sizes) for tensor in edge_inputs))
+    parts, first = [], 0
+    for (_, atoms), (table, sender, receiver, *inputs) in zip(blocks, pieces):
+        local_index = torch.stack([sender, receiver - first])
+        parts.append(checkpoint(messages, table, *inputs, local_index, atoms, use_reentrant=False))
+        first += atoms
+    return torch.cat(parts)
 
 
 def conv_edge_bytes(conv, radial: FullyConnectedNet, like: torch.Tensor) -> int:
@@ -107,5 +142,5 @@ def over_node_blocks(fn: Callable[..., torch.Tensor], node_inputs: Sequence[torc
     num_nodes = node_inputs[0].shape[0]
     if block_size is None or num_nodes <= block_size:
         return fn(*node_inputs)
-    blocks = [slice(start, start + block_size) for start in range(0, num_nodes, block_size)]
-    return torch.cat([checkpoint(fn, *(tensor[block] for tensor in node_inputs), use_reentrant=False) for block in blocks])
+    pieces = zip(*(tensor.split(block_size) for tensor in node_inputs))  # split: one backward pass, as above
+    return torch.cat([checkpoint(fn, *inputs, use_reentrant=False) for inputs in pieces])

@@ -71,10 +71,10 @@ class _ESCNLayer(torch.nn.Module):
         self.norm = avg_num_neighbors**-0.5
         self.l_max, self.m_max = hidden.lmax, m_max
 
-    def _messages(self, x_in, edge_vec, edge_features, edge_index, wigner=None):
+    def _messages(self, x_in, edge_vec, edge_features, edge_index, num_receivers, wigner=None):
         if wigner is None:
             wigner = edge_wigner_D(self.l_max, edge_vec, self.m_max)
-        return self.conv(x_in, edge_vec, self.radial(edge_features), edge_index, wigner)
+        return self.conv(x_in, edge_vec, self.radial(edge_features), edge_index, wigner, num_receivers)
 
     def forward(self, x, species, one_hot, edge_vec, edge_features, edge_index, wigner=None, edge_block=None):
         """``wigner``: the edges' rotations, shared by the layers; ``None`` (with edge blocks)
@@ -82,7 +82,7 @@ class _ESCNLayer(torch.nn.Module):
         if wigner is None:
             messages = summed_over_edge_blocks(self._messages, self.linear_in(x), (edge_vec, edge_features), edge_index, edge_block)
         else:
-            messages = self._messages(self.linear_in(x), edge_vec, edge_features, edge_index, wigner)
+            messages = self._messages(self.linear_in(x), edge_vec, edge_features, edge_index, x.shape[0], wigner)
         if self.s2 is None:
             update = self.gate(self.linear_out(messages * self.norm) + self.self_connection(x, one_hot))
         else:  # as in MACE: powers of the messages only, the self-connection added after

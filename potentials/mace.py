@@ -73,8 +73,8 @@ class _Interaction(torch.nn.Module):
     def edge_bytes(self, like: torch.Tensor) -> int:
         return conv_edge_bytes(self.conv, self.radial, like)
 
-    def _messages(self, x_up, edge_sh, edge_features, edge_index):
-        return self.conv(x_up, edge_sh, self.radial(edge_features), edge_index)
+    def _messages(self, x_up, edge_sh, edge_features, edge_index, num_receivers):
+        return self.conv(x_up, edge_sh, self.radial(edge_features), edge_index, num_receivers)
 
     def forward(self, x, edge_sh, edge_features, edge_index, edge_block=None):
         summed = summed_over_edge_blocks(self._messages, self.linear_up(x), (edge_sh, edge_features), edge_index, edge_block)

@@ -89,15 +89,15 @@ class NonLinearInteraction(torch.nn.Module):
         features = self.conv.irreps_in1.dim + 4 * self.conv.irreps_out.dim
         return 2 * (2 * widths + features) * like.element_size()
 
-    def _messages(self, x_up, edge_sh, edge_features, edge_scale, edge_species, edge_index):
-        """``[n, conv out + 1]``: the summed messages and, last, the neighbour density."""
+    def _messages(self, x_up, edge_sh, edge_features, edge_scale, edge_species, edge_index, num_receivers):
+        """``[num_receivers, conv out + 1]``: the summed messages and, last, the neighbour density."""
         elements = torch.eye(self.num_elements, dtype=edge_features.dtype, device=edge_features.device)
         source, target = self.source_embedding(elements), self.target_embedding(elements)
         features = torch.cat([edge_features, source[edge_species[:, 0]], target[edge_species[:, 1]]], dim=-1)
         scale = edge_scale.unsqueeze(-1)
-        messages = self.conv(x_up, edge_sh, self.radial(features) * scale, edge_index)
+        messages = self.conv(x_up, edge_sh, self.radial(features) * scale, edge_index, num_receivers)
         edge_density = torch.tanh(self.density(features) ** 2) * scale
-        density = edge_density.new_zeros(x_up.shape[0], 1).index_add(0, edge_index[1], edge_density)
+        density = edge_density.new_zeros(num_receivers, 1).index_add(0, edge_index[1], edge_density)
         return torch.cat([messages, density], dim=-1)
 
     def forward(self, x, species, edge_sh, edge_features, edge_scale, edge_index, edge_block=None):

@@ -38,8 +38,8 @@ class _NequIPLayer(torch.nn.Module):
         self.residual = o3.Irreps(irreps_in) == self.gate.irreps_out
         self.norm = avg_num_neighbors**-0.5
 
-    def _messages(self, x_in, edge_sh, edge_features, edge_index):
-        return self.conv(x_in, edge_sh, self.radial(edge_features), edge_index)
+    def _messages(self, x_in, edge_sh, edge_features, edge_index, num_receivers):
+        return self.conv(x_in, edge_sh, self.radial(edge_features), edge_index, num_receivers)
 
     def forward(self, x, one_hot, edge_sh, edge_features, edge_index, edge_block=None):
         messages = summed_over_edge_blocks(self._messages, self.linear_in(x), (edge_sh, edge_features), edge_index, edge_block)

@@ -122,6 +122,18 @@ def test_conv_keeps_isolated_nodes_at_zero():
     assert out[2:].abs().max() == 0
 
 
+@pytest.mark.parametrize("backend", ["torch", "e3nn"])
+def test_conv_sums_into_num_receivers_rows(float64, backend):
+    # A block of receivers sums into rows of its own: receivers index the output's rows.
+    conv = CGConvolution("3x0e+2x1o", SH3, backend=backend)
+    node_feats, edge_attrs, edge_index = _graph("3x0e+2x1o", num_nodes=9, num_edges=30)
+    edge_index[1] %= 4
+    weights = torch.randn(30, conv.weight_numel)
+    out = conv(node_feats, edge_attrs, weights, edge_index, num_receivers=4)
+    assert out.shape == (4, conv.irreps_out.dim)
+    torch.testing.assert_close(out, conv(node_feats, edge_attrs, weights, edge_index)[:4], atol=1e-12, rtol=0)
+
+
 @pytest.mark.parametrize("module", [CGConvolution, ChannelwiseTensorProduct])
 def test_irreps_mismatch_names_both_irreps(module):
     op = module("4x0e+2x1o", SH3)

@@ -5,6 +5,7 @@ conftest.py sets before anything imports triton. With ``TRITON_INTERPRET=0`` and
 the same tests run the compiled kernels on the GPU. The interpreter is slow: shapes are small.
 """
 
+import functools
 import os
 import subprocess
 import sys
@@ -350,6 +351,14 @@ def test_so2_conv_with_strided_inputs_shared_wigner_and_small_blocks(poisoned_ou
         results += [out.detach(), *torch.autograd.grad(out.square().sum(), leaves)]
     for g, e in zip(got, expected):
         _assert_matches(g, e, torch.float64)
+
+
+def test_so2_conv_sums_into_num_receivers_rows(poisoned_outputs):
+    triton, reference = _pair("3x0e+3x1o+3x2e", "3x0e+3x1o+3x2e", 1, module=SO2Convolution)
+    leaves, edge_index = _so2_inputs(reference, num_nodes=9, num_edges=31)
+    edge_index[1] %= 4
+    _assert_same(functools.partial(triton, num_receivers=4), functools.partial(reference, num_receivers=4), leaves, edge_index, torch.float64)
+    assert triton(*leaves, edge_index, num_receivers=4).shape == (4, triton.irreps_out.dim)
 
 
 def test_so2_conv_without_edges(poisoned_outputs):

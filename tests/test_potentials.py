@@ -132,28 +132,49 @@ def test_a_batch_gives_what_each_structure_gives_alone(calc):
     assert torch.isfinite(together["stress"][[0, 2, 3]]).all()
 
 
+def _blocks_test_batch():
+    """Several blocks of every kind: a supercell (blocks of a few atoms and a remainder), a
+    cell smaller than the cutoff (an atom with more edges than a block) and a molecule with
+    a far atom among its atoms (a receiver without edges)."""
+    molecule = ethanol()
+    molecule.extend(Atoms("Ni", positions=[[30.0, 0.0, 0.0]]))
+    order = [0, 1, 2, len(molecule) - 1, *range(3, len(molecule) - 1)]
+    structures = [molecule[order], triclinic_alloy(), triclinic_alloy() * (2, 2, 2)]
+    return Batch.from_data_list([atoms_to_graph(atoms, CUTOFF, dtype=torch.float64) for atoms in structures])
+
+
 @pytest.mark.parametrize("variant", sorted(v for v in SMALL if small_model(v).edge_bytes() is not None))
 def test_edges_in_blocks_give_the_same_energy_forces_and_stress(variant, monkeypatch):
     """Inference edge block by edge block (recomputed in the backward) equals all edges at
     once, in float64; training keeps the one-pass graph."""
     from equinet.potentials import blocks
 
-    model, atoms = small_model(variant), triclinic_alloy() * (2, 2, 2)
-    graph = Batch.from_data_list([atoms_to_graph(atoms, CUTOFF, dtype=torch.float64)])
+    model, graph = small_model(variant), _blocks_test_batch()
     whole = model(graph, stress=True)
     blocks_run = []
     checkpoint = blocks.checkpoint
     monkeypatch.setattr(blocks, "checkpoint", lambda *args, **kwargs: blocks_run.append(1) or checkpoint(*args, **kwargs))
-    model.edge_block_size = 97  # edges: several hundred
+    model.edge_block_size = 16  # molecule: 2 atoms a block; alloy: 19 edges an atom
     if variant.startswith("mace"):
-        model.product_block_size = 5  # atoms: 16
+        model.product_block_size = 5  # atoms: 27
     blocked = model(graph, stress=True)
-    assert len(blocks_run) >= model.message_passing_steps * graph.edge_index.shape[1] // 97
+    assert len(blocks_run) >= model.message_passing_steps * 23  # edge blocks a layer
     for key in ("energy", "forces", "stress"):
-        torch.testing.assert_close(blocked[key], whole[key], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(blocked[key], whole[key], rtol=1e-10, atol=1e-12, equal_nan=True)
     blocks_run.clear()
     model.train()(graph, stress=True)
     assert not blocks_run
+
+
+def test_receiver_blocks_tile_the_atoms_without_splitting_one_atoms_edges():
+    from equinet.potentials.blocks import receiver_blocks
+
+    receiver = torch.tensor([0, 0, 0, 2, 2, 3, 3, 3, 3, 3])  # atoms 1 and 4 receive nothing
+    # atoms 0-1 (3 edges), atom 2 (2), atom 3 alone (5 > 4), atom 4 (none)
+    assert receiver_blocks(receiver, 5, 4) == [(3, 2), (2, 1), (5, 1), (0, 1)]
+    assert receiver_blocks(receiver, 5, 10) == [(10, 5)]
+    with pytest.raises(ValueError, match="sorted by receiver"):
+        receiver_blocks(receiver.flip(0), 5, 4)
 
 
 def test_the_memory_budget_sets_the_edge_blocks():

@@ -162,6 +162,22 @@ def test_weight_layout_and_isolated_nodes():
     assert no_edges.shape == (5, conv.irreps_out.dim) and no_edges.abs().max() == 0
 
 
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_sums_into_num_receivers_rows(float64, backend):
+    # A block of receivers sums into rows of its own: receivers index the output's rows;
+    # the gradients are those of the same rows of the convolution over all nodes.
+    conv = SO2Convolution(MIXED, MIXED, m_max=2, backend=backend)
+    node_feats, edge_vec, edge_index = _graph(MIXED, num_nodes=9)
+    edge_index[1] %= 4
+    leaves = [node_feats.requires_grad_(True), edge_vec.requires_grad_(True), torch.randn(len(edge_vec), conv.weight_numel, requires_grad=True)]
+    out = conv(*leaves, edge_index, num_receivers=4)
+    assert out.shape == (4, conv.irreps_out.dim)
+    expected = conv(*leaves, edge_index)[:4]
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+    for got, want in zip(torch.autograd.grad(out.square().sum(), leaves), torch.autograd.grad(expected.square().sum(), leaves)):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+
+
 def test_degree_and_channel_shorthand():
     conv = SO2Convolution((3, 4), m_max=2)
     assert conv.irreps_in == conv.irreps_out == o3.Irreps("4x0e+4x1o+4x2e+4x3o") and conv.m_max == 2

@@ -14,7 +14,8 @@ family                     operator                             factory(descript
                            ``CGConvolution``                    instructions)`` → module ``(x1, x2,
                                                                 weights, sender, receiver, num_receivers)``
 ``so2``                    ``SO2Convolution``                   ``(SO2Blocks)`` → module ``(node_feats,
-                                                                wigner, edge_weights, edge_index)``
+                                                                wigner, edge_weights, edge_index,
+                                                                num_receivers, summed_messages)``
 ``gaunt``                  ``GauntTensorProduct``               ``()`` → a product engine
                                                                 (:mod:`equinet.ops.gaunt.product`)
 ``gaunt_many_body``        ``GauntManyBodyProduct``             ``(degrees_in, degrees_out,

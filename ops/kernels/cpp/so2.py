@@ -75,10 +75,10 @@ class _SO2Kernel(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, kernel, summed_messages, x, entries, edge_weights, edge_index, num_nodes):
+    def forward(ctx, kernel, summed_messages, x, entries, edge_weights, edge_index, num_receivers):
         blocks = kernel.blocks
         sender, receiver = edge_index
-        out = x.new_zeros(num_nodes, blocks.irreps_out.dim // blocks.channels, x.shape[-1])
+        out = x.new_zeros(num_receivers, blocks.irreps_out.dim // blocks.channels, x.shape[-1])
         load_cpp("so2_cpp").so2_forward(x, entries, edge_weights, sender, receiver, torch.argsort(receiver), *kernel.tables, out)
         ctx.kernel, ctx.summed_messages = kernel, summed_messages
         ctx.save_for_backward(x, entries, edge_weights, edge_index)
@@ -111,8 +111,8 @@ class CppSO2(torch.nn.Module):
     """The ``backend="cpp"`` implementation behind :class:`~equinet.ops.SO2Convolution`.
 
     Shapes: ``node_feats [N, irreps_in.dim]``, ``wigner`` as ``edge_wigner_D(l >= l_max, edge_vec,
-    m_max >= blocks.m_max)``, ``edge_weights [E, weight_numel]``, ``edge_index [2, E]`` →
-    ``[N, irreps_out.dim]``; ``summed_messages`` is the reference's differentiable message sum
+    m_max >= blocks.m_max)``, ``edge_weights [E, weight_numel]``, ``edge_index [2, E]``,
+    ``num_receivers`` (the rows that receivers index) → ``[num_receivers, irreps_out.dim]``; ``summed_messages`` is the reference's differentiable message sum
     (see :class:`_SO2Kernel`).
     """
 
@@ -121,7 +121,7 @@ class CppSO2(torch.nn.Module):
         self.blocks = blocks
         self.tables = _kernel_tables(blocks)  # CPU tensors for the kernel, not module state
 
-    def forward(self, node_feats, wigner, edge_weights, edge_index, summed_messages) -> torch.Tensor:
+    def forward(self, node_feats, wigner, edge_weights, edge_index, num_receivers, summed_messages) -> torch.Tensor:
         self._check(node_feats, edge_weights, wigner)
         channels = self.blocks.channels
         x = self.blocks.channels_last(node_feats)
@@ -133,7 +133,7 @@ class CppSO2(torch.nn.Module):
             edge_weights = torch.nn.functional.pad(columns, (0, pad)).flatten(1)
         entries = wigner_entries(wigner, self.blocks.l_max, self.blocks.m_max)
         out = _SO2Kernel.apply(
-            self, summed_messages, x, entries, edge_weights.contiguous(), edge_index.long().contiguous(), node_feats.shape[0]
+            self, summed_messages, x, entries, edge_weights.contiguous(), edge_index.long().contiguous(), num_receivers
         )
         return self.blocks.channels_first(out[..., :channels])
 

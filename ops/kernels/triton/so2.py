@@ -45,8 +45,8 @@ class TritonSO2(torch.nn.Module):
     holds the tables of the three steps as buffers.
 
     Shapes: ``node_feats [N, irreps_in.dim]``, ``wigner`` as ``edge_wigner_D(l >= l_max,
-    edge_vec, m_max >= conv.m_max)``, ``edge_weights [E, weight_numel]``, ``edge_index [2, E]``
-    → ``[N, irreps_out.dim]``. The kernels differentiate themselves: ``summed_messages`` (the
+    edge_vec, m_max >= conv.m_max)``, ``edge_weights [E, weight_numel]``, ``edge_index [2, E]``,
+    ``num_receivers`` (the rows that receivers index) → ``[num_receivers, irreps_out.dim]``. The kernels differentiate themselves: ``summed_messages`` (the
     reference's message sum, which other backends differentiate) is not used.
     """
 
@@ -138,7 +138,7 @@ class TritonSO2(torch.nn.Module):
         tables = [t.to(x.dtype) if t.is_floating_point() else t for t in tables]
         return cg_conv(x, y, w, graph, tables, self._dims[step])
 
-    def forward(self, node_feats, wigner, edge_weights, edge_index, summed_messages=None):
+    def forward(self, node_feats, wigner, edge_weights, edge_index, num_receivers, summed_messages=None):
         if not node_feats.dtype == edge_weights.dtype == wigner[0].dtype:
             raise ValueError(
                 f"backend='triton' needs one dtype for all inputs, got {node_feats.dtype} (node_feats), "
@@ -152,7 +152,7 @@ class TritonSO2(torch.nn.Module):
         # the convolution serve the first and last steps' sums. Graphs as cg_ops.edge_graph's
         # (ends, both CSR orders, far ends in those orders), with identity orders written out.
         src, dst = sender.contiguous(), receiver.contiguous()
-        (by_dst, ptr_dst), (by_src, ptr_src) = csr_order(dst, num_nodes), csr_order(src, num_nodes)
+        (by_dst, ptr_dst), (by_src, ptr_src) = csr_order(dst, num_receivers), csr_order(src, num_nodes)
         rows = torch.arange(num_edges, device=sender.device, dtype=sender.dtype)
         ptr = torch.arange(num_edges + 1, device=sender.device, dtype=sender.dtype)
         node_feats = node_feats.index_select(1, self.in_columns)
