@@ -103,6 +103,8 @@ class Calculator(_ASECalculator):
     ``d mu_a / d r_ib``) by autograd when asked for (``calc.get_born_charges(atoms)`` or
     ``calc.get_property("born_charges", atoms)``). The total charge is
     ``atoms.info["charge"]`` (default 0). A model without ``energy`` gives only these.
+    The Hessian ``[3n, 3n]`` (eV/Å²) is a property too, computed when asked for
+    (``calc.get_hessian(atoms)``), and then in ``calc.results["hessian"]``.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
@@ -138,7 +140,7 @@ class Calculator(_ASECalculator):
         outputs = [tuple(member.outputs) for member in self.models]
         if any(other != outputs[0] for other in outputs):
             raise ValueError(f"committee members predict different outputs {sorted(set(outputs))}; a committee needs the same model.outputs")
-        energy = type(self).implemented_properties if "energy" in self.model.outputs else []
+        energy = [*type(self).implemented_properties, "hessian"] if "energy" in self.model.outputs else []
         self.implemented_properties = energy + [name for output in self.model.outputs for name in self._TENSORIAL.get(output, [])]
         self.dispersion = self._dispersion(dispersion, functional)
         self.memory_gb = available_memory_gb(self.device) / 2 if max_memory_gb is None else max_memory_gb
@@ -200,10 +202,10 @@ class Calculator(_ASECalculator):
 
     def get_hessian(self, atoms: Atoms | None = None) -> np.ndarray:
         """``d²E/dr dr`` ``[3n, 3n]`` in eV/Å² by autograd (:func:`equinet.derivatives.hessian`;
-        a committee's mean)."""
-        atoms = self._atoms_for_derivatives(atoms)
-        dispersion = 0.0 if self.dispersion is None else self.dispersion.hessian(atoms)
-        return np.mean([hessian(model, atoms) for model in self.models], axis=0) + dispersion
+        a committee's mean), also in ``calc.results["hessian"]``."""
+        if "energy" not in self.model.outputs:
+            raise ValueError(f"the model predicts {', '.join(self.model.outputs)}, not energies (model.outputs), so it has no energy derivatives")
+        return self.get_property("hessian", self._atoms_for_derivatives(atoms))
 
     def get_born_charges(self, atoms: Atoms | None = None) -> np.ndarray:
         """Born effective charges ``Z[i, a, b] = d mu_a / d r_ib`` ``[n, 3, 3]`` in e by
@@ -243,6 +245,9 @@ class Calculator(_ASECalculator):
             self.results["charges"] = stacked["charges"].mean(0)
         if "born_charges" in properties:
             self.results["born_charges"] = np.mean([born_charges(model, atoms) for model in self.models], axis=0)
+        if "hessian" in properties:
+            dispersion = 0.0 if self.dispersion is None else self.dispersion.hessian(atoms)
+            self.results["hessian"] = np.mean([hessian(model, atoms) for model in self.models], axis=0) + dispersion
         if "energy" not in stacked:
             return
         energy = float(stacked["energy"][:, 0].mean())

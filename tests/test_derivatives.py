@@ -45,6 +45,10 @@ def test_the_hessian_is_the_derivative_of_the_forces(variant, structure):
         expected[row] = -(forces[0] - forces[1]) / (2 * step)
     np.testing.assert_allclose(matrix, expected, rtol=0, atol=1e-6 * np.abs(expected).max())
     np.testing.assert_array_equal(matrix, matrix.T)
+    atoms.calc = calculator  # the calculator's property, kept with the other results
+    np.testing.assert_array_equal(calculator.get_hessian(atoms), matrix)
+    np.testing.assert_array_equal(calculator.results["hessian"], matrix)
+    assert np.isfinite(calculator.results["forces"]).all()
 
 
 def test_the_clamped_ion_elastic_tensor_is_the_second_strain_derivative_of_the_energy():
