@@ -26,7 +26,7 @@ from torch_geometric.data import Batch
 
 from equinet.committee import is_committee_file, read_committee
 from equinet.datasets import atoms_to_graph
-from equinet.derivatives import born_charges, elastic_tensor, hessian
+from equinet.derivatives import born_charges, elastic_tensor, hessian, require_energy
 from equinet.dispersion import D3Dispersion
 from equinet.foreign.mace import import_mace
 from equinet.model_io import load_model
@@ -203,8 +203,7 @@ class Calculator(_ASECalculator):
     def get_hessian(self, atoms: Atoms | None = None) -> np.ndarray:
         """``d²E/dr dr`` ``[3n, 3n]`` in eV/Å² by autograd (:func:`equinet.derivatives.hessian`;
         a committee's mean), also in ``calc.results["hessian"]``."""
-        if "energy" not in self.model.outputs:
-            raise ValueError(f"the model predicts {', '.join(self.model.outputs)}, not energies (model.outputs), so it has no energy derivatives")
+        require_energy(self.model)
         return self.get_property("hessian", self._atoms_for_derivatives(atoms))
 
     def get_born_charges(self, atoms: Atoms | None = None) -> np.ndarray:

@@ -19,7 +19,7 @@ from torch_geometric.data import Batch
 from equinet.datasets import atoms_to_graph
 from equinet.potentials import Potential
 
-__all__ = ["born_charges", "elastic_tensor", "gamma_frequencies", "hessian"]
+__all__ = ["born_charges", "elastic_tensor", "gamma_frequencies", "hessian", "require_energy"]
 
 EV_PER_A3_IN_GPA = 1.0 / units.GPa
 VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
@@ -36,10 +36,15 @@ def _outputs_and_inputs(model: Potential, atoms: Atoms):
     return model.deformed_outputs(batch, pos, strain), pos, strain
 
 
-def _energy_and_inputs(model: Potential, atoms: Atoms):
-    """The energy of ``atoms`` and the leaves it depends on: positions ``[n, 3]`` and strain ``[1, 3, 3]``."""
+def require_energy(model: Potential) -> None:
+    """Raises a one-line ValueError if ``model`` predicts no energy (``model.outputs``)."""
     if "energy" not in model.outputs:
         raise ValueError(f"the model predicts {', '.join(model.outputs)}, not energies (model.outputs), so it has no energy derivatives")
+
+
+def _energy_and_inputs(model: Potential, atoms: Atoms):
+    """The energy of ``atoms`` and the leaves it depends on: positions ``[n, 3]`` and strain ``[1, 3, 3]``."""
+    require_energy(model)
     out, pos, strain = _outputs_and_inputs(model, atoms)
     energy = out["energy"]
     if not torch.isfinite(energy).all():
