@@ -4,7 +4,7 @@ The exported graph takes the caller's neighbour list as edge vectors, with the a
 connects, and returns what a pair style needs::
 
     forward(edge_vec [E, 3] Å (pos[receiver] - pos[sender]), species [N] int64 (index
-            into the model's elements), edge_index [2, E] int64 (senders, receivers),
+            into the exported elements), edge_index [2, E] int64 (senders, receivers),
             num_local [] int64)
         -> energy [N] eV (atomic energies; zero for atoms >= num_local),
            forces [N, 3] eV/Å, virial [6] eV
@@ -24,7 +24,8 @@ The model and its autograd backward are traced together into one graph of plain 
 operations (``make_fx`` with symbolic sizes) and saved as TorchScript (``.pt``) or
 compiled ahead of time by AOTInductor (``.pt2``); libtorch runs either from C++ without
 Python. The file carries ``equinet.json``: elements, cutoff, message-passing steps,
-dtype, equinet version.
+dtype, equinet version. A graph may hold only some of the model's elements (a foundation
+model knows 89; a simulation needs a few): its size and compile time grow with them.
 """
 
 from __future__ import annotations
@@ -51,17 +52,24 @@ METADATA_FILE = "equinet.json"
 class ExportedForces(torch.nn.Module):
     """Energies of the local atoms, forces on all atoms and the virial from a neighbour
     list (the signature in the module docstring); plain PyTorch, the reference that the
-    exported graph is checked against."""
+    exported graph is checked against.
 
-    def __init__(self, model: Potential):
+    Args:
+        model: the model, or for export a copy prepared by :func:`traceable_copy`.
+        species: the model's species index of each exported element, ``[S]``; ``None``:
+            every element of the model, in its order.
+    """
+
+    def __init__(self, model: Potential, species: torch.Tensor | None = None):
         super().__init__()
         self.model = model
+        self.register_buffer("model_species", torch.arange(model.num_elements) if species is None else species)
 
     def forward(self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, num_local: torch.Tensor):
         sender, receiver = edge_index[0], edge_index[1]
         edge_vec = edge_vec.detach().requires_grad_(True)
         local = torch.arange(species.shape[0], device=species.device) < num_local
-        energy = self.model.node_energies(species, edge_vec, edge_index) * local.to(edge_vec.dtype)
+        energy = self.model.node_energies(self.model_species[species], edge_vec, edge_index) * local.to(edge_vec.dtype)
         (grad,) = torch.autograd.grad(energy.sum(), edge_vec)
         forces = grad.new_zeros(species.shape[0], 3).index_add(0, sender, grad).index_add(0, receiver, -grad)
         w = -edge_vec.detach().T @ grad
@@ -70,24 +78,32 @@ class ExportedForces(torch.nn.Module):
         return energy.detach(), forces, virial
 
 
-def _with_torch_backends(model: Potential) -> Potential:
-    """A copy of ``model`` whose operators run the PyTorch reference (the triton, cueq and cpp
-    kernels are not part of libtorch, and the backends share the weights), with sizes that
-    do not depend on the data."""
-    model = accelerate(copy.deepcopy(model), conv="torch", product="torch")
+def traceable_copy(model: Potential, species: list[int], dtype: torch.dtype) -> Potential:
+    """A copy of ``model`` in ``dtype`` whose sizes do not depend on the data, for the
+    elements of species indices ``species``: its operators run the PyTorch reference (the
+    triton, cueq and cpp kernels are not part of libtorch, and the backends share the
+    weights), the many-body products run those elements whatever the structure holds, and
+    the learned energies of isolated atoms are taken into the reference energies (the same
+    energies, without running isolated atoms through the model at every step)."""
+    model = accelerate(copy.deepcopy(model), conv="torch", product="torch").to(dtype).eval()
+    if not model.isolated_energy_is_zero:
+        chosen = torch.tensor(species)
+        with torch.no_grad():
+            model.atomic_energies[chosen] -= model.scale * model.isolated_terms(chosen)
+        model.isolated_energy_is_zero = True
     for module in model.modules():
-        if isinstance(module, (Potential, SymmetricContraction)):
-            module.every_element = True  # the traced graph must not depend on which elements are present
+        if isinstance(module, SymmetricContraction):  # per element of the model, or element-agnostic
+            module.traced_elements = list(species) if module.num_elements == model.num_elements else list(range(module.num_elements))
     return model
 
 
-def _example_inputs(model: Potential, num_atoms: int, seed: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-    """A random cluster of every element with its neighbour list (all pairs within the
-    cutoff) and a few trailing atoms counted as ghosts."""
+def _example_inputs(model: Potential, num_elements: int, num_atoms: int, seed: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """A random cluster of ``num_elements`` exported elements with its neighbour list (all
+    pairs within the cutoff) and a few trailing atoms counted as ghosts."""
     generator = torch.Generator().manual_seed(seed)
     side = model.cutoff * (num_atoms / 3) ** (1 / 3)  # 3 atoms per cutoff^3: about a dozen neighbours
     pos = torch.rand(num_atoms, 3, generator=generator, dtype=torch.float64) * side
-    species = torch.arange(num_atoms) % model.num_elements
+    species = torch.arange(num_atoms) % num_elements
     neighbours = ((pos[:, None] - pos[None]).norm(dim=-1) < model.cutoff) & ~torch.eye(num_atoms, dtype=torch.bool)
     sender, receiver = neighbours.nonzero().T
     num_local = torch.tensor(num_atoms - num_atoms // 4)
@@ -134,13 +150,17 @@ def _save_aotinductor(graph: torch.fx.GraphModule, inputs: tuple[torch.Tensor, .
     torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=options)
 
 
-def export_model(model: Potential, path: str | Path, dtype: torch.dtype | None = None, format: str | None = None) -> dict:
+def export_model(
+    model: Potential, path: str | Path, dtype: torch.dtype | None = None, format: str | None = None, elements: list[int] | None = None
+) -> dict:
     """Write ``model`` as one graph for MD codes to ``path``; returns its metadata.
 
     Args:
         format: ``"torchscript"`` (a ``.pt`` file, written in seconds) or ``"aotinductor"``
             (a ``.pt2`` package compiled ahead of time to C++ for this machine's CPU:
             minutes to write); by default, aotinductor for a ``.pt2`` path.
+        elements: atomic numbers of the elements the graph takes (a subset of the model's,
+            in this order); ``None``: all of the model's.
 
     The written file is loaded back and checked against the model on structures of other
     sizes than the one it was traced on (a ``RuntimeError`` if they differ). Only the energy
@@ -156,19 +176,24 @@ def export_model(model: Potential, path: str | Path, dtype: torch.dtype | None =
         raise ValueError(f"export format must be one of {', '.join(FORMATS)}, got {format!r}")
     if (path.suffix == ".pt2") != (format == "aotinductor"):
         raise ValueError(f"{path}: an exported model is a .pt2 file for format aotinductor and not .pt2 for torchscript (LAMMPS tells them apart by the suffix)")
+    elements = list(model.elements) if elements is None else [int(z) for z in elements]
+    missing = [z for z in elements if z not in model.elements]
+    if missing or not elements or len(set(elements)) != len(elements):
+        raise ValueError(f"elements {elements}: give distinct atomic numbers from the model's ({', '.join(map(str, model.elements))})")
+    species = [model.elements.index(z) for z in elements]
     dtype = dtype or model.atomic_energies.dtype
-    model = _with_torch_backends(model).to(dtype).eval()  # a copy: the caller's model keeps its dtype
     metadata = {
         "format": "equinet-lammps",
         "equinet_version": __version__,
         "model": model.config["name"],
-        "elements": model.elements,
+        "elements": elements,
         "cutoff": model.cutoff,
         "message_passing_steps": model.message_passing_steps,
         "dtype": str(dtype).removeprefix("torch."),
     }
-    reference = ExportedForces(model)
-    inputs = _example_inputs(model, 24, 0, dtype)
+    model = traceable_copy(model, species, dtype)  # a copy: the caller's model is unchanged
+    reference = ExportedForces(model, torch.tensor(species))
+    inputs = _example_inputs(model, len(species), 24, 0, dtype)
     graph = _trace(reference, inputs)
     with atomic_write(path) as partial:  # only a checked graph reaches ``path``
         if format == "aotinductor":
@@ -178,7 +203,7 @@ def export_model(model: Potential, path: str | Path, dtype: torch.dtype | None =
         exported, _ = load_exported(partial)
         tolerance = 1e-9 if dtype == torch.float64 else 1e-4
         for num_atoms, seed in ((37, 1), (5, 2), (1, 3)):  # sizes other than the traced 24, down to one atom
-            inputs = _example_inputs(model, num_atoms, seed, dtype)
+            inputs = _example_inputs(model, len(species), num_atoms, seed, dtype)
             for name, expected, got in zip(("energy", "forces", "virial"), reference(*inputs), exported(*inputs)):
                 if not torch.allclose(got, expected, rtol=tolerance, atol=tolerance):
                     raise RuntimeError(f"the exported graph's {name} differs from the model's on {num_atoms} atoms: report this as a bug")

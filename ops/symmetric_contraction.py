@@ -55,9 +55,9 @@ class SymmetricContraction(torch.nn.Module):
     """
 
     family = "symmetric_contraction"  # in the backend registry, equinet.ops.kernels
-    #: Fold and run every element, present or not, so that no size depends on the species
-    #: (set on the copy of a model that is traced for export).
-    every_element: bool = False
+    #: The elements (indices) to fold and run whatever the species, so that no size depends
+    #: on them (set on the copy of a model that is traced for export); ``None``: those present.
+    traced_elements: list[int] | None = None
 
     def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int, *, backend: str = "torch"):
         super().__init__()
@@ -139,7 +139,7 @@ class SymmetricContraction(torch.nn.Module):
         # atom, which compilers that treat sizes as unknowns (AOTInductor) would ask about.
         a = torch.cat([a, a.new_zeros(2, c, d)])
         padding = torch.arange(2, device=x.device) + num_nodes
-        elements = range(self.num_elements) if self.every_element else torch.unique(species).tolist()
+        elements = self.traced_elements if self.traced_elements is not None else torch.unique(species).tolist()
         groups = []
         for element in elements:
             nodes = (species == element).nonzero().squeeze(1)

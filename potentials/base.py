@@ -68,10 +68,6 @@ class Potential(torch.nn.Module):
     #: switches; a config may request a backend per role (``conv_backend: triton``), which is
     #: applied when the model is built and not stored in it.
     backend_families: dict[str, tuple[str, ...]] = {}
-    #: Take the isolated-atom terms of every element, not only of those present, so that no
-    #: size depends on the species (set on the copy of a model that is traced for export).
-    every_element: bool = False
-
     #: Edges per block when energies and forces are computed without a graph for training
     #: (``create_graph=False``: the calculator, MD, evaluation): per-edge intermediates then
     #: exist for one block at a time (:func:`.blocks.summed_over_edge_blocks`). ``None``: all
@@ -191,19 +187,15 @@ class Potential(torch.nn.Module):
 
     def _energies_of_terms(self, terms: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         if not self.isolated_energy_is_zero:
-            terms = terms - self._isolated_terms(species)
+            terms = terms - self.isolated_terms(species)
         return self.atomic_energies[species] + self.shift + self.scale * terms
 
-    def _isolated_terms(self, species: torch.Tensor) -> torch.Tensor:
+    def isolated_terms(self, species: torch.Tensor) -> torch.Tensor:
         """Learned part of an isolated atom of each atom's element, ``[n]``: one isolated atom
-        per element present (of every element with :attr:`every_element`) through the model."""
-        device, dtype = self.atomic_energies.device, self.atomic_energies.dtype
-        if self.every_element:
-            elements, index = torch.arange(self.num_elements, device=device), species
-        else:
-            elements, index = torch.unique(species, return_inverse=True)
-        no_edges = torch.zeros(2, 0, dtype=torch.long, device=device)
-        return self.node_energy_terms(elements, torch.zeros(0, 3, dtype=dtype, device=device), no_edges)[index]
+        per element present through the model."""
+        elements, index = torch.unique(species, return_inverse=True)
+        no_edges = torch.zeros(2, 0, dtype=torch.long, device=species.device)
+        return self.node_energy_terms(elements, torch.zeros(0, 3, dtype=self.atomic_energies.dtype, device=species.device), no_edges)[index]
 
     def deformed_energy(self, batch, pos: torch.Tensor, strain: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Energies ``[B]`` and atomic energies ``[n]`` (eV) of ``batch`` with the atoms at

@@ -176,3 +176,25 @@ def test_an_export_that_fails_its_own_check_leaves_the_old_file(tmp_path, monkey
         export_model(_model("mace"), tmp_path / "lammps.pt")
     assert (tmp_path / "lammps.pt").read_text() == "the previous export\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["lammps.pt"]
+
+
+def test_a_graph_of_some_of_the_models_elements_equals_the_model_on_them(tmp_path, capsys, float64):
+    """``--elements Cu Ni`` exports the Ni/Cu model for those elements, in that order: the
+    graph's species index 0 is Cu. The model learns isolated-atom energies (mace-mpa), which
+    the graph takes into its reference energies."""
+    model = _model("mace-mpa")
+    save_model(model, tmp_path / "model.pt")
+    assert main(["export", str(tmp_path / "model.pt"), "-o", str(tmp_path / "lammps.pt"), "--elements", "Cu", "Ni"]) == 0
+    assert "elements Cu Ni" in capsys.readouterr().out
+    graph, metadata = load_exported(tmp_path / "lammps.pt")
+    assert metadata["elements"] == [29, 28]
+    inputs, _ = with_ghosts(triclinic_alloy(), model)
+    as_exported = (inputs[0], 1 - inputs[1], *inputs[2:])  # Ni (model species 0) is the graph's 1
+    for name, expected, got in zip(("energy", "forces", "virial"), ExportedForces(model)(*inputs), graph(*as_exported)):
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10, msg=name)
+
+    assert main(["export", str(tmp_path / "model.pt"), "-o", str(tmp_path / "out.pt"), "--elements", "Cu", "O"]) == 2
+    assert capsys.readouterr().err.strip().endswith("elements [29, 8]: give distinct atomic numbers from the model's (28, 29)")
+    assert main(["export", str(tmp_path / "model.pt"), "-o", str(tmp_path / "out.pt"), "--elements", "Qq"]) == 2
+    assert "--elements: 'Qq' is not a chemical symbol (e.g. Cu, O)" in capsys.readouterr().err
+    assert not (tmp_path / "out.pt").exists()

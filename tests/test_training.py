@@ -1,5 +1,5 @@
 """`equinet train` and `equinet evaluate` end to end on tiny data: outputs, config errors,
-resume after SIGKILL, the non-finite-loss guard, and DDP on two CPU processes."""
+resume after SIGKILL, the non-finite-loss guard, and DDP on two CPU processes (resumed too)."""
 
 import csv
 import json
@@ -395,22 +395,65 @@ def test_non_finite_loss_stops_and_keeps_the_last_finite_weights(tmp_path, data_
         assert all(torch.isfinite(value).all() for value in state.values() if value.is_floating_point()), name
 
 
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed support")
-def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path, data_file):
-    """Two gloo processes with half the batch each take the same steps as one process."""
-    def run(folder, devices, batch_size):
-        config = _config(tmp_path / folder, data_file, data={"batch_size": batch_size},
-                         trainer={"devices": devices, "strategy": "ddp" if devices > 1 else "auto"}, ema={"enabled": False})
-        result = subprocess.run([EQUINET, "train", str(config)], capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-2000:]
-        rows = (tmp_path / folder / "run" / "metrics.csv").read_text().splitlines()
-        header = rows[0].split(",")
-        values = [dict(zip(header, row.split(","))) for row in rows[1:]]
-        return [row for row in values if row.get("val_forces_mae_meV")][-1]
+DDP_EPOCHS = 3
+needs_distributed = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed support")
 
-    single, ddp = run("one", 1, 4), run("two", 2, 2)
+
+def _ddp_config(tmp_path, data_file, devices):
+    """Two gloo processes with half the batch each, or one with the whole batch."""
+    trainer = {"max_epochs": DDP_EPOCHS, "devices": devices, "strategy": "ddp" if devices > 1 else "auto"}
+    return _config(tmp_path, data_file, data={"batch_size": 4 // devices}, trainer=trainer, ema={"enabled": False})
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory, data_file):
+    """The run folder of an uninterrupted two-process run."""
+    folder = tmp_path_factory.mktemp("ddp")
+    result = subprocess.run([EQUINET, "train", str(_ddp_config(folder, data_file, 2))], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return folder / "run"
+
+
+@needs_distributed
+def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path, data_file, ddp_run):
+    """Two processes with half the batch each take the same steps as one process."""
+    result = subprocess.run([EQUINET, "train", str(_ddp_config(tmp_path, data_file, 1))], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    single, ddp = (_last_validation(folder / "metrics.csv") for folder in (tmp_path / "run", ddp_run))
     for key in ("val_energy_mae_meV", "val_forces_mae_meV", "val_stress_mae_meV", "val_loss"):
         assert float(ddp[key]) == pytest.approx(float(single[key]), rel=1e-6), key
+
+
+def _last_validation(path: Path) -> dict:
+    return [row for row in csv.DictReader(path.open()) if row["val_forces_mae_meV"]][-1]
+
+
+@needs_distributed
+def test_a_ddp_run_killed_mid_run_resumes_to_the_same_result(tmp_path, data_file, ddp_run):
+    """Both processes killed after the first checkpoint; ``--resume`` on two processes ends
+    where the uninterrupted two-process run ends."""
+    killed = _ddp_config(tmp_path, data_file, 2)
+    process = subprocess.Popen([EQUINET, "train", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    last = tmp_path / "run" / "last.ckpt"
+    deadline = time.time() + 300
+    while not (last.is_file() and torch.load(last, weights_only=True)["epoch"] >= 1) and time.time() < deadline:
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the launcher and the second process it started
+    process.wait()
+    assert not (tmp_path / "run" / "model.pt").exists(), "killed before the end"
+    step = torch.load(last, weights_only=True)["global_step"]
+
+    result = subprocess.run([EQUINET, "train", str(killed), "--resume"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"--resume: continuing from {last} at step {step}" in result.stderr and step > 0
+    expected, resumed = _state(ddp_run / "model.pt"), _state(tmp_path / "run" / "model.pt")
+    for key in expected:
+        torch.testing.assert_close(resumed[key], expected[key], atol=1e-10, rtol=1e-8)
+    expected_rows, resumed_rows = (_validation_rows(folder / "metrics.csv") for folder in (ddp_run, tmp_path / "run"))
+    assert [epoch for epoch, _ in resumed_rows] == list(range(DDP_EPOCHS))
+    for (_, expected_loss), (_, resumed_loss) in zip(expected_rows, resumed_rows):
+        assert resumed_loss == pytest.approx(expected_loss, rel=1e-8)
 
 
 @pytest.mark.parametrize("kind", ["mse", "huber"])

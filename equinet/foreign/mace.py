@@ -68,9 +68,6 @@ def _absorb_isolated_energies(model: Potential) -> None:
     atom has exactly its reference energy), so the reference energies take it in and every
     energy stays the same.
     """
-    species = torch.arange(model.num_elements)
     with torch.no_grad():
-        no_edges = torch.zeros(2, 0, dtype=torch.long)
-        isolated = model.node_energy_terms(species, torch.zeros(0, 3, dtype=model.atomic_energies.dtype), no_edges)
-        model.atomic_energies += model.scale * isolated
+        model.atomic_energies += model.scale * model.isolated_terms(torch.arange(model.num_elements))
     model.statistics["atomic_energies"] = dict(zip(model.elements, model.atomic_energies.tolist()))

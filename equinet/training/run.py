@@ -147,6 +147,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, co
     pretrained = None
     if checkpoint is not None:
         model_config, shapes, step = _resumed_model(settings, checkpoint)
+        rank_zero_info(f"--resume: continuing from {checkpoint} at step {step}")
     elif "init_from" in config.model:
         pretrained = load_pretrained(config.model["init_from"], settings.get("dtype"), config.model.get("head"))
         frozen = freeze_layers(pretrained, config.model.get("freeze", 0))  # a wrong count fails before the data is read
