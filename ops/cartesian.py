@@ -209,6 +209,10 @@ class TensorMessagePassing(torch.nn.Module):
     the layer equivariant under reflections for both transformation laws of the module
     docstring.
 
+    ``forward`` runs :meth:`node_tensors` (``X_i``, ``Y_i``), :meth:`summed_messages`
+    (``M_i``, the only sum over edges) and :meth:`update` in turn; a caller that sums the
+    edges block by block calls the three itself.
+
     Args:
         channels: C, the number of tensor channels.
 
@@ -226,9 +230,35 @@ class TensorMessagePassing(torch.nn.Module):
         self.linear_out = CartesianLinear(channels, channels)
 
     def forward(self, x: torch.Tensor, edge_weights: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        x, y = self.node_tensors(x)
+        return self.update(x, y, self.summed_messages(y, edge_weights, edge_index, x.shape[0]))
+
+    def _check_features(self, name: str, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1:] != (self.channels, 3, 3):
+            raise ValueError(f"{name} must have shape [n, {self.channels}, 3, 3] (channels = {self.channels}), got {list(x.shape)}")
+
+    def node_tensors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first step: the normalized ``X_i / (|X_i|^2 + 1)`` and ``Y_i``.
+
+        Shapes: ``x: [n, C, 3, 3]`` → two ``[n, C, 3, 3]`` (``Y`` contiguous).
+        """
+        self._check_features("x", x)
+        x = x / (frobenius_norm_squared(x) + 1)[..., None, None]
+        # contiguous: CartesianLinear's outputs are permuted views, and gathers of strided rows are slow
+        return x, compose_tensor(*self.linear_in(*decompose_tensor(x))).contiguous()
+
+    def summed_messages(self, y: torch.Tensor, edge_weights: torch.Tensor, edge_index: torch.Tensor, num_receivers: int) -> torch.Tensor:
+        """The sum over edges: ``M_i = sum_j f^I_ji I(Y_j) + f^A_ji A(Y_j) + f^S_ji S(Y_j)``.
+
+        Senders (row 0 of ``edge_index``) index the rows of ``y``, receivers (row 1) the
+        ``num_receivers`` rows of the output, so that a block of edges can read a table of
+        its senders' rows and sum into rows of its own receivers.
+
+        Shapes: ``y: [n_s, C, 3, 3]``, ``edge_weights: [E, 3, C]``, ``edge_index: [2, E]``
+        → ``[num_receivers, C, 3, 3]``.
+        """
         channels = self.channels
-        if x.dim() != 4 or x.shape[1:] != (channels, 3, 3):
-            raise ValueError(f"x must have shape [n, {channels}, 3, 3] (channels = {channels}), got {list(x.shape)}")
+        self._check_features("y", y)
         if edge_index.dim() != 2 or edge_index.shape[0] != 2:
             raise ValueError(f"edge_index must have shape [2, E] (senders, receivers), got {list(edge_index.shape)}")
         if edge_weights.shape != (edge_index.shape[1], 3, channels):
@@ -237,23 +267,28 @@ class TensorMessagePassing(torch.nn.Module):
                 f"(one factor per edge, part I/A/S and channel), got {list(edge_weights.shape)}"
             )
         sender, receiver = edge_index
-        x = x / (frobenius_norm_squared(x) + 1)[..., None, None]
-        # contiguous: CartesianLinear's outputs are permuted views, and gathers of strided rows are slow
-        y = compose_tensor(*self.linear_in(*decompose_tensor(x))).contiguous()  # [n, C, 3, 3]
         # f^I I + f^A A + f^S S of Y_j's parts is a Y_j + b Y_j^T + c tr(Y_j) 1, so the
         # messages need Y_j alone (not one gather per part). The sums of a Y_j and b Y_j
         # are formed at the receivers (gather_scale_scatter, channels last: no
         # [E, 9, C] tensors) and the second is transposed there, on n (not E) matrices,
         # by permuting its 9 entries; the trace term is summed as scalars.
         f_i, f_a, f_s = edge_weights.unbind(1)  # [E, C] each
-        n, y_entries = x.shape[0], y.flatten(-2).transpose(1, 2).contiguous()  # [n, 9, C]
+        n, y_entries = num_receivers, y.flatten(-2).transpose(1, 2).contiguous()  # [n_s, 9, C]
         m_a = gather_scale_scatter(y_entries, 0.5 * (f_a + f_s), sender, receiver, n)
         m_b = gather_scale_scatter(y_entries, 0.5 * (f_s - f_a), sender, receiver, n)
-        trace = y.diagonal(dim1=-2, dim2=-1).sum(-1).unsqueeze(1)  # [n, 1, C]
+        trace = y.diagonal(dim1=-2, dim2=-1).sum(-1).unsqueeze(1)  # [n_s, 1, C]
         m_trace = gather_scale_scatter(trace, (f_i - f_s) / 3, sender, receiver, n)  # [n, 1, C]
-        m_b_transposed = m_b.index_select(1, _TRANSPOSE.to(x.device)).transpose(1, 2).reshape(x.shape)
-        m_a, m_trace = m_a.transpose(1, 2).reshape(x.shape), m_trace.view(n, -1, 1, 1)
-        m = m_a + m_b_transposed + m_trace * torch.eye(3, dtype=x.dtype, device=x.device)
+        shape = (n, channels, 3, 3)
+        m_b_transposed = m_b.index_select(1, _TRANSPOSE.to(y.device)).transpose(1, 2).reshape(shape)
+        m_a, m_trace = m_a.transpose(1, 2).reshape(shape), m_trace.view(n, -1, 1, 1)
+        return m_a + m_b_transposed + m_trace * torch.eye(3, dtype=y.dtype, device=y.device)
+
+    def update(self, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """The last step: ``P_i``, ``dX_i`` and ``out_i = X_i + dX_i + dX_i dX_i`` from the
+        normalized ``X_i`` and ``Y_i`` (:meth:`node_tensors`) and ``M_i`` (:meth:`summed_messages`).
+
+        Shapes: three ``[n, C, 3, 3]`` → ``[n, C, 3, 3]``.
+        """
         product = m @ y + y @ m
         product = product / (frobenius_norm_squared(product) + 1)[..., None, None]
         dx = compose_tensor(*self.linear_out(*decompose_tensor(product)))

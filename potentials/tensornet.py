@@ -17,6 +17,11 @@ Atoms carry C channels of 3 x 3 Cartesian tensors ``X = I + A + S`` (see
 * Readout: ``LayerNorm([|I|^2, |A|^2, |S|^2])`` over 3C, a linear map to C, the
   activation, then TorchMD-Net's ``Scalar`` MLP (C → C/2 → 1).
 
+The embedding's and each interaction's sums over edges are the only per-edge work. In
+inference with edge blocks (:attr:`~.Potential.edge_block_size`) they go block by block
+(:func:`.blocks.summed_over_edge_blocks`), each block computing its own edges' lengths,
+envelope and radial features from ``edge_vec``.
+
 Everything an edge contributes carries the envelope, which vanishes at the cutoff with
 its first two derivatives, so energy, forces and their derivatives are continuous as
 atoms cross it. An atom without neighbours has ``X = 0`` but its readout is not zero
@@ -26,11 +31,14 @@ reference energy.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from equinet.ops import (
     BesselBasis,
     CartesianLinear,
+    EdgePairs,
     ExpNormalBasis,
     GaussianBasis,
     PolynomialCutoff,
@@ -47,6 +55,7 @@ from equinet.ops import (
 )
 
 from .base import Potential
+from .blocks import summed_over_edge_blocks
 from .registry import register_model
 
 __all__ = ["TensorNet"]
@@ -61,8 +70,20 @@ RADIAL_BASES = {
 }
 
 
+class _EdgeTerms(NamedTuple):
+    """What the sums over edges read of the edges: the unit vectors r̂ ``[E, 3]``, and the
+    envelope ``phi(r)`` ``[P]`` and radial features ``e(r)`` ``[P, num_rbf]`` of one edge
+    per pair of ``pairs`` (``None``: of every edge, P = E)."""
+
+    unit: torch.Tensor
+    envelope: torch.Tensor
+    features: torch.Tensor
+    pairs: EdgePairs | None
+
+
 class _TensorEmbedding(torch.nn.Module):
-    """Element pairs and edge tensors → atomic tensors ``[n, C, 3, 3]``."""
+    """Element pairs and edge tensors → atomic tensors ``[n, C, 3, 3]``: :meth:`edge_sums`,
+    the sum over edges, then ``forward``."""
 
     def __init__(self, num_elements: int, channels: int, num_rbf: int, activation):
         super().__init__()
@@ -76,29 +97,42 @@ class _TensorEmbedding(torch.nn.Module):
         )
         self.linear = CartesianLinear(channels, channels)
 
-    def forward(self, species, edge_features, envelope, pairs, unit, edge_index):
-        """``edge_features, envelope``: one row per edge pair (``pairs``); ``unit``: the edge
-        unit vectors r̂ [E, 3], for the edge tensors 1, [r̂]_x, r̂ r̂^T - 1/3."""
+    def edge_sums(self, species, edges: _EdgeTerms, receiver_species, edge_index, num_receivers):
+        """``sum_j phi(r) Z_ij (f^I(e), f^A(e) r̂, f^S(e) (r̂ r̂^T - 1/3))`` at each receiver,
+        part by part in its fewest numbers: the identity part as a scalar, the skew part as
+        its axial vector, the 9 entries of the symmetric traceless part (no ``[E, C, 3, 3]``
+        tensors).
+
+        Shapes: ``species``: ``[n_s]``, the senders' elements (row 0 of ``edge_index``
+        indexes them); ``receiver_species``: ``[E]``; receivers (row 1) index the
+        ``num_receivers`` rows of the output ``[num_receivers, 1 + 3 + 9, C]``.
+        """
         sender, receiver = edge_index
-        z = self.element_embedding(species)
-        pair = self.pair_embedding(torch.cat((z[receiver], z[sender]), dim=-1)) * per_edge(envelope, pairs).unsqueeze(-1)
-        factors = per_edge(self.radial(edge_features), pairs).view(-1, 3, self.channels) * pair.unsqueeze(1)  # [E, 3, C]
+        z = self.element_embedding
+        pair = self.pair_embedding(torch.cat((z(receiver_species), z(species[sender])), dim=-1))
+        pair = pair * per_edge(edges.envelope, edges.pairs).unsqueeze(-1)
+        factors = per_edge(self.radial(edges.features), edges.pairs).view(-1, 3, self.channels) * pair.unsqueeze(1)  # [E, 3, C]
         f_i, f_a, f_s = factors.unbind(1)  # [E, C] each
-        # Summed part by part at the receivers, each in its fewest numbers: the identity
-        # part as scalars, the skew part as axial vectors, without [E, C, 3, 3] tensors.
-        n, c = species.shape[0], self.channels
-        x_i = f_i.new_zeros(n, c).index_add(0, receiver, f_i)
-        x_a = scatter_outer(f_a, unit, receiver, n).transpose(1, 2)  # [n, C, 3]
-        x_s = scatter_outer(f_s, symmetric_traceless(unit).flatten(-2), receiver, n).transpose(1, 2).reshape(n, c, 3, 3)
-        eye = torch.eye(3, dtype=x_i.dtype, device=x_i.device)
-        x = compose_tensor(x_i[..., None, None] * eye, skew_symmetric(x_a), x_s)
+        x_i = f_i.new_zeros(num_receivers, self.channels).index_add(0, receiver, f_i)
+        x_a = scatter_outer(f_a, edges.unit, receiver, num_receivers)  # [n, 3, C]
+        x_s = scatter_outer(f_s, symmetric_traceless(edges.unit).flatten(-2), receiver, num_receivers)  # [n, 9, C]
+        return torch.cat((x_i.unsqueeze(1), x_a, x_s), dim=1)
+
+    def forward(self, sums):
+        """The edge sums ``[n, 13, C]`` (:meth:`edge_sums`) → ``X_i`` ``[n, C, 3, 3]``."""
+        n, c = sums.shape[0], self.channels
+        x_i, x_a, x_s = sums.split((1, 3, 9), dim=1)
+        eye = torch.eye(3, dtype=sums.dtype, device=sums.device)
+        identity = x_i.squeeze(1)[..., None, None] * eye
+        x = compose_tensor(identity, skew_symmetric(x_a.transpose(1, 2)), x_s.transpose(1, 2).reshape(n, c, 3, 3))
         scales = self.scalars(self.norm(frobenius_norm_squared(x))).view(-1, 3, self.channels)
         parts = self.linear(*decompose_tensor(x))
         return compose_tensor(*(scales[:, k, :, None, None] * part for k, part in enumerate(parts)))
 
 
 class _Interaction(torch.nn.Module):
-    """Radial MLP for the per-edge factors, then TensorNet's message passing."""
+    """Radial MLP for the per-edge factors, then TensorNet's message passing; the caller
+    runs ``message_passing``'s three steps with :meth:`messages` as the sum over edges."""
 
     def __init__(self, channels: int, num_rbf: int, activation):
         super().__init__()
@@ -113,9 +147,12 @@ class _Interaction(torch.nn.Module):
         )
         self.message_passing = TensorMessagePassing(channels)
 
-    def forward(self, x, edge_features, envelope, pairs, edge_index):
-        weights = per_edge(self.radial(edge_features) * envelope.unsqueeze(-1), pairs).view(-1, 3, self.channels)
-        return self.message_passing(x, weights, edge_index)
+    def messages(self, y, edges: _EdgeTerms, edge_index, num_receivers):
+        """``M_i`` ``[num_receivers, C, 3, 3]`` of the senders' ``Y_j`` ``[n_s, C, 3, 3]``
+        (:meth:`~equinet.ops.TensorMessagePassing.summed_messages`) with the factors
+        ``phi(r) MLP(e)``."""
+        weights = per_edge(self.radial(edges.features) * edges.envelope.unsqueeze(-1), edges.pairs).view(-1, 3, self.channels)
+        return self.message_passing.summed_messages(y, weights, edge_index, num_receivers)
 
 
 @register_model("tensornet")
@@ -179,15 +216,43 @@ class TensorNet(Potential):
     def message_passing_steps(self) -> int:
         return len(self.interactions) + 1  # the embedding sums over neighbours too
 
-    def node_energy_terms(self, species, edge_vec, edge_index):
+    def edge_bytes(self) -> int:
+        # Per edge of an interaction's block (the embedding's needs less): the radial MLP's
+        # activations and factors (15 C), their combinations (6 C), the gathered and scaled
+        # entries of the senders' tensors (38 C, as a GPU forms them); x2 for the recomputed
+        # forward and its gradients.
+        return 2 * 59 * self.embedding.channels * self.atomic_energies.element_size()
+
+    def _edge_terms(self, edge_vec: torch.Tensor, pairs: EdgePairs | None) -> _EdgeTerms:
         r = edge_vec.norm(dim=-1)
-        # The radial MLPs run once per edge and its reverse (same length): half the edges.
-        pairs = reverse_edge_pairs(edge_index, edge_vec)
         r_pairs = one_per_pair(r, pairs)
         envelope = self.envelope(r_pairs)
-        edge_features = self.radial_basis(r_pairs) * envelope.unsqueeze(-1)
-        x = self.embedding(species, edge_features, envelope, pairs, edge_vec / r.unsqueeze(-1), edge_index)
+        return _EdgeTerms(edge_vec / r.unsqueeze(-1), envelope, self.radial_basis(r_pairs) * envelope.unsqueeze(-1), pairs)
+
+    def _summed(self, messages, nodes, edge_inputs, edges, edge_vec, edge_index):
+        """``messages(nodes, edges, *edge_inputs, edge_index, num_receivers)``, a sum over
+        edges: at once with the terms ``edges`` of all edges, or, where ``edges`` is
+        ``None``, edge block by edge block (:func:`.blocks.summed_over_edge_blocks`), each
+        block computing its own edges' terms from its rows of ``edge_vec``."""
+        if edges is not None:
+            return messages(nodes, edges, *edge_inputs, edge_index, nodes.shape[0])
+
+        def block(nodes, edge_vec, *inputs):  # inputs: the block's edge_inputs, edge_index, num_receivers
+            return messages(nodes, self._edge_terms(edge_vec, None), *inputs)
+
+        return summed_over_edge_blocks(block, nodes, (edge_vec, *edge_inputs), edge_index, self._edge_block)
+
+    def node_energy_terms(self, species, edge_vec, edge_index):
+        # In one pass the radial MLPs run once per edge and its reverse (same length): half
+        # the edges. In edge blocks (inference) nothing as wide as the radial basis or the
+        # channels exists for all edges at once, and an edge's reverse is often in another
+        # block: the MLPs run once per edge.
+        blocked = self._edge_block is not None and edge_index.shape[1] > self._edge_block
+        edges = None if blocked else self._edge_terms(edge_vec, reverse_edge_pairs(edge_index, edge_vec))
+        x = self.embedding(self._summed(self.embedding.edge_sums, species, (species[edge_index[1]],), edges, edge_vec, edge_index))
         for interaction in self.interactions:
-            x = interaction(x, edge_features, envelope, pairs, edge_index)
+            x, y = interaction.message_passing.node_tensors(x)
+            m = self._summed(interaction.messages, y, (), edges, edge_vec, edge_index)
+            x = interaction.message_passing.update(x, y, m)
         invariants = torch.cat([frobenius_norm_squared(part) for part in decompose_tensor(x)], dim=-1)  # [n, 3C]
         return self.readout(self.linear(self.out_norm(invariants))).squeeze(-1)

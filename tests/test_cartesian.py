@@ -167,6 +167,21 @@ def test_message_passing_matches_the_reference_formula(float64):
         _close(layer(x, weights, edge_index), _reference_message_passing(layer, x, weights, edge_index))
 
 
+def test_messages_sum_into_num_receivers_rows_from_a_table_of_senders(float64):
+    # A block of edges reads a table of its senders' rows and sums into rows of its own receivers.
+    layer = TensorMessagePassing(4)
+    x, weights, edge_index = _graph()
+    edge_index[1] %= 3
+    _, y = layer.node_tensors(x)
+    senders, local_senders = torch.unique(edge_index[0], return_inverse=True)
+    block = layer.summed_messages(y[senders], weights, torch.stack([local_senders, edge_index[1]]), 3)
+    assert block.shape == (3, 4, 3, 3)
+    whole = layer.summed_messages(y, weights, edge_index, len(x))
+    _close(block, whole[:3])
+    assert whole[3:].abs().max() == 0
+    _close(layer.update(*layer.node_tensors(x), whole), layer(x, weights, edge_index))
+
+
 def test_message_passing_is_permutation_equivariant(float64):
     layer = TensorMessagePassing(4)
     x, weights, edge_index = _graph()

@@ -184,7 +184,7 @@ def test_the_memory_budget_sets_the_edge_blocks():
     assert model.set_memory_budget(1e-9) == 1024  # at least
     calculator = Calculator(small_model("escn"), max_memory_gb=2.0)
     assert calculator.model.edge_block_size == int(2**30 / calculator.model.edge_bytes())
-    assert small_model("tensornet").set_memory_budget(1.0) is None  # all edges at once
+    assert small_model("tensornet").set_memory_budget(1.0) == int(0.5 * 2**30 / (2 * 59 * 8 * 8))  # C=8, float64
     with pytest.raises(ValueError, match="max_memory_gb must be positive, got -1"):
         Calculator(small_model("mace"), max_memory_gb=-1)
 
