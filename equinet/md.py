@@ -82,6 +82,7 @@ def run_md(
     progress: bool = True,
     max_force_std: float | None = None,
     uncertain: str | Path | None = None,
+    born_charges: bool = False,
 ) -> MDResult:
     """Run MD on ``atoms`` (calculator attached), velocities drawn at ``temperature_K``.
 
@@ -91,7 +92,9 @@ def run_md(
     deviation, and the run stops at the first record where it exceeds ``max_force_std`` (eV/Å);
     with ``uncertain`` (a file), it goes on and writes every such record's frame there.
     A model with tensorial outputs writes each frame's ``dipole`` (and atomic ``charges``) and
-    ``polarizability`` too: the dipoles of a trajectory give its IR spectrum.
+    ``polarizability`` too: the dipoles of a trajectory give its IR spectrum. With
+    ``born_charges``, each recorded frame also gets the atoms' Born charges ``born_charges``
+    (a per-atom array of 9 columns: ``Z*_i[a, b] = d mu_a / d r_ib`` in row-major order, e).
     """
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {', '.join(ENSEMBLES)}, got {ensemble!r}")
@@ -110,6 +113,8 @@ def run_md(
         raise ValueError("max_force_std needs a committee: give the calculator several models")
     if uncertain is not None and max_force_std is None:
         raise ValueError("writing the uncertain frames needs a threshold: give max_force_std")
+    if born_charges and "dipole" not in atoms.calc.results:
+        raise ValueError("Born charges need a model that predicts dipoles (model.outputs: [energy, dipole])")
     records: list[tuple[float, float, float, float, float]] = []
     with contextlib.ExitStack() as stack:
         writer = None
@@ -134,6 +139,8 @@ def run_md(
             atoms.info["time_fs"] = row[0]  # for spectra: equinet spectrum ir reads the spacing
             if "polarizability" in atoms.calc.results:  # not one of ASE's properties: written from info
                 atoms.info["polarizability"] = atoms.calc.results["polarizability"]
+            if born_charges:  # ASE's extxyz writes per-atom arrays of up to 2 dimensions
+                atoms.arrays["born_charges"] = atoms.calc.get_born_charges(atoms).reshape(len(atoms), 9)
             if writer is not None:
                 writer.write(atoms)
             elif trajectory:

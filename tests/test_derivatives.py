@@ -1,6 +1,8 @@
 """Second derivatives by autograd (equinet.derivatives) against central finite differences
 of the same model, in float64."""
 
+import sys
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -157,3 +159,21 @@ def test_phonopy_bands_from_the_hessian_equal_phonopy_s_own_finite_differences(t
     assert main(argv) == 0
     assert "band structure (2x2x2 supercell, 8 atoms, force constants from the Hessian)" in capsys.readouterr().out
     assert (tmp_path / "bands.png").stat().st_size > 10_000
+
+
+# Where phonopy or seekpath is missing is where these messages matter: no importorskip.
+@pytest.mark.parametrize(("missing", "message"), [
+    ("phonopy", "phonon band structures need phonopy: pip install 'equinet[phonons]' (phonopy and seekpath)"),
+    ("seekpath", "the band path comes from seekpath: pip install 'equinet[phonons]' (phonopy and seekpath)"),
+])  # fmt: skip
+def test_band_structures_without_phonopy_or_seekpath_are_one_line(tmp_path, capsys, monkeypatch, missing, message):
+    if missing == "seekpath":
+        pytest.importorskip("phonopy")
+    monkeypatch.setitem(sys.modules, missing, None)  # `import phonopy` raises ImportError
+    save_model(small_model("mace"), tmp_path / "model.pt")
+    write(tmp_path / "cu.extxyz", bulk("Cu", "fcc", a=3.6))
+    argv = ["phonons", str(tmp_path / "model.pt"), str(tmp_path / "cu.extxyz"), "--band-structure", str(tmp_path / "bands.png")]
+    assert main([*argv, "--supercell", "1", "1", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.strip().endswith(message), err
+    assert not (tmp_path / "bands.png").exists()

@@ -203,6 +203,32 @@ def test_md_writes_the_dipole_and_polarizability_of_every_frame(tmp_path):
         assert frame.calc.results["dipole"].shape == (3,) and frame.info["polarizability"].shape == (3, 3)
 
 
+def test_md_writes_the_born_charges_of_every_frame_and_needs_a_dipole_model(tmp_path, capsys):
+    """``--born-charges``: each frame's per-atom array of 9 columns is the calculator's
+    ``[n, 3, 3]`` Born charges at that frame's positions, row-major."""
+    from ase.io import read, write
+
+    from equinet.cli import main
+
+    model = small_model("mace", outputs=BOTH)
+    save_model(model, tmp_path / "model.pt")
+    write(tmp_path / "water.xyz", molecule("H2O"))
+    argv = ["md", str(tmp_path / "model.pt"), str(tmp_path / "water.xyz"), "--steps", "4", "--interval", "2", "--timestep", "0.2"]
+    assert main([*argv, "--born-charges", "--output", str(tmp_path / "md.extxyz")]) == 0
+    frames = read(tmp_path / "md.extxyz", ":")
+    assert len(frames) == 3
+    calculator = Calculator(model)
+    for frame in frames:
+        expected = calculator.get_born_charges(frame)
+        np.testing.assert_allclose(frame.arrays["born_charges"].reshape(-1, 3, 3), expected, rtol=1e-5, atol=1e-6)
+        assert np.abs(expected).max() > 0.01
+
+    save_model(small_model("mace"), tmp_path / "energy.pt")
+    assert main(["md", str(tmp_path / "energy.pt"), *argv[2:], "--born-charges", "--output", str(tmp_path / "e.extxyz")]) == 2
+    assert "Born charges need a model that predicts dipoles (model.outputs: [energy, dipole])" in capsys.readouterr().err
+    assert not (tmp_path / "e.extxyz").exists()
+
+
 def test_the_ir_spectrum_of_two_oscillating_dipoles_peaks_at_their_wavenumbers():
     from equinet.spectra import SPEED_OF_LIGHT_CM_PER_FS, ir_spectrum
 

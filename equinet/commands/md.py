@@ -33,6 +33,8 @@ def register(commands) -> None:
     parser.add_argument("--functional", default="pbe", help="the DFT functional of the training data, for D3's parameters (default pbe)")
     parser.add_argument("--max-memory-gb", type=float, default=None,
                         help="GiB for one force evaluation: edges are processed in blocks that fit (default: half the free memory)")
+    parser.add_argument("--born-charges", action="store_true",
+                        help="with a dipole model: write each recorded frame's Born charges (per-atom array born_charges, 9 columns d mu_a / d r_b, e)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)
 
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_md(
         atoms, args.ensemble, args.temperature, args.timestep, args.steps, args.interval,
         trajectory=args.output, log=log, pressure_bar=args.pressure, seed=args.seed, max_force_std=args.max_force_std,
-        uncertain=uncertain,
+        uncertain=uncertain, born_charges=args.born_charges,
     )
     plot = plot_md(result, plot)
     steps = round(result.time_fs[-1] / args.timestep)
