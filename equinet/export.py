@@ -20,11 +20,22 @@ Atoms owned by other MPI ranks stay separate atoms of the graph; an atom's energ
 on atoms up to ``message_passing_steps`` edges away, so those need their own incoming
 edges up to ``message_passing_steps - 1`` edges out from the local atoms.
 
+A committee (several models with the same elements and cutoff, :mod:`equinet.committee`)
+exports as one graph that runs every member and returns their means, and each member's
+forces for the caller's uncertainty::
+
+        -> energy [N], forces [N, 3], virial [6] (the members' means), member_forces [M, N, 3]
+
+The per-atom force spread is not computed in the graph: an atom's force is summed over the
+graph atoms that stand for it (the other ranks' ghosts) by the caller first, and the spread
+of a sum is not the sum of the spreads; the caller adds each member's forces onto their
+owners, then takes the spread (LAMMPS: ``fix pair ... equinet forces_std 0``).
+
 The model and its autograd backward are traced together into one graph of plain tensor
 operations (``make_fx`` with symbolic sizes) and saved as TorchScript (``.pt``) or
 compiled ahead of time by AOTInductor (``.pt2``); libtorch runs either from C++ without
-Python. The file carries ``equinet.json``: elements, cutoff, message-passing steps,
-dtype, equinet version.
+Python. The file carries ``equinet.json``: elements, cutoff, message-passing steps (a
+committee's largest), number of members (1: one model), dtype, equinet version.
 """
 
 from __future__ import annotations
@@ -33,16 +44,17 @@ import copy
 import json
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from equinet.committee import check_members
 from equinet.files import atomic_write
 from equinet.ops import SymmetricContraction
 from equinet.potentials import Potential, accelerate
 
-__all__ = ["ExportedForces", "export_model", "load_exported", "FORMATS", "METADATA_FILE"]
+__all__ = ["ExportedCommittee", "ExportedForces", "export_model", "load_exported", "FORMATS", "METADATA_FILE"]
 
 FORMATS = ("torchscript", "aotinductor")
 METADATA_FILE = "equinet.json"
@@ -70,6 +82,21 @@ class ExportedForces(torch.nn.Module):
         return energy.detach(), forces, virial
 
 
+class ExportedCommittee(torch.nn.Module):
+    """The members' mean energies, forces and virial, and each member's forces
+    ``member_forces [M, N, 3]`` eV/Å (the signature in the module docstring): the reference
+    for a committee's exported graph."""
+
+    def __init__(self, models: Sequence[Potential]):
+        super().__init__()
+        self.members = torch.nn.ModuleList(ExportedForces(model) for model in models)
+
+    def forward(self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, num_local: torch.Tensor):
+        energies, forces, virials = zip(*(member(edge_vec, species, edge_index, num_local) for member in self.members))
+        member_forces = torch.stack(forces)
+        return torch.stack(energies).mean(0), member_forces.mean(0), torch.stack(virials).mean(0), member_forces
+
+
 def _with_torch_backends(model: Potential) -> Potential:
     """A copy of ``model`` whose operators run the PyTorch reference (the triton, cueq and cpp
     kernels are not part of libtorch, and the backends share the weights), with sizes that
@@ -94,7 +121,7 @@ def _example_inputs(model: Potential, num_atoms: int, seed: int, dtype: torch.dt
     return (pos[receiver] - pos[sender]).to(dtype), species, torch.stack([sender, receiver]), num_local
 
 
-def _trace(module: ExportedForces, inputs: tuple[torch.Tensor, ...]) -> torch.fx.GraphModule:
+def _trace(module: ExportedForces | ExportedCommittee, inputs: tuple[torch.Tensor, ...]) -> torch.fx.GraphModule:
     """The forward and backward as one graph of aten operations, with symbolic sizes."""
     module(*inputs)  # fills lazily built constants outside tracing
     # The model's parameters stay real tensors in the graph (constants of the trace).
@@ -134,13 +161,19 @@ def _save_aotinductor(graph: torch.fx.GraphModule, inputs: tuple[torch.Tensor, .
     torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=options)
 
 
-def export_model(model: Potential, path: str | Path, dtype: torch.dtype | None = None, format: str | None = None) -> dict:
-    """Write ``model`` as one graph for MD codes to ``path``; returns its metadata.
+def export_model(
+    model: Potential | Sequence[Potential], path: str | Path, dtype: torch.dtype | None = None, format: str | None = None
+) -> dict:
+    """Write ``model``, or the committee of a list of models, as one graph for MD codes to
+    ``path``; returns its metadata.
 
     Args:
+        model: one model, or several with the same elements and cutoff (a committee: the
+            graph returns their mean and each member's forces; see the module docstring).
         format: ``"torchscript"`` (a ``.pt`` file, written in seconds) or ``"aotinductor"``
             (a ``.pt2`` package compiled ahead of time to C++ for this machine's CPU:
             minutes to write); by default, aotinductor for a ``.pt2`` path.
+        dtype: the graph's precision; by default the (first) model's.
 
     The written file is loaded back and checked against the model on structures of other
     sizes than the one it was traced on (a ``RuntimeError`` if they differ). Only the energy
@@ -148,27 +181,36 @@ def export_model(model: Potential, path: str | Path, dtype: torch.dtype | None =
     """
     from equinet import __version__
 
-    if "energy" not in model.outputs:
-        raise ValueError(f"the model predicts {', '.join(model.outputs)}, not energies (model.outputs): there is nothing for an MD code to run")
+    models = list(model) if isinstance(model, Sequence) else [model]
+    if not models:
+        raise ValueError("an empty committee: give at least one model to export")
+    for member in models:
+        if "energy" not in member.outputs:
+            raise ValueError(f"the model predicts {', '.join(member.outputs)}, not energies (model.outputs): there is nothing for an MD code to run")
+    check_members(models)
     path = Path(path)
     format = format or ("aotinductor" if path.suffix == ".pt2" else "torchscript")
     if format not in FORMATS:
         raise ValueError(f"export format must be one of {', '.join(FORMATS)}, got {format!r}")
     if (path.suffix == ".pt2") != (format == "aotinductor"):
         raise ValueError(f"{path}: an exported model is a .pt2 file for format aotinductor and not .pt2 for torchscript (LAMMPS tells them apart by the suffix)")
-    dtype = dtype or model.atomic_energies.dtype
-    model = _with_torch_backends(model).to(dtype).eval()  # a copy: the caller's model keeps its dtype
+    dtype = dtype or models[0].atomic_energies.dtype
+    models = [_with_torch_backends(member).to(dtype).eval() for member in models]  # copies: the caller's models keep their dtype
+    first = models[0]
     metadata = {
         "format": "equinet-lammps",
         "equinet_version": __version__,
-        "model": model.config["name"],
-        "elements": model.elements,
-        "cutoff": model.cutoff,
-        "message_passing_steps": model.message_passing_steps,
+        "model": ", ".join(dict.fromkeys(member.config["name"] for member in models)),
+        "elements": first.elements,
+        "cutoff": first.cutoff,
+        # Members may see different distances; the caller's ghost atoms must reach the farthest.
+        "message_passing_steps": max(member.message_passing_steps for member in models),
+        "members": len(models),
         "dtype": str(dtype).removeprefix("torch."),
     }
-    reference = ExportedForces(model)
-    inputs = _example_inputs(model, 24, 0, dtype)
+    reference = ExportedForces(first) if len(models) == 1 else ExportedCommittee(models)
+    outputs = ("energy", "forces", "virial", "member forces")
+    inputs = _example_inputs(first, 24, 0, dtype)
     graph = _trace(reference, inputs)
     with atomic_write(path) as partial:  # only a checked graph reaches ``path``
         if format == "aotinductor":
@@ -178,8 +220,8 @@ def export_model(model: Potential, path: str | Path, dtype: torch.dtype | None =
         exported, _ = load_exported(partial)
         tolerance = 1e-9 if dtype == torch.float64 else 1e-4
         for num_atoms, seed in ((37, 1), (5, 2), (1, 3)):  # sizes other than the traced 24, down to one atom
-            inputs = _example_inputs(model, num_atoms, seed, dtype)
-            for name, expected, got in zip(("energy", "forces", "virial"), reference(*inputs), exported(*inputs)):
+            inputs = _example_inputs(first, num_atoms, seed, dtype)
+            for name, expected, got in zip(outputs, reference(*inputs), exported(*inputs)):
                 if not torch.allclose(got, expected, rtol=tolerance, atol=tolerance):
                     raise RuntimeError(f"the exported graph's {name} differs from the model's on {num_atoms} atoms: report this as a bug")
     return metadata
