@@ -24,7 +24,7 @@ from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 from torch_geometric.data import Batch
 
-from equinet.committee import is_committee_file, read_committee
+from equinet.committee import check_members, expand_committees
 from equinet.datasets import atoms_to_graph
 from equinet.derivatives import born_charges, elastic_tensor, hessian, require_energy
 from equinet.dispersion import D3Dispersion
@@ -125,17 +125,12 @@ class Calculator(_ASECalculator):
         super().__init__(**kwargs)
         self.device = check_device(device)
         members = list(model) if isinstance(model, (list, tuple)) else [model]
-        members = [part for member in members for part in (read_committee(member) if is_committee_file(member) else [member])]
+        members = expand_committees(members)
         if not members:
             raise ValueError("an empty committee: give at least one model")
         self.models = [self._prepared(member, dtype, head, backend) for member in members]
         self.model = self.models[0]
-        for other in self.models[1:]:
-            if other.elements != self.model.elements or other.cutoff != self.model.cutoff:
-                raise ValueError(
-                    f"committee members differ: elements {other.elements} and cutoff {other.cutoff} Å against "
-                    f"{self.model.elements} and {self.model.cutoff} Å; a committee needs the same elements and cutoff"
-                )
+        check_members(self.models)
         self._elements = set(self.model.elements)
         outputs = [tuple(member.outputs) for member in self.models]
         if any(other != outputs[0] for other in outputs):

@@ -5,8 +5,8 @@ writes one)::
     format: equinet-committee
     members: [member_0/model.pt, member_1/model.pt, member_2/model.pt]   # relative to the file
 
-``equinet.Calculator``, ``equinet md``, ``equinet evaluate`` and ``equinet select`` accept
-such a file wherever they accept a model.
+``equinet.Calculator``, ``equinet md``, ``equinet evaluate``, ``equinet select`` and
+``equinet export`` accept such a file wherever they accept a model.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["COMMITTEE_FORMAT", "is_committee_file", "read_committee", "write_committee"]
+__all__ = ["COMMITTEE_FORMAT", "check_members", "expand_committees", "is_committee_file", "read_committee", "write_committee"]
 
 COMMITTEE_FORMAT = "equinet-committee"
 
@@ -48,6 +48,24 @@ def read_committee(path: str | Path) -> list[Path]:
         if not member.is_file():
             raise ValueError(f"{path}: member {member} not found")
     return paths
+
+
+def expand_committees(members: list) -> list:
+    """``members`` (models, model files and committee files) with each committee file replaced
+    by its member files."""
+    return [part for member in members for part in (read_committee(member) if is_committee_file(member) else [member])]
+
+
+def check_members(models: list) -> None:
+    """Raises ``ValueError`` in one line unless the models (``Potential``s) share elements
+    and cutoff, as the members of a committee must."""
+    first = models[0]
+    for other in models[1:]:
+        if other.elements != first.elements or other.cutoff != first.cutoff:
+            raise ValueError(
+                f"committee members differ: elements {other.elements} and cutoff {other.cutoff} Å against "
+                f"{first.elements} and {first.cutoff} Å; a committee needs the same elements and cutoff"
+            )
 
 
 def write_committee(path: str | Path, members: list[Path]) -> None:

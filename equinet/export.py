@@ -20,12 +20,24 @@ Atoms owned by other MPI ranks stay separate atoms of the graph; an atom's energ
 on atoms up to ``message_passing_steps`` edges away, so those need their own incoming
 edges up to ``message_passing_steps - 1`` edges out from the local atoms.
 
+A committee (several models with the same elements and cutoff, :mod:`equinet.committee`)
+exports as one graph that runs every member and returns their means, and each member's
+forces for the caller's uncertainty::
+
+        -> energy [N], forces [N, 3], virial [6] (the members' means), member_forces [M, N, 3]
+
+The per-atom force spread is not computed in the graph: an atom's force is summed over the
+graph atoms that stand for it (the other ranks' ghosts) by the caller first, and the spread
+of a sum is not the sum of the spreads; the caller adds each member's forces onto their
+owners, then takes the spread (LAMMPS: ``fix pair ... equinet forces_std 0``).
+
 The model and its autograd backward are traced together into one graph of plain tensor
 operations (``make_fx`` with symbolic sizes) and saved as TorchScript (``.pt``) or
 compiled ahead of time by AOTInductor (``.pt2``); libtorch runs either from C++ without
-Python. The file carries ``equinet.json``: elements, cutoff, message-passing steps,
-dtype, equinet version. A graph may hold only some of the model's elements (a foundation
-model knows 89; a simulation needs a few): its size and compile time grow with them.
+Python. The file carries ``equinet.json``: elements, cutoff, message-passing steps (a
+committee's largest), number of members (1: one model), dtype, equinet version. A graph
+may hold only some of the model's elements (a foundation model knows 89; a simulation
+needs a few): its size and compile time grow with them.
 """
 
 from __future__ import annotations
@@ -34,16 +46,17 @@ import copy
 import json
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from equinet.committee import check_members
 from equinet.files import atomic_write
 from equinet.ops import SymmetricContraction
 from equinet.potentials import Potential, accelerate
 
-__all__ = ["ExportedForces", "export_model", "load_exported", "FORMATS", "METADATA_FILE"]
+__all__ = ["ExportedCommittee", "ExportedForces", "export_model", "load_exported", "FORMATS", "METADATA_FILE"]
 
 FORMATS = ("torchscript", "aotinductor")
 METADATA_FILE = "equinet.json"
@@ -78,6 +91,21 @@ class ExportedForces(torch.nn.Module):
         return energy.detach(), forces, virial
 
 
+class ExportedCommittee(torch.nn.Module):
+    """The members' mean energies, forces and virial, and each member's forces
+    ``member_forces [M, N, 3]`` eV/Å (the signature in the module docstring): the reference
+    for a committee's exported graph. ``species`` as for :class:`ExportedForces`."""
+
+    def __init__(self, models: Sequence[Potential], species: torch.Tensor | None = None):
+        super().__init__()
+        self.members = torch.nn.ModuleList(ExportedForces(model, species) for model in models)
+
+    def forward(self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, num_local: torch.Tensor):
+        energies, forces, virials = zip(*(member(edge_vec, species, edge_index, num_local) for member in self.members))
+        member_forces = torch.stack(forces)
+        return torch.stack(energies).mean(0), member_forces.mean(0), torch.stack(virials).mean(0), member_forces
+
+
 def traceable_copy(model: Potential, species: list[int], dtype: torch.dtype) -> Potential:
     """A copy of ``model`` in ``dtype`` whose sizes do not depend on the data, for the
     elements of species indices ``species``: its operators run the PyTorch reference (the
@@ -97,20 +125,20 @@ def traceable_copy(model: Potential, species: list[int], dtype: torch.dtype) -> 
     return model
 
 
-def _example_inputs(model: Potential, num_elements: int, num_atoms: int, seed: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+def _example_inputs(num_elements: int, cutoff: float, num_atoms: int, seed: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
     """A random cluster of ``num_elements`` exported elements with its neighbour list (all
-    pairs within the cutoff) and a few trailing atoms counted as ghosts."""
+    pairs within ``cutoff``, Å) and a few trailing atoms counted as ghosts."""
     generator = torch.Generator().manual_seed(seed)
-    side = model.cutoff * (num_atoms / 3) ** (1 / 3)  # 3 atoms per cutoff^3: about a dozen neighbours
+    side = cutoff * (num_atoms / 3) ** (1 / 3)  # 3 atoms per cutoff^3: about a dozen neighbours
     pos = torch.rand(num_atoms, 3, generator=generator, dtype=torch.float64) * side
     species = torch.arange(num_atoms) % num_elements
-    neighbours = ((pos[:, None] - pos[None]).norm(dim=-1) < model.cutoff) & ~torch.eye(num_atoms, dtype=torch.bool)
+    neighbours = ((pos[:, None] - pos[None]).norm(dim=-1) < cutoff) & ~torch.eye(num_atoms, dtype=torch.bool)
     sender, receiver = neighbours.nonzero().T
     num_local = torch.tensor(num_atoms - num_atoms // 4)
     return (pos[receiver] - pos[sender]).to(dtype), species, torch.stack([sender, receiver]), num_local
 
 
-def _trace(module: ExportedForces, inputs: tuple[torch.Tensor, ...]) -> torch.fx.GraphModule:
+def _trace(module: ExportedForces | ExportedCommittee, inputs: tuple[torch.Tensor, ...]) -> torch.fx.GraphModule:
     """The forward and backward as one graph of aten operations, with symbolic sizes."""
     module(*inputs)  # fills lazily built constants outside tracing
     # The model's parameters stay real tensors in the graph (constants of the trace).
@@ -151,14 +179,22 @@ def _save_aotinductor(graph: torch.fx.GraphModule, inputs: tuple[torch.Tensor, .
 
 
 def export_model(
-    model: Potential, path: str | Path, dtype: torch.dtype | None = None, format: str | None = None, elements: list[int] | None = None
+    model: Potential | Sequence[Potential],
+    path: str | Path,
+    dtype: torch.dtype | None = None,
+    format: str | None = None,
+    elements: list[int] | None = None,
 ) -> dict:
-    """Write ``model`` as one graph for MD codes to ``path``; returns its metadata.
+    """Write ``model``, or the committee of a list of models, as one graph for MD codes to
+    ``path``; returns its metadata.
 
     Args:
+        model: one model, or several with the same elements and cutoff (a committee: the
+            graph returns their mean and each member's forces; see the module docstring).
         format: ``"torchscript"`` (a ``.pt`` file, written in seconds) or ``"aotinductor"``
             (a ``.pt2`` package compiled ahead of time to C++ for this machine's CPU:
             minutes to write); by default, aotinductor for a ``.pt2`` path.
+        dtype: the graph's precision; by default the (first) model's.
         elements: atomic numbers of the elements the graph takes (a subset of the model's,
             in this order); ``None``: all of the model's.
 
@@ -168,32 +204,41 @@ def export_model(
     """
     from equinet import __version__
 
-    if "energy" not in model.outputs:
-        raise ValueError(f"the model predicts {', '.join(model.outputs)}, not energies (model.outputs): there is nothing for an MD code to run")
+    models = list(model) if isinstance(model, Sequence) else [model]
+    if not models:
+        raise ValueError("an empty committee: give at least one model to export")
+    for member in models:
+        if "energy" not in member.outputs:
+            raise ValueError(f"the model predicts {', '.join(member.outputs)}, not energies (model.outputs): there is nothing for an MD code to run")
+    check_members(models)
     path = Path(path)
     format = format or ("aotinductor" if path.suffix == ".pt2" else "torchscript")
     if format not in FORMATS:
         raise ValueError(f"export format must be one of {', '.join(FORMATS)}, got {format!r}")
     if (path.suffix == ".pt2") != (format == "aotinductor"):
         raise ValueError(f"{path}: an exported model is a .pt2 file for format aotinductor and not .pt2 for torchscript (LAMMPS tells them apart by the suffix)")
-    elements = list(model.elements) if elements is None else [int(z) for z in elements]
-    missing = [z for z in elements if z not in model.elements]
-    if missing or not elements or len(set(elements)) != len(elements):
-        raise ValueError(f"elements {elements}: give distinct atomic numbers from the model's ({', '.join(map(str, model.elements))})")
-    species = [model.elements.index(z) for z in elements]
-    dtype = dtype or model.atomic_energies.dtype
+    first = models[0]
+    elements = list(first.elements) if elements is None else [int(z) for z in elements]
+    if not elements or len(set(elements)) != len(elements) or not set(elements) <= set(first.elements):
+        raise ValueError(f"elements {elements}: give distinct atomic numbers from the model's ({', '.join(map(str, first.elements))})")
+    species = [first.elements.index(z) for z in elements]
+    dtype = dtype or first.atomic_energies.dtype
+    models = [traceable_copy(member, species, dtype) for member in models]  # copies: the caller's models are unchanged
     metadata = {
         "format": "equinet-lammps",
         "equinet_version": __version__,
-        "model": model.config["name"],
+        "model": ", ".join(dict.fromkeys(member.config["name"] for member in models)),
         "elements": elements,
-        "cutoff": model.cutoff,
-        "message_passing_steps": model.message_passing_steps,
+        "cutoff": first.cutoff,
+        # Members may see different distances; the caller's ghost atoms must reach the farthest.
+        "message_passing_steps": max(member.message_passing_steps for member in models),
+        "members": len(models),
         "dtype": str(dtype).removeprefix("torch."),
     }
-    model = traceable_copy(model, species, dtype)  # a copy: the caller's model is unchanged
-    reference = ExportedForces(model, torch.tensor(species))
-    inputs = _example_inputs(model, len(species), 24, 0, dtype)
+    exported_species = torch.tensor(species)
+    reference = ExportedForces(models[0], exported_species) if len(models) == 1 else ExportedCommittee(models, exported_species)
+    outputs = ("energy", "forces", "virial", "member forces")
+    inputs = _example_inputs(len(species), first.cutoff, 24, 0, dtype)
     graph = _trace(reference, inputs)
     with atomic_write(path) as partial:  # only a checked graph reaches ``path``
         if format == "aotinductor":
@@ -203,8 +248,8 @@ def export_model(
         exported, _ = load_exported(partial)
         tolerance = 1e-9 if dtype == torch.float64 else 1e-4
         for num_atoms, seed in ((37, 1), (5, 2), (1, 3)):  # sizes other than the traced 24, down to one atom
-            inputs = _example_inputs(model, len(species), num_atoms, seed, dtype)
-            for name, expected, got in zip(("energy", "forces", "virial"), reference(*inputs), exported(*inputs)):
+            inputs = _example_inputs(len(species), first.cutoff, num_atoms, seed, dtype)
+            for name, expected, got in zip(outputs, reference(*inputs), exported(*inputs)):
                 if not torch.allclose(got, expected, rtol=tolerance, atol=tolerance):
                     raise RuntimeError(f"the exported graph's {name} differs from the model's on {num_atoms} atoms: report this as a bug")
     return metadata

