@@ -5,9 +5,11 @@ reference implementation (the ``dftd3`` package, an optional extra: ``pip instal
 
 Semi-local DFT (PBE, as in most materials data and the MACE-MP models) misses van der Waals
 binding. D3 adds it as damped ``-C6/r^6 - C8/r^8`` pair terms whose coefficients follow each
-atom's coordination number. The defaults are those of MACE-MP + D3 in mace-torch and of
-LAMMPS's ``pair_style dispersion/d3``: two-body terms only, within 40 Bohr (21.2 Å), and
-coordination numbers within 40 Bohr; ``three_body=True`` adds the Axilrod–Teller–Muto term.
+atom's coordination number. The defaults are those of MACE-MP + D3 in mace-torch: two-body
+terms only, within 40 Bohr (21.2 Å), and coordination numbers within 40 Bohr;
+``three_body=True`` adds the Axilrod–Teller–Muto term. LAMMPS's ``pair_style dispersion/d3``
+with the same settings gives the same D3 but for its unit constants and, in metal alloys, its
+C6 interpolation (README, LAMMPS).
 Periodic cells are summed over all images within the cutoffs.
 
 Training can learn only the short-range rest: ``data.dispersion`` in the config subtracts D3

@@ -243,12 +243,8 @@ def test_an_imported_mace_file_on_two_ranks_matches_mace_torch(setup):
 
 def test_d3_dispersion_beside_equinet_in_lammps(setup):
     """``pair_style hybrid/overlay equinet dispersion/d3`` on two ranks is the equinet model
-    plus LAMMPS's own D3, exactly; and LAMMPS's D3 (checked by its authors against Grimme's
-    original dftd3 program) agrees with s-dftd3 (``Calculator(dispersion=)``) to within the
-    small difference of their coordination numbers (README, LAMMPS section)."""
-    pytest.importorskip("dftd3", reason="needs the d3 extra: pip install 'equinet[d3]'")
-    from equinet.dispersion import D3Dispersion
-
+    plus LAMMPS's own D3, exactly. (LAMMPS's D3 against the calculator's:
+    tests/test_dispersion.py; on this Cu/Ni alloy they differ, see the README's LAMMPS section.)"""
     folder, calculator = setup
     atoms, cutoff = _alloy(), 12.0
     d3 = f"dispersion/d3 bj pbe {cutoff} {cutoff}"
@@ -259,10 +255,6 @@ def test_d3_dispersion_beside_equinet_in_lammps(setup):
     d3_tables, d3_forces, log = _run(folder, atoms, ["Cu", "Ni"], "run 0", pair=d3_alone)
     assert d3_tables is not None, log
     _assert_matches_ase([tables[0] - d3_tables[0]], forces - d3_forces, atoms, calculator)
-
-    s_dftd3 = D3Dispersion("d3bj", "pbe", cutoff=cutoff, cn_cutoff=cutoff)(atoms)
-    assert d3_tables[0][0, 1] == pytest.approx(s_dftd3["energy"], rel=1e-3)
-    np.testing.assert_allclose(d3_forces, s_dftd3["forces"], atol=0.02)
 
 
 def test_a_triclinic_box_on_four_ranks_split_along_two_axes(setup):
