@@ -17,8 +17,7 @@ worker killed for memory (or past ``--timeout``) is reported as such.
 
 MACE is the model of issue 39: 64x0e+64x1o, max_ell 3, correlation 3, 2 layers, radial MLP
 [64, 64, 64]; NequIP 32 channels, l_max 2, 4 layers; eSCN 32 channels, l_max 6, m_max 2, 2
-layers; TensorNet 128 channels, 2 layers (not blocked yet: its per-edge radial weights
-``[E, 3, 128]`` exist for all edges at once).
+layers; TensorNet 128 channels, 2 layers.
 """
 
 from __future__ import annotations
