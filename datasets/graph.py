@@ -10,6 +10,7 @@ One graph per structure, with
 ``edge_index``  ``[2, e]``   row 0 senders j, row 1 receivers i (full list)
 ``edge_shift``  ``[e, 3]``   integer cell shifts S (int64)
 ``total_charge`` ``[1]``     the structure's charge in e (``atoms.info["charge"]``, else 0)
+``total_spin``  ``[1]``      its spin multiplicity 2S+1 (``atoms.info["spin"]``, else 1)
 ==============  ===========  =================================================
 
 and, when labels are given, ``energy [1]`` (eV), ``forces [n, 3]`` (eV/Å), ``stress
@@ -33,7 +34,7 @@ from ase import Atoms
 from torch_geometric.data import Data
 
 from .errors import DataError
-from .labels import Labels, total_charge
+from .labels import Labels, total_charge, total_spin
 
 MIN_DISTANCE = 0.1  # Å; closer atoms are a broken structure, not physics
 
@@ -115,6 +116,7 @@ def atoms_to_graph(
         edge_index=torch.from_numpy(np.stack([sender, receiver])),
         edge_shift=torch.from_numpy(shift),
         total_charge=torch.tensor([total_charge(atoms, source, frame)], dtype=dtype),
+        total_spin=torch.tensor([total_spin(atoms, source, frame)], dtype=dtype),
     )
     if labels is not None:
         for key, value in labels.as_tensors(len(atoms), dtype).items():
@@ -147,6 +149,8 @@ def graph_to_atoms(graph: Data) -> Atoms:
         atoms.info["polarizability"] = graph.polarizability.view(3, 3).double().numpy()
     if "total_charge" in graph and float(graph.total_charge[0]) != 0:
         atoms.info["charge"] = float(graph.total_charge[0])
+    if "total_spin" in graph and float(graph.total_spin[0]) != 1:
+        atoms.info["spin"] = float(graph.total_spin[0])
     if results:
         atoms.calc = SinglePointCalculator(atoms, **results)
     return atoms

@@ -13,14 +13,15 @@ Ragged layout, one row per atom or per frame, readable by any HDF5 tool:
 ``dipole``        ``[S, 3]``   e·Å
 ``polarizability`` ``[S, 3, 3]`` Å³
 ``charge``        ``[S]``      the structure's total charge, e (``atoms.info["charge"]``)
+``spin``          ``[S]``      its spin multiplicity 2S+1 (``atoms.info["spin"]``)
 ``forces``        ``[A, 3]``   eV/Å
 ``node_energy``   ``[A]``      eV
 ================  ===========  ============================================
 
 A label a frame does not have is stored as NaN (input with NaN labels is rejected when
 read, so NaN only ever means "absent"). Stores written before ``dipole``,
-``polarizability`` and ``charge`` existed lack them, and read as without those labels and
-neutral. Frames are read by random access; the file is
+``polarizability``, ``charge`` and ``spin`` existed lack them, and read as without those
+labels, neutral and singlets. Frames are read by random access; the file is
 opened lazily in each process, so several DataLoader workers can share one store.
 """
 
@@ -35,13 +36,13 @@ import numpy as np
 from ase import Atoms
 
 from .errors import DataError
-from .labels import Labels, total_charge
+from .labels import Labels, total_charge, total_spin
 
 H5_SUFFIXES = (".h5", ".hdf5")
 FORMAT = "equinet-structures"
 VERSION = 1
 _PER_ATOM = {"numbers": (), "positions": (3,), "forces": (3,), "node_energy": ()}
-_PER_FRAME = {"cell": (3, 3), "pbc": (3,), "energy": (), "stress": (3, 3), "dipole": (3,), "polarizability": (3, 3), "charge": ()}
+_PER_FRAME = {"cell": (3, 3), "pbc": (3,), "energy": (), "stress": (3, 3), "dipole": (3,), "polarizability": (3, 3), "charge": (), "spin": ()}
 
 
 def write_h5(path: str | Path, structures: Iterable[tuple[Atoms, Labels]], chunk_frames: int = 1024) -> int:
@@ -86,6 +87,7 @@ def _append(file: h5py.File, buffer: list[tuple[Atoms, Labels]]) -> int:
         "dipole": np.stack([label(labels, "dipole", (3,)) for _, labels in buffer]),
         "polarizability": np.stack([label(labels, "polarizability", (3, 3)) for _, labels in buffer]),
         "charge": np.array([total_charge(atoms) for atoms, _ in buffer]),
+        "spin": np.array([total_spin(atoms) for atoms, _ in buffer]),
     }
     for name, values in columns.items():
         dataset = file[name]
@@ -142,6 +144,8 @@ class H5Structures:
         )
         if "charge" in file and file["charge"][index] != 0:
             atoms.info["charge"] = float(file["charge"][index])
+        if "spin" in file and file["spin"][index] != 1:
+            atoms.info["spin"] = float(file["spin"][index])
         values = {
             "energy": file["energy"][index],
             "stress": file["stress"][index],

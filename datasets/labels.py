@@ -100,14 +100,24 @@ def _stress_matrix(value, source, frame) -> np.ndarray:
 
 
 def total_charge(atoms: Atoms, source: str | None = None, frame: int | None = None) -> float:
-    """The charge of a structure in e: ``atoms.info["charge"]`` (as fairchem reads it), else 0."""
-    value = atoms.info.get("charge", 0.0)
+    """The charge of a structure in e: ``atoms.info["charge"]`` (as fairchem and mace-torch read it), else 0."""
+    return _info_number(atoms, "charge", 0.0, "the structure's total charge in e", source, frame)
+
+
+def total_spin(atoms: Atoms, source: str | None = None, frame: int | None = None) -> float:
+    """The spin multiplicity 2S+1 of a structure: ``atoms.info["spin"]`` (as fairchem and
+    mace-torch read it), else 1."""
+    return _info_number(atoms, "spin", 1.0, "the structure's spin multiplicity 2S+1", source, frame)
+
+
+def _info_number(atoms: Atoms, key: str, default: float, meaning: str, source: str | None, frame: int | None) -> float:
+    value = atoms.info.get(key, default)
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise DataError(f"info charge = {value!r} is not a number (the structure's total charge in e)", source, frame) from None
+        raise DataError(f"info {key} = {value!r} is not a number ({meaning})", source, frame) from None
     if not np.isfinite(value):
-        raise DataError("info charge is NaN or Inf", source, frame)
+        raise DataError(f"info {key} is NaN or Inf", source, frame)
     return value
 
 
@@ -147,7 +157,8 @@ def read_labels(
     """
     keys = keys or {}
     factor = energy_unit_factor(energy_unit)
-    total_charge(atoms, source, frame)  # an input, not a label, but read and checked with them
+    total_charge(atoms, source, frame)  # inputs, not labels, but read and checked with them
+    total_spin(atoms, source, frame)
     labels = Labels()
     for name in LABELS:
         candidates = (keys[name],) if keys.get(name) else _DEFAULT_KEYS[name]

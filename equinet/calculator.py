@@ -101,10 +101,15 @@ class Calculator(_ASECalculator):
     ``dipole`` (e·Å, ASE's name: ``atoms.get_dipole_moment()``) with the atomic ``charges``
     (e), and ``polarizability`` ``[3, 3]`` (Å³); ``born_charges`` ``[n, 3, 3]`` (e,
     ``d mu_a / d r_ib``) by autograd when asked for (``calc.get_born_charges(atoms)`` or
-    ``calc.get_property("born_charges", atoms)``). The total charge is
-    ``atoms.info["charge"]`` (default 0). A model without ``energy`` gives only these.
+    ``calc.get_property("born_charges", atoms)``). A model without ``energy`` gives only these.
     The Hessian ``[3n, 3n]`` (eV/Å²) is a property too, computed when asked for
     (``calc.get_hessian(atoms)``), and then in ``calc.results["hessian"]``.
+
+    Each structure's total charge is ``atoms.info["charge"]`` (e, default 0) and its spin
+    multiplicity 2S+1 ``atoms.info["spin"]`` (default 1), as in mace-torch and fairchem: the
+    charge constrains the atomic charges of a dipole model, and a model with a charge or spin
+    embedding (MACE-OMOL-0) reads both. Changing either is a change of the structure: the
+    next property is computed anew.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
@@ -222,6 +227,14 @@ class Calculator(_ASECalculator):
             raise ValueError("give the atoms: calc.get_hessian(atoms)")
         self._check_elements(atoms)
         return atoms
+
+    def check_state(self, atoms, tol=1e-15):
+        """ASE's changes since the last calculation, and ``info`` if the total charge or spin
+        changed (ASE compares neither)."""
+        changes = super().check_state(atoms, tol)
+        if self.atoms is not None and any(self.atoms.info.get(key) != atoms.info.get(key) for key in ("charge", "spin")):
+            changes.append("info")
+        return changes
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)

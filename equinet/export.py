@@ -200,7 +200,8 @@ def export_model(
 
     The written file is loaded back and checked against the model on structures of other
     sizes than the one it was traced on (a ``RuntimeError`` if they differ). Only the energy
-    and its derivatives are exported; a model without ``energy`` in its outputs is refused.
+    and its derivatives are exported; a model without ``energy`` in its outputs is refused,
+    and so is one that reads each structure's total charge or spin (the graph takes none).
     """
     from equinet import __version__
 
@@ -210,6 +211,11 @@ def export_model(
     for member in models:
         if "energy" not in member.outputs:
             raise ValueError(f"the model predicts {', '.join(member.outputs)}, not energies (model.outputs): there is nothing for an MD code to run")
+        if member.structure_inputs:
+            raise ValueError(
+                f"the model reads each structure's {' and '.join(member.structure_inputs)} (a charge or spin embedding, as MACE-OMOL-0's), "
+                "which the exported graph has no input for yet; run it through equinet.Calculator instead"
+            )
     check_members(models)
     path = Path(path)
     format = format or ("aotinductor" if path.suffix == ".pt2" else "torchscript")

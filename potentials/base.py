@@ -10,6 +10,9 @@ Models that read out tensorial outputs (``outputs: [energy, dipole, polarizabili
 define :meth:`Potential.node_terms_and_features` instead, which also returns the node
 features that :class:`~.heads.TensorialHeads` reads.
 
+A model may read per-structure inputs besides the geometry (:attr:`Potential.structure_inputs`:
+the batch fields ``total_charge`` and ``total_spin``); the base hands them to it per atom.
+
 The energy of atom i of element z is
 
     E_i = E0[z] + shift + scale * (f_i - f_isolated[z])
@@ -23,11 +26,19 @@ from __future__ import annotations
 
 import torch
 
+from .charge_spin import STRUCTURE_DEFAULTS
 from .heads import check_outputs
 
 __all__ = ["Potential"]
 
 NUM_ELEMENTS_TABLE = 119  # atomic numbers 0..118
+
+
+def _per_structure(batch, key: str, num_graphs: int, like: torch.Tensor) -> torch.Tensor:
+    """Batch field ``key`` (``total_charge``, ``total_spin``) ``[B]`` in the dtype of ``like``;
+    its default for every structure where the batch lacks it."""
+    value = getattr(batch, key, None)
+    return like.new_full((num_graphs,), STRUCTURE_DEFAULTS[key]) if value is None else value.view(-1).to(like.dtype)
 
 
 def _symbols(numbers) -> str:
@@ -74,6 +85,10 @@ class Potential(torch.nn.Module):
     #: edges at once. Not saved with the model; :meth:`set_memory_budget` chooses it.
     edge_block_size: int | None = None
     _edge_block: int | None = None  # edge_block_size during such a call, else None
+    #: The per-structure inputs the model reads besides the geometry: batch fields among
+    #: ``total_charge`` (e) and ``total_spin`` (spin multiplicity 2S+1), handed to
+    #: :meth:`node_energy_terms` per atom; a batch without one gives its default (0, 1).
+    structure_inputs: tuple[str, ...] = ()
 
     @classmethod
     def check_backend_requests(cls, config: dict, requests: dict[str, str]) -> None:
@@ -118,21 +133,23 @@ class Potential(torch.nn.Module):
 
     # ------------------------------------------------------------------ to implement
 
-    def node_energy_terms(self, species: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    def node_energy_terms(self, species: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor, **structure_inputs: torch.Tensor) -> torch.Tensor:
         """The learned part of the atomic energies.
 
         Args:
             species: ``[n]`` element index 0..num_elements-1 (into ``self.elements``).
             edge_vec: ``[E, 3]`` vector from sender to receiver in Å (differentiable).
             edge_index: ``[2, E]`` senders (row 0) and receivers (row 1).
+            structure_inputs: the model's :attr:`structure_inputs`, each ``[n]``: the value of
+                each atom's structure; one not given: its default for every atom.
 
         Returns:
             ``[n]`` dimensionless energies, scaled by ``scale`` into eV.
         """
-        return self.node_terms_and_features(species, edge_vec, edge_index)[0]
+        return self.node_terms_and_features(species, edge_vec, edge_index, **structure_inputs)[0]
 
     def node_terms_and_features(
-        self, species: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor
+        self, species: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor, **structure_inputs: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """:meth:`node_energy_terms` and the node features the tensorial heads read (one
         tensor per layer read out; see :class:`~.heads.TensorialHeads`). A model defines
@@ -181,9 +198,9 @@ class Potential(torch.nn.Module):
             )
         return species
 
-    def node_energies(self, species: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    def node_energies(self, species: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor, **structure_inputs: torch.Tensor) -> torch.Tensor:
         """Atomic energies ``[n]`` in eV (arguments as for :meth:`node_energy_terms`)."""
-        return self._energies_of_terms(self.node_energy_terms(species, edge_vec, edge_index), species)
+        return self._energies_of_terms(self.node_energy_terms(species, edge_vec, edge_index, **structure_inputs), species)
 
     def _energies_of_terms(self, terms: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         if not self.isolated_energy_is_zero:
@@ -192,7 +209,8 @@ class Potential(torch.nn.Module):
 
     def isolated_terms(self, species: torch.Tensor) -> torch.Tensor:
         """Learned part of an isolated atom of each atom's element, ``[n]``: one isolated atom
-        per element present through the model."""
+        per element present through the model (with the default :attr:`structure_inputs`: a
+        neutral singlet)."""
         elements, index = torch.unique(species, return_inverse=True)
         no_edges = torch.zeros(2, 0, dtype=torch.long, device=species.device)
         return self.node_energy_terms(elements, torch.zeros(0, 3, dtype=self.atomic_energies.dtype, device=species.device), no_edges)[index]
@@ -225,16 +243,16 @@ class Potential(torch.nn.Module):
         sender, receiver = edge_index
         edge_vec = pos[receiver] - pos[sender] + torch.einsum("ei,eij->ej", edge_shift, cell[batch_index[sender]])
         species = self.species(batch.z)
+        inputs = {key: _per_structure(batch, key, num_graphs, pos)[batch_index] for key in self.structure_inputs}
         if self.heads is None:
-            node_energy = self.node_energies(species, edge_vec, edge_index)
+            node_energy = self.node_energies(species, edge_vec, edge_index, **inputs)
         else:
-            terms, features = self.node_terms_and_features(species, edge_vec, edge_index)
+            terms, features = self.node_terms_and_features(species, edge_vec, edge_index, **inputs)
             node_energy = self._energies_of_terms(terms, species)
         energy = node_energy.new_zeros(num_graphs).index_add(0, batch_index, node_energy)
         out = {"energy": energy, "node_energy": node_energy}
         if self.heads is not None:
-            total_charge = getattr(batch, "total_charge", None)
-            total_charge = pos.new_zeros(num_graphs) if total_charge is None else total_charge.view(-1)
+            total_charge = _per_structure(batch, "total_charge", num_graphs, pos)
             out.update(self.heads(features, pos, batch_index, num_graphs, total_charge))
         return out
 

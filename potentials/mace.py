@@ -10,7 +10,9 @@ on a sphere grid — fewer couplings, far cheaper at high degree), a linear
 map, and an element-dependent self-connection from the previous layer. Every layer
 reads out an energy; the last one through a small MLP. The learned energy of an atom
 without neighbours is exactly zero (unless ``first_layer_residual`` or a non-linear first
-layer). MACE-MH's non-linear layers are in :mod:`.mace_nonlinear`.
+layer). MACE-MH's non-linear layers are in :mod:`.mace_nonlinear`. With a charge or spin
+embedding (MACE-OMOL-0), each structure's total charge and spin multiplicity join the
+element embedding (:mod:`.charge_spin`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from equinet.ops.kernels import backend_names
 from .base import Potential
 from .heads import head_irreps, tensorial_heads
 from .blocks import RadialEmbedding, conv_edge_bytes, over_node_blocks, radial_network, summed_over_edge_blocks
+from .charge_spin import STRUCTURE_DEFAULTS, ChargeSpinEmbedding, check_table
 from .mace_nonlinear import NonLinearInteraction, SharedSelfConnection
 from .pair_radii import COVALENT_RADII, AgnesiTransform, SoftTransform, ZBLRepulsion, pair_radius_sum
 from .registry import register_model
@@ -131,6 +134,17 @@ class MACE(Potential):
         product: the many-body product: ``"cg"`` (symmetric contraction, all couplings) or
             ``"gaunt"`` (:class:`~equinet.ops.GauntManyBodyProduct`; then every output irrep of
             the product needs the parity (-1)^l, e.g. ``"64x0e+64x1o"``, not ``"64x1e"``).
+        charge_embedding: ``{classes: K, offset: o, dim: d}``: each structure's total charge Q
+            (the batch's ``total_charge``: ``atoms.info["charge"]``, default 0) picks row
+            ``Q + o`` of a learned table of K rows of d numbers, for the charges ``-o`` to
+            ``K - 1 - o`` (MACE-OMOL-0: ``{classes: 201, offset: 100, dim: 1024}``); the rows of
+            both tables, mapped linearly to the scalar channels and through SiLU, join the
+            element embedding (:class:`.charge_spin.ChargeSpinEmbedding`; mace-torch's
+            ``embedding_specs``). ``None``: no charge input.
+        spin_embedding: the same for the spin multiplicity 2S+1 (``total_spin``:
+            ``atoms.info["spin"]``, default 1; MACE-OMOL-0: ``{classes: 101, offset: 0, dim: 1024}``).
+            An isolated atom's learned energy, which the reference energies take in, is that
+            of a neutral singlet.
         outputs: ``energy``, ``dipole``, ``polarizability`` (:mod:`.heads`); the heads read
             every layer's features.
 
@@ -179,6 +193,8 @@ class MACE(Potential):
         agnostic_product: bool = False,
         envelope: str = "basis",
         product: str = "cg",
+        charge_embedding: dict[str, int] | None = None,
+        spin_embedding: dict[str, int] | None = None,
         outputs: Sequence[str] = ("energy",),
     ):
         super().__init__(statistics, cutoff, scale, shift, outputs)
@@ -227,6 +243,15 @@ class MACE(Potential):
         else:
             self.covalent_radii = None
         self.embedding = Linear(elements, scalars)
+        tables = {
+            field: None if table is None else check_table(key, table, STRUCTURE_DEFAULTS[field])
+            for key, field, table in (("charge_embedding", "total_charge", charge_embedding), ("spin_embedding", "total_spin", spin_embedding))
+        }
+        if any(table is not None for table in tables.values()):
+            self.charge_spin = ChargeSpinEmbedding(num_channels, tables["total_charge"], tables["total_spin"])
+            self.structure_inputs = ("total_charge", "total_spin")
+        else:
+            self.charge_spin = None
         self.interactions, self.products, self.linears = torch.nn.ModuleList(), torch.nn.ModuleList(), torch.nn.ModuleList()
         self.self_connections, self.readouts = torch.nn.ModuleList(), torch.nn.ModuleList()
         make_product = _PRODUCT_MODULES[product]
@@ -280,7 +305,7 @@ class MACE(Potential):
         self.product_block_size = max(64, int(0.5 * gigabytes * 2**30 / per_atom))
         return block
 
-    def node_terms_and_features(self, species, edge_vec, edge_index):
+    def node_terms_and_features(self, species, edge_vec, edge_index, total_charge=None, total_spin=None):
         one_hot = self.one_hot(species)
         r = edge_vec.norm(dim=-1)
         radius_sum = None if self.covalent_radii is None else pair_radius_sum(self.covalent_radii, species, edge_index)
@@ -289,6 +314,8 @@ class MACE(Potential):
         edge_scale = self.radial_embedding.envelope(r) if self.envelope_on_weights else torch.ones_like(r)
         product_species = torch.zeros_like(species) if self.agnostic_product else species
         x = self.embedding(one_hot)
+        if self.charge_spin is not None:
+            x = x + self.charge_spin(total_charge, total_spin, like=x)
         energy = 0.0 if self.pair_repulsion is None else self.pair_repulsion(r, radius_sum, species, edge_index) / self.scale
         features = []
         first_readout = len(self.interactions) - len(self.readouts)

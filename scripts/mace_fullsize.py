@@ -20,10 +20,11 @@ The models are built as ``mace_run_train`` (``mace/tools/model_script_utils.py``
 them from each training command: ``--model MACE`` and ``--model ScaleShiftMACE`` both give
 a ``ScaleShiftMACE``; ``--model MACE`` forces the first block to
 ``RealAgnosticInteractionBlock`` unless it is ``RealAgnosticDensityInteractionBlock``.
-Common to all: 2 interactions, max_ell 3, correlation 3, polynomial cutoff p = 5, radial
-MLP [64, 64, 64], MLP_irreps 16x0e, SiLU gate (mace's defaults, or given in the commands),
-``use_reduced_cg=False`` (``mace_run_train``'s default; the files were written by mace-torch
-versions whose U matrices are the full, non-reduced ones). What each case is based on:
+Common to all (unless said below): 2 interactions, max_ell 3, correlation 3, polynomial
+cutoff p = 5, radial MLP [64, 64, 64], MLP_irreps 16x0e, SiLU gate (mace's defaults, or given
+in the commands), ``use_reduced_cg=False`` (``mace_run_train``'s default; the files were
+written by mace-torch versions whose U matrices are the full, non-reduced ones). What each
+case is based on:
 
 * ``mp0-small``/``-medium``/``-large``: MACE-MP-0 (github.com/ACEsuit/mace-mp,
   ``mace_mp_0/2023-12-10-mace-128-L0_energy.sh``, ``2023-12-03-mace-128-L1.sh``,
@@ -57,6 +58,16 @@ versions whose U matrices are the full, non-reduced ones). What each case is bas
   product for all elements (``use_agnostic_product``), the cutoff on the radial MLP's
   output (``apply_cutoff=False``), one readout (``use_last_readout_only``), 128x0e+128x1o,
   r_max 6, 10 Bessel functions, two heads.
+* ``omol-extra-large``: MACE-OMOL-0 (github.com/ACEsuit/mace-foundations,
+  ``mace_omol/mace-omol.sh``): ScaleShiftMACE, non-linear blocks first and later, 3
+  interactions, correlation 2, 1024x0e+1024x1o+1024x2e, edge irreps 128x0e+128x1o+128x2e,
+  ``apply_cutoff=False``, r_max 6, 8 Bessel functions, and its ``embedding_specs``: the
+  spin multiplicity (101 classes, offset 0) and total charge (201 classes, offset 100) of
+  each structure, 1024 dimensions each. Its elements are not in the command (they come with
+  its statistics file): taken as H to Bi (1-83). Its structures carry a charge and spin in
+  ``atoms.info``: the molecular crystal and DMSO neutral singlets, and DMSO as a radical
+  cation (charge 1, spin 2) and as a triplet anion (-1, 3). By far the largest case (1024
+  channels, three layers): run only when named (``--models omol-extra-large``).
 
 The materials models have MPtrj's 89 elements (1-83 and 89-94, as OMAT-0's command lists
 them; the one-hot width is that of the real files). mace-torch pins e3nn 0.4.4, so the
@@ -78,6 +89,7 @@ OUT = BENCH_DIR / "mace_fullsize"
 TOLERANCE = 1e-10
 MP_ELEMENTS = [*range(1, 84), *range(89, 95)]
 OFF_ELEMENTS = [1, 6, 7, 8, 9, 15, 16, 17, 35, 53]
+ELEMENTS = {"mp": MP_ELEMENTS, "off": OFF_ELEMENTS, "omol": list(range(1, 84))}
 RESIDUAL, PLAIN = "RealAgnosticResidualInteractionBlock", "RealAgnosticInteractionBlock"
 DENSITY, DENSITY_RESIDUAL = "RealAgnosticDensityInteractionBlock", "RealAgnosticDensityResidualInteractionBlock"
 NONLINEAR = "RealAgnosticResidualNonLinearInteractionBlock"
@@ -99,7 +111,13 @@ CASES = {
     "mh-medium": {**_MP0, "first": NONLINEAR, "later": NONLINEAR, "hidden": "128x0e+128x1o", "heads": ["omat_pbe", "Default"],
                         "options": {"edge_irreps": "128x0e+128x1o+128x2e", "use_edge_irreps_first": True,
                                     "use_agnostic_product": True, "apply_cutoff": False, "use_last_readout_only": True}},
+    "omol-extra-large": {"first": NONLINEAR, "later": NONLINEAR, "r_max": 6.0, "num_bessel": 8, "elements": "omol",
+                         "hidden": "1024x0e+1024x1o+1024x2e", "num_interactions": 3, "correlation": 2,
+                         "options": {"edge_irreps": "128x0e+128x1o+128x2e", "apply_cutoff": False, "embedding_specs": {
+                             "total_spin": {"type": "categorical", "per": "graph", "in_dim": 1, "emb_dim": 1024, "num_classes": 101, "offset": 0},
+                             "total_charge": {"type": "categorical", "per": "graph", "in_dim": 1, "emb_dim": 1024, "num_classes": 201, "offset": 100}}}},
 }  # fmt: skip
+DEFAULT_CASES = [name for name in CASES if name != "omol-extra-large"]
 STRUCTURES_VERSION = 1  # bump when structures() changes, so that cached references are rebuilt
 
 
@@ -123,7 +141,8 @@ def rock_salt(repeats: int = 1, rattle: float = 0.05, seed: int = 0):
 
 
 def structures(family: str) -> dict:
-    """The periodic crystal of the model's elements (cell vectors under the cutoff) and the molecule."""
+    """The periodic crystal of the model's elements (cell vectors under the cutoff) and the
+    molecule; for ``omol``, also the molecule charged (``atoms.info`` charge and spin)."""
     from ase import Atoms
     from ase.build import molecule
 
@@ -139,7 +158,12 @@ def structures(family: str) -> dict:
         crystal.rattle(0.05, seed=1)
     dmso = molecule("C2H6SO")
     dmso.rattle(0.05, seed=2)
-    return {"crystal": crystal, "molecule": dmso}
+    found = {"crystal": crystal, "molecule": dmso}
+    if family == "omol":
+        for name, charge, spin in (("cation", 1, 2), ("triplet-anion", -1, 3)):
+            found[name] = dmso.copy()
+            found[name].info.update(charge=charge, spin=spin)
+    return found
 
 
 def build(name: str):
@@ -150,7 +174,7 @@ def build(name: str):
     from mace import modules
 
     case = CASES[name]
-    elements = MP_ELEMENTS if case["elements"] == "mp" else OFF_ELEMENTS
+    elements = ELEMENTS[case["elements"]]
     heads = case.get("heads", ["Default"])
     rng = np.random.default_rng(len(name))
     energies = rng.normal(-5.0, 2.0, (len(heads), len(elements)) if len(heads) > 1 else len(elements))
@@ -164,9 +188,9 @@ def build(name: str):
         r_max=case["r_max"], num_bessel=case["num_bessel"], num_polynomial_cutoff=5, max_ell=3,
         interaction_cls=modules.interaction_classes[case["later"]],
         interaction_cls_first=modules.interaction_classes[case["first"]],
-        num_interactions=2, num_elements=len(elements), hidden_irreps=o3.Irreps(case["hidden"]),
+        num_interactions=case.get("num_interactions", 2), num_elements=len(elements), hidden_irreps=o3.Irreps(case["hidden"]),
         MLP_irreps=o3.Irreps("16x0e"), atomic_energies=energies, avg_num_neighbors=40.0, atomic_numbers=elements,
-        correlation=3, gate=torch.nn.functional.silu, radial_MLP=[64, 64, 64],
+        correlation=case.get("correlation", 3), gate=torch.nn.functional.silu, radial_MLP=[64, 64, 64],
         pair_repulsion=case.get("pair_repulsion", False), distance_transform=case.get("distance_transform", "None"),
         heads=heads, use_reduced_cg=False, **options,
     )  # fmt: skip
@@ -263,7 +287,7 @@ def _compare(name: str, record: dict) -> list[tuple[str, dict | str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", choices=list(CASES), default=list(CASES), help="which cases (default: all)")
+    parser.add_argument("--models", nargs="+", choices=list(CASES), default=DEFAULT_CASES, help="which cases (default: all but omol-extra-large)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads, both sides")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the mace-torch models and references even if cached")
     parser.add_argument("--worker", choices=list(CASES), help=argparse.SUPPRESS)
@@ -279,7 +303,7 @@ def main() -> None:
     python = mace_python()
     failed = False
     print(f"{MACE_TORCH} against equinet, float64; relative errors (max |d| / max |reference|), tolerance {TOLERANCE:.0e}")
-    print(f"{'model':14}{'head/structure':34}{'E':>10}{'F':>10}{'S':>10}{'e_i':>10}  verdict")
+    print(f"{'model':18}{'head/structure':34}{'E':>10}{'F':>10}{'S':>10}{'e_i':>10}  verdict")
     for name in args.models:
         start = time.perf_counter()
         record = mace_reference(name, python, args.threads, args.rebuild)
@@ -292,13 +316,13 @@ def main() -> None:
         for label, errors in rows:
             if isinstance(errors, str):
                 failed |= errors.startswith("ERROR")
-                print(f"{name:14}{label:34}{errors}")
+                print(f"{name:18}{label:34}{errors}")
                 continue
             worst = max(errors.values())
             failed |= not worst <= TOLERANCE
             cells = "".join(f"{errors[q]:10.1e}" if q in errors else f"{'-':>10}" for q in ("E", "F", "S", "e_i"))
-            print(f"{name:14}{label:34}{cells}  {'PASS' if worst <= TOLERANCE else 'FAIL'}")
-        print(f"{'':14}(mace-torch build + reference {built:.0f} s, equinet import + compare {time.perf_counter() - start:.0f} s)", flush=True)
+            print(f"{name:18}{label:34}{cells}  {'PASS' if worst <= TOLERANCE else 'FAIL'}")
+        print(f"{'':18}(mace-torch build + reference {built:.0f} s, equinet import + compare {time.perf_counter() - start:.0f} s)", flush=True)
     sys.exit(1 if failed else 0)
 
 

@@ -8,7 +8,9 @@ builds for the foundation models, saves each as mace does (``torch.save(model)``
 to ``OUT/<name>.model``, and writes mace-torch's energy, forces, stress and per-atom
 energies (float64, through its ASE calculator; for each head of a multi-head model) on a
 periodic crystal of several elements whose cell is smaller than the cutoff and on a
-molecule to ``OUT/references.json``.
+molecule to ``OUT/references.json``; a model that embeds the total charge and spin
+(MACE-OMOL's ``embedding_specs``) also on molecules of several charges and spin
+multiplicities (``atoms.info["charge"]``, ``atoms.info["spin"]``, as mace-torch reads them).
 
 mace-torch pins e3nn 0.4.4, so this file re-runs itself (``--worker``) under the
 interpreter of ``.bench/mace-venv`` (created on first use, see ``peers.py``).
@@ -29,6 +31,18 @@ CUTOFF = 4.0
 RESIDUAL, PLAIN = "RealAgnosticResidualInteractionBlock", "RealAgnosticInteractionBlock"
 DENSITY_RESIDUAL, DENSITY = "RealAgnosticDensityResidualInteractionBlock", "RealAgnosticDensityInteractionBlock"
 NONLINEAR = "RealAgnosticResidualNonLinearInteractionBlock"
+
+
+def omol_embedding(channels: int) -> dict:
+    """MACE-OMOL-0's ``embedding_specs`` (mace-foundations' mace_omol/mace-omol.sh) with its
+    1024 embedding dimensions cut to ``channels``: the spin multiplicity 0..100 and the total
+    charge -100..100 of each structure, each a learned table row."""
+    return {
+        "total_spin": {"type": "categorical", "per": "graph", "in_dim": 1, "emb_dim": channels, "num_classes": 101, "offset": 0},
+        "total_charge": {"type": "categorical", "per": "graph", "in_dim": 1, "emb_dim": channels, "num_classes": 201, "offset": 100},
+    }
+
+
 # name: the architecture (mace's keyword arguments beside those shared in build()):
 CASES = {
     # ScaleShiftMACE with residual blocks throughout, as MACE-MP-0 is built
@@ -43,9 +57,6 @@ CASES = {
     # Gaussian basis, Soft transform, ZBL in the unscaled MACE class
     "gaussian_soft": dict(cls="MACE", first=DENSITY_RESIDUAL, later=DENSITY_RESIDUAL, hidden="2x0e+2x1o", max_ell=1,
                           correlation=2, pair_repulsion=True, distance_transform="Soft", radial_type="gaussian"),
-    # one interaction: its only readout is linear
-    "one_layer": dict(cls="ScaleShiftMACE", first=PLAIN, later=RESIDUAL, hidden="3x0e", max_ell=2, correlation=2,
-                      num_interactions=1),
     # MACE-MH: non-linear blocks, edge irreps (scalars only in the first layer), one product
     # for all elements, the envelope on the radial MLP's output, one readout; two heads with
     # their own reference energies, scale and shift, as multi-head fine-tuning writes
@@ -56,6 +67,11 @@ CASES = {
     # MACE-MP-0b's ZBL repulsion (scaled with the learned energy) and Agnesi transform
     "mh_mixed": dict(cls="ScaleShiftMACE", first=RESIDUAL, later=NONLINEAR, hidden="2x0e+2x1o", max_ell=1, correlation=2,
                      edge_irreps="2x0e+2x1o+2x2e", pair_repulsion=True, distance_transform="Agnesi"),
+    # MACE-OMOL-0: its joint embedding of total charge and spin multiplicity, non-linear blocks
+    # with edge irreps and the envelope on the radial MLP's output; one interaction (its only
+    # readout is linear) to keep the file small
+    "omol": dict(cls="ScaleShiftMACE", first=NONLINEAR, later=NONLINEAR, hidden="3x0e+3x1o", max_ell=1, correlation=2,
+                 edge_irreps="3x0e+3x1o+3x2e", apply_cutoff=False, num_interactions=1, embedding_specs=omol_embedding(3)),
 }  # fmt: skip
 
 
@@ -77,6 +93,26 @@ def structures():
     # atoms closer than their covalent radii, where the ZBL repulsion and the distance transforms matter
     close = Atoms("CuOCH", positions=[[0.0, 0.0, 0.0], [1.25, 0.0, 0.0], [0.0, 1.3, 0.2], [1.0, 1.0, 0.9]])
     return {"crystal": crystal, "molecule": methanol, "close": close}
+
+
+def charged_structures():
+    """Molecules with their total charge and spin multiplicity in ``atoms.info``: a radical
+    cation, an anion, a triplet and a doubly charged copper complex."""
+    from ase import Atoms
+    from ase.build import molecule
+
+    cation = molecule("CH3OH")
+    cation.rattle(0.05, seed=3)
+    anion = molecule("CH3OH")  # C, O, H, H (on O), H, H
+    del anion[3]  # methoxide
+    anion.rattle(0.05, seed=4)
+    triplet = molecule("CH2_s3B1d")
+    triplet.rattle(0.05, seed=5)
+    copper = Atoms("CuOHHOHH", positions=[[0, 0, 0], [1.95, 0, 0], [2.5, 0.75, 0], [2.5, -0.75, 0.1],
+                                           [-1.95, 0.1, 0], [-2.5, 0.8, 0.2], [-2.5, -0.7, 0]])  # fmt: skip
+    for atoms, charge, spin in ((cation, 1, 2), (anion, -1, 1), (triplet, 0, 3), (copper, 2, 2)):
+        atoms.info.update(charge=charge, spin=spin)
+    return {"cation": cation, "anion": anion, "triplet": triplet, "copper": copper}
 
 
 def build(name: str):
@@ -111,13 +147,13 @@ def worker(out: Path) -> None:
     from mace.calculators import MACECalculator
 
     torch.set_default_dtype(torch.float64)
-    atoms_by_name = structures()
+    neutral, charged = structures(), charged_structures()
     references = {
         "mace_torch": MACE_TORCH,
         "cutoff": CUTOFF,
         "structures": {
-            key: {"numbers": a.numbers.tolist(), "positions": a.positions.tolist(), "cell": a.cell.array.tolist(), "pbc": a.pbc.tolist()}
-            for key, a in atoms_by_name.items()
+            key: {"numbers": a.numbers.tolist(), "positions": a.positions.tolist(), "cell": a.cell.array.tolist(), "pbc": a.pbc.tolist(), **a.info}
+            for key, a in {**neutral, **charged}.items()
         },
         "models": {},
     }
@@ -134,7 +170,7 @@ def worker(out: Path) -> None:
         for head in heads:
             calculator = MACECalculator(model_paths=str(path), device="cpu", default_dtype="float64", head=head)
             results = {}
-            for key, atoms in atoms_by_name.items():
+            for key, atoms in ({**neutral, **charged} if "embedding_specs" in CASES[name] else neutral).items():
                 atoms = atoms.copy()
                 atoms.calc = calculator
                 result = {

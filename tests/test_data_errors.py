@@ -130,6 +130,7 @@ def _with_info(**info):
         (_with_info(polarizability=np.arange(6.0)), "polarizability has 6 values; give 9 values or a 3x3 matrix (Å³)"),
         (_with_info(polarizability=np.full(9, np.inf)), "polarizability contains NaN or Inf"),
         (_with_info(charge="minus one"), "info charge = 'minus one' is not a number"),
+        (_with_info(spin="triplet"), "info spin = 'triplet' is not a number (the structure's spin multiplicity 2S+1)"),
     ],
 )
 def test_bad_tensorial_labels_name_file_frame_and_problem(tmp_path, capsys, bad, problem):
@@ -142,8 +143,8 @@ def test_bad_tensorial_labels_name_file_frame_and_problem(tmp_path, capsys, bad,
     assert err.count("\n") == 1 and "frame 2" in err and problem in err
 
 
-def test_dipoles_polarizabilities_and_charges_survive_an_h5_store(tmp_path):
-    frames = [_with_info(dipole=np.array([0.1, -0.2, 0.3]), polarizability=np.arange(9.0), charge=-1.0), _frame()]
+def test_dipoles_polarizabilities_charges_and_spins_survive_an_h5_store(tmp_path):
+    frames = [_with_info(dipole=np.array([0.1, -0.2, 0.3]), polarizability=np.arange(9.0), charge=-1.0, spin=2), _frame()]
     write(tmp_path / "data.extxyz", frames)
     assert main(["data", "convert", str(tmp_path / "data.extxyz"), str(tmp_path / "data.h5")]) == 0
     for path in ("data.extxyz", "data.h5"):
@@ -151,4 +152,5 @@ def test_dipoles_polarizabilities_and_charges_survive_an_h5_store(tmp_path):
         np.testing.assert_allclose(first.dipole.numpy(), [[0.1, -0.2, 0.3]])
         np.testing.assert_allclose(first.polarizability[0].numpy(), 0.5 * (np.arange(9.0).reshape(3, 3) + np.arange(9.0).reshape(3, 3).T))
         assert float(first.total_charge) == -1.0 and float(second.total_charge) == 0.0
+        assert float(first.total_spin) == 2.0 and float(second.total_spin) == 1.0
         assert np.isnan(second.dipole.numpy()).all() and np.isnan(second.polarizability.numpy()).all()

@@ -25,10 +25,16 @@ REFERENCES = json.loads((DATA / "references.json").read_text())
 MODELS, STRUCTURES = REFERENCES["models"], REFERENCES["structures"]
 
 
-def _predict(model, structure: dict) -> dict[str, torch.Tensor]:
+def _atoms(structure: dict) -> Atoms:
+    """A reference structure, with its total charge and spin multiplicity (if any) in ``info``."""
     atoms = Atoms(numbers=structure["numbers"], positions=structure["positions"], cell=structure["cell"], pbc=structure["pbc"])
-    graph = atoms_to_graph(atoms, model.cutoff, dtype=torch.float64)
-    out = model(Batch.from_data_list([graph]), forces=True, stress=True)
+    atoms.info.update({key: structure[key] for key in ("charge", "spin") if key in structure})
+    return atoms
+
+
+def _predict(model, structure: dict) -> dict[str, torch.Tensor]:
+    graph = atoms_to_graph(_atoms(structure), model.cutoff, dtype=torch.float64)
+    out = {key: value.detach() for key, value in model(Batch.from_data_list([graph]), forces=True, stress=True).items()}
     return {"energy": out["energy"][0], "forces": out["forces"], "node_energy": out["node_energy"], "stress": out["stress"][0]}
 
 
@@ -44,8 +50,41 @@ def _assert_close(out: dict, reference: dict, rtol: float) -> None:
 def test_imported_models_reproduce_mace_torch_in_float64(name):
     model = import_mace(DATA / MODELS[name]["file"], head=MODELS[name]["head"])
     assert model.atomic_energies.dtype == torch.float64
-    for key, structure in STRUCTURES.items():
-        _assert_close(_predict(model, structure), MODELS[name]["results"][key], 1e-10)
+    for key, reference in MODELS[name]["results"].items():
+        _assert_close(_predict(model, STRUCTURES[key]), reference, 1e-10)
+
+
+CHARGED = [key for key, structure in STRUCTURES.items() if "charge" in structure]
+
+
+def test_the_omol_embedding_reads_each_structure_s_charge_and_spin():
+    """MACE-OMOL's charge and spin embedding: the references hold molecules of charge -1 to 2
+    and spin multiplicity 1 to 3; in one batch, each structure gets its own; another charge
+    or spin (or none) is another energy; the calculator recomputes when they change."""
+    import equinet
+
+    model = import_mace(DATA / "omol.model")
+    assert model.config["charge_embedding"] == {"classes": 201, "offset": 100, "dim": 3}
+    assert model.config["spin_embedding"] == {"classes": 101, "offset": 0, "dim": 3}
+    results = MODELS["omol"]["results"]
+    assert {(STRUCTURES[key]["charge"], STRUCTURES[key]["spin"]) for key in CHARGED} == {(1, 2), (-1, 1), (0, 3), (2, 2)}
+    batch = Batch.from_data_list([atoms_to_graph(_atoms(STRUCTURES[key]), model.cutoff, dtype=torch.float64) for key in CHARGED])
+    energies = model(batch, forces=False)["energy"].detach()
+    torch.testing.assert_close(energies, torch.tensor([results[key]["energy"] for key in CHARGED], dtype=torch.float64), rtol=1e-12, atol=0)
+    for key in CHARGED:
+        reference = results[key]["energy"]
+        for change in ({"charge": STRUCTURES[key]["charge"] + 1}, {"spin": STRUCTURES[key]["spin"] + 2}, {"charge": 0, "spin": 1}):
+            energy = float(_predict(model, {**STRUCTURES[key], **change})["energy"])
+            assert abs(energy - reference) > 1e-3 * abs(reference), (key, change)
+    atoms = _atoms(STRUCTURES["cation"])
+    atoms.calc = equinet.Calculator(DATA / "omol.model")
+    assert atoms.get_potential_energy() == pytest.approx(results["cation"]["energy"], rel=1e-12)
+    atoms.info["charge"] = -1
+    assert atoms.get_potential_energy() == pytest.approx(float(_predict(model, {**STRUCTURES["cation"], "charge": -1})["energy"]), rel=1e-12)
+    for change, words in (({"charge": 101}, "a total charge of 101 is outside the model's -100 to 100"),
+                          ({"spin": 1.5}, "a spin multiplicity of 1.5 is not a whole number")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"^{words}$"):
+            _predict(model, {**STRUCTURES["cation"], **change})
 
 
 def test_the_references_exercise_the_pair_repulsion():
@@ -63,8 +102,8 @@ def test_imported_models_in_float32_and_after_a_round_trip_through_model_pt(tmp_
     name = "mp0"
     model = import_mace(DATA / MODELS[name]["file"], dtype="float32")
     assert model.atomic_energies.dtype == torch.float32
-    for key, structure in STRUCTURES.items():
-        _assert_close(_predict(model.double(), structure), MODELS[name]["results"][key], 1e-5)
+    for key, reference in MODELS[name]["results"].items():
+        _assert_close(_predict(model.double(), STRUCTURES[key]), reference, 1e-5)
     save_model(import_mace(DATA / MODELS[name]["file"]), tmp_path / "model.pt")
     reloaded = load_model(tmp_path / "model.pt")
     _assert_close(_predict(reloaded, STRUCTURES["crystal"]), MODELS[name]["results"]["crystal"], 1e-10)
@@ -84,7 +123,7 @@ def test_options_equinet_does_not_reproduce_are_refused_by_name():
     radial = lambda r: r.get("radial_embedding").state["_modules"]  # noqa: E731
     modules = lambda r, key: r.get(key).state["_modules"]  # noqa: E731
     assert "apply_cutoff" in _refusal(lambda r: r.state.update(apply_cutoff=False))
-    assert "embedding_specs" in _refusal(lambda r: r.state["_modules"].update(joint_embedding=radial(r)["cutoff_fn"]))
+    assert "use_embedding_readout" in _refusal(lambda r: r.state["_modules"].update(embedding_readout=r.get("readouts")))
     assert "distance_transform PolynomialCutoff" in _refusal(lambda r: radial(r).update(distance_transform=radial(r)["cutoff_fn"]))
     assert "radial_type PolynomialCutoff" in _refusal(lambda r: radial(r).update(bessel_fn=radial(r)["cutoff_fn"]))
     chebyshev = read_torch_pickle(DATA / "mp0.model").get("radial_embedding").get("bessel_fn")
@@ -103,6 +142,30 @@ def test_options_equinet_does_not_reproduce_are_refused_by_name():
     two_heads.state["heads"] = ["pbe", "r2scan"]
     with pytest.raises(UnsupportedMace, match=r"^has several heads \(pbe, r2scan\) and none named Default: pick one with head=$"):
         head_index(two_heads, None)
+
+
+def test_embedding_specs_equinet_does_not_embed_are_refused_by_name():
+    joint = read_torch_pickle(DATA / "omol.model").get("joint_embedding")
+    omol_specs = joint.get("specs")
+
+    def refusal(name: str, **changes) -> str:
+        specs = {key: dict(spec) for key, spec in omol_specs.items()}
+        specs[name] = {**specs.pop(name, specs["total_charge"]), **changes}
+        joint.state["specs"] = specs
+        return _refusal(lambda r: r.state["_modules"].update(joint_embedding=joint))
+
+    assert "embedding_specs feature 'temperature' is not supported" in refusal("temperature")
+    assert "embedding_specs total_spin of type 'continuous' is not supported yet" in refusal("total_spin", type="continuous")
+    assert "embedding_specs total_charge per 'atom' is not supported" in refusal("total_charge", per="atom")
+    assert "embedding_specs total_charge offset 0.5 is not supported" in refusal("total_charge", offset=0.5)
+
+
+def test_a_model_with_a_charge_embedding_is_not_exported(tmp_path):
+    from equinet.export import export_model
+
+    with pytest.raises(ValueError, match="^the model reads each structure's total_charge and total_spin .*Calculator instead$"):
+        export_model(import_mace(DATA / "omol.model"), tmp_path / "omol.pt")
+    assert not (tmp_path / "omol.pt").exists()
 
 
 def test_a_mace_model_laid_out_otherwise_gets_one_line(monkeypatch):
@@ -130,8 +193,7 @@ def test_bad_files_heads_and_pickles_get_one_line(tmp_path):
 def test_the_calculator_runs_a_mace_file_directly():
     import equinet
 
-    structure = STRUCTURES["crystal"]
-    atoms = Atoms(numbers=structure["numbers"], positions=structure["positions"], cell=structure["cell"], pbc=structure["pbc"])
+    atoms = _atoms(STRUCTURES["crystal"])
     atoms.calc = equinet.Calculator(DATA / "off.model")
     reference = MODELS["off"]["results"]["crystal"]
     out = {
@@ -153,8 +215,8 @@ def test_equinet_import_mace_writes_a_model_pt_equal_to_mace_torch(tmp_path, cap
     assert main(["import", "mace", str(DATA / "mp0.model"), "-o", str(tmp_path / "mp0.pt")]) == 0
     assert "elements H C O Cu" in capsys.readouterr().out
     model = load_model(tmp_path / "mp0.pt")
-    for name, structure in STRUCTURES.items():
-        _assert_close(_predict(model, structure), MODELS["mp0"]["results"][name], 1e-10)
+    for name, reference in MODELS["mp0"]["results"].items():
+        _assert_close(_predict(model, STRUCTURES[name]), reference, 1e-10)
     assert main(["import", "mace", str(DATA / "mh.model"), "-o", str(tmp_path / "pt.pt"), "--head", "pt_head"]) == 0
     _assert_close(_predict(load_model(tmp_path / "pt.pt"), STRUCTURES["close"]), MODELS["mh:pt_head"]["results"]["close"], 1e-10)
     assert main(["import", "mace", str(DATA / "mp0.model"), "-o", str(tmp_path / "x.pt"), "--head", "nope"]) == 2

@@ -1,6 +1,8 @@
 """Every potential passes the conformance suite (float64) through the ASE calculator, plus
 the base-class contract: isolated atoms, batching, smooth cutoff, dtypes, round trips."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -130,6 +132,40 @@ def test_a_batch_gives_what_each_structure_gives_alone(calc):
         start = stop
     assert together["stress"][1].isnan().all(), "a molecule has no stress"
     assert torch.isfinite(together["stress"][[0, 2, 3]]).all()
+
+
+def test_a_charge_and_spin_embedding_reads_each_structure_s_own(tmp_path):
+    """MACE with MACE-OMOL's embedding of the total charge and spin multiplicity: in a batch,
+    each structure gets its own (``atoms.info``); none given is a neutral singlet, whose
+    isolated atoms have their reference energies; the model file keeps the tables."""
+    model = small_model("mace-residual", charge_embedding={"classes": 7, "offset": 3, "dim": 2}, spin_embedding={"classes": 5, "offset": 0, "dim": 3})
+    assert model.structure_inputs == ("total_charge", "total_spin")
+
+    def energies(structures, model=model):
+        graphs = [atoms_to_graph(atoms, CUTOFF, dtype=torch.float64) for atoms in structures]
+        return model(Batch.from_data_list(graphs), forces=False)["energy"].detach()
+
+    structures = []
+    for charge, spin in ((0, 1), (1, 2), (-3, 1), (0, 4), (3, 4)):
+        atoms = ethanol()
+        atoms.info.update(charge=charge, spin=spin)
+        structures.append(atoms)
+    structures.append(triclinic_alloy())
+    together = energies(structures)
+    torch.testing.assert_close(together, torch.cat([energies([atoms]) for atoms in structures]), atol=1e-10, rtol=0)
+    assert len({round(float(energy), 6) for energy in together}) == len(structures), together
+    assert float(energies([ethanol()])[0]) == pytest.approx(float(together[0]), abs=1e-12)
+    neutral, cation = Atoms("Cu", positions=[[0, 0, 0]]), Atoms("Cu", positions=[[0, 0, 0]], info={"charge": 1})
+    assert float(energies([neutral])[0]) == pytest.approx(STATISTICS["atomic_energies"][29], abs=1e-12)
+    assert abs(float(energies([cation])[0]) - STATISTICS["atomic_energies"][29]) > 1e-6
+    save_model(model, tmp_path / "model.pt")
+    torch.testing.assert_close(energies(structures, load_model(tmp_path / "model.pt")), together, atol=0, rtol=0)
+    for key, table, words in (
+        ("charge_embedding", {"classes": 3, "offset": 5, "dim": 2}, ": values -5 to -3 leave out 0, the value of a structure that gives none; "),
+        ("spin_embedding", {"classes": 3, "dim": 2}, " must be {classes: K, offset: o, dim: d}, got "),
+    ):
+        with pytest.raises(ValueError, match=rf"^model\.{key}{re.escape(words)}[^\n]*$"):
+            build_model({**SMALL["mace"], key: table}, STATISTICS)
 
 
 def _blocks_test_batch():

@@ -10,8 +10,9 @@ first layer), an element-agnostic product, the cutoff on the radial features or 
 blocks only) on the weights, Bessel and Gaussian radial functions, the Agnesi and Soft
 distance transforms, the ZBL pair repulsion, the polynomial cutoff, SiLU gates, linear
 readouts per layer (or none) and a non-linear (or, with one layer, linear) readout on the
-last layer. Anything else is refused in one line that names the option
-(:class:`UnsupportedMace`), never imported as a different model.
+last layer, and MACE-OMOL's ``embedding_specs``: categorical embeddings of each graph's
+``total_charge`` and ``total_spin``. Anything else is refused in one line that names the
+option (:class:`UnsupportedMace`), never imported as a different model.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from e3nn import o3
 
 from .pickle_reader import Record
 
-__all__ = ["UnsupportedMace", "head_index", "irreps_of", "mace_config"]
+__all__ = ["UnsupportedMace", "embedding_specs", "head_index", "irreps_of", "mace_config"]
 
 MODEL_CLASSES = {"mace.modules.models.MACE", "mace.modules.models.ScaleShiftMACE"}
 NONLINEAR_BLOCK = "RealAgnosticResidualNonLinearInteractionBlock"
@@ -36,6 +37,8 @@ RADIAL_BASES = {"BesselBasis": "bessel", "GaussianBasis": "gaussian"}
 DISTANCE_TRANSFORMS = {"AgnesiTransform": "agnesi", "SoftTransform": "soft"}
 SILU, SIGMOID = "torch.nn.functional.silu", "torch.nn.functional.sigmoid"
 DENSITY_HIDDEN = [64]  # the one hidden width of the non-linear blocks' density MLP
+# The features of mace's embedding_specs equinet embeds, and their model config keys.
+EMBEDDED_FEATURES = {"total_charge": "charge_embedding", "total_spin": "spin_embedding"}
 
 
 class UnsupportedMace(ValueError):
@@ -182,12 +185,40 @@ def _pair_repulsion(model: Record, envelope_p: int) -> bool:
 def _check_options(model: Record) -> None:
     if model.get("use_so3", False):
         raise UnsupportedMace("use_so3=True is not supported yet")
-    for key, option in (("joint_embedding", "embedding_specs"), ("embedding_readout", "use_embedding_readout")):
-        if model.get(key) is not None:
-            raise UnsupportedMace(f"{option} is not supported yet")
+    if model.get("embedding_readout") is not None:
+        raise UnsupportedMace("use_embedding_readout is not supported yet")
     sh = model.get("spherical_harmonics")
     if sh.get("normalize") is not True or sh.get("normalization") != "component":
         raise UnsupportedMace("spherical harmonics other than normalized, component-normalized ones are not supported")
+
+
+def embedding_specs(model: Record) -> dict[str, dict]:
+    """The ``embedding_specs`` of mace's joint embedding (``{}`` without one), in the order it
+    joins the features, checked: categorical, per graph, ``total_charge`` or ``total_spin``."""
+    joint = model.get("joint_embedding")
+    if joint is None:
+        return {}
+    if joint.name != "GenericJointEmbedding":
+        raise UnsupportedMace(f"joint_embedding {joint.name} is not supported (GenericJointEmbedding)")
+    specs = joint.get("specs")
+    for name, spec in specs.items():
+        if name not in EMBEDDED_FEATURES:
+            raise UnsupportedMace(f"embedding_specs feature {name!r} is not supported (only {' and '.join(EMBEDDED_FEATURES)})")
+        if spec.get("per") != "graph":
+            raise UnsupportedMace(f"embedding_specs {name} per {spec.get('per')!r} is not supported (per graph only)")
+        if spec.get("type") != "categorical":
+            raise UnsupportedMace(f"embedding_specs {name} of type {spec.get('type')!r} is not supported yet (categorical only)")
+        if spec.get("offset", 0) != int(spec.get("offset", 0)):
+            raise UnsupportedMace(f"embedding_specs {name} offset {spec['offset']!r} is not supported (whole numbers only)")
+    return dict(specs)
+
+
+def _charge_spin(model: Record) -> dict:
+    """The ``charge_embedding`` and ``spin_embedding`` config of mace's embedding_specs."""
+    config = dict.fromkeys(EMBEDDED_FEATURES.values())
+    for name, spec in embedding_specs(model).items():
+        config[EMBEDDED_FEATURES[name]] = {"classes": int(spec["num_classes"]), "offset": int(spec.get("offset", 0)), "dim": int(spec["emb_dim"])}
+    return config
 
 
 def _single(values: list, option: str):
@@ -250,6 +281,7 @@ def mace_config(model: Record, head: int = 0) -> tuple[dict, dict]:
         "agnostic_product": bool(model.get("use_agnostic_product", False)),
         "envelope": "basis" if model.get("apply_cutoff", True) else "weights",
         "product": "cg",
+        **_charge_spin(model),
     }
     statistics = {
         "elements": elements,

@@ -23,7 +23,10 @@ These are not:
   scale becomes the repulsion's ``factor``;
 * the gate of a non-linear block: mace's and e3nn's each scale their activations to unit
   second moment, by constants computed in the dtype each was built in; the ratio of the two
-  moves into the linear map after the gate.
+  moves into the linear map after the gate;
+* the charge and spin embedding: mace joins its tables' rows in the order of its
+  ``embedding_specs`` (MACE-OMOL-0: spin, then charge), equinet charge first; the columns of
+  the map after them are reordered to match.
 """
 
 from __future__ import annotations
@@ -38,11 +41,13 @@ from equinet.ops import symmetric_coupling_basis
 from equinet.ops.symmetric_contraction import WEIGHT_SCALE
 from equinet.potentials import Potential
 
-from .mace_config import NONLINEAR_BLOCK, UnsupportedMace, head_scale_shift, irreps_of, readout_width
+from .mace_config import NONLINEAR_BLOCK, UnsupportedMace, embedding_specs, head_scale_shift, irreps_of, readout_width
 from .pickle_reader import Record
 
 __all__ = ["mace_state_dict"]
 
+# equinet's table of each embedded feature (ChargeSpinEmbedding), in the order it joins them.
+_TABLES = {"total_charge": "charge_spin.charge.weight", "total_spin": "charge_spin.spin.weight"}
 # Largest residual of the basis map, relative to the basis, by the dtype mace's U was computed in.
 _EXACT = {torch.float64: 1e-10, torch.float32: 1e-5}
 
@@ -170,6 +175,24 @@ def _nonlinear_interaction(prefix: str, source: dict[str, torch.Tensor], block: 
     return state
 
 
+def _charge_spin(source: dict[str, torch.Tensor], mace: Record) -> dict[str, torch.Tensor]:
+    """The tables of the charge and spin embedding, and the map after them with its columns
+    in equinet's order (charge, then spin)."""
+    specs = embedding_specs(mace)
+    if not specs:
+        return {}
+    project = source["joint_embedding.project.0.weight"]  # [C, sum of emb_dim], mace's order
+    columns, start = {}, 0
+    for name, spec in specs.items():
+        columns[name] = project[:, start : start + spec["emb_dim"]]
+        start += spec["emb_dim"]
+    ours = [name for name in _TABLES if name in specs]
+    state = {"charge_spin.project.weight": torch.cat([columns[name] for name in ours], dim=1)}
+    for name in ours:
+        state[_TABLES[name]] = source[f"joint_embedding.embedders.{name}.weight"]
+    return state
+
+
 def mace_state_dict(mace: Record, model: Potential, head: int = 0) -> dict[str, torch.Tensor]:
     """Every parameter and the reference energies, scale and shift of ``model`` (equinet
     ``mace``) from head ``head`` of the mace-torch record ``mace``, as a state dict (float64)."""
@@ -182,6 +205,7 @@ def mace_state_dict(mace: Record, model: Potential, head: int = 0) -> dict[str, 
         "shift": torch.tensor(shift, dtype=torch.float64),
         **_radial(source, model),
         **_readouts(source, mace, head),
+        **_charge_spin(source, mace),
     }
     if model.pair_repulsion is not None:
         for name in ("a_exp", "a_prefactor"):
