@@ -135,21 +135,6 @@ def test_models_with_kernel_backends_export_with_the_torch_backend(tmp_path, flo
         torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10, msg=name)
 
 
-def test_export_command_writes_float32_and_names_the_elements(tmp_path, capsys):
-    save_model(_model("mace"), tmp_path / "model.pt")
-    assert main(["export", str(tmp_path / "model.pt"), "-o", str(tmp_path / "lammps.pt"), "--dtype", "float32"]) == 0
-    out = capsys.readouterr().out
-    assert "float32, elements Ni Cu, cutoff 4.0" in out and "pair_coeff * *" in out
-    graph, metadata = load_exported(tmp_path / "lammps.pt")
-    assert metadata["dtype"] == "float32"
-    model = _model("mace").to(torch.float32)
-    inputs, _ = with_ghosts(triclinic_alloy(), model)
-    inputs = (inputs[0].float(), *inputs[1:])  # edge vectors in the graph's dtype
-    energy, forces, _ = graph(*inputs)
-    assert energy.dtype == torch.float32
-    torch.testing.assert_close(forces, ExportedForces(model)(*inputs)[1], atol=1e-5, rtol=1e-4)
-
-
 def test_an_export_format_that_contradicts_the_suffix_is_one_line(tmp_path, capsys):
     save_model(_model("mace"), tmp_path / "model.pt")
     assert main(["export", str(tmp_path / "model.pt"), "-o", str(tmp_path / "lammps.pt2"), "--format", "torchscript"]) == 2
@@ -180,20 +165,25 @@ def test_an_export_that_fails_its_own_check_leaves_the_old_file(tmp_path, monkey
     assert sorted(path.name for path in tmp_path.iterdir()) == ["lammps.pt"]
 
 
-def test_a_graph_of_some_of_the_models_elements_equals_the_model_on_them(tmp_path, capsys, float64):
-    """``--elements Cu Ni`` exports the Ni/Cu model for those elements, in that order: the
-    graph's species index 0 is Cu. The model learns isolated-atom energies (mace-mpa), which
-    the graph takes into its reference energies."""
-    model = _model("mace-mpa")
-    save_model(model, tmp_path / "model.pt")
-    assert main(["export", str(tmp_path / "model.pt"), "-o", str(tmp_path / "lammps.pt"), "--elements", "Cu", "Ni"]) == 0
-    assert "elements Cu Ni" in capsys.readouterr().out
+def test_export_command_writes_float32_for_some_of_the_models_elements(tmp_path, capsys):
+    """``--dtype float32 --elements Cu Ni`` exports the Ni/Cu model in float32 for those
+    elements, in that order: the graph's species index 0 is Cu. The model learns
+    isolated-atom energies (mace-mpa), which the graph takes into its reference energies."""
+    save_model(_model("mace-mpa"), tmp_path / "model.pt")
+    argv = ["export", str(tmp_path / "model.pt"), "-o", str(tmp_path / "lammps.pt"), "--dtype", "float32"]
+    assert main([*argv, "--elements", "Cu", "Ni"]) == 0
+    out = capsys.readouterr().out
+    assert "float32, elements Cu Ni, cutoff 4.0" in out and "pair_coeff * *" in out
     graph, metadata = load_exported(tmp_path / "lammps.pt")
-    assert metadata["elements"] == [29, 28]
+    assert metadata["elements"] == [29, 28] and metadata["dtype"] == "float32"
+    model = _model("mace-mpa").to(torch.float32)
     inputs, _ = with_ghosts(triclinic_alloy(), model)
+    inputs = (inputs[0].float(), *inputs[1:])  # edge vectors in the graph's dtype
     as_exported = (inputs[0], 1 - inputs[1], *inputs[2:])  # Ni (model species 0) is the graph's 1
-    for name, expected, got in zip(("energy", "forces", "virial"), ExportedForces(model)(*inputs), graph(*as_exported)):
-        torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10, msg=name)
+    outputs = graph(*as_exported)
+    assert outputs[0].dtype == torch.float32
+    for name, expected, got in zip(("energy", "forces", "virial"), ExportedForces(model)(*inputs), outputs):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4, msg=name)
 
     assert main(["export", str(tmp_path / "model.pt"), "-o", str(tmp_path / "out.pt"), "--elements", "Cu", "O"]) == 2
     assert capsys.readouterr().err.strip().endswith("elements [29, 8]: give distinct atomic numbers from the model's (28, 29)")

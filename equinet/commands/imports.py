@@ -31,5 +31,6 @@ def run_mace(args: argparse.Namespace) -> int:
     save_model(model, args.output)
     symbols = " ".join(chemical_symbols[z] for z in model.elements)
     print(f"wrote {args.output} (mace, {model.config['dtype']}, elements {symbols}, cutoff {model.cutoff} Å) from {args.model}")
-    print(f"run it with equinet.Calculator('{args.output}'), equinet md or equinet export; fine-tune it with model: {{init_from: {args.output}}}")
+    runners = "equinet md" if model.structure_inputs else "equinet md or equinet export --elements ..."  # no charge/spin in LAMMPS graphs
+    print(f"run it with equinet.Calculator('{args.output}'), {runners}; fine-tune it with model: {{init_from: {args.output}}}")
     return 0
