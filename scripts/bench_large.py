@@ -2,6 +2,7 @@
 
     python scripts/bench_large.py [--families mace nequip escn tensornet] [--sizes 5 10 15 20 30]
                                   [--whole-up-to 4000] [--skip-peer] [--threads 2] [--max-memory-gb 8]
+                                  [--lammps] [--lammps-chunk 3000]
 
 Rattled fcc Cu supercells ``bulk("Cu", "fcc", a=3.61, cubic=True) * (k, k, k)`` (4 k^3 atoms:
 500, 4,000, 13,500, 32,000 and 108,000 for k = 5, 10, 15, 20, 30), r_cut 5 Å, float32, random
@@ -15,6 +16,13 @@ as the calculator does (``create_graph=False``): with its edges in blocks sized 
 environment, ``peers.py``) runs beside equinet's MACE up to ``--whole-up-to`` atoms too. A
 worker killed for memory (or past ``--timeout``) is reported as such.
 
+With ``--lammps``, the same model, exported (TorchScript, float32; ``equinet export``), also
+runs in LAMMPS on one MPI rank (``pair_style equinet chunk N``: graphs of at most
+``--lammps-chunk`` local atoms, each with the atoms within message-passing steps x cutoff
+around it), and up to ``--whole-up-to`` atoms without chunks; the time is that of one MD
+step after ``run 0`` (LAMMPS's loop time: neighbour lists included), the memory that of the
+``lmp`` process. The plugin and the exports are written to ``.bench/bench_large/``.
+
 MACE is the model of issue 39: 64x0e+64x1o, max_ell 3, correlation 3, 2 layers, radial MLP
 [64, 64, 64]; NequIP 32 channels, l_max 2, 4 layers; eSCN 32 channels, l_max 6, m_max 2, 2
 layers; TensorNet 128 channels, 2 layers.
@@ -24,16 +32,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from peers import MACE_TORCH, PEER_ENV, machine, mace_python
+from peers import BENCH_DIR, MACE_TORCH, PEER_ENV, machine, mace_python
 
 CUTOFF = 5.0
 LATTICE = 3.61
+OUTPUTS = BENCH_DIR / "bench_large"
 CONFIGS = {
     "mace": {
         "name": "mace", "hidden_irreps": "64x0e+64x1o", "max_ell": 3, "correlation": 3, "num_interactions": 2,
@@ -56,15 +67,20 @@ def _cell(size: int):
 # ---------------------------------------------------------------- workers
 
 
+def _model(family: str):
+    from equinet.potentials import build_model
+
+    statistics = {"elements": [29], "atomic_energies": {29: 0.0}, "avg_num_neighbors": 42.0, "force_rms": 1.0}
+    return build_model({**CONFIGS[family], "dtype": "float32", "cutoff": CUTOFF}, statistics).eval()
+
+
 def _equinet(family: str, size: int, mode: str, memory_gb: float) -> dict:
     import torch
     from torch_geometric.data import Batch
 
     from equinet.datasets import atoms_to_graph
-    from equinet.potentials import build_model
 
-    statistics = {"elements": [29], "atomic_energies": {29: 0.0}, "avg_num_neighbors": 42.0, "force_rms": 1.0}
-    model = build_model({**CONFIGS[family], "dtype": "float32", "cutoff": CUTOFF}, statistics).eval()
+    model = _model(family)
     block = model.set_memory_budget(memory_gb) if mode == "blocked" else None
 
     def evaluate(atoms) -> tuple[float, int]:
@@ -112,6 +128,33 @@ def _mace_torch(size: int) -> dict:
     return {"seconds": seconds, "edges": edges, "edge_block": None}
 
 
+def _lammps(family: str, size: int, chunk: int, threads: int) -> dict:
+    """One MD step of LAMMPS on ``pair_style equinet chunk ...``; the peak RSS is lmp's."""
+    from ase.io import write
+
+    from equinet.lammps import lammps_executable
+
+    folder = OUTPUTS / f"{family}-{size}"
+    folder.mkdir(parents=True, exist_ok=True)
+    write(folder / "structure.data", _cell(size), format="lammps-data", specorder=["Cu"], masses=True)
+    (folder / "in.lmp").write_text(
+        f"units metal\natom_style atomic\nboundary p p p\nread_data structure.data\nplugin load {OUTPUTS / 'equinet_plugin.so'}\n"
+        f"pair_style equinet{f' chunk {chunk}' if chunk else ''}\npair_coeff * * {OUTPUTS / family}.pt Cu\n"
+        "timestep 0.001\nfix nve all nve\nrun 0\nrun 1\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    done = subprocess.run([str(lammps_executable()), "-in", "in.lmp", "-screen", "none", "-log", "log.lammps"], cwd=folder, env=env)
+    log = (folder / "log.lammps").read_text() if (folder / "log.lammps").exists() else ""
+    if done.returncode != 0:
+        raise RuntimeError("LAMMPS failed: " + (log.strip().splitlines() or ["killed"])[-1])
+    return {
+        "seconds": float(re.findall(r"Loop time of ([\d.e+-]+) on", log)[-1]),
+        "edges": None,  # as the equinet rows' (same cell and cutoff)
+        "edge_block": chunk or None,  # atoms per graph
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20,
+    }
+
+
 def worker(args: argparse.Namespace) -> None:
     import torch
 
@@ -119,9 +162,26 @@ def worker(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     size = args.sizes[0]
     code, family, mode = args.worker.split(":")
+    if code == "lammps":
+        print(json.dumps(_lammps(family, size, int(mode), args.threads)))
+        return
     result = _mace_torch(size) if code == "mace-torch" else _equinet(family, size, mode, args.max_memory_gb)
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(json.dumps(result))
+
+
+def _prepare_lammps(families: list[str]) -> None:
+    """The plugin and each family's float32 TorchScript export, under .bench/bench_large/."""
+    import torch
+
+    from equinet.export import export_model
+    from equinet.lammps import build_plugin
+
+    OUTPUTS.mkdir(parents=True, exist_ok=True)
+    build_plugin(OUTPUTS / "equinet_plugin.so")
+    for family in families:
+        torch.manual_seed(0)
+        export_model(_model(family), OUTPUTS / f"{family}.pt", dtype=torch.float32)
 
 
 # ---------------------------------------------------------------- driver
@@ -152,30 +212,42 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-memory-gb", type=float, default=8.0, help="equinet's memory budget per evaluation")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per worker")
+    parser.add_argument("--lammps", action="store_true", help="also run the exported model in LAMMPS on one rank")
+    parser.add_argument("--lammps-chunk", type=int, default=3000, help="local atoms per graph in LAMMPS (pair_style equinet chunk N)")
+    parser.add_argument("--skip-python", action="store_true", help="no equinet-in-Python or mace-torch rows (with --lammps)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
         return
+    if args.lammps:
+        _prepare_lammps(args.families)
     print(f"# {machine(args.threads)}; float32; equinet's budget {args.max_memory_gb} GiB", flush=True)
-    print("| family | code | atoms | edges | edge block | E+F time | µs/atom | peak RSS | KB/atom |")
+    print("| family | code | atoms | edges | edge block (LAMMPS: atoms per graph) | E+F time | µs/atom | peak RSS | KB/atom |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
     for family in args.families:
         for size in args.sizes:
             atoms = 4 * size**3
-            runs = [("equinet blocked", sys.executable, f"equinet:{family}:blocked")]
-            if atoms <= args.whole_up_to:
-                runs.append(("equinet whole", sys.executable, f"equinet:{family}:whole"))
-                if family == "mace" and not args.skip_peer:
-                    runs.append((MACE_TORCH, mace_python(), "mace-torch:mace:-"))
+            runs = []
+            if not args.skip_python:
+                runs.append(("equinet blocked", sys.executable, f"equinet:{family}:blocked"))
+                if atoms <= args.whole_up_to:
+                    runs.append(("equinet whole", sys.executable, f"equinet:{family}:whole"))
+                    if family == "mace" and not args.skip_peer:
+                        runs.append((MACE_TORCH, mace_python(), "mace-torch:mace:-"))
+            if args.lammps:
+                runs.append(("LAMMPS chunked", sys.executable, f"lammps:{family}:{args.lammps_chunk}"))
+                if atoms <= args.whole_up_to:
+                    runs.append(("LAMMPS whole", sys.executable, f"lammps:{family}:0"))
             for name, python, label in runs:
                 result = _measure(python, label, size, args)
                 if isinstance(result, str):
                     print(f"| {family} | {name} | {atoms:,} | | | {result} | | | |", flush=True)
                     continue
                 block = f"{result['edge_block']:,}" if result["edge_block"] else "all"
+                edges = f"{result['edges']:,}" if result["edges"] else ""
                 print(
-                    f"| {family} | {name} | {atoms:,} | {result['edges']:,} | {block} | {result['seconds']:.2f} s "
+                    f"| {family} | {name} | {atoms:,} | {edges} | {block} | {result['seconds']:.2f} s "
                     f"| {1e6 * result['seconds'] / atoms:.0f} | {result['peak_rss_gib']:.2f} GiB "
                     f"| {result['peak_rss_gib'] * 2**20 / atoms:.0f} |",
                     flush=True,

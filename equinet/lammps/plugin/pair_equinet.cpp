@@ -15,6 +15,11 @@
    the local atoms, the forces on all its atoms (the other ranks' ghosts' are added onto
    their owners by LAMMPS: newton on) and the virial.
 
+   With `pair_style equinet chunk N` the local atoms go in compact pieces of at most N, each
+   the local atoms of a graph of its own built the same way (the other local atoms it
+   reaches are atoms of that graph like ghosts). The pieces' energies, forces and virials
+   add up to the one graph's, and the model's memory is that of one piece's graph.
+
    A committee's graph (equinet export committee.yaml) returns the members' means and each
    member's forces. Each member's forces on the other ranks' ghosts are added onto their
    owners here, by reverse communication, before the per-atom force std is taken on the
@@ -32,12 +37,15 @@
 #include "neigh_list.h"
 #include "neighbor.h"
 #include "update.h"
+#include "utils.h"
 
 #include <torch/csrc/jit/runtime/graph_executor.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <numeric>
 #include <string>
 #include <unordered_map>
 
@@ -58,6 +66,11 @@ static int atomic_number(const std::string &symbol)
   for (int z = 1; z <= 118; z++)
     if (symbol == ELEMENTS[z - 1]) return z;
   return 0;
+}
+
+Pair *LAMMPS_NS::create_pair_equinet(LAMMPS *lmp)
+{
+  return new PairEquinet(lmp);
 }
 
 PairEquinet::PairEquinet(LAMMPS *lmp) : Pair(lmp)
@@ -88,9 +101,20 @@ void PairEquinet::allocate()
   memory->create(cutghost, n, n, "pair:cutghost");
 }
 
-void PairEquinet::settings(int narg, char ** /*arg*/)
+/* pair_style equinet [chunk N]: with chunk, the model runs on graphs of at most N local atoms
+   each (and the atoms within message_passing_steps cutoffs of them), so that its memory is
+   bounded on a large system, at the cost of evaluating those surrounding atoms once more. */
+
+void PairEquinet::settings(int narg, char **arg)
 {
-  if (narg != 0) error->all(FLERR, "pair_style equinet takes no arguments: write 'pair_style equinet'");
+  chunk = 0;
+  if (narg == 0) return;
+  char *end = nullptr;
+  const long value = narg == 2 && strcmp(arg[0], "chunk") == 0 ? std::strtol(arg[1], &end, 10) : 0;
+  if (value < 1 || *end != '\0' || value > 1000000000)
+    error->all(FLERR, "pair_style equinet: write 'pair_style equinet', or 'pair_style equinet chunk N' to run the "
+                      "model on at most N local atoms at a time (N > 0; bounds its memory on large systems)");
+  chunk = static_cast<int>(value);
 }
 
 /* pair_coeff * * MODEL.pt ELEMENT_OF_TYPE_1 ELEMENT_OF_TYPE_2 ... (MODEL.pt: one model or a committee) */
@@ -183,6 +207,9 @@ void PairEquinet::init_style()
   // cutoffs away; the ghosts that far out must be there, with their own neighbours.
   fold_images = comm->nprocs == 1 && atom->tag_enable;
   ghostneigh = fold_images ? 0 : 1;
+  if (chunk > 0 && comm->me == 0)
+    utils::logmesg(lmp, "pair_style equinet: graphs of at most {} local atoms, each with the atoms {} cutoffs around them\n",
+                   chunk, message_passing_steps);
   if (fold_images) {
     neighbor->add_request(this, NeighConst::REQ_FULL);
     return;
@@ -218,34 +245,80 @@ double PairEquinet::init_one(int i, int j)
   return cutoff;
 }
 
-/* The graph of this step (see the top of the file), breadth first from the local atoms:
-   graph atoms 0..nlocal-1 are the local atoms, then the other ranks' ghosts as they are
-   reached; an edge j -> i for every neighbour j of i within the cutoff, with the vector
-   x_i - x_j, for i a local atom or a ghost fewer than message_passing_steps edges out. */
+/* Which graph atom each LAMMPS atom is: itself, or for a ghost that is an image of a local
+   atom, that local atom. No atom is in a graph yet. */
 
-void PairEquinet::build_graph()
+void PairEquinet::fold_ghosts()
 {
-  double **x = atom->x;
-  const tagint *tag = atom->tag;
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
-
-  node_of.assign(nall, -1);
-  for (int i = 0; i < nlocal; i++) node_of[i] = i;
+  atom_of.resize(nall);
+  for (int i = 0; i < nall; i++) atom_of[i] = i;
   if (atom->tag_enable) {
+    const tagint *tag = atom->tag;
     local_of_tag.clear();
     for (int i = 0; i < nlocal; i++) local_of_tag[tag[i]] = i;
     for (int j = nlocal; j < nall; j++) {
       const auto found = local_of_tag.find(tag[j]);
-      if (found != local_of_tag.end()) node_of[j] = found->second;
+      if (found != local_of_tag.end()) atom_of[j] = found->second;
     }
   }
-  ghost_of_node.clear();
+  node_of.assign(nall, -1);
+  atom_of_node.clear();
+}
+
+/* The local atoms in chunks of at most `chunk` atoms, compact in space (each graph then
+   needs few surrounding atoms): halves at the median along the longest side of their
+   bounding box until each piece is small enough. No chunk: all local atoms in one. */
+
+void PairEquinet::cut_chunks()
+{
+  double **x = atom->x;
+  const int nlocal = atom->nlocal;
+  std::vector<int> order(nlocal);
+  std::iota(order.begin(), order.end(), 0);
+  chunks.clear();
+  std::vector<std::pair<int, int>> pending{{0, nlocal}};
+  while (!pending.empty()) {
+    const auto [begin, end] = pending.back();
+    pending.pop_back();
+    if (chunk <= 0 || end - begin <= chunk) {
+      chunks.emplace_back(order.begin() + begin, order.begin() + end);
+      continue;
+    }
+    double low[3] = {INFINITY, INFINITY, INFINITY}, high[3] = {-INFINITY, -INFINITY, -INFINITY};
+    for (int n = begin; n < end; n++)
+      for (int k = 0; k < 3; k++) {
+        low[k] = std::min(low[k], x[order[n]][k]);
+        high[k] = std::max(high[k], x[order[n]][k]);
+      }
+    int axis = 0;
+    for (int k = 1; k < 3; k++)
+      if (high[k] - low[k] > high[axis] - low[axis]) axis = k;
+    const int middle = begin + (end - begin) / 2;
+    std::nth_element(order.begin() + begin, order.begin() + middle, order.begin() + end,
+                     [x, axis](int a, int b) { return x[a][axis] < x[b][axis]; });
+    pending.emplace_back(begin, middle);
+    pending.emplace_back(middle, end);
+  }
+}
+
+/* The graph of one chunk (see the top of the file), breadth first from its local atoms
+   `roots`: graph atoms 0..roots.size()-1 are those, then the other atoms as they are
+   reached; an edge j -> i for every neighbour j of i within the cutoff, with the vector
+   x_i - x_j, for i a root or an atom fewer than message_passing_steps edges out. */
+
+void PairEquinet::build_graph(const std::vector<int> &roots)
+{
+  double **x = atom->x;
+  const int nlocal = atom->nlocal;
+  for (const int a : atom_of_node) node_of[a] = -1;    // the previous chunk's
+  atom_of_node.assign(roots.begin(), roots.end());
+  for (size_t n = 0; n < roots.size(); n++) node_of[roots[n]] = static_cast<int>(n);
   senders.clear();
   receivers.clear();
   edge_vectors.clear();
-  frontier.resize(nlocal);
-  for (int i = 0; i < nlocal; i++) frontier[i] = i;
+  frontier.assign(roots.begin(), roots.end());
   const double cutoff_squared = cutoff * cutoff;
   for (int hop = 0; hop < message_passing_steps && !frontier.empty(); hop++) {
     next_frontier.clear();
@@ -255,13 +328,15 @@ void PairEquinet::build_graph()
         const int j = neighbours[jj] & NEIGHMASK;
         const double dx = x[i][0] - x[j][0], dy = x[i][1] - x[j][1], dz = x[i][2] - x[j][2];
         if (dx * dx + dy * dy + dz * dz >= cutoff_squared) continue;
-        if (node_of[j] < 0) {
-          if (fold_images) error->one(FLERR, "pair_style equinet: ghost atom {} on one rank is not an image of a local atom (report this as a bug)", tag[j]);
-          node_of[j] = nlocal + static_cast<int>(ghost_of_node.size());
-          ghost_of_node.push_back(j);
-          if (hop + 1 < message_passing_steps) next_frontier.push_back(j);
+        const int a = atom_of[j];
+        if (node_of[a] < 0) {
+          if (fold_images && a >= nlocal)
+            error->one(FLERR, "pair_style equinet: ghost atom {} on one rank is not an image of a local atom (report this as a bug)", atom->tag[j]);
+          node_of[a] = static_cast<int>(atom_of_node.size());
+          atom_of_node.push_back(a);
+          if (hop + 1 < message_passing_steps) next_frontier.push_back(a);
         }
-        senders.push_back(node_of[j]);
+        senders.push_back(node_of[a]);
         receivers.push_back(node_of[i]);
         edge_vectors.insert(edge_vectors.end(), {dx, dy, dz});
       }
@@ -275,58 +350,66 @@ void PairEquinet::compute(int eflag, int vflag)
   ev_init(eflag, vflag);
   if (vflag_atom || cvflag_atom) error->all(FLERR, "pair_style equinet does not compute per-atom virials (stress/atom)");
 
-  build_graph();
-  const int nlocal = atom->nlocal;
-  const auto num_nodes = static_cast<int64_t>(nlocal + ghost_of_node.size());
-  const auto num_edges = static_cast<int64_t>(senders.size());
-  torch::Tensor species = torch::empty({num_nodes}, torch::kInt64);
-  auto species_of = species.accessor<int64_t, 1>();
-  for (int i = 0; i < nlocal; i++) species_of[i] = species_of_type[atom->type[i]];
-  for (size_t n = 0; n < ghost_of_node.size(); n++) species_of[nlocal + n] = species_of_type[atom->type[ghost_of_node[n]]];
-  torch::Tensor edge_index = torch::empty({2, num_edges}, torch::kInt64);
-  std::copy(senders.begin(), senders.end(), edge_index.data_ptr<int64_t>());
-  std::copy(receivers.begin(), receivers.end(), edge_index.data_ptr<int64_t>() + num_edges);
-  const torch::Tensor edge_vec = torch::from_blob(edge_vectors.data(), {num_edges, 3}, torch::kFloat64).to(dtype);
-
-  const auto outputs = run({edge_vec, species, edge_index, torch::scalar_tensor(static_cast<int64_t>(nlocal), torch::kInt64)});
-  const torch::Tensor energy = outputs[0].to(torch::kFloat64).contiguous();
-  const torch::Tensor forces = outputs[1].to(torch::kFloat64).contiguous();
-  const torch::Tensor w = outputs[2].to(torch::kFloat64).contiguous();
-
+  fold_ghosts();
+  cut_chunks();
+  if (members > 1) member_forces.assign(static_cast<size_t>(atom->nlocal + atom->nghost) * 3 * members, 0.0);
   double **f = atom->f;
-  auto force_of = forces.accessor<double, 2>();
-  for (int64_t n = 0; n < num_nodes; n++) {
-    const int i = n < nlocal ? static_cast<int>(n) : ghost_of_node[n - nlocal];
-    for (int k = 0; k < 3; k++) f[i][k] += force_of[n][k];
+  for (const auto &roots : chunks) {
+    build_graph(roots);
+    const auto num_nodes = static_cast<int64_t>(atom_of_node.size());
+    const auto num_edges = static_cast<int64_t>(senders.size());
+    torch::Tensor species = torch::empty({num_nodes}, torch::kInt64);
+    auto species_of = species.accessor<int64_t, 1>();
+    for (int64_t n = 0; n < num_nodes; n++) species_of[n] = species_of_type[atom->type[atom_of_node[n]]];
+    torch::Tensor edge_index = torch::empty({2, num_edges}, torch::kInt64);
+    std::copy(senders.begin(), senders.end(), edge_index.data_ptr<int64_t>());
+    std::copy(receivers.begin(), receivers.end(), edge_index.data_ptr<int64_t>() + num_edges);
+    const torch::Tensor edge_vec = torch::from_blob(edge_vectors.data(), {num_edges, 3}, torch::kFloat64).to(dtype);
+
+    const auto num_roots = static_cast<int64_t>(roots.size());
+    const auto outputs = run({edge_vec, species, edge_index, torch::scalar_tensor(num_roots, torch::kInt64)});
+    const torch::Tensor energy = outputs[0].to(torch::kFloat64).contiguous();
+    const torch::Tensor forces = outputs[1].to(torch::kFloat64).contiguous();
+    const torch::Tensor w = outputs[2].to(torch::kFloat64).contiguous();
+
+    auto force_of = forces.accessor<double, 2>();
+    for (int64_t n = 0; n < num_nodes; n++)
+      for (int k = 0; k < 3; k++) f[atom_of_node[n]][k] += force_of[n][k];
+    auto energy_of = energy.accessor<double, 1>();
+    if (eflag_global)
+      for (int64_t n = 0; n < num_roots; n++) eng_vdwl += energy_of[n];
+    if (eflag_atom)
+      for (int64_t n = 0; n < num_roots; n++) eatom[roots[n]] += energy_of[n];
+    if (vflag_global) {
+      auto w_of = w.accessor<double, 1>();
+      for (int k = 0; k < 6; k++) virial[k] += w_of[k];
+    }
+    if (members > 1) add_member_forces(outputs[3].to(torch::kFloat64).contiguous());
   }
-  auto energy_of = energy.accessor<double, 1>();
-  if (eflag_global)
-    for (int i = 0; i < nlocal; i++) eng_vdwl += energy_of[i];
-  if (eflag_atom)
-    for (int i = 0; i < nlocal; i++) eatom[i] += energy_of[i];
-  if (vflag_global) {
-    auto w_of = w.accessor<double, 1>();
-    for (int k = 0; k < 6; k++) virial[k] += w_of[k];
+  if (members > 1) committee_spread();
+}
+
+/* Adds a graph's forces of each member onto its LAMMPS atoms.
+   forces_of_members: [members, graph atoms, 3] eV/Å. */
+
+void PairEquinet::add_member_forces(const torch::Tensor &forces_of_members)
+{
+  const int width = 3 * members;
+  auto force_of = forces_of_members.accessor<double, 3>();
+  for (int64_t n = 0; n < forces_of_members.size(1); n++) {
+    const size_t i = atom_of_node[n];
+    for (int m = 0; m < members; m++)
+      for (int k = 0; k < 3; k++) member_forces[i * width + 3 * m + k] += force_of[m][n][k];
   }
-  if (members > 1) committee_spread(outputs[3].to(torch::kFloat64).contiguous());
 }
 
 /* forces_std of each local atom, as equinet.Calculator's results["forces_std"]: the norm
-   over x, y, z of the members' population standard deviations of the atom's total force.
-   forces_of_members: [members, graph atoms, 3] eV/Å. */
+   over x, y, z of the members' population standard deviations of the atom's total force. */
 
-void PairEquinet::committee_spread(const torch::Tensor &forces_of_members)
+void PairEquinet::committee_spread()
 {
   const int nlocal = atom->nlocal;
-  const int nall = nlocal + atom->nghost;
   const int width = 3 * members;
-  member_forces.assign(static_cast<size_t>(nall) * width, 0.0);
-  auto force_of = forces_of_members.accessor<double, 3>();
-  for (int64_t n = 0; n < forces_of_members.size(1); n++) {
-    const int i = n < nlocal ? static_cast<int>(n) : ghost_of_node[n - nlocal];
-    for (int m = 0; m < members; m++)
-      for (int k = 0; k < 3; k++) member_forces[static_cast<size_t>(i) * width + 3 * m + k] += force_of[m][n][k];
-  }
   // One member at a time: 3 values per atom fit the buffers LAMMPS sizes for forces, also
   // under pair_style hybrid, which takes its sub-styles' comm_reverse before pair_coeff.
   // On one rank with images folded, no ghost is in the graph and there is nothing to add.

@@ -41,13 +41,18 @@ class PairEquinet : public Pair {
   int members = 1;                      // models in the graph: more than 1 for a committee
   std::string model_path;
   bool fold_images = false;             // one rank owns every atom: ghosts are images of local atoms
+  int chunk = 0;                        // local atoms per graph (pair_style equinet chunk N); 0: all at once
   std::vector<int> species_of_type;    // LAMMPS type (1..ntypes) -> model species; -1: unmapped
 
-  // The graph of one step (see compute): its atom for each LAMMPS atom (-1: not in it),
-  // the LAMMPS ghost behind each of its atoms past the local ones, and its edges.
+  // The graph of one chunk of local atoms (see compute): the graph atom behind each LAMMPS
+  // atom (-1: not in it), the LAMMPS atom of each graph atom (a local atom, or a ghost of
+  // another rank), and its edges. atom_of folds each ghost that is an image of a local atom
+  // onto that atom.
+  std::vector<int> atom_of;
   std::vector<int> node_of;
-  std::vector<int> ghost_of_node;
+  std::vector<int> atom_of_node;
   std::unordered_map<tagint, int> local_of_tag;
+  std::vector<std::vector<int>> chunks;    // the local atoms of each graph, in space-filling pieces
   std::vector<int> frontier, next_frontier;
   std::vector<int64_t> senders, receivers;
   std::vector<double> edge_vectors;
@@ -60,10 +65,15 @@ class PairEquinet : public Pair {
 
   void allocate();
   std::string load(const char *path);
-  void build_graph();
+  void fold_ghosts();
+  void cut_chunks();
+  void build_graph(const std::vector<int> &roots);
   std::vector<torch::Tensor> run(std::vector<torch::Tensor> inputs);
-  void committee_spread(const torch::Tensor &forces_of_members);
+  void add_member_forces(const torch::Tensor &forces_of_members);
+  void committee_spread();
 };
+
+Pair *create_pair_equinet(LAMMPS *lmp);    // for equinet_plugin.cpp
 
 }    // namespace LAMMPS_NS
 
