@@ -19,8 +19,8 @@ worker killed for memory (or past ``--timeout``) is reported as such.
 With ``--lammps``, the same model, exported (TorchScript, float32; ``equinet export``), also
 runs in LAMMPS on one MPI rank (``pair_style equinet chunk N``: graphs of at most
 ``--lammps-chunk`` local atoms, each with the atoms within message-passing steps x cutoff
-around it), and up to ``--whole-up-to`` atoms without chunks; the time is that of one MD
-step after ``run 0`` (LAMMPS's loop time: neighbour lists included), the memory that of the
+around it), and up to ``--whole-up-to`` atoms without chunks; the time is that of the one MD
+step of ``run 1`` (LAMMPS's loop time, after the setup's evaluation), the memory that of the
 ``lmp`` process. The plugin and the exports are written to ``.bench/bench_large/``.
 
 MACE is the model of issue 39: 64x0e+64x1o, max_ell 3, correlation 3, 2 layers, radial MLP
@@ -140,7 +140,7 @@ def _lammps(family: str, size: int, chunk: int, threads: int) -> dict:
     (folder / "in.lmp").write_text(
         f"units metal\natom_style atomic\nboundary p p p\nread_data structure.data\nplugin load {OUTPUTS / 'equinet_plugin.so'}\n"
         f"pair_style equinet{f' chunk {chunk}' if chunk else ''}\npair_coeff * * {OUTPUTS / family}.pt Cu\n"
-        "timestep 0.001\nfix nve all nve\nrun 0\nrun 1\n"
+        "timestep 0.001\nfix nve all nve\nrun 1\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     done = subprocess.run([str(lammps_executable()), "-in", "in.lmp", "-screen", "none", "-log", "log.lammps"], cwd=folder, env=env)

@@ -3,6 +3,8 @@ LAMMPS hands them over), the periodic structure's energy, forces and stress; eve
 family exports, and the TorchScript file reproduces the model on other sizes; a committee
 exports as one graph with its mean and each member's forces."""
 
+import copy
+import importlib.util
 import itertools
 
 import numpy as np
@@ -12,7 +14,6 @@ import torch
 import equinet.export
 from equinet import Calculator, save_model
 from equinet.cli import main
-from equinet.committee import write_committee
 from equinet.datasets import atoms_to_graph
 from equinet.export import ExportedCommittee, ExportedForces, export_model, load_exported
 from equinet.potentials import build_model
@@ -111,26 +112,18 @@ def _assert_stress(virial, atoms):
 
 @pytest.mark.parametrize("variant", sorted(SMALL))
 def test_every_model_family_exports_a_graph_equal_to_the_model(variant, tmp_path, float64):
-    model = _model(variant)
+    """MACE's with the triton convolution, which libtorch cannot run: the export swaps in the
+    torch backend (the kernels share its weights), and the caller's model keeps triton."""
+    kernels = {"conv_backend": "triton"} if variant == "mace" and importlib.util.find_spec("triton") else {}
+    model = _model(variant, **kernels)
     metadata = export_model(model, tmp_path / "exported.pt")
     graph, stored = load_exported(tmp_path / "exported.pt")
     assert stored == metadata
     assert stored["elements"] == [28, 29] and stored["cutoff"] == CUTOFF and stored["dtype"] == "float64"
     assert stored["message_passing_steps"] == model.message_passing_steps
+    if kernels:
+        assert "equinet" not in graph.code and model.interactions[0].conv.backend == "triton"
     inputs, _ = with_ghosts(triclinic_alloy(), model)  # sizes unlike those the graph was traced on
-    for name, expected, got in zip(("energy", "forces", "virial"), ExportedForces(model)(*inputs), graph(*inputs)):
-        torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10, msg=name)
-
-
-def test_models_with_kernel_backends_export_with_the_torch_backend(tmp_path, float64):
-    """libtorch cannot run the triton kernels: the export swaps them for the torch backend."""
-    pytest.importorskip("triton")
-    model = build_model({"dtype": "float64", "cutoff": CUTOFF, **SMALL["mace"], "conv_backend": "triton"}, STATISTICS).eval()
-    export_model(model, tmp_path / "exported.pt")
-    graph, _ = load_exported(tmp_path / "exported.pt")
-    assert "equinet" not in graph.code
-    assert model.interactions[0].conv.backend == "triton"  # the caller's model is unchanged
-    inputs, _ = with_ghosts(triclinic_alloy(), model)
     for name, expected, got in zip(("energy", "forces", "virial"), ExportedForces(model)(*inputs), graph(*inputs)):
         torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10, msg=name)
 
@@ -160,23 +153,21 @@ def test_an_export_that_fails_its_own_check_leaves_the_old_file(tmp_path, monkey
 
     monkeypatch.setattr(equinet.export, "load_exported", skewed)
     with pytest.raises(RuntimeError, match="^the exported graph's forces differs from the model's on 37 atoms: report this as a bug$"):
-        export_model(_model("mace"), tmp_path / "lammps.pt")
+        export_model(_model("tensornet"), tmp_path / "lammps.pt")
     assert (tmp_path / "lammps.pt").read_text() == "the previous export\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["lammps.pt"]
 
 
-def test_export_command_writes_float32_for_some_of_the_models_elements(tmp_path, capsys):
+def test_export_command_writes_float32_for_some_of_the_models_elements(exported_float32, tmp_path, capsys):
     """``--dtype float32 --elements Cu Ni`` exports the Ni/Cu model in float32 for those
     elements, in that order: the graph's species index 0 is Cu. The model learns
-    isolated-atom energies (mace-mpa), which the graph takes into its reference energies."""
-    save_model(_model("mace-mpa"), tmp_path / "model.pt")
-    argv = ["export", str(tmp_path / "model.pt"), "-o", str(tmp_path / "lammps.pt"), "--dtype", "float32"]
-    assert main([*argv, "--elements", "Cu", "Ni"]) == 0
-    out = capsys.readouterr().out
+    isolated-atom energies (as mace-mpa), which the graph takes into its reference energies."""
+    path, model, out = exported_float32
     assert "float32, elements Cu Ni, cutoff 4.0" in out and "pair_coeff * *" in out
-    graph, metadata = load_exported(tmp_path / "lammps.pt")
+    graph, metadata = load_exported(path)
     assert metadata["elements"] == [29, 28] and metadata["dtype"] == "float32"
-    model = _model("mace-mpa").to(torch.float32)
+    assert not model.isolated_energy_is_zero
+    model = copy.deepcopy(model).to(torch.float32)
     inputs, _ = with_ghosts(triclinic_alloy(), model)
     inputs = (inputs[0].float(), *inputs[1:])  # edge vectors in the graph's dtype
     as_exported = (inputs[0], 1 - inputs[1], *inputs[2:])  # Ni (model species 0) is the graph's 1
@@ -185,6 +176,7 @@ def test_export_command_writes_float32_for_some_of_the_models_elements(tmp_path,
     for name, expected, got in zip(("energy", "forces", "virial"), ExportedForces(model)(*inputs), outputs):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4, msg=name)
 
+    save_model(_model("tensornet"), tmp_path / "model.pt")
     assert main(["export", str(tmp_path / "model.pt"), "-o", str(tmp_path / "out.pt"), "--elements", "Cu", "O"]) == 2
     assert capsys.readouterr().err.strip().endswith("elements [29, 8]: give distinct atomic numbers from the model's (28, 29)")
     assert main(["export", str(tmp_path / "model.pt"), "-o", str(tmp_path / "out.pt"), "--elements", "Qq"]) == 2
@@ -213,18 +205,11 @@ def test_a_committee_graph_gives_the_mean_and_each_member_s_forces(float64):
     _assert_stress(virial, atoms)
 
 
-def test_export_command_writes_a_committee_as_one_graph(tmp_path, capsys, float64):
-    members = [_model("mace", max_ell=1, correlation=2, num_interactions=1), _model("tensornet", seed=1, hidden_channels=4, num_rbf=4)]
-    paths = [tmp_path / f"member_{i}" / "model.pt" for i in range(2)]
-    for model, path in zip(members, paths):
-        path.parent.mkdir()
-        save_model(model, path)
-    write_committee(tmp_path / "committee.yaml", paths)
-    assert main(["export", str(tmp_path / "committee.yaml"), "-o", str(tmp_path / "committee-lammps.pt")]) == 0
-    out = capsys.readouterr().out
+def test_export_command_writes_a_committee_as_one_graph(exported_committee, float64):
+    path, members, out = exported_committee
     assert "(a committee of 2: mace, tensornet, float64, elements Ni Cu, cutoff 4.0 Å)" in out
     assert "fix std all pair 1 equinet forces_std 0" in out
-    graph, metadata = load_exported(tmp_path / "committee-lammps.pt")
+    graph, metadata = load_exported(path)
     assert metadata["members"] == 2 and metadata["message_passing_steps"] == 3  # MACE's 1, TensorNet's 3
     inputs = images_folded(triclinic_alloy(), members[1])  # the export checked ghost atoms itself
     outputs = ("energy", "forces", "virial", "member forces")

@@ -339,13 +339,13 @@ def test_cpp_backend_errors_are_one_line(float64, monkeypatch):
     from equinet.ops.kernels.cpp import build as cpp_build
 
     def no_compiler(**kwargs):
-        raise RuntimeError("Error building extension 'equinet_gaunt_cpp'\n... long build log ...\ng++: not found")
+        raise RuntimeError("Error building extension 'equinet_cpu_kernels'\n... long build log ...\ng++: not found")
 
     monkeypatch.setattr(cpp_extension, "load", no_compiler)
     cpp_build.load_cpp.cache_clear()
     try:
-        with pytest.raises(RuntimeError, match=r"^backend='cpp' compiles gaunt_cpp.cpp on first use, which failed "
-                           r"\(g\+\+: not found\); it needs g\+\+ and ninja \(pip install ninja\), or use backend='torch'$"):
+        with pytest.raises(RuntimeError, match=r"^backend='cpp' compiles the C\+\+ CPU kernels \(gaunt_cpp.cpp, so2_cpp.cpp, bindings.cpp\) "
+                           r"on first use, which failed \(g\+\+: not found\); it needs g\+\+ and ninja \(pip install ninja\), or use backend='torch'$"):
             tp(tp.irreps_in1.randn(3, -1), tp.irreps_in2.randn(3, -1))
     finally:
         cpp_build.load_cpp.cache_clear()

@@ -30,8 +30,6 @@ STATISTICS = {
 CONFIG = {"name": "mace", "dtype": "float64", "cutoff": 4.0, "hidden_irreps": "4x0e+4x1o", "max_ell": 2, "radial_hidden": [8]}
 BAR_PER_EV_PER_A3 = 1.6021765e6  # LAMMPS metal units
 THERMO = "step pe press pxx pyy pzz pxy pxz pyz"
-# Committee members: TensorNets see three cutoffs out, a one-layer MACE one.
-TENSORNET = {"name": "tensornet", "dtype": "float64", "cutoff": 4.0, "hidden_channels": 4, "num_layers": 2, "num_rbf": 4}
 ONE_LAYER_MACE = {**CONFIG, "max_ell": 1, "correlation": 2, "num_interactions": 1}
 # The per-atom force std of a committee: dumped, and its largest value as the last thermo column.
 FORCES_STD = (
@@ -55,16 +53,6 @@ def setup(tmp_path_factory):
 def _seeded(config: dict, seed: int):
     torch.manual_seed(seed)
     return build_model(config, STATISTICS).eval()
-
-
-@pytest.fixture(scope="module")
-def committee(setup):
-    """A committee of two TensorNets from different seeds and a one-layer MACE, exported to
-    committee-lammps.pt; its ASE calculator."""
-    folder, _ = setup
-    members = [_seeded(TENSORNET, 0), _seeded(TENSORNET, 1), _seeded(ONE_LAYER_MACE, 0)]
-    export_model(members, folder / "committee-lammps.pt")
-    return Calculator(members, dtype=torch.float64)
 
 
 def _thermo_tables(log: str) -> list[np.ndarray]:
@@ -291,13 +279,13 @@ def test_a_slab_with_p_p_f_boundaries_and_per_atom_energies(setup):
     np.testing.assert_allclose(energies, atoms.get_potential_energies(), rtol=1e-8, atol=1e-10)
 
 
-def test_a_float32_export_matches_the_float32_calculator(setup):
+def test_a_float32_export_matches_the_float32_calculator(setup, exported_float32):
+    """``--dtype float32 --elements Cu Ni`` (tests/conftest.py): the graph's species are Cu,
+    Ni, and the model's isolated-atom energies are in its reference energies."""
     folder, _ = setup
-    torch.manual_seed(0)
-    model = build_model(CONFIG, STATISTICS).eval()
-    export_model(model, folder / "model-float32.pt", dtype=torch.float32)
+    path, model, _ = exported_float32
     atoms = _alloy()
-    tables, forces, log = _run(folder, atoms, ["Cu", "Ni"], "run 0", model="model-float32.pt")
+    tables, forces, log = _run(folder, atoms, ["Ni", "Cu"], "run 0", model=str(path))
     assert tables is not None, log
     atoms.calc = Calculator(model, dtype=torch.float32)
     assert tables[0][0, 1] == pytest.approx(atoms.get_potential_energy(), rel=1e-6)
@@ -305,15 +293,17 @@ def test_a_float32_export_matches_the_float32_calculator(setup):
 
 
 @pytest.mark.parametrize("ranks, chunk", [(1, 9), (2, 0)])
-def test_a_committee_gives_its_mean_and_per_atom_force_std_to_fix_pair(setup, committee, ranks, chunk):
+def test_a_committee_gives_its_mean_and_per_atom_force_std_to_fix_pair(setup, exported_committee, ranks, chunk):
     """Energy, forces and pressure are the committee's mean, and `fix pair ... equinet
     forces_std 0` is the calculator's per-atom force std (dumped; its largest value through
     `compute reduce max`): on one rank, with images folded, in chunks of at most 9 atoms,
     whose members' forces add up before the std is taken; and on two, where each member's
     forces on the other rank's ghosts are added onto their owners before the std is taken."""
     folder, _ = setup
+    path, members, _ = exported_committee
+    committee = Calculator(members, dtype=torch.float64)
     atoms = _alloy()
-    pair = _pair("committee-lammps.pt", ["Cu", "Ni"], chunk)
+    pair = _pair(str(path), ["Cu", "Ni"], chunk)
     tables, forces, log = _run(folder, atoms, ["Cu", "Ni"], FORCES_STD + "run 0", ranks=ranks, pair=pair)
     assert tables is not None, log
     assert f"on {ranks} procs" in log
@@ -324,10 +314,12 @@ def test_a_committee_gives_its_mean_and_per_atom_force_std_to_fix_pair(setup, co
     assert tables[0][0, -1] == pytest.approx(expected.max(), rel=1e-8)
 
 
-def test_fix_halt_stops_md_once_the_force_std_passes_a_threshold(setup, committee):
+def test_fix_halt_stops_md_once_the_force_std_passes_a_threshold(setup, exported_committee):
     """The README's threshold, on two ranks: a run stays under twice the largest force std
     of the start, and stops after its first step over half of it."""
     folder, _ = setup
+    path, members, _ = exported_committee
+    committee = Calculator(members, dtype=torch.float64)
     atoms = _alloy()
     atoms.calc = committee
     atoms.get_forces()
@@ -338,7 +330,7 @@ def test_fix_halt_stops_md_once_the_force_std_passes_a_threshold(setup, committe
         f"fix calm all halt 1 v_std_max > {2 * largest} error soft\nrun 3\nunfix calm\n"
         f"fix uncertain all halt 1 v_std_max > {largest / 2} error soft\nrun 20"
     )
-    tables, _, log = _run(folder, atoms, ["Cu", "Ni"], md, ranks=2, model="committee-lammps.pt")
+    tables, _, log = _run(folder, atoms, ["Cu", "Ni"], md, ranks=2, model=str(path))
     assert tables is not None, log
     assert tables[0][:, 0].tolist() == [0, 1, 2, 3]
     assert tables[1][:, 0].tolist() == [3, 4]

@@ -1,9 +1,9 @@
 // What the C++ CPU kernels (gaunt_cpp.cpp, so2_cpp.cpp) share: 64-byte vectors, prefetching and
-// threads. See cpp_build.py.
+// threads, and the functions bindings.cpp gives Python. See build.py.
 
 #pragma once
 
-#include <torch/extension.h>
+#include <torch/types.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -43,3 +43,20 @@ void run_ranges(const std::vector<int64_t>& bounds, F&& body) {
 }
 
 }  // namespace equinet
+
+// gaunt_cpp.cpp
+void gaunt_product(const std::vector<std::vector<torch::Tensor>>& factors,
+                   const std::vector<std::vector<torch::Tensor>>& products, const std::vector<int64_t>& first,
+                   const std::vector<int64_t>& second, const std::vector<double>& sign, int64_t channels,
+                   int64_t groups, int64_t points);
+
+// so2_cpp.cpp
+void so2_forward(const torch::Tensor& x, const torch::Tensor& entries, const torch::Tensor& weights,
+                 const torch::Tensor& sender, const torch::Tensor& receiver, const torch::Tensor& order,
+                 const torch::Tensor& rows_in, const torch::Tensor& factors_in, const torch::Tensor& terms,
+                 const torch::Tensor& rows_out, const torch::Tensor& factors_out, torch::Tensor& out);
+void so2_backward(const torch::Tensor& x, const torch::Tensor& entries, const torch::Tensor& weights,
+                  const torch::Tensor& sender, const torch::Tensor& receiver, const torch::Tensor& order,
+                  const torch::Tensor& rows_in, const torch::Tensor& factors_in, const torch::Tensor& terms,
+                  const torch::Tensor& rows_out, const torch::Tensor& factors_out, const torch::Tensor& grad_out,
+                  torch::Tensor& grad_x, torch::Tensor& grad_entries, torch::Tensor& grad_weights);

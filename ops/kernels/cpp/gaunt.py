@@ -77,7 +77,7 @@ def _cpp_pass(factors: list, products: list, size: int, bracket: bool) -> list:
         raw = empty if raw is None else raw.contiguous()
         product_tables.append([*tables, empty if out is None else out, raw, *(grads or (empty, empty))])
     channels = max(layout.channels for _, _, layout, _ in factors)
-    load_cpp("gaunt_cpp").gaunt_product(
+    load_cpp().gaunt_product(
         factor_tables, product_tables, [p[0] for p in products], [p[1] for p in products], [float(p[3]) for p in products],
         channels, 3 if bracket else 1, num_values("grid", size),
     )  # fmt: skip

@@ -1,6 +1,6 @@
 // The Gaunt sphere-grid product on a CPU, fused per sample: read features in e3nn's layout,
 // take them to the northern half of the grid (mirror-even and mirror-odd parts), multiply
-// pairs of them pointwise and project back, writing e3nn's layout. See cpp_build.py.
+// pairs of them pointwise and project back, writing e3nn's layout. See build.py.
 //
 // For a block of 4 channels at a time (1 for fewer than 4), the values on the grid are small matrix products
 // [4, K] x [K, W] whose accumulators stay in vector registers; inputs are read straight
@@ -256,9 +256,4 @@ void gaunt_product(const std::vector<std::vector<torch::Tensor>>& factors,
     else
       run<scalar_t, 1>(fs, ps, num, channels, groups, points);
   });
-}
-
-// Other Python threads may run meanwhile: the kernel touches no Python object.
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("gaunt_product", &gaunt_product, "Gaunt sphere-grid products (CPU)", py::call_guard<py::gil_scoped_release>());
 }

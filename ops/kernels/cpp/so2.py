@@ -79,7 +79,7 @@ class _SO2Kernel(torch.autograd.Function):
         blocks = kernel.blocks
         sender, receiver = edge_index
         out = x.new_zeros(num_receivers, blocks.irreps_out.dim // blocks.channels, x.shape[-1])
-        load_cpp("so2_cpp").so2_forward(x, entries, edge_weights, sender, receiver, torch.argsort(receiver), *kernel.tables, out)
+        load_cpp().so2_forward(x, entries, edge_weights, sender, receiver, torch.argsort(receiver), *kernel.tables, out)
         ctx.kernel, ctx.summed_messages = kernel, summed_messages
         ctx.save_for_backward(x, entries, edge_weights, edge_index)
         return out
@@ -99,7 +99,7 @@ class _SO2Kernel(torch.autograd.Function):
         grad_entries = torch.empty(entries.shape, dtype=x.dtype) if wanted[1] else x.new_empty(0)  # written whole
         grad_weights = torch.empty(edge_weights.shape, dtype=x.dtype) if wanted[2] else x.new_empty(0)
         sender, receiver = edge_index
-        load_cpp("so2_cpp").so2_backward(
+        load_cpp().so2_backward(
             x, entries, edge_weights, sender, receiver, torch.argsort(sender), *kernel.tables, grad_out.contiguous(),
             grad_x, grad_entries, grad_weights,
         )

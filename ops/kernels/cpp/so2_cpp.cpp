@@ -1,6 +1,6 @@
 // The SO(2) convolution of eSCN on a CPU, fused per edge: gather the sender's features, rotate
 // them into the edge frame, apply the SO(2) map with the edge's weights, rotate back and add to
-// the receiver, with nothing per edge reaching memory but the output. See cpp_build.py and so2.py.
+// the receiver, with nothing per edge reaching memory but the output. See build.py and so2.py.
 //
 // Features are channels-last ([node, component, channel]), so every step is a sum of channel
 // vectors times scalars: rotations take scalars from the edge's Wigner entries, the map takes
@@ -348,10 +348,4 @@ void so2_backward(const torch::Tensor& x, const torch::Tensor& entries, const to
                              pointer_or_null<scalar_t>(grad_weights));
     });
   });
-}
-
-// Other Python threads may run meanwhile: the kernel touches no Python object.
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("so2_forward", &so2_forward, "SO(2) convolution (CPU)", py::call_guard<py::gil_scoped_release>());
-  m.def("so2_backward", &so2_backward, "its gradients (CPU)", py::call_guard<py::gil_scoped_release>());
 }
