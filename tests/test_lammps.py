@@ -289,7 +289,8 @@ def test_a_float32_export_matches_the_float32_calculator(setup, exported_float32
     assert tables is not None, log
     atoms.calc = Calculator(model, dtype=torch.float32)
     assert tables[0][0, 1] == pytest.approx(atoms.get_potential_energy(), rel=1e-6)
-    np.testing.assert_allclose(forces, atoms.get_forces(), rtol=1e-4, atol=1e-5)
+    expected = atoms.get_forces()  # up to 30 eV/Å: float32 sums leave ~1e-5 of that on every component
+    np.testing.assert_allclose(forces, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("ranks, chunk", [(1, 9), (2, 0)])
