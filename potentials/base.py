@@ -85,6 +85,11 @@ class Potential(torch.nn.Module):
     #: edges at once. Not saved with the model; :meth:`set_memory_budget` chooses it.
     edge_block_size: int | None = None
     _edge_block: int | None = None  # edge_block_size during such a call, else None
+    #: Atoms per block of the per-atom work whose intermediates dwarf the features (MACE's
+    #: many-body product, TensorNet's tensor updates) in such calls on edge blocks
+    #: (:func:`.blocks.over_node_blocks`); ``None``: all atoms at once. Set by
+    #: :meth:`set_memory_budget` where a model has such work.
+    atom_block_size: int | None = None
     #: The per-structure inputs the model reads besides the geometry: batch fields among
     #: ``total_charge`` (e) and ``total_spin`` (spin multiplicity 2S+1), handed to
     #: :meth:`node_energy_terms` per atom; a batch without one gives its default (0, 1).

@@ -134,13 +134,18 @@ def conv_edge_bytes(conv, radial: FullyConnectedNet, like: torch.Tensor) -> int:
     return 2 * (2 * widths + features) * like.element_size()
 
 
-def over_node_blocks(fn: Callable[..., torch.Tensor], node_inputs: Sequence[torch.Tensor], block_size: int | None) -> torch.Tensor:
-    """``fn(*node_inputs)`` for a function that acts on each atom alone (rows in, rows out),
-    ``block_size`` atoms at a time under activation checkpointing, as
-    :func:`summed_over_edge_blocks` does for edges. ``None``, or no more atoms than a block:
-    one call."""
+def over_node_blocks(
+    fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], node_inputs: Sequence[torch.Tensor], block_size: int | None
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """``fn(*node_inputs)`` for a function that acts on each atom alone (rows in, rows out:
+    one tensor or a tuple of them), ``block_size`` atoms at a time under activation
+    checkpointing, as :func:`summed_over_edge_blocks` does for edges. ``None``, or no more
+    atoms than a block: one call."""
     num_nodes = node_inputs[0].shape[0]
     if block_size is None or num_nodes <= block_size:
         return fn(*node_inputs)
     pieces = zip(*(tensor.split(block_size) for tensor in node_inputs))  # split: one backward pass, as above
-    return torch.cat([checkpoint(fn, *inputs, use_reentrant=False) for inputs in pieces])
+    outputs = [checkpoint(fn, *inputs, use_reentrant=False) for inputs in pieces]
+    if isinstance(outputs[0], tuple):
+        return tuple(torch.cat(parts) for parts in zip(*outputs))
+    return torch.cat(outputs)

@@ -154,7 +154,6 @@ class MACE(Potential):
     """
 
     isolated_energy_is_zero = True
-    product_block_size: int | None = None  # atoms per block of the product in inference (set_memory_budget)
     backend_families = {"conv": ("cg",), "product": tuple(_PRODUCT_FAMILIES.values())}
 
     @classmethod
@@ -302,7 +301,7 @@ class MACE(Potential):
         dim_one = sum(ir.dim for _, ir in o3.Irreps.spherical_harmonics(self.max_ell))
         widest = max(ir.dim for _, ir in product.irreps_out) * dim_one ** (product.correlation - 1)
         per_atom = 4 * product.channels * widest * self.atomic_energies.element_size()  # x2 outputs, x2 recompute
-        self.product_block_size = max(64, int(0.5 * gigabytes * 2**30 / per_atom))
+        self.atom_block_size = max(64, int(0.5 * gigabytes * 2**30 / per_atom))
         return block
 
     def node_terms_and_features(self, species, edge_vec, edge_index, total_charge=None, total_spin=None):
@@ -324,7 +323,7 @@ class MACE(Potential):
                 a = interaction(x, species, edge_sh, edge_features, edge_scale, edge_index, self._edge_block)
             else:
                 a = interaction(x, edge_sh, edge_features, edge_index, self._edge_block)
-            atoms_block = None if self._edge_block is None else self.product_block_size
+            atoms_block = None if self._edge_block is None else self.atom_block_size
             if layer == 0 and self.first_layer_mixes_a:
                 x = linear(over_node_blocks(product, (self_connection(a, one_hot), product_species), atoms_block))
             else:

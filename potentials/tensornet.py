@@ -20,7 +20,9 @@ Atoms carry C channels of 3 x 3 Cartesian tensors ``X = I + A + S`` (see
 The embedding's and each interaction's sums over edges are the only per-edge work. In
 inference with edge blocks (:attr:`~.Potential.edge_block_size`) they go block by block
 (:func:`.blocks.summed_over_edge_blocks`), each block computing its own edges' lengths,
-envelope and radial features from ``edge_vec``.
+envelope and radial features from ``edge_vec``, and the per-atom steps between them go
+atom block by atom block (:attr:`~.Potential.atom_block_size`), so that neither keeps its
+intermediates for all atoms.
 
 Everything an edge contributes carries the envelope, which vanishes at the cutoff with
 its first two derivatives, so energy, forces and their derivatives are continuous as
@@ -55,7 +57,7 @@ from equinet.ops import (
 )
 
 from .base import Potential
-from .blocks import summed_over_edge_blocks
+from .blocks import over_node_blocks, summed_over_edge_blocks
 from .registry import register_model
 
 __all__ = ["TensorNet"]
@@ -223,6 +225,16 @@ class TensorNet(Potential):
         # forward and its gradients.
         return 2 * 59 * self.embedding.channels * self.atomic_energies.element_size()
 
+    def set_memory_budget(self, gigabytes: float) -> int | None:
+        """Edge blocks as every model, and atom blocks for the tensor updates (embedding,
+        normalisation and Y, the update with its products, readout), whose intermediates
+        (about 40 ``[C, 3, 3]`` tensors an atom, with the recomputed forward and its
+        gradients) dwarf the features kept between them: a quarter of the budget."""
+        block = super().set_memory_budget(gigabytes)
+        per_atom = 40 * 9 * self.embedding.channels * self.atomic_energies.element_size()
+        self.atom_block_size = max(64, int(0.25 * gigabytes * 2**30 / per_atom))
+        return block
+
     def _edge_terms(self, edge_vec: torch.Tensor, pairs: EdgePairs | None) -> _EdgeTerms:
         r = edge_vec.norm(dim=-1)
         r_pairs = one_per_pair(r, pairs)
@@ -249,10 +261,16 @@ class TensorNet(Potential):
         # block: the MLPs run once per edge.
         blocked = self._edge_block is not None and edge_index.shape[1] > self._edge_block
         edges = None if blocked else self._edge_terms(edge_vec, reverse_edge_pairs(edge_index, edge_vec))
-        x = self.embedding(self._summed(self.embedding.edge_sums, species, (species[edge_index[1]],), edges, edge_vec, edge_index))
+        atoms = self.atom_block_size if blocked else None
+        sums = self._summed(self.embedding.edge_sums, species, (species[edge_index[1]],), edges, edge_vec, edge_index)
+        x = over_node_blocks(self.embedding, (sums,), atoms)
         for interaction in self.interactions:
-            x, y = interaction.message_passing.node_tensors(x)
+            x, y = over_node_blocks(interaction.message_passing.node_tensors, (x,), atoms)
             m = self._summed(interaction.messages, y, (), edges, edge_vec, edge_index)
-            x = interaction.message_passing.update(x, y, m)
+            x = over_node_blocks(interaction.message_passing.update, (x, y, m), atoms)
+        return over_node_blocks(self._readout, (x,), atoms)
+
+    def _readout(self, x: torch.Tensor) -> torch.Tensor:
+        """Atomic tensors ``[n, C, 3, 3]`` → energy terms ``[n]``."""
         invariants = torch.cat([frobenius_norm_squared(part) for part in decompose_tensor(x)], dim=-1)  # [n, 3C]
         return self.readout(self.linear(self.out_norm(invariants))).squeeze(-1)

@@ -54,7 +54,7 @@ def main() -> None:
     statistics = {"elements": [29], "atomic_energies": {29: 0.0}, "avg_num_neighbors": 42.0, "force_rms": 1.0}
     model = build_model({**CONFIGS[args.family], "dtype": "float32", "cutoff": CUTOFF}, statistics).eval()
     model.edge_block_size = args.edge_block
-    model.product_block_size = args.atom_block
+    model.atom_block_size = args.atom_block
     print(f"# {args.family}, edge blocks of {args.edge_block:,}, product blocks of {args.atom_block:,} atoms")
     print("| atoms | edges | written, KB/atom | largest (KB/atom) |\n| --- | --- | --- | --- |")
     for size in args.sizes:

@@ -191,8 +191,8 @@ def test_edges_in_blocks_give_the_same_energy_forces_and_stress(variant, monkeyp
     checkpoint = blocks.checkpoint
     monkeypatch.setattr(blocks, "checkpoint", lambda *args, **kwargs: blocks_run.append(1) or checkpoint(*args, **kwargs))
     model.edge_block_size = 16  # molecule: 2 atoms a block; alloy: 19 edges an atom
-    if variant.startswith("mace"):
-        model.product_block_size = 5  # atoms: 27
+    if variant.startswith("mace") or variant == "tensornet":
+        model.atom_block_size = 5  # atoms: 27
     blocked = model(graph, stress=True)
     assert len(blocks_run) >= model.message_passing_steps * 23  # edge blocks a layer
     for key in ("energy", "forces", "stress"):
@@ -216,11 +216,13 @@ def test_receiver_blocks_tile_the_atoms_without_splitting_one_atoms_edges():
 def test_the_memory_budget_sets_the_edge_blocks():
     model = small_model("mace")
     assert model.set_memory_budget(1.0) == int(0.5 * 2**30 / model.edge_bytes())
-    assert model.product_block_size == int(0.5 * 2**30 / (4 * 4 * 3 * 9**2 * 8))  # C=4, 1o out, D=9 (l<=2), correlation 3, float64
+    assert model.atom_block_size == int(0.5 * 2**30 / (4 * 4 * 3 * 9**2 * 8))  # C=4, 1o out, D=9 (l<=2), correlation 3, float64
     assert model.set_memory_budget(1e-9) == 1024  # at least
     calculator = Calculator(small_model("escn"), max_memory_gb=2.0)
     assert calculator.model.edge_block_size == int(2**30 / calculator.model.edge_bytes())
-    assert small_model("tensornet").set_memory_budget(1.0) == int(0.5 * 2**30 / (2 * 59 * 8 * 8))  # C=8, float64
+    tensornet = small_model("tensornet")
+    assert tensornet.set_memory_budget(1.0) == int(0.5 * 2**30 / (2 * 59 * 8 * 8))  # C=8, float64
+    assert tensornet.atom_block_size == int(0.25 * 2**30 / (40 * 9 * 8 * 8))
     with pytest.raises(ValueError, match="max_memory_gb must be positive, got -1"):
         Calculator(small_model("mace"), max_memory_gb=-1)
 
