@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 
+from .blocks import Parts
 from .charge_spin import STRUCTURE_DEFAULTS
 from .heads import check_outputs
 
@@ -84,7 +85,9 @@ class Potential(torch.nn.Module):
     #: exist for one block at a time (:func:`.blocks.summed_over_edge_blocks`). ``None``: all
     #: edges at once. Not saved with the model; :meth:`set_memory_budget` chooses it.
     edge_block_size: int | None = None
-    _edge_block: int | None = None  # edge_block_size during such a call, else None
+    #: edge_block_size during such a call, else None; in a graph traced for export, a fixed
+    #: number of parts (:class:`.blocks.Parts`).
+    _edge_block: int | Parts | None = None
     #: The per-structure inputs the model reads besides the geometry: batch fields among
     #: ``total_charge`` (e) and ``total_spin`` (spin multiplicity 2S+1), handed to
     #: :meth:`node_energy_terms` per atom; a batch without one gives its default (0, 1).

@@ -35,7 +35,7 @@ from equinet.ops.kernels import backend_names
 
 from .base import Potential
 from .heads import head_irreps, tensorial_heads
-from .blocks import RadialEmbedding, conv_edge_bytes, over_node_blocks, radial_network, summed_over_edge_blocks
+from .blocks import Parts, RadialEmbedding, conv_edge_bytes, over_node_blocks, radial_network, summed_over_edge_blocks
 from .charge_spin import STRUCTURE_DEFAULTS, ChargeSpinEmbedding, check_table
 from .mace_nonlinear import NonLinearInteraction, SharedSelfConnection
 from .pair_radii import COVALENT_RADII, AgnesiTransform, SoftTransform, ZBLRepulsion, pair_radius_sum
@@ -319,12 +319,13 @@ class MACE(Potential):
         energy = 0.0 if self.pair_repulsion is None else self.pair_repulsion(r, radius_sum, species, edge_index) / self.scale
         features = []
         first_readout = len(self.interactions) - len(self.readouts)
+        # The products' atoms go in as many parts as the edges in a traced graph, in blocks sized by memory otherwise.
+        atoms_block = self._edge_block if isinstance(self._edge_block, Parts) or self._edge_block is None else self.product_block_size
         for layer, (interaction, product, linear, self_connection) in enumerate(zip(self.interactions, self.products, self.linears, self.self_connections)):
             if isinstance(interaction, NonLinearInteraction):
                 a = interaction(x, species, edge_sh, edge_features, edge_scale, edge_index, self._edge_block)
             else:
                 a = interaction(x, edge_sh, edge_features, edge_index, self._edge_block)
-            atoms_block = None if self._edge_block is None else self.product_block_size
             if layer == 0 and self.first_layer_mixes_a:
                 x = linear(over_node_blocks(product, (self_connection(a, one_hot), product_species), atoms_block))
             else:

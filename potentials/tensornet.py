@@ -55,7 +55,7 @@ from equinet.ops import (
 )
 
 from .base import Potential
-from .blocks import summed_over_edge_blocks
+from .blocks import in_edge_blocks, summed_over_edge_blocks
 from .registry import register_model
 
 __all__ = ["TensorNet"]
@@ -247,7 +247,7 @@ class TensorNet(Potential):
         # the edges. In edge blocks (inference) nothing as wide as the radial basis or the
         # channels exists for all edges at once, and an edge's reverse is often in another
         # block: the MLPs run once per edge.
-        blocked = self._edge_block is not None and edge_index.shape[1] > self._edge_block
+        blocked = in_edge_blocks(self._edge_block, edge_index.shape[1])
         edges = None if blocked else self._edge_terms(edge_vec, reverse_edge_pairs(edge_index, edge_vec))
         x = self.embedding(self._summed(self.embedding.edge_sums, species, (species[edge_index[1]],), edges, edge_vec, edge_index))
         for interaction in self.interactions:
