@@ -212,7 +212,7 @@ def export_model(
             in this order); ``None``: all of the model's.
         edge_blocks: the number of parts the edges' messages are computed in, one after
             another, each recomputed in the backward (activation checkpointing): per-edge
-            intermediates then exist for a part at a time, for more time per step.
+            intermediates then exist for a part at a time. TorchScript only.
 
     The written file is loaded back and checked against the model on structures of other
     sizes than the one it was traced on (a ``RuntimeError`` if they differ). Only the energy
@@ -246,6 +246,8 @@ def export_model(
     species = [first.elements.index(z) for z in elements]
     if isinstance(edge_blocks, bool) or not isinstance(edge_blocks, int) or edge_blocks < 1:
         raise ValueError(f"edge_blocks must be a whole number of parts, 1 or more, got {edge_blocks!r}")
+    if edge_blocks > 1 and format == "aotinductor":  # torch.export guards on the parts' sizes (torch 2.13)
+        raise ValueError(f"{path}: a graph in edge blocks exports as TorchScript (a .pt file) only, not AOTInductor")
     dtype = dtype or first.atomic_energies.dtype
     models = [traceable_copy(member, species, dtype, edge_blocks) for member in models]  # copies: the caller's models are unchanged
     metadata = {
