@@ -35,9 +35,14 @@ The model and its autograd backward are traced together into one graph of plain 
 operations (``make_fx`` with symbolic sizes) and saved as TorchScript (``.pt``) or
 compiled ahead of time by AOTInductor (``.pt2``); libtorch runs either from C++ without
 Python. The file carries ``equinet.json``: elements, cutoff, message-passing steps (a
-committee's largest), number of members (1: one model), dtype, equinet version. A graph
-may hold only some of the model's elements (a foundation model knows 89; a simulation
-needs a few): its size and compile time grow with them.
+committee's largest), number of members (1: one model), dtype, edge blocks, equinet
+version. A graph may hold only some of the model's elements (a foundation model knows 89;
+a simulation needs a few): its size and compile time grow with them.
+
+For large systems the graph can compute its edges' messages (and MACE's per-atom products)
+in a fixed number of parts, ``edge_blocks``, each under activation checkpointing: the trace
+holds each part's forward, and in the backward its recomputation, so a part's per-edge
+intermediates die with it and the peak memory falls, for a longer trace and export.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from equinet.committee import check_members
 from equinet.files import atomic_write
 from equinet.ops import SymmetricContraction
 from equinet.potentials import Potential, accelerate
+from equinet.potentials.blocks import Parts
 
 __all__ = ["ExportedCommittee", "ExportedForces", "export_model", "load_exported", "FORMATS", "METADATA_FILE"]
 
@@ -106,14 +112,19 @@ class ExportedCommittee(torch.nn.Module):
         return torch.stack(energies).mean(0), member_forces.mean(0), torch.stack(virials).mean(0), member_forces
 
 
-def traceable_copy(model: Potential, species: list[int], dtype: torch.dtype) -> Potential:
+def traceable_copy(model: Potential, species: list[int], dtype: torch.dtype, edge_blocks: int = 1) -> Potential:
     """A copy of ``model`` in ``dtype`` whose sizes do not depend on the data, for the
     elements of species indices ``species``: its operators run the PyTorch reference (the
     triton, cueq and cpp kernels are not part of libtorch, and the backends share the
-    weights), the many-body products run those elements whatever the structure holds, and
-    the learned energies of isolated atoms are taken into the reference energies (the same
-    energies, without running isolated atoms through the model at every step)."""
+    weights), the many-body products run those elements whatever the structure holds, the
+    learned energies of isolated atoms are taken into the reference energies (the same
+    energies, without running isolated atoms through the model at every step), its weights
+    do not require grad, and with ``edge_blocks`` > 1 its edge sums go in that many parts
+    (:class:`~equinet.potentials.blocks.Parts`)."""
     model = accelerate(copy.deepcopy(model), conv="torch", product="torch").to(dtype).eval()
+    # Weights that require grad become graph constants that do: a caller in grad mode (the
+    # LAMMPS plugin) would then record autograd history and keep every intermediate alive.
+    model.requires_grad_(False)
     if not model.isolated_energy_is_zero:
         chosen = torch.tensor(species)
         with torch.no_grad():
@@ -122,6 +133,7 @@ def traceable_copy(model: Potential, species: list[int], dtype: torch.dtype) -> 
     for module in model.modules():
         if isinstance(module, SymmetricContraction):  # per element of the model, or element-agnostic
             module.traced_elements = list(species) if module.num_elements == model.num_elements else list(range(module.num_elements))
+    model._edge_block = Parts(edge_blocks) if edge_blocks > 1 else None
     return model
 
 
@@ -184,6 +196,7 @@ def export_model(
     dtype: torch.dtype | None = None,
     format: str | None = None,
     elements: list[int] | None = None,
+    edge_blocks: int = 1,
 ) -> dict:
     """Write ``model``, or the committee of a list of models, as one graph for MD codes to
     ``path``; returns its metadata.
@@ -197,6 +210,9 @@ def export_model(
         dtype: the graph's precision; by default the (first) model's.
         elements: atomic numbers of the elements the graph takes (a subset of the model's,
             in this order); ``None``: all of the model's.
+        edge_blocks: the number of parts the edges' messages are computed in, one after
+            another, each recomputed in the backward (activation checkpointing): per-edge
+            intermediates then exist for a part at a time. TorchScript only.
 
     The written file is loaded back and checked against the model on structures of other
     sizes than the one it was traced on (a ``RuntimeError`` if they differ). Only the energy
@@ -228,8 +244,12 @@ def export_model(
     if not elements or len(set(elements)) != len(elements) or not set(elements) <= set(first.elements):
         raise ValueError(f"elements {elements}: give distinct atomic numbers from the model's ({', '.join(map(str, first.elements))})")
     species = [first.elements.index(z) for z in elements]
+    if isinstance(edge_blocks, bool) or not isinstance(edge_blocks, int) or edge_blocks < 1:
+        raise ValueError(f"edge_blocks must be a whole number of parts, 1 or more, got {edge_blocks!r}")
+    if edge_blocks > 1 and format == "aotinductor":  # torch.export guards on the parts' sizes (torch 2.13)
+        raise ValueError(f"{path}: a graph in edge blocks exports as TorchScript (a .pt file) only, not AOTInductor")
     dtype = dtype or first.atomic_energies.dtype
-    models = [traceable_copy(member, species, dtype) for member in models]  # copies: the caller's models are unchanged
+    models = [traceable_copy(member, species, dtype, edge_blocks) for member in models]  # copies: the caller's models are unchanged
     metadata = {
         "format": "equinet-lammps",
         "equinet_version": __version__,
@@ -240,6 +260,7 @@ def export_model(
         "message_passing_steps": max(member.message_passing_steps for member in models),
         "members": len(models),
         "dtype": str(dtype).removeprefix("torch."),
+        "edge_blocks": edge_blocks,
     }
     exported_species = torch.tensor(species)
     reference = ExportedForces(models[0], exported_species) if len(models) == 1 else ExportedCommittee(models, exported_species)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 
+from .blocks import Parts
 from .charge_spin import STRUCTURE_DEFAULTS
 from .heads import check_outputs
 
@@ -84,7 +85,9 @@ class Potential(torch.nn.Module):
     #: exist for one block at a time (:func:`.blocks.summed_over_edge_blocks`). ``None``: all
     #: edges at once. Not saved with the model; :meth:`set_memory_budget` chooses it.
     edge_block_size: int | None = None
-    _edge_block: int | None = None  # edge_block_size during such a call, else None
+    #: edge_block_size during such a call, else None; in a graph traced for export, a fixed
+    #: number of parts (:class:`.blocks.Parts`).
+    _edge_block: int | Parts | None = None
     #: Atoms per block of the per-atom work whose intermediates dwarf the features (MACE's
     #: many-body product, TensorNet's tensor updates) in such calls on edge blocks
     #: (:func:`.blocks.over_node_blocks`); ``None``: all atoms at once. Set by
@@ -166,6 +169,14 @@ class Potential(torch.nn.Module):
         backward), to size blocks from a memory budget; ``None`` where the model does not
         process its edges in blocks."""
         return None
+
+    def _atom_blocks(self) -> int | Parts | None:
+        """The blocks of this call's heavy per-atom work (:func:`.blocks.over_node_blocks`):
+        as many parts as the edges in a graph traced for export, :attr:`atom_block_size`
+        atoms in other calls on edge blocks, else ``None`` (all atoms at once)."""
+        if self._edge_block is None or isinstance(self._edge_block, Parts):
+            return self._edge_block
+        return self.atom_block_size
 
     def set_memory_budget(self, gigabytes: float) -> int | None:
         """Choose :attr:`edge_block_size` so that a block's per-edge intermediates take about

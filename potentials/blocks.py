@@ -5,7 +5,8 @@ nonlinearity of NequIP-style layers, and messages summed edge block by edge bloc
 from __future__ import annotations
 
 import bisect
-from typing import Callable, Sequence
+import functools
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from e3nn import o3
@@ -14,7 +15,10 @@ from torch.utils.checkpoint import checkpoint
 
 from equinet.ops import BesselBasis, GaussianBasis, PolynomialCutoff
 
-__all__ = ["RADIAL_BASES", "RadialEmbedding", "conv_edge_bytes", "gate", "over_node_blocks", "radial_network", "receiver_blocks", "summed_over_edge_blocks"]
+__all__ = [
+    "RADIAL_BASES", "Parts", "RadialEmbedding", "conv_edge_bytes", "gate", "in_edge_blocks", "over_node_blocks", "radial_network",
+    "receiver_blocks", "summed_over_edge_blocks",
+]  # fmt: skip
 
 RADIAL_BASES = {"bessel": BesselBasis, "gaussian": GaussianBasis}
 
@@ -88,29 +92,63 @@ def receiver_blocks(receiver: torch.Tensor, num_nodes: int, block_size: int) -> 
     return blocks
 
 
+class Parts(NamedTuple):
+    """A fixed number of contiguous parts of the edges (or atoms), whatever their number:
+    blocks whose sizes are symbols of the edge (atom) count, for graphs traced once for any
+    structure (:mod:`equinet.export`)."""
+
+    count: int
+
+
+def _part_sizes(total: int, count: int) -> list[int]:
+    """``count`` near-equal sizes that sum to ``total`` (zeros where it is smaller), from
+    bounds with no comparison (tensor_split's has one), so that a trace with a symbolic
+    ``total`` holds no guard on its traced value."""
+    bounds = [part * total // count for part in range(count + 1)]
+    return [end - start for start, end in zip(bounds[:-1], bounds[1:])]
+
+
+def _traceable_checkpoint(fn: Callable[..., torch.Tensor], *inputs) -> torch.Tensor:
+    """``fn(*inputs)`` under activation checkpointing in a form ``make_fx`` traces: no RNG
+    state (the models are deterministic), and no check that the recomputed sizes equal the
+    first ones, which a trace cannot decide where they are data-dependent symbols (a
+    product's atoms of each element)."""
+    return checkpoint(fn, *inputs, use_reentrant=False, preserve_rng_state=False, determinism_check="none")
+
+
+def in_edge_blocks(edge_block: int | Parts | None, num_edges: int) -> bool:
+    """Whether :func:`summed_over_edge_blocks` cuts ``num_edges`` edges into blocks."""
+    return isinstance(edge_block, Parts) or (edge_block is not None and num_edges > edge_block)
+
+
 def summed_over_edge_blocks(
-    messages: Callable[..., torch.Tensor], nodes: torch.Tensor, edge_inputs: Sequence[torch.Tensor], edge_index: torch.Tensor, block_size: int | None
-) -> torch.Tensor:
+    messages: Callable[..., torch.Tensor], nodes: torch.Tensor, edge_inputs: Sequence[torch.Tensor], edge_index: torch.Tensor,
+    edge_block: int | Parts | None,
+) -> torch.Tensor:  # fmt: skip
     """``messages(nodes, *edge_inputs, edge_index, num_receivers)``, a sum over edges into
     ``[num_receivers, ...]`` that reads ``nodes`` at the senders (row 0 of ``edge_index``)
-    only and sums at the receivers (row 1, indexing the output's rows), computed about
-    ``block_size`` edges at a time.
+    only and sums at the receivers (row 1, indexing the output's rows), computed in edge
+    blocks: about ``edge_block`` edges at a time (an int), or in ``edge_block.count`` parts
+    (:class:`Parts`).
 
-    Edges must be sorted by receiver. Each block covers a range of atoms
+    With an int, edges must be sorted by receiver. Each block covers a range of atoms
     (:func:`receiver_blocks`), reads a table of its own senders' rows and sums into its own
     rows; the rows are concatenated. A block so costs its edges and atoms, never all atoms,
-    and the backward sums the node gradients of all blocks once. Each block runs under
-    activation checkpointing: its per-edge intermediates (radial weights, gathered features,
-    products) are freed after its forward and recomputed block by block in the backward.
-    ``None``, or no more edges than a block: one call.
+    and the backward sums the node gradients of all blocks once. With :class:`Parts`,
+    see :func:`_summed_over_edge_parts`. Each block runs under activation checkpointing: its
+    per-edge intermediates (radial weights, gathered features, products) are freed after
+    its forward and recomputed block by block in the backward. ``None``, or no more edges
+    than a block: one call.
 
     Shapes: ``nodes``: ``[n, ...]``; ``edge_inputs``: ``[E, ...]`` each; ``edge_index``:
     ``[2, E]`` → ``[n, ...]``.
     """
     num_nodes, num_edges = nodes.shape[0], edge_index.shape[1]
-    if block_size is None or num_edges <= block_size:
+    if not in_edge_blocks(edge_block, num_edges):
         return messages(nodes, *edge_inputs, edge_index, num_nodes)
-    blocks = receiver_blocks(edge_index[1], num_nodes, block_size)
+    if isinstance(edge_block, Parts):
+        return _summed_over_edge_parts(messages, nodes, edge_inputs, edge_index, edge_block.count)
+    blocks = receiver_blocks(edge_index[1], num_nodes, edge_block)
     sizes = [edges for edges, _ in blocks]
     senders, local_senders = zip(*(torch.unique(sender, return_inverse=True) for sender in edge_index[0].split(sizes)))
     # One gather for all blocks' sender tables, and split (not sliced) edge inputs: the
@@ -125,6 +163,23 @@ def summed_over_edge_blocks(
     return torch.cat(parts)
 
 
+def _summed_over_edge_parts(
+    messages: Callable[..., torch.Tensor], nodes: torch.Tensor, edge_inputs: Sequence[torch.Tensor], edge_index: torch.Tensor, count: int
+) -> torch.Tensor:
+    """:func:`summed_over_edge_blocks` in ``count`` contiguous parts of near-equal size (some
+    empty where there are fewer edges), in any edge order and with no data-dependent step,
+    so that a trace with a symbolic edge count holds ``count`` blocks: each part reads the
+    whole ``nodes`` table at its senders and sums into all ``n`` rows, and the parts are
+    added one after another."""
+    num_nodes, sizes = nodes.shape[0], _part_sizes(edge_index.shape[1], count)
+    pieces = zip(edge_index.split(sizes, dim=1), *(tensor.split(sizes) for tensor in edge_inputs))
+    total = None
+    for index, *inputs in pieces:
+        part = _traceable_checkpoint(messages, nodes, *inputs, index, num_nodes)
+        total = part if total is None else total + part
+    return total
+
+
 def conv_edge_bytes(conv, radial: FullyConnectedNet, like: torch.Tensor) -> int:
     """Bytes per edge of a block of a CG convolution with its radial network: the MLP's
     activations and weights, the gathered features, and the coupled spherical harmonics and
@@ -135,17 +190,22 @@ def conv_edge_bytes(conv, radial: FullyConnectedNet, like: torch.Tensor) -> int:
 
 
 def over_node_blocks(
-    fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], node_inputs: Sequence[torch.Tensor], block_size: int | None
+    fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], node_inputs: Sequence[torch.Tensor], block: int | Parts | None
 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """``fn(*node_inputs)`` for a function that acts on each atom alone (rows in, rows out:
-    one tensor or a tuple of them), ``block_size`` atoms at a time under activation
-    checkpointing, as :func:`summed_over_edge_blocks` does for edges. ``None``, or no more
-    atoms than a block: one call."""
+    one tensor or a tuple of them), ``block`` atoms at a time (an int) or in ``block.count``
+    parts (:class:`Parts`) under activation checkpointing, as
+    :func:`summed_over_edge_blocks` does for edges. ``None``, or no more atoms than a
+    block: one call."""
     num_nodes = node_inputs[0].shape[0]
-    if block_size is None or num_nodes <= block_size:
+    if block is None or (isinstance(block, int) and num_nodes <= block):
         return fn(*node_inputs)
-    pieces = zip(*(tensor.split(block_size) for tensor in node_inputs))  # split: one backward pass, as above
-    outputs = [checkpoint(fn, *inputs, use_reentrant=False) for inputs in pieces]
+    if isinstance(block, Parts):
+        sizes, run = _part_sizes(num_nodes, block.count), _traceable_checkpoint
+    else:
+        sizes, run = block, functools.partial(checkpoint, use_reentrant=False)
+    pieces = zip(*(tensor.split(sizes) for tensor in node_inputs))  # split: one backward pass, as above
+    outputs = [run(fn, *inputs) for inputs in pieces]
     if isinstance(outputs[0], tuple):
         return tuple(torch.cat(parts) for parts in zip(*outputs))
     return torch.cat(outputs)

@@ -43,7 +43,7 @@ from equinet.ops import FullyConnectedTensorProduct, GauntManyBodyProduct, Linea
 
 from .base import Potential
 from .heads import tensorial_heads
-from .blocks import RadialEmbedding, gate, radial_network, summed_over_edge_blocks
+from .blocks import RadialEmbedding, gate, in_edge_blocks, radial_network, summed_over_edge_blocks
 from .registry import register_model
 
 __all__ = ["ESCN"]
@@ -175,7 +175,7 @@ class ESCN(Potential):
     def node_terms_and_features(self, species, edge_vec, edge_index):
         one_hot = self.one_hot(species)
         edge_features = self.radial_embedding(edge_vec.norm(dim=-1))
-        blocked = self._edge_block is not None and edge_index.shape[1] > self._edge_block
+        blocked = in_edge_blocks(self._edge_block, edge_index.shape[1])
         wigner = None if blocked else edge_wigner_D(self.l_max, edge_vec, self.m_max)
         x = self.embedding(one_hot)
         for layer in self.layers:

@@ -318,12 +318,12 @@ class MACE(Potential):
         energy = 0.0 if self.pair_repulsion is None else self.pair_repulsion(r, radius_sum, species, edge_index) / self.scale
         features = []
         first_readout = len(self.interactions) - len(self.readouts)
+        atoms_block = self._atom_blocks()
         for layer, (interaction, product, linear, self_connection) in enumerate(zip(self.interactions, self.products, self.linears, self.self_connections)):
             if isinstance(interaction, NonLinearInteraction):
                 a = interaction(x, species, edge_sh, edge_features, edge_scale, edge_index, self._edge_block)
             else:
                 a = interaction(x, edge_sh, edge_features, edge_index, self._edge_block)
-            atoms_block = None if self._edge_block is None else self.atom_block_size
             if layer == 0 and self.first_layer_mixes_a:
                 x = linear(over_node_blocks(product, (self_connection(a, one_hot), product_species), atoms_block))
             else:

@@ -57,7 +57,7 @@ from equinet.ops import (
 )
 
 from .base import Potential
-from .blocks import over_node_blocks, summed_over_edge_blocks
+from .blocks import in_edge_blocks, over_node_blocks, summed_over_edge_blocks
 from .registry import register_model
 
 __all__ = ["TensorNet"]
@@ -259,9 +259,9 @@ class TensorNet(Potential):
         # the edges. In edge blocks (inference) nothing as wide as the radial basis or the
         # channels exists for all edges at once, and an edge's reverse is often in another
         # block: the MLPs run once per edge.
-        blocked = self._edge_block is not None and edge_index.shape[1] > self._edge_block
+        blocked = in_edge_blocks(self._edge_block, edge_index.shape[1])
         edges = None if blocked else self._edge_terms(edge_vec, reverse_edge_pairs(edge_index, edge_vec))
-        atoms = self.atom_block_size if blocked else None
+        atoms = self._atom_blocks()
         sums = self._summed(self.embedding.edge_sums, species, (species[edge_index[1]],), edges, edge_vec, edge_index)
         x = over_node_blocks(self.embedding, (sums,), atoms)
         for interaction in self.interactions:

@@ -110,22 +110,26 @@ def _assert_stress(virial, atoms):
     np.testing.assert_allclose(stress, atoms.get_stress(), atol=1e-12)
 
 
-@pytest.mark.parametrize("variant", sorted(SMALL))
-def test_every_model_family_exports_a_graph_equal_to_the_model(variant, tmp_path, float64):
-    """MACE's with the triton convolution, which libtorch cannot run: the export swaps in the
-    torch backend (the kernels share its weights), and the caller's model keeps triton."""
+@pytest.mark.parametrize("variant, edge_blocks", [(variant, 2 if variant in ("mace", "tensornet") else 1) for variant in sorted(SMALL)])
+def test_every_model_family_exports_a_graph_equal_to_the_model(variant, edge_blocks, tmp_path, float64):
+    """Each family, and MACE and TensorNet with their edges (and MACE's products) in 2 parts,
+    down to fewer edges than parts (one edge here, none in the export's own check). MACE's
+    runs the triton convolution, which libtorch cannot run: the export swaps in the torch
+    backend (the kernels share its weights), and the caller's model keeps triton."""
     kernels = {"conv_backend": "triton"} if variant == "mace" and importlib.util.find_spec("triton") else {}
     model = _model(variant, **kernels)
-    metadata = export_model(model, tmp_path / "exported.pt")
+    metadata = export_model(model, tmp_path / "exported.pt", edge_blocks=edge_blocks)
     graph, stored = load_exported(tmp_path / "exported.pt")
     assert stored == metadata
     assert stored["elements"] == [28, 29] and stored["cutoff"] == CUTOFF and stored["dtype"] == "float64"
-    assert stored["message_passing_steps"] == model.message_passing_steps
+    assert stored["message_passing_steps"] == model.message_passing_steps and stored["edge_blocks"] == edge_blocks
     if kernels:
         assert "equinet" not in graph.code and model.interactions[0].conv.backend == "triton"
+    pair = (torch.tensor([[1.5, 0.5, -1.0]]), torch.tensor([0, 1]), torch.tensor([[0], [1]]), torch.tensor(2))
     inputs, _ = with_ghosts(triclinic_alloy(), model)  # sizes unlike those the graph was traced on
-    for name, expected, got in zip(("energy", "forces", "virial"), ExportedForces(model)(*inputs), graph(*inputs)):
-        torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10, msg=name)
+    for structure in (inputs, pair):
+        for name, expected, got in zip(("energy", "forces", "virial"), ExportedForces(model)(*structure), graph(*structure)):
+            torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10, msg=name)
 
 
 def test_an_export_format_that_contradicts_the_suffix_is_one_line(tmp_path, capsys):

@@ -189,6 +189,9 @@ std::string PairEquinet::load(const char *path)
 
 std::vector<torch::Tensor> PairEquinet::run(std::vector<torch::Tensor> inputs)
 {
+  // The graph holds its own backward: no autograd history (which would keep every
+  // intermediate alive, were any of its constants to require grad).
+  torch::NoGradGuard no_grad;
   if (compiled) return compiled->run(inputs);
   std::vector<torch::jit::IValue> values(inputs.begin(), inputs.end());
   const auto tuple = scripted.forward(values).toTuple();
