@@ -43,7 +43,7 @@ from equinet.ops import FullyConnectedTensorProduct, GauntManyBodyProduct, Linea
 
 from .base import Potential
 from .heads import tensorial_heads
-from .blocks import RadialEmbedding, gate, in_edge_blocks, radial_network, summed_over_edge_blocks
+from .blocks import RadialEmbedding, gate, in_edge_blocks, over_node_blocks, radial_network, summed_over_edge_blocks
 from .registry import register_model
 
 __all__ = ["ESCN"]
@@ -76,13 +76,20 @@ class _ESCNLayer(torch.nn.Module):
             wigner = edge_wigner_D(self.l_max, edge_vec, self.m_max)
         return self.conv(x_in, edge_vec, self.radial(edge_features), edge_index, wigner, num_receivers)
 
-    def forward(self, x, species, one_hot, edge_vec, edge_features, edge_index, wigner=None, edge_block=None):
+    def forward(self, x, species, one_hot, edge_vec, edge_features, edge_index, wigner=None, edge_block=None, atom_block=None):
         """``wigner``: the edges' rotations, shared by the layers; ``None`` (with edge blocks)
-        computes them block by block."""
+        computes them block by block. ``atom_block``: the update's atom blocks
+        (:func:`.blocks.over_node_blocks`; the S2 activation's sphere-grid values are many
+        per atom)."""
         if wigner is None:
             messages = summed_over_edge_blocks(self._messages, self.linear_in(x), (edge_vec, edge_features), edge_index, edge_block)
         else:
             messages = self._messages(self.linear_in(x), edge_vec, edge_features, edge_index, x.shape[0], wigner)
+        return over_node_blocks(self._update, (x, messages, species, one_hot), atom_block)
+
+    def _update(self, x, messages, species, one_hot):
+        """The atoms' features ``[n, irreps_in]`` and summed messages ``[n, hidden]`` → the
+        layer's output ``[n, hidden]``."""
         if self.s2 is None:
             update = self.gate(self.linear_out(messages * self.norm) + self.self_connection(x, one_hot))
         else:  # as in MACE: powers of the messages only, the self-connection added after
@@ -172,6 +179,20 @@ class ESCN(Potential):
         widths = sum(linear.weight.shape[-1] for linear in layer.radial)
         return 2 * (2 * widths + wigner + 5 * layer.conv.irreps_out.dim) * self.atomic_energies.element_size()
 
+    def set_memory_budget(self, gigabytes: float) -> int | None:
+        """Edge blocks as every model, and atom blocks for the layers' updates, whose S2
+        activation holds each channel's values and powers at about ``2 (B + 1)^2`` grid
+        points for the band limit ``B`` (a gate: a few times the hidden width), x2 for the
+        recomputed forward and its gradients: a quarter of the budget."""
+        block = super().set_memory_budget(gigabytes)
+        layer = self.layers[-1]
+        if layer.s2 is None:
+            per_atom = 16 * layer.conv.irreps_out.dim
+        else:
+            per_atom = 8 * layer.s2.channels * 2 * (layer.s2.band_limit + 1) ** 2
+        self.atom_block_size = max(64, int(0.25 * gigabytes * 2**30 / (per_atom * self.atomic_energies.element_size())))
+        return block
+
     def node_terms_and_features(self, species, edge_vec, edge_index):
         one_hot = self.one_hot(species)
         edge_features = self.radial_embedding(edge_vec.norm(dim=-1))
@@ -179,5 +200,5 @@ class ESCN(Potential):
         wigner = None if blocked else edge_wigner_D(self.l_max, edge_vec, self.m_max)
         x = self.embedding(one_hot)
         for layer in self.layers:
-            x = layer(x, species, one_hot, edge_vec, edge_features, edge_index, wigner, self._edge_block)
+            x = layer(x, species, one_hot, edge_vec, edge_features, edge_index, wigner, self._edge_block, self._atom_blocks())
         return self.readout(x).squeeze(-1), [x]

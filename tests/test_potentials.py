@@ -191,7 +191,7 @@ def test_edges_in_blocks_give_the_same_energy_forces_and_stress(variant, monkeyp
     checkpoint = blocks.checkpoint
     monkeypatch.setattr(blocks, "checkpoint", lambda *args, **kwargs: blocks_run.append(1) or checkpoint(*args, **kwargs))
     model.edge_block_size = 16  # molecule: 2 atoms a block; alloy: 19 edges an atom
-    if variant.startswith("mace") or variant == "tensornet":
+    if variant.startswith(("mace", "escn")) or variant == "tensornet":
         model.atom_block_size = 5  # atoms: 27
     blocked = model(graph, stress=True)
     assert len(blocks_run) >= model.message_passing_steps * 23  # edge blocks a layer
