@@ -89,9 +89,9 @@ class Potential(torch.nn.Module):
     #: number of parts (:class:`.blocks.Parts`).
     _edge_block: int | Parts | None = None
     #: Atoms per block of the per-atom work whose intermediates dwarf the features (MACE's
-    #: many-body product, TensorNet's tensor updates) in such calls on edge blocks
-    #: (:func:`.blocks.over_node_blocks`); ``None``: all atoms at once. Set by
-    #: :meth:`set_memory_budget` where a model has such work.
+    #: many-body product, TensorNet's tensor updates, eSCN's S2 activation) in such calls
+    #: on edge blocks (:func:`.blocks.over_node_blocks`); ``None``: all atoms at once. Set
+    #: by :meth:`set_memory_budget` where a model has such work.
     atom_block_size: int | None = None
     #: The per-structure inputs the model reads besides the geometry: batch fields among
     #: ``total_charge`` (e) and ``total_spin`` (spin multiplicity 2S+1), handed to
