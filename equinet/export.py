@@ -39,10 +39,14 @@ committee's largest), number of members (1: one model), dtype, edge blocks, equi
 version. A graph may hold only some of the model's elements (a foundation model knows 89;
 a simulation needs a few): its size and compile time grow with them.
 
-For large systems the graph can compute its edges' messages (and MACE's per-atom products)
-in a fixed number of parts, ``edge_blocks``, each under activation checkpointing: the trace
-holds each part's forward, and in the backward its recomputation, so a part's per-edge
-intermediates die with it and the peak memory falls, for a longer trace and export.
+For large systems the graph can compute its edges' messages in blocks of a fixed number of
+edges, and its heavy per-atom steps (MACE's products, TensorNet's updates, eSCN's S2
+activation) in blocks of atoms, sized from a memory budget as the calculator's are
+(``max_memory_gb``): each blocked step is a loop of the graph that runs as many blocks as
+the structure needs (:mod:`equinet.potentials.looped`), with each block's forward recomputed
+in the backward, so per-edge intermediates exist for one block at a time whatever the number
+of atoms. Their sizes are attributes ``size`` of the graph's submodules ``edge_blocks_<i>``
+(edges) and ``atom_blocks_<i>`` (atoms), and in ``equinet.json``.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ from equinet.committee import check_members
 from equinet.files import atomic_write
 from equinet.ops import SymmetricContraction
 from equinet.potentials import Potential, accelerate
-from equinet.potentials.blocks import Parts
+from equinet.potentials import looped
 
 __all__ = ["ExportedCommittee", "ExportedForces", "export_model", "load_exported", "FORMATS", "METADATA_FILE"]
 
@@ -112,15 +116,14 @@ class ExportedCommittee(torch.nn.Module):
         return torch.stack(energies).mean(0), member_forces.mean(0), torch.stack(virials).mean(0), member_forces
 
 
-def traceable_copy(model: Potential, species: list[int], dtype: torch.dtype, edge_blocks: int = 1) -> Potential:
+def traceable_copy(model: Potential, species: list[int], dtype: torch.dtype) -> Potential:
     """A copy of ``model`` in ``dtype`` whose sizes do not depend on the data, for the
     elements of species indices ``species``: its operators run the PyTorch reference (the
     triton, cueq and cpp kernels are not part of libtorch, and the backends share the
     weights), the many-body products run those elements whatever the structure holds, the
     learned energies of isolated atoms are taken into the reference energies (the same
-    energies, without running isolated atoms through the model at every step), its weights
-    do not require grad, and with ``edge_blocks`` > 1 its edge sums go in that many parts
-    (:class:`~equinet.potentials.blocks.Parts`)."""
+    energies, without running isolated atoms through the model at every step), and its
+    weights do not require grad."""
     model = accelerate(copy.deepcopy(model), conv="torch", product="torch").to(dtype).eval()
     # Weights that require grad become graph constants that do: a caller in grad mode (the
     # LAMMPS plugin) would then record autograd history and keep every intermediate alive.
@@ -133,7 +136,6 @@ def traceable_copy(model: Potential, species: list[int], dtype: torch.dtype, edg
     for module in model.modules():
         if isinstance(module, SymmetricContraction):  # per element of the model, or element-agnostic
             module.traced_elements = list(species) if module.num_elements == model.num_elements else list(range(module.num_elements))
-    model._edge_block = Parts(edge_blocks) if edge_blocks > 1 else None
     return model
 
 
@@ -150,20 +152,38 @@ def _example_inputs(num_elements: int, cutoff: float, num_atoms: int, seed: int,
     return (pos[receiver] - pos[sender]).to(dtype), species, torch.stack([sender, receiver]), num_local
 
 
-def _trace(module: ExportedForces | ExportedCommittee, inputs: tuple[torch.Tensor, ...]) -> torch.fx.GraphModule:
-    """The forward and backward as one graph of aten operations, with symbolic sizes."""
+def _trace(module: ExportedForces | ExportedCommittee, inputs: tuple[torch.Tensor, ...], blocks: looped.Looped | None) -> torch.fx.GraphModule:
+    """The forward and backward as one graph of aten operations, with symbolic sizes; with
+    ``blocks``, their blocked steps as loops (:mod:`equinet.potentials.looped`)."""
     module(*inputs)  # fills lazily built constants outside tracing
     # The model's parameters stay real tensors in the graph (constants of the trace).
-    return make_fx(module, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
+    trace = make_fx(module, tracing_mode="symbolic", _allow_non_fake_inputs=True)
+    if blocks is None:
+        return trace(*inputs)
+    models = [submodule for submodule in module.modules() if isinstance(submodule, Potential)]
+    for model in models:
+        model._edge_block = blocks
+    try:
+        with looped.recording() as recorder:
+            module(*inputs)  # traces each blocked step on its own
+            recorder.tracing = True
+            graph = trace(*inputs)
+    finally:
+        for model in models:
+            model._edge_block = None
+    return looped.as_loops(graph, recorder)
 
 
 def _save_torchscript(graph: torch.fx.GraphModule, path: Path, metadata: dict) -> None:
-    for node in graph.graph.nodes:  # TorchScript calls operators by name, not by overload
-        if isinstance(node.target, torch._ops.OpOverload):
-            node.target = node.target.overloadpacket
-    graph.recompile()
+    for module in graph.modules():  # with the blocks' graphs
+        if isinstance(module, torch.fx.GraphModule):
+            for node in module.graph.nodes:  # TorchScript calls operators by name, not by overload
+                if isinstance(node.target, torch._ops.OpOverload):
+                    node.target = node.target.overloadpacket
+            module.recompile()
     with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.export, but libtorch loads it
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", "The TorchScript type system doesn't support instance-level annotations")  # torch.fx's own GraphModule
         torch.jit.save(torch.jit.script(graph), str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})
 
 
@@ -196,7 +216,7 @@ def export_model(
     dtype: torch.dtype | None = None,
     format: str | None = None,
     elements: list[int] | None = None,
-    edge_blocks: int = 1,
+    max_memory_gb: float | None = None,
 ) -> dict:
     """Write ``model``, or the committee of a list of models, as one graph for MD codes to
     ``path``; returns its metadata.
@@ -210,9 +230,11 @@ def export_model(
         dtype: the graph's precision; by default the (first) model's.
         elements: atomic numbers of the elements the graph takes (a subset of the model's,
             in this order); ``None``: all of the model's.
-        edge_blocks: the number of parts the edges' messages are computed in, one after
-            another, each recomputed in the backward (activation checkpointing): per-edge
-            intermediates then exist for a part at a time. TorchScript only.
+        max_memory_gb: memory for the blocks of edges and atoms, in GiB, as the
+            calculator's (:meth:`~equinet.potentials.Potential.set_memory_budget`): the
+            graph computes its edges and heavy per-atom steps block by block, each block
+            recomputed in the backward, so that large systems run in bounded memory;
+            ``None``: all at once (fastest for small systems). TorchScript only.
 
     The written file is loaded back and checked against the model on structures of other
     sizes than the one it was traced on (a ``RuntimeError`` if they differ). Only the energy
@@ -244,12 +266,11 @@ def export_model(
     if not elements or len(set(elements)) != len(elements) or not set(elements) <= set(first.elements):
         raise ValueError(f"elements {elements}: give distinct atomic numbers from the model's ({', '.join(map(str, first.elements))})")
     species = [first.elements.index(z) for z in elements]
-    if isinstance(edge_blocks, bool) or not isinstance(edge_blocks, int) or edge_blocks < 1:
-        raise ValueError(f"edge_blocks must be a whole number of parts, 1 or more, got {edge_blocks!r}")
-    if edge_blocks > 1 and format == "aotinductor":  # torch.export guards on the parts' sizes (torch 2.13)
-        raise ValueError(f"{path}: a graph in edge blocks exports as TorchScript (a .pt file) only, not AOTInductor")
+    if max_memory_gb is not None and format == "aotinductor":  # torch.export takes no TorchScript loop
+        raise ValueError(f"{path}: a graph in blocks (max_memory_gb) exports as TorchScript (a .pt file) only, not AOTInductor")
     dtype = dtype or first.atomic_energies.dtype
-    models = [traceable_copy(member, species, dtype, edge_blocks) for member in models]  # copies: the caller's models are unchanged
+    models = [traceable_copy(member, species, dtype) for member in models]  # copies: the caller's models are unchanged
+    blocks = None if max_memory_gb is None else _block_sizes(models, max_memory_gb)
     metadata = {
         "format": "equinet-lammps",
         "equinet_version": __version__,
@@ -260,13 +281,13 @@ def export_model(
         "message_passing_steps": max(member.message_passing_steps for member in models),
         "members": len(models),
         "dtype": str(dtype).removeprefix("torch."),
-        "edge_blocks": edge_blocks,
+        "blocks": None if blocks is None else blocks._asdict(),
     }
     exported_species = torch.tensor(species)
     reference = ExportedForces(models[0], exported_species) if len(models) == 1 else ExportedCommittee(models, exported_species)
     outputs = ("energy", "forces", "virial", "member forces")
     inputs = _example_inputs(len(species), first.cutoff, 24, 0, dtype)
-    graph = _trace(reference, inputs)
+    graph = _trace(reference, inputs, blocks)
     with atomic_write(path) as partial:  # only a checked graph reaches ``path``
         if format == "aotinductor":
             _save_aotinductor(graph, inputs, partial, metadata)
@@ -274,12 +295,28 @@ def export_model(
             _save_torchscript(graph, partial, metadata)
         exported, _ = load_exported(partial)
         tolerance = 1e-9 if dtype == torch.float64 else 1e-4
-        for num_atoms, seed in ((37, 1), (5, 2), (1, 3)):  # sizes other than the traced 24, down to one atom
+        # Sizes other than the traced 24, down to one atom; with blocks, also in blocks of a
+        # few edges and atoms, to run the loops over many.
+        for num_atoms, seed, small_blocks in ((37, 1, False), (5, 2, False), (1, 3, False), (37, 4, True), (5, 5, True)):
+            if small_blocks and blocks is None:
+                continue
+            if blocks is not None:
+                looped.set_block_sizes(exported, looped.Looped(50, 7) if small_blocks else blocks)
             inputs = _example_inputs(len(species), first.cutoff, num_atoms, seed, dtype)
             for name, expected, got in zip(outputs, reference(*inputs), exported(*inputs)):
                 if not torch.allclose(got, expected, rtol=tolerance, atol=tolerance):
                     raise RuntimeError(f"the exported graph's {name} differs from the model's on {num_atoms} atoms: report this as a bug")
     return metadata
+
+
+def _block_sizes(models: list[Potential], gigabytes: float) -> looped.Looped:
+    """Edges and atoms per block for ``gigabytes``: the smallest a member asks for."""
+    edges, atoms = [], []
+    for model in models:
+        edges.append(model.set_memory_budget(gigabytes))
+        atoms.append(model.atom_block_size)
+    edges, atoms = [size for size in edges if size is not None], [size for size in atoms if size is not None]
+    return looped.Looped(min(edges) if edges else 2**31 - 1, min(atoms) if atoms else None)
 
 
 def load_exported(path: str | Path) -> tuple[Callable, dict]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from .blocks import Parts
+from .looped import Looped
 from .charge_spin import STRUCTURE_DEFAULTS
 from .heads import check_outputs
 
@@ -85,9 +85,9 @@ class Potential(torch.nn.Module):
     #: exist for one block at a time (:func:`.blocks.summed_over_edge_blocks`). ``None``: all
     #: edges at once. Not saved with the model; :meth:`set_memory_budget` chooses it.
     edge_block_size: int | None = None
-    #: edge_block_size during such a call, else None; in a graph traced for export, a fixed
-    #: number of parts (:class:`.blocks.Parts`).
-    _edge_block: int | Parts | None = None
+    #: edge_block_size during such a call, else None; in a graph traced for export, the
+    #: sizes of the blocks its loops take (:class:`.looped.Looped`).
+    _edge_block: int | Looped | None = None
     #: Atoms per block of the per-atom work whose intermediates dwarf the features (MACE's
     #: many-body product, TensorNet's tensor updates, eSCN's S2 activation) in such calls
     #: on edge blocks (:func:`.blocks.over_node_blocks`); ``None``: all atoms at once. Set
@@ -170,11 +170,11 @@ class Potential(torch.nn.Module):
         process its edges in blocks."""
         return None
 
-    def _atom_blocks(self) -> int | Parts | None:
+    def _atom_blocks(self) -> int | Looped | None:
         """The blocks of this call's heavy per-atom work (:func:`.blocks.over_node_blocks`):
-        as many parts as the edges in a graph traced for export, :attr:`atom_block_size`
-        atoms in other calls on edge blocks, else ``None`` (all atoms at once)."""
-        if self._edge_block is None or isinstance(self._edge_block, Parts):
+        the loops' sizes in a graph traced for export, :attr:`atom_block_size` atoms in other
+        calls on edge blocks, else ``None`` (all atoms at once)."""
+        if self._edge_block is None or isinstance(self._edge_block, Looped):
             return self._edge_block
         return self.atom_block_size
 

@@ -2,7 +2,7 @@
 
     python scripts/bench_large.py [--families mace nequip escn tensornet] [--sizes 5 10 15 20 30]
                                   [--whole-up-to 4000] [--skip-peer] [--threads 2] [--max-memory-gb 8]
-                                  [--lammps] [--lammps-chunk 3000] [--edge-blocks 1]
+                                  [--lammps] [--lammps-chunk 3000] [--export-memory-gb 8]
 
 Rattled fcc Cu supercells ``bulk("Cu", "fcc", a=3.61, cubic=True) * (k, k, k)`` (4 k^3 atoms:
 500, 4,000, 13,500, 32,000 and 108,000 for k = 5, 10, 15, 20, 30), r_cut 5 Å, float32, random
@@ -21,8 +21,9 @@ runs in LAMMPS on one MPI rank (``pair_style equinet chunk N``: graphs of at mos
 ``--lammps-chunk`` local atoms, each with the atoms within message-passing steps x cutoff
 around it), and up to ``--whole-up-to`` atoms without chunks; the time is that of the one MD
 step of ``run 1`` (LAMMPS's loop time, after the setup's evaluation), the memory that of the
-``lmp`` process. ``--edge-blocks K`` exports the graph with its edges in K parts (``equinet
-export --edge-blocks``). The plugin and the exports are written to ``.bench/bench_large/``.
+``lmp`` process. ``--export-memory-gb G`` exports the graph with its edges and per-atom steps
+in blocks sized to G GiB (``equinet export --max-memory-gb``; default: all at once). The
+plugin and the exports are written to ``.bench/bench_large/``.
 
 MACE is the model of issue 39: 64x0e+64x1o, max_ell 3, correlation 3, 2 layers, radial MLP
 [64, 64, 64]; NequIP 32 channels, l_max 2, 4 layers; eSCN 32 channels, l_max 6, m_max 2, 2
@@ -171,9 +172,9 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
-def _prepare_lammps(families: list[str], edge_blocks: int) -> None:
-    """The plugin and each family's float32 TorchScript export in ``edge_blocks`` parts,
-    under .bench/bench_large/."""
+def _prepare_lammps(families: list[str], memory_gb: float | None) -> None:
+    """The plugin and each family's float32 TorchScript export, in blocks sized to
+    ``memory_gb`` (``None``: none), under .bench/bench_large/."""
     import torch
 
     from equinet.export import export_model
@@ -183,7 +184,7 @@ def _prepare_lammps(families: list[str], edge_blocks: int) -> None:
     build_plugin(OUTPUTS / "equinet_plugin.so")
     for family in families:
         torch.manual_seed(0)
-        export_model(_model(family), OUTPUTS / f"{family}.pt", dtype=torch.float32, edge_blocks=edge_blocks)
+        export_model(_model(family), OUTPUTS / f"{family}.pt", dtype=torch.float32, max_memory_gb=memory_gb)
 
 
 # ---------------------------------------------------------------- driver
@@ -216,7 +217,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per worker")
     parser.add_argument("--lammps", action="store_true", help="also run the exported model in LAMMPS on one rank")
     parser.add_argument("--lammps-chunk", type=int, default=3000, help="local atoms per graph in LAMMPS (pair_style equinet chunk N)")
-    parser.add_argument("--edge-blocks", type=int, default=1, help="parts of the edges in the exported graph (equinet export --edge-blocks)")
+    parser.add_argument("--export-memory-gb", type=float, default=None, help="blocks of the exported graph (equinet export --max-memory-gb)")
     parser.add_argument("--skip-python", action="store_true", help="no equinet-in-Python or mace-torch rows (with --lammps)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -224,7 +225,7 @@ def main() -> None:
         worker(args)
         return
     if args.lammps:
-        _prepare_lammps(args.families, args.edge_blocks)
+        _prepare_lammps(args.families, args.export_memory_gb)
     print(f"# {machine(args.threads)}; float32; equinet's budget {args.max_memory_gb} GiB", flush=True)
     print("| family | code | atoms | edges | edge block (LAMMPS: atoms per graph) | E+F time | µs/atom | peak RSS | KB/atom |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)

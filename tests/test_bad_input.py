@@ -203,9 +203,10 @@ CASES = [
     (["export", "run/model.pt", "-o", "afile/m.pt"], "afile is a file, not a folder"),
     (["export", "run/model.pt", "-o", "m.pt", "--format", "aotinductor"], "m.pt: an exported model is a .pt2 file for format aotinductor"),
     (["export", "pickled.pt", "-o", "m.pt"], "equinet never loads pickled code"),
-    (["export", "run/model.pt", "-o", "m.pt", "--edge-blocks", "0"], "argument --edge-blocks: 0 must be at least 1"),
-    (["export", "run/model.pt", "-o", "m.pt", "--edge-blocks", "-2"], "argument --edge-blocks: -2 must be at least 1"),
-    (["export", "run/model.pt", "-o", "m.pt2", "--edge-blocks", "2"], "m.pt2: a graph in edge blocks exports as TorchScript (a .pt file) only"),
+    (["export", "run/model.pt", "-o", "m.pt", "--max-memory-gb", "0"], "argument --max-memory-gb: 0 must be a finite number above 0"),
+    (["export", "run/model.pt", "-o", "m.pt", "--max-memory-gb", "inf"], "argument --max-memory-gb: inf must be a finite number above 0"),
+    (["export", "run/model.pt", "-o", "m.pt", "--max-memory-gb", "lots"], "argument --max-memory-gb: 'lots' is not a number"),
+    (["export", "run/model.pt", "-o", "m.pt2", "--max-memory-gb", "2"], "m.pt2: a graph in blocks (max_memory_gb) exports as TorchScript (a .pt file) only"),
     # equinet data
     (["data", "convert", "data.h5", "data.h5"], "output data.h5: is the input file data.h5"),
     (["data", "convert", "data.h5", "hardlink.h5"], "output hardlink.h5: is the input file data.h5"),

@@ -17,6 +17,7 @@ from equinet.cli import main
 from equinet.datasets import atoms_to_graph
 from equinet.export import ExportedCommittee, ExportedForces, export_model, load_exported
 from equinet.potentials import build_model
+from equinet.potentials.looped import Looped, set_block_sizes
 from small_models import triclinic_alloy
 
 STATISTICS = {
@@ -110,24 +111,29 @@ def _assert_stress(virial, atoms):
     np.testing.assert_allclose(stress, atoms.get_stress(), atol=1e-12)
 
 
-@pytest.mark.parametrize("variant, edge_blocks", [(variant, 2 if variant in ("mace", "tensornet") else 1) for variant in sorted(SMALL)])
-def test_every_model_family_exports_a_graph_equal_to_the_model(variant, edge_blocks, tmp_path, float64):
-    """Each family, and MACE and TensorNet with their edges (and MACE's products) in 2 parts,
-    down to fewer edges than parts (one edge here, none in the export's own check). MACE's
-    runs the triton convolution, which libtorch cannot run: the export swaps in the torch
-    backend (the kernels share its weights), and the caller's model keeps triton."""
+@pytest.mark.parametrize("variant, blocked", [(variant, variant in ("mace", "tensornet", "escn")) for variant in sorted(SMALL)])
+def test_every_model_family_exports_a_graph_equal_to_the_model(variant, blocked, tmp_path, float64):
+    """Each family; MACE, TensorNet and eSCN also with their edges and per-atom steps in
+    blocks (loops of the graph), run in blocks as exported and in blocks of 13 edges and 3
+    atoms (a remainder: many blocks per loop), down to one edge (none in the export's own
+    check). MACE's runs the triton convolution, which libtorch cannot run: the export swaps
+    in the torch backend (the kernels share its weights), and the caller's model keeps triton."""
     kernels = {"conv_backend": "triton"} if variant == "mace" and importlib.util.find_spec("triton") else {}
     model = _model(variant, **kernels)
-    metadata = export_model(model, tmp_path / "exported.pt", edge_blocks=edge_blocks)
+    metadata = export_model(model, tmp_path / "exported.pt", max_memory_gb=1.0 if blocked else None)
     graph, stored = load_exported(tmp_path / "exported.pt")
     assert stored == metadata
     assert stored["elements"] == [28, 29] and stored["cutoff"] == CUTOFF and stored["dtype"] == "float64"
-    assert stored["message_passing_steps"] == model.message_passing_steps and stored["edge_blocks"] == edge_blocks
+    assert stored["message_passing_steps"] == model.message_passing_steps
     if kernels:
         assert "equinet" not in graph.code and model.interactions[0].conv.backend == "triton"
     pair = (torch.tensor([[1.5, 0.5, -1.0]]), torch.tensor([0, 1]), torch.tensor([[0], [1]]), torch.tensor(2))
     inputs, _ = with_ghosts(triclinic_alloy(), model)  # sizes unlike those the graph was traced on
-    for structure in (inputs, pair):
+    sizes = [Looped(**stored["blocks"]), Looped(13, 3)] if blocked else [None]
+    assert (stored["blocks"] is None) != blocked
+    for structure, size in itertools.product((inputs, pair), sizes):
+        if size is not None:
+            set_block_sizes(graph, size)
         for name, expected, got in zip(("energy", "forces", "virial"), ExportedForces(model)(*structure), graph(*structure)):
             torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10, msg=name)
 

@@ -183,13 +183,13 @@ def _blocks_test_batch():
 def test_edges_in_blocks_give_the_same_energy_forces_and_stress(variant, monkeypatch):
     """Inference edge block by edge block (recomputed in the backward) equals all edges at
     once, in float64; training keeps the one-pass graph."""
-    from equinet.potentials import blocks
+    from equinet.potentials import looped
 
     model, graph = small_model(variant), _blocks_test_batch()
     whole = model(graph, stress=True)
     blocks_run = []
-    checkpoint = blocks.checkpoint
-    monkeypatch.setattr(blocks, "checkpoint", lambda *args, **kwargs: blocks_run.append(1) or checkpoint(*args, **kwargs))
+    edge_window = looped._edge_window
+    monkeypatch.setattr(looped, "_edge_window", lambda *args: blocks_run.append(1) or edge_window(*args))
     model.edge_block_size = 16  # molecule: 2 atoms a block; alloy: 19 edges an atom
     if variant.startswith(("mace", "escn")) or variant == "tensornet":
         model.atom_block_size = 5  # atoms: 27
@@ -200,17 +200,6 @@ def test_edges_in_blocks_give_the_same_energy_forces_and_stress(variant, monkeyp
     blocks_run.clear()
     model.train()(graph, stress=True)
     assert not blocks_run
-
-
-def test_receiver_blocks_tile_the_atoms_without_splitting_one_atoms_edges():
-    from equinet.potentials.blocks import receiver_blocks
-
-    receiver = torch.tensor([0, 0, 0, 2, 2, 3, 3, 3, 3, 3])  # atoms 1 and 4 receive nothing
-    # atoms 0-1 (3 edges), atom 2 (2), atom 3 alone (5 > 4), atom 4 (none)
-    assert receiver_blocks(receiver, 5, 4) == [(3, 2), (2, 1), (5, 1), (0, 1)]
-    assert receiver_blocks(receiver, 5, 10) == [(10, 5)]
-    with pytest.raises(ValueError, match="sorted by receiver"):
-        receiver_blocks(receiver.flip(0), 5, 4)
 
 
 def test_the_memory_budget_sets_the_edge_blocks():

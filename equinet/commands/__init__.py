@@ -15,6 +15,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number above 0")
+    return value
+
+
 def read_structure(path: Path, index: int | str = -1):
     """Frame ``index`` of an ASE-readable file (default the last), as ``ase.Atoms`` (a list
     for a slice such as ``":"``); one line if it cannot be read."""

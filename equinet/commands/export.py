@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from equinet.commands import positive_int
+from equinet.commands import positive_float
 
 
 def register(commands) -> None:
@@ -17,9 +17,9 @@ def register(commands) -> None:
     parser.add_argument("--dtype", choices=("float32", "float64"), default=None, help="precision of the graph (default: the model's)")
     parser.add_argument("--elements", nargs="+", metavar="SYMBOL", help="export only these of the model's elements, in this order (default: all); "
                         "a foundation model with 89 elements exports and runs faster for the few a simulation holds")
-    parser.add_argument("--edge-blocks", type=positive_int, default=1, metavar="K",
-                        help="compute the edges' messages in K parts, each recomputed in the backward: less memory per atom "
-                        "for large systems, for a longer export (default 1: all edges at once)")
+    parser.add_argument("--max-memory-gb", type=positive_float, default=None, metavar="GB",
+                        help="compute edges and heavy per-atom steps in blocks sized to this memory, each recomputed in the backward: "
+                        "bounded memory per atom for large systems, at some cost in time (default: all at once)")
     parser.set_defaults(run=run)
 
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.format or ("aotinductor" if args.output.suffix == ".pt2" else None)) == "aotinductor":
         print("compiling the graph with AOTInductor (a few minutes) ...", flush=True)
     elements = None if args.elements is None else [_atomic_number(symbol) for symbol in args.elements]
-    metadata = export_model(models, args.output, dtype=dtype, format=args.format, elements=elements, edge_blocks=args.edge_blocks)
+    metadata = export_model(models, args.output, dtype=dtype, format=args.format, elements=elements, max_memory_gb=args.max_memory_gb)
     symbols = " ".join(_symbol(z) for z in metadata["elements"])
     what = metadata["model"] if metadata["members"] == 1 else f"a committee of {metadata['members']}: {metadata['model']}"
     print(f"wrote {args.output} ({what}, {metadata['dtype']}, elements {symbols}, cutoff {metadata['cutoff']} Å)")
