@@ -105,11 +105,14 @@ def atom_map(fn: Callable[..., Tensor | tuple[Tensor, ...]], node_inputs: Sequen
     """:func:`.blocks.over_node_blocks` with :class:`Looped` blocks of ``atoms`` atoms."""
     recorder = _active()
     if not recorder.tracing:
-        outputs = fn(*node_inputs)
-        as_list = lambda inputs: list(outputs) if isinstance(outputs := fn(*inputs), tuple) else [outputs]  # noqa: E731
+
+        def as_list(inputs: List[Tensor]) -> List[Tensor]:
+            outputs = fn(*inputs)
+            return list(outputs) if isinstance(outputs, tuple) else [outputs]
+
         example = [tensor.detach() for tensor in node_inputs]
         recorder.blocks.append(_traced_block(as_list, example, [tensor.requires_grad for tensor in node_inputs]))
-        return outputs
+        return fn(*node_inputs)
     key = recorder.next_key()
     outputs = torch.ops.equinet.atom_blocks(list(node_inputs), key, atoms)
     return outputs[0] if len(recorder.blocks[key].tails) == 1 else tuple(outputs)
@@ -159,7 +162,7 @@ def _traced_block(fn: Callable[[List[Tensor]], List[Tensor]], example: List[Tens
     )
 
 
-def _list_graph(fn: Callable[[list[Tensor]], list[Tensor]], example: list[Tensor]) -> torch.fx.GraphModule:
+def _list_graph(fn: Callable[[List[Tensor]], List[Tensor]], example: List[Tensor]) -> torch.fx.GraphModule:
     """``fn`` traced with symbolic sizes (no two sizes assumed equal) into a graph whose
     forward takes and returns one list of tensors, as TorchScript calls it in a loop."""
     with torch.fx.experimental._config.patch(use_duck_shape=False):

@@ -56,8 +56,10 @@ def _export_command(argv: list[str]) -> str:
 
 @pytest.fixture(scope="session")
 def exported_committee(tmp_path_factory):
-    """``equinet export committee.yaml`` of a one-layer MACE and a TensorNet (message-passing
-    steps 1 and 3) for Ni and Cu, float64: (the exported file, the members, the output)."""
+    """``equinet export committee.yaml --max-memory-gb 0.001`` of a one-layer MACE and a
+    TensorNet (message-passing steps 1 and 3) for Ni and Cu, float64, its edges and atoms in
+    blocks (loops of the graph; the smallest blocks, 1,024 edges and 64 atoms): (the
+    exported file, the members, the output)."""
     from equinet import save_model
     from equinet.committee import write_committee
 
@@ -68,7 +70,7 @@ def exported_committee(tmp_path_factory):
         path.parent.mkdir()
         save_model(model, path)
     write_committee(folder / "committee.yaml", paths)
-    out = _export_command(["export", str(folder / "committee.yaml"), "-o", str(folder / "committee-lammps.pt")])
+    out = _export_command(["export", str(folder / "committee.yaml"), "-o", str(folder / "committee-lammps.pt"), "--max-memory-gb", "0.001"])
     return folder / "committee-lammps.pt", members, out
 
 

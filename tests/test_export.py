@@ -219,8 +219,10 @@ def test_export_command_writes_a_committee_as_one_graph(exported_committee, floa
     path, members, out = exported_committee
     assert "(a committee of 2: mace, tensornet, float64, elements Ni Cu, cutoff 4.0 Å)" in out
     assert "fix std all pair 1 equinet forces_std 0" in out
+    assert "in blocks of 1,024 edges and 64 atoms (--max-memory-gb 0.001)" in out
     graph, metadata = load_exported(path)
     assert metadata["members"] == 2 and metadata["message_passing_steps"] == 3  # MACE's 1, TensorNet's 3
+    assert metadata["blocks"] == {"edges": 1024, "atoms": 64}
     inputs = images_folded(triclinic_alloy(), members[1])  # the export checked ghost atoms itself
     outputs = ("energy", "forces", "virial", "member forces")
     for name, expected, got in zip(outputs, ExportedCommittee(members)(*inputs), graph(*inputs), strict=True):

@@ -42,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     symbols = " ".join(_symbol(z) for z in metadata["elements"])
     what = metadata["model"] if metadata["members"] == 1 else f"a committee of {metadata['members']}: {metadata['model']}"
     print(f"wrote {args.output} ({what}, {metadata['dtype']}, elements {symbols}, cutoff {metadata['cutoff']} Å)")
+    if metadata["blocks"] is not None:
+        blocks = metadata["blocks"]
+        atoms = "all atoms at once" if blocks["atoms"] is None else f"{blocks['atoms']:,} atoms"
+        print(f"in blocks of {blocks['edges']:,} edges and {atoms} (--max-memory-gb {args.max_memory_gb:g})")
     print("in LAMMPS (units metal, newton on), after 'equinet lammps build-plugin':")
     print("  plugin load /absolute/path/to/equinet_plugin.so")
     print("  pair_style equinet")
