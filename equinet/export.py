@@ -35,8 +35,8 @@ The model and its autograd backward are traced together into one graph of plain 
 operations (``make_fx`` with symbolic sizes) and saved as TorchScript (``.pt``) or
 compiled ahead of time by AOTInductor (``.pt2``); libtorch runs either from C++ without
 Python. The file carries ``equinet.json``: elements, cutoff, message-passing steps (a
-committee's largest), number of members (1: one model), dtype, edge blocks, equinet
-version. A graph may hold only some of the model's elements (a foundation model knows 89;
+committee's largest), number of members (1: one model), dtype, blocks (edges and atoms per
+block, or none), equinet version. A graph may hold only some of the model's elements (a foundation model knows 89;
 a simulation needs a few): its size and compile time grow with them.
 
 For large systems the graph can compute its edges' messages in blocks of a fixed number of
@@ -297,11 +297,12 @@ def export_model(
         tolerance = 1e-9 if dtype == torch.float64 else 1e-4
         # Sizes other than the traced 24, down to one atom; with blocks, also in blocks of a
         # few edges and atoms, to run the loops over many.
-        for num_atoms, seed, small_blocks in ((37, 1, False), (5, 2, False), (1, 3, False), (37, 4, True), (5, 5, True)):
-            if small_blocks and blocks is None:
-                continue
-            if blocks is not None:
-                looped.set_block_sizes(exported, looped.Looped(50, 7) if small_blocks else blocks)
+        checks = [(37, 1, blocks), (5, 2, blocks), (1, 3, blocks)]
+        if blocks is not None:
+            checks += [(37, 4, looped.Looped(50, 7)), (5, 5, looped.Looped(50, 7))]
+        for num_atoms, seed, sizes in checks:
+            if sizes is not None:
+                looped.set_block_sizes(exported, sizes)
             inputs = _example_inputs(len(species), first.cutoff, num_atoms, seed, dtype)
             for name, expected, got in zip(outputs, reference(*inputs), exported(*inputs)):
                 if not torch.allclose(got, expected, rtol=tolerance, atol=tolerance):

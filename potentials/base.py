@@ -249,7 +249,7 @@ class Potential(torch.nn.Module):
         num_graphs = cell.shape[0]
         batch_index = batch.batch if getattr(batch, "batch", None) is not None else pos.new_zeros(len(pos), dtype=torch.long)
         edge_index, edge_shift = batch.edge_index, batch.edge_shift.to(dtype)
-        if self._edge_block is not None:  # edge blocks are cut at receiver boundaries
+        if self._edge_block is not None:  # edges sorted by receiver: each block sums into few rows
             order = torch.argsort(edge_index[1], stable=True)
             edge_index, edge_shift = edge_index[:, order], edge_shift[order]
         if strain is not None:

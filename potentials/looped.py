@@ -285,10 +285,18 @@ class AtomBlocksBackward(torch.nn.Module):
         return [torch.cat([piece[index] for piece in pieces]) for index in range(len(pieces[0]))]
 
 
+#: The loop module of each blocked-step operator, from its traced block and block size.
+_LOOPS = {
+    "edge_blocks": lambda block, size: EdgeBlockSum(block.forward, size, block.tails[0], block.dtypes[0]),
+    "edge_blocks_backward": lambda block, size: EdgeBlockSumBackward(block.backward, size, block.wants),
+    "atom_blocks": lambda block, size: AtomBlocks(block.forward, size),
+    "atom_blocks_backward": lambda block, size: AtomBlocksBackward(block.backward, size),
+}
+
+
 @torch.library.custom_op("equinet::edge_blocks", mutates_args=())
 def _edge_blocks(nodes: Tensor, edge_inputs: List[Tensor], edge_index: Tensor, key: int, size: int) -> Tensor:
-    block = _active().blocks[key]
-    return EdgeBlockSum(block.forward, size, block.tails[0], block.dtypes[0])(nodes, edge_inputs, edge_index)
+    return _LOOPS["edge_blocks"](_active().blocks[key], size)(nodes, edge_inputs, edge_index)
 
 
 @_edge_blocks.register_fake
@@ -299,8 +307,7 @@ def _(nodes, edge_inputs, edge_index, key, size):
 
 @torch.library.custom_op("equinet::edge_blocks_backward", mutates_args=())
 def _edge_blocks_backward(grad: Tensor, nodes: Tensor, edge_inputs: List[Tensor], edge_index: Tensor, key: int, size: int) -> List[Tensor]:
-    block = _active().blocks[key]
-    return EdgeBlockSumBackward(block.backward, size, block.wants)(grad, nodes, edge_inputs, edge_index)
+    return _LOOPS["edge_blocks_backward"](_active().blocks[key], size)(grad, nodes, edge_inputs, edge_index)
 
 
 @_edge_blocks_backward.register_fake
@@ -354,7 +361,7 @@ _edge_blocks.register_autograd(_edge_blocks_grad, setup_context=_edge_blocks_set
 
 @torch.library.custom_op("equinet::atom_blocks", mutates_args=())
 def _atom_blocks(inputs: List[Tensor], key: int, size: int) -> List[Tensor]:
-    return AtomBlocks(_active().blocks[key].forward, size)(inputs)
+    return _LOOPS["atom_blocks"](_active().blocks[key], size)(inputs)
 
 
 @_atom_blocks.register_fake
@@ -365,7 +372,7 @@ def _(inputs, key, size):
 
 @torch.library.custom_op("equinet::atom_blocks_backward", mutates_args=())
 def _atom_blocks_backward(grads: List[Tensor], inputs: List[Tensor], key: int, size: int) -> List[Tensor]:
-    return AtomBlocksBackward(_active().blocks[key].backward, size)(grads, inputs)
+    return _LOOPS["atom_blocks_backward"](_active().blocks[key], size)(grads, inputs)
 
 
 @_atom_blocks_backward.register_fake
@@ -391,12 +398,7 @@ def as_loops(graph: torch.fx.GraphModule, recorder: _Recorder) -> torch.fx.Graph
     the modules that loop over the blocks: submodules ``edge_blocks_<i>`` (an
     :class:`EdgeBlockSum` or its backward) and ``atom_blocks_<i>`` (:class:`AtomBlocks` or
     its backward)."""
-    modules = {
-        torch.ops.equinet.edge_blocks.default: lambda block, size: EdgeBlockSum(block.forward, size, block.tails[0], block.dtypes[0]),
-        torch.ops.equinet.edge_blocks_backward.default: lambda block, size: EdgeBlockSumBackward(block.backward, size, block.wants),
-        torch.ops.equinet.atom_blocks.default: lambda block, size: AtomBlocks(block.forward, size),
-        torch.ops.equinet.atom_blocks_backward.default: lambda block, size: AtomBlocksBackward(block.backward, size),
-    }
+    modules = {getattr(torch.ops.equinet, name).default: loop for name, loop in _LOOPS.items()}
     for index, node in enumerate(list(graph.graph.nodes)):
         if node.op != "call_function" or node.target not in modules:
             continue
