@@ -183,6 +183,14 @@ def _list_graph(fn: Callable[[List[Tensor]], List[Tensor]], example: List[Tensor
     return traced
 
 
+def _block_inputs(nodes: Tensor, edge_inputs: List[Tensor], edge_index: Tensor, start: int, stop: int) -> Tuple[List[Tensor], Tensor, int, int]:
+    """The inputs of the block function for edges ``start .. stop`` (:class:`EdgeBlockSum`),
+    the block's senders, and its receivers' rows ``first``, ``last``."""
+    senders, local_index, first, last = _edge_window(edge_index, start, stop)
+    inputs = [nodes.index_select(0, senders)] + [tensor[start:stop] for tensor in edge_inputs]
+    return inputs + [local_index, nodes.new_empty([last - first, 0])], senders, first, last
+
+
 def _edge_window(edge_index: Tensor, start: int, stop: int) -> Tuple[Tensor, Tensor, int, int]:
     """Edges ``start .. stop`` as a block: its senders (sorted, distinct), its edge index
     into those and into its receivers ``first .. last - 1``, and ``first``, ``last``."""
@@ -213,9 +221,8 @@ class EdgeBlockSum(torch.nn.Module):
         total = self.like.new_zeros([nodes.shape[0]] + self.tail)
         for start in range(0, num_edges, self.size):
             stop = min(start + self.size, num_edges)
-            senders, local_index, first, last = _edge_window(edge_index, start, stop)
-            inputs = [nodes.index_select(0, senders)] + [tensor[start:stop] for tensor in edge_inputs]
-            total[first:last] += self.block(inputs + [local_index, nodes.new_empty([last - first, 0])])[0]
+            inputs, _, first, last = _block_inputs(nodes, edge_inputs, edge_index, start, stop)
+            total[first:last] += self.block(inputs)[0]
         return total
 
 
@@ -236,9 +243,8 @@ class EdgeBlockSumBackward(torch.nn.Module):
         pieces: List[List[Tensor]] = [[] for _ in edge_inputs]
         for start in range(0, num_edges, self.size):
             stop = min(start + self.size, num_edges)
-            senders, local_index, first, last = _edge_window(edge_index, start, stop)
-            inputs = [nodes.index_select(0, senders)] + [tensor[start:stop] for tensor in edge_inputs]
-            grads = self.block(inputs + [local_index, nodes.new_empty([last - first, 0]), grad[first:last]])
+            inputs, senders, first, last = _block_inputs(nodes, edge_inputs, edge_index, start, stop)
+            grads = self.block(inputs + [grad[first:last]])
             taken = 0
             if self.wants[0]:
                 grad_nodes.index_add_(0, senders, grads[0])
@@ -315,6 +321,14 @@ def _(grad, nodes, edge_inputs, edge_index, key, size):
     return [torch.empty_like(tensor) for tensor, want in zip([nodes, *edge_inputs], _active().blocks[key].wants) if want]
 
 
+def _node_and_edge_grads(grads: List[Tensor], wants: List[bool], num_edge_inputs: int) -> tuple[Tensor | None, list[Tensor | None]]:
+    """:class:`EdgeBlockSumBackward`'s gradients (of the wanted inputs only) as autograd
+    takes them: the nodes', and a list with each edge input's, ``None`` where not wanted."""
+    taken = iter(grads)
+    node_grad = next(taken) if wants[0] else None
+    return node_grad, [next(taken) if want else None for want in wants[1 : 1 + num_edge_inputs]]
+
+
 class _EagerEdgeBlockSum(torch.autograd.Function):
     """:class:`EdgeBlockSum` as one differentiable step of an eager call: the forward keeps
     no graph, the backward recomputes each block (:class:`EdgeBlockSumBackward`)."""
@@ -323,17 +337,14 @@ class _EagerEdgeBlockSum(torch.autograd.Function):
     def forward(ctx, block, size: int, wants: List[bool], nodes: Tensor, edge_index: Tensor, *edge_inputs: Tensor) -> Tensor:
         ctx.save_for_backward(nodes, edge_index, *edge_inputs)
         ctx.block, ctx.size, ctx.wants = block, size, wants
-        senders, local_index, first, last = _edge_window(edge_index, 0, 1)  # one edge: the sum's row shape and dtype
-        row = block([nodes[senders], *(tensor[:1] for tensor in edge_inputs), local_index, nodes.new_empty(last - first, 0)])[0]
+        row = block(_block_inputs(nodes, list(edge_inputs), edge_index, 0, 1)[0])[0]  # one edge: the sum's row shape and dtype
         return EdgeBlockSum(block, size, list(row.shape[1:]), row.dtype)(nodes, list(edge_inputs), edge_index)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         nodes, edge_index, *edge_inputs = ctx.saved_tensors
         backward = EdgeBlockSumBackward(_recomputed_backward(ctx.block, ctx.wants), ctx.size, ctx.wants)
-        grads = iter(backward(grad, nodes, edge_inputs, edge_index))
-        node_grad = next(grads) if ctx.wants[0] else None
-        edge_grads = [next(grads) if want else None for want in ctx.wants[1 : 1 + len(edge_inputs)]]
+        node_grad, edge_grads = _node_and_edge_grads(backward(grad, nodes, edge_inputs, edge_index), ctx.wants, len(edge_inputs))
         return None, None, None, node_grad, None, *edge_grads
 
 
@@ -351,9 +362,8 @@ def _edge_blocks_setup(ctx, inputs, output):
 
 def _edge_blocks_grad(ctx, grad):
     nodes, edge_index, *edge_inputs = ctx.saved_tensors
-    grads = iter(torch.ops.equinet.edge_blocks_backward(grad, nodes, edge_inputs, edge_index, ctx.key, ctx.size))
-    wants = _active().blocks[ctx.key].wants
-    return next(grads) if wants[0] else None, [next(grads) if want else None for want in wants[1 : 1 + len(edge_inputs)]], None, None, None
+    grads = torch.ops.equinet.edge_blocks_backward(grad, nodes, edge_inputs, edge_index, ctx.key, ctx.size)
+    return *_node_and_edge_grads(grads, _active().blocks[ctx.key].wants, len(edge_inputs)), None, None, None
 
 
 _edge_blocks.register_autograd(_edge_blocks_grad, setup_context=_edge_blocks_setup)
